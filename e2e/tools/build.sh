@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Build the local control plane's binaries from their upstream Go modules, at the versions pinned in
+# e2e/versions.env, each in its own throwaway module (so their dependency graphs never mix) and cached
+# by version. A second run finds every binary in the cache and builds nothing.
+#
+# Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm (default: all)
+# Prints the directory holding the binaries on its last line of stdout.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../versions.env
+source "${here}/../versions.env"
+
+cache="${KUBEFORGE_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/kubeforge}"
+bindir="${cache}/bin"
+mkdir -p "${bindir}" "${cache}/build"
+
+export GOFLAGS="-mod=mod -buildvcs=false"
+export CGO_ENABLED=0
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Run a long command while printing which component is building and for how long.
+with_progress() {
+  local what="$1"; shift
+  local start=$SECONDS
+  "$@" &
+  local pid=$! last=$SECONDS
+  while kill -0 "${pid}" 2>/dev/null; do
+    sleep 2
+    if kill -0 "${pid}" 2>/dev/null && (( SECONDS - last >= 30 )); then
+      last=$SECONDS
+      log "${what}: still building, $((SECONDS - start))s so far"
+    fi
+  done
+  wait "${pid}"
+  log "${what}: done in $((SECONDS - start))s"
+}
+
+# A fresh module directory for one component: nothing from a previous attempt leaks in.
+new_module() {
+  local name="$1"
+  local dir="${cache}/build/${name}"
+  rm -rf "${dir}"
+  mkdir -p "${dir}"
+  (cd "${dir}" && go mod init "kubeforge.local/build/${name}" >/dev/null 2>&1)
+  echo "${dir}"
+}
+
+have() { # have <stamp-name> <binaries...>
+  local stamp="${bindir}/.$1"
+  shift
+  [[ -f "${stamp}" ]] || return 1
+  local b
+  for b in "$@"; do [[ -x "${bindir}/${b}" ]] || return 1; done
+}
+
+build_kubernetes() {
+  local v="${KUBERNETES_VERSION}" stamp="kubernetes-${KUBERNETES_VERSION}"
+  if have "${stamp}" kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+    log "kubernetes ${v}: cached"; return
+  fi
+  local dir minor staging
+  dir="$(new_module kubernetes)"
+  minor="${v#v1.}"; minor="${minor%%.*}"
+  staging="v0.${v#v1.}"
+  # k8s.io/kubernetes points its staging modules at ./staging; outside its repo they must be
+  # replaced by the matching v0.X.Y releases. The list comes from the release's own go.mod.
+  local gomod
+  gomod="$(cd "${dir}" && go mod download -json "k8s.io/kubernetes@${v}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  {
+    echo "require k8s.io/kubernetes ${v}"
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "${gomod}" | awk -v s="${staging}" '{print "replace " $1 " => " $1 " " s}'
+  } >>"${dir}/go.mod"
+  local pkg="k8s.io/kubernetes/cmd"
+  (cd "${dir}" && go get "k8s.io/kubernetes@${v}" >/dev/null 2>&1 || true)
+  local ldflags="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X ${p}.gitVersion=${v} -X ${p}.gitMajor=1 -X ${p}.gitMinor=${minor}"
+    ldflags+=" -X ${p}.gitTreeState=clean -X ${p}.buildDate=1970-01-01T00:00:00Z"
+  done
+  with_progress "kubernetes ${v} (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl)" \
+    bash -c "cd '${dir}' && go build -trimpath -ldflags '${ldflags}' -o '${bindir}/' \
+      ${pkg}/kube-apiserver ${pkg}/kube-controller-manager ${pkg}/kube-scheduler ${pkg}/kubectl"
+  touch "${bindir}/.${stamp}"
+}
+
+build_etcd() {
+  local v="${ETCD_VERSION}" stamp="etcd-${ETCD_VERSION}"
+  if have "${stamp}" etcd; then log "etcd ${v}: cached"; return; fi
+  local dir
+  dir="$(new_module etcd)"
+  (cd "${dir}" && go get "go.etcd.io/etcd/server/v3@${v}" >/dev/null 2>&1)
+  with_progress "etcd ${v}" bash -c "cd '${dir}' && go build -trimpath -ldflags '-s -w' -o '${bindir}/etcd' go.etcd.io/etcd/server/v3"
+  touch "${bindir}/.${stamp}"
+}
+
+build_kwok() {
+  local v="${KWOK_VERSION}" stamp="kwok-${KWOK_VERSION}"
+  if have "${stamp}" kwok; then log "kwok ${v}: cached"; return; fi
+  local dir
+  dir="$(new_module kwok)"
+  (cd "${dir}" && go get "sigs.k8s.io/kwok@${v}" >/dev/null 2>&1)
+  with_progress "kwok ${v}" bash -c "cd '${dir}' && go build -trimpath \
+    -ldflags '-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION}' \
+    -o '${bindir}/' sigs.k8s.io/kwok/cmd/kwok"
+  touch "${bindir}/.${stamp}"
+}
+
+build_helm() {
+  local v="${HELM_VERSION}" stamp="helm-${HELM_VERSION}"
+  if have "${stamp}" helm; then log "helm ${v}: cached"; return; fi
+  local dir minor
+  dir="$(new_module helm)"
+  minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+  (cd "${dir}" && go get "helm.sh/helm/v3@${v}" >/dev/null 2>&1)
+  with_progress "helm ${v}" bash -c "cd '${dir}' && go build -trimpath \
+    -ldflags '-s -w -X helm.sh/helm/v3/internal/version.version=${v} -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+      -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${minor} \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${minor}' \
+    -o '${bindir}/helm' helm.sh/helm/v3/cmd/helm"
+  touch "${bindir}/.${stamp}"
+}
+
+components=("$@")
+(( ${#components[@]} )) || components=(etcd kwok helm kubernetes)
+total=$SECONDS
+for c in "${components[@]}"; do
+  case "${c}" in
+    kubernetes|etcd|kwok|helm) "build_${c}" ;;
+    *) echo "unknown component: ${c}" >&2; exit 2 ;;
+  esac
+done
+log "all components ready in $((SECONDS - total))s"
+echo "${bindir}"

@@ -1,0 +1,1 @@
+"""Thin kopf wiring: watch events trigger one level-triggered reconcile per object."""

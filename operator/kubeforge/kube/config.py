@@ -1,0 +1,48 @@
+"""Where the operator's credentials come from: an explicit kubeconfig file or, only when asked for
+with `--in-cluster`, the pod's service account. Never an ambient `~/.kube/config` or `$KUBECONFIG`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightkube.config.kubeconfig import KubeConfig
+
+
+class ConfigError(Exception):
+    """The operator was not told, or was told wrongly, which cluster to talk to."""
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """How to reach the API server, resolved once at start-up and shared by kopf and our client."""
+
+    config: KubeConfig
+    source: str
+
+    @property
+    def server(self) -> str:
+        return str(self.config.cluster.server)
+
+
+def load_access(*, kubeconfig: Path | None, in_cluster: bool, context: str | None = None) -> ClusterAccess:
+    if kubeconfig is not None and in_cluster:
+        raise ConfigError("--kubeconfig and --in-cluster exclude each other")
+    if in_cluster:
+        return ClusterAccess(KubeConfig.from_service_account(), "in-cluster service account")
+    if kubeconfig is None:
+        raise ConfigError(
+            "no cluster given: pass --kubeconfig PATH, or --in-cluster when running inside Kubernetes"
+        )
+    if not kubeconfig.is_file():
+        raise ConfigError(f"kubeconfig {kubeconfig} does not exist")
+    config = KubeConfig.from_file(kubeconfig)
+    if context is not None:
+        config = KubeConfig(
+            clusters=config.clusters,
+            contexts=config.contexts,
+            users=config.users,
+            current_context=context,
+            fname=kubeconfig,
+        )
+    return ClusterAccess(config, f"kubeconfig {kubeconfig}")

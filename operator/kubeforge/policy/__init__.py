@@ -1,0 +1,1 @@
+"""Pure decisions: no I/O, no clocks read implicitly, no Kubernetes client."""

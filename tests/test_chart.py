@@ -1,0 +1,585 @@
+"""The Helm chart, checked offline: `helm lint` and `helm template`, never a cluster.
+
+The rendered YAML is parsed and checked for what matters in production: the `restricted`
+security context, least-privilege RBAC (exactly the rules the operator uses, no wildcards,
+no Secrets), the operator's command line, and a values schema that refuses typos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+Obj = dict[str, Any]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "kubeforge"
+HELM = Path(os.environ.get("KUBEFORGE_CACHE", str(Path.home() / ".cache" / "kubeforge"))) / "bin" / "helm"
+KUBE_VERSION = "1.36.3"
+RELEASE = "kubeforge"
+NAMESPACE = "kubeforge-system"
+
+# The operator's RBAC, one tuple per rule: (apiGroups, resources, verbs). This table is the
+# contract: adding a permission means changing it here and in templates/rbac.yaml.
+NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
+    (("kubeforge.dev",), ("trainingjobs", "inferencefleets"), ("get", "list", "watch", "patch")),
+    (("kubeforge.dev",), ("trainingjobs/status", "inferencefleets/status"), ("get", "patch")),
+    (("batch",), ("jobs",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("",), ("services",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("",), ("pods",), ("get", "list", "watch")),
+    (("",), ("events",), ("create", "patch")),
+    (("events.k8s.io",), ("events",), ("create", "patch")),
+    (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("policy",), ("poddisruptionbudgets",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("gateway.networking.k8s.io",), ("httproutes",), ("get", "patch")),
+]
+CLUSTER_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
+    (("",), ("nodes",), ("get", "list", "watch")),
+    (("",), ("namespaces",), ("get", "list", "watch")),
+    (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("get", "list", "watch")),
+]
+
+STANDARD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+)
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    if not HELM.is_file() or not os.access(HELM, os.X_OK):
+        pytest.skip(
+            f"helm binary not found at {HELM}: build it with `e2e/tools/build.sh helm` "
+            "(or set KUBEFORGE_CACHE to the cache that holds bin/helm)"
+        )
+    return HELM
+
+
+@pytest.fixture(scope="session")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment in which helm cannot reach any cluster or read the user's config."""
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "HELM_"))}
+    env.update(
+        HOME=str(home),
+        KUBECONFIG=str(home / "no-kubeconfig"),
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
+    )
+    return env
+
+
+def run_helm(helm: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def set_args(values: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        out += ["--set", value]
+    return out
+
+
+def template_cmd(*extra: str) -> list[str]:
+    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, *extra]
+
+
+def render(helm: Path, env: dict[str, str], *values: str) -> list[Obj]:
+    result = run_helm(helm, env, *template_cmd(*set_args(values)))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def only(docs: list[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
+    return found[0]
+
+
+def kinds(docs: list[Obj]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def as_rules(role: Obj) -> list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
+    return [(tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]]
+
+
+def operator_container(docs: list[Obj]) -> Obj:
+    containers: list[Obj] = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    return containers[0]
+
+
+@pytest.fixture(scope="module")
+def default_docs(helm: Path, helm_env: dict[str, str]) -> list[Obj]:
+    return render(helm, helm_env)
+
+
+# --- chart metadata and lint -------------------------------------------------------------------
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "kubeforge"
+    assert chart["version"] == "0.1.0"
+    assert chart["appVersion"] == "0.1.0"
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+
+
+LINT_CASES: dict[str, list[str]] = {
+    "defaults": [],
+    "namespaced": ["watchNamespaces={team-a,team-b}"],
+    "everything-on": [
+        "prometheus.url=http://prometheus.monitoring.svc:9090",
+        "metrics.serviceMonitor.enabled=true",
+        "networkPolicy.enabled=true",
+        "priorityClassName=system-cluster-critical",
+        "image.digest=sha256:" + "a" * 64,
+    ],
+    "no-rbac-no-sa": ["rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=ops"],
+}
+
+
+@pytest.mark.parametrize("values", LINT_CASES.values(), ids=LINT_CASES.keys())
+def test_helm_lint_strict(helm: Path, helm_env: dict[str, str], values: list[str]) -> None:
+    result = run_helm(
+        helm, helm_env, "lint", str(CHART), "--strict", "--namespace", NAMESPACE, *set_args(values)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_old_kubernetes_is_refused(helm: Path, helm_env: dict[str, str]) -> None:
+    cmd = ["template", RELEASE, str(CHART), "--kube-version", "1.29.9"]
+    result = run_helm(helm, helm_env, *cmd)
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr
+
+
+def test_default_objects(default_docs: list[Obj]) -> None:
+    assert kinds(default_docs) == sorted(
+        [
+            "ServiceAccount",
+            "Deployment",
+            "Service",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        ]
+    )
+
+
+def test_every_object_carries_the_standard_labels(default_docs: list[Obj]) -> None:
+    for doc in default_docs:
+        labels = doc["metadata"]["labels"]
+        for key in STANDARD_LABELS:
+            assert labels.get(key), f"{doc['kind']} {doc['metadata']['name']} lacks {key}"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["helm.sh/chart"] == "kubeforge-0.1.0"
+
+
+def test_namespaced_objects_are_in_the_release_namespace(default_docs: list[Obj]) -> None:
+    for doc in default_docs:
+        if not doc["kind"].startswith("Cluster"):
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
+
+
+# --- Deployment --------------------------------------------------------------------------------
+
+
+def test_deployment_shape(default_docs: list[Obj]) -> None:
+    deploy = only(default_docs, "Deployment", RELEASE)
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    selector = spec["selector"]["matchLabels"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == RELEASE
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+
+
+def test_container_image_ports_probes_resources(default_docs: list[Obj]) -> None:
+    container = operator_container(default_docs)
+    assert container["image"] == "ghcr.io/kubeforge/kubeforge:0.1.0"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert container["resources"]["limits"]["memory"] == "512Mi"
+
+
+@pytest.mark.parametrize(
+    ("values", "image"),
+    [
+        (["image.tag=v9"], "ghcr.io/kubeforge/kubeforge:v9"),
+        (["image.repository=registry.local/kf", "image.tag=dev"], "registry.local/kf:dev"),
+        (["image.digest=sha256:" + "b" * 64], "ghcr.io/kubeforge/kubeforge@sha256:" + "b" * 64),
+    ],
+)
+def test_image_reference(helm: Path, helm_env: dict[str, str], values: list[str], image: str) -> None:
+    assert operator_container(render(helm, helm_env, *values))["image"] == image
+
+
+def test_pod_passes_restricted_pod_security(default_docs: list[Obj]) -> None:
+    pod = only(default_docs, "Deployment")["spec"]["template"]["spec"]
+    pod_sc = pod["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] == 65532
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "hostNetwork" not in pod
+    assert "hostPID" not in pod
+    assert "hostIPC" not in pod
+    assert all("hostPath" not in v for v in pod.get("volumes", []))
+    sc = operator_container([only(default_docs, "Deployment")])["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc.get("privileged", False) is False
+
+
+BASE_ARGS = ["run", "--in-cluster", "--metrics-port", "8080", "--health-port", "8081", "--log-format", "json"]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([], [*BASE_ARGS, "--all-namespaces"]),
+        (["watchNamespaces={ml}"], [*BASE_ARGS, "--namespace", "ml"]),
+        (
+            ["watchNamespaces={team-a,team-b}"],
+            [*BASE_ARGS, "--namespace", "team-a", "--namespace", "team-b"],
+        ),
+        (
+            ["prometheus.url=http://prom.monitoring.svc:9090"],
+            [*BASE_ARGS, "--all-namespaces", "--prometheus-url", "http://prom.monitoring.svc:9090"],
+        ),
+        (
+            ["metrics.port=9000", "health.port=9001", "extraArgs={--verbose}"],
+            [
+                "run",
+                "--in-cluster",
+                "--metrics-port",
+                "9000",
+                "--health-port",
+                "9001",
+                "--log-format",
+                "json",
+                "--all-namespaces",
+                "--verbose",
+            ],
+        ),
+    ],
+    ids=["all-namespaces", "one-namespace", "two-namespaces", "prometheus", "ports-and-extra-args"],
+)
+def test_operator_args(helm: Path, helm_env: dict[str, str], values: list[str], expected: list[str]) -> None:
+    container = operator_container(render(helm, helm_env, *values))
+    assert container["args"] == expected
+    assert all(isinstance(a, str) for a in container["args"])
+
+
+def test_scheduling_values_reach_the_pod(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(
+        helm,
+        helm_env,
+        "priorityClassName=kf-critical",
+        "podAnnotations.example\\.com/a=hello",
+        "podLabels.team=ml",
+        "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Exists",
+        "nodeSelector.pool=system",
+    )
+    template = only(docs, "Deployment")["spec"]["template"]
+    assert template["metadata"]["annotations"]["example.com/a"] == "hello"
+    assert template["metadata"]["labels"]["team"] == "ml"
+    pod = template["spec"]
+    assert pod["priorityClassName"] == "kf-critical"
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert pod["nodeSelector"]["pool"] == "system"
+
+
+# --- RBAC --------------------------------------------------------------------------------------
+
+
+def rbac_roles(docs: list[Obj]) -> Iterator[Obj]:
+    return (d for d in docs if d["kind"] in ("ClusterRole", "Role"))
+
+
+@pytest.mark.parametrize("values", LINT_CASES.values(), ids=LINT_CASES.keys())
+def test_rbac_has_no_wildcards_and_no_secrets(
+    helm: Path, helm_env: dict[str, str], values: list[str]
+) -> None:
+    for role in rbac_roles(render(helm, helm_env, *values)):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
+            assert not any(r.endswith("/*") for r in rule["resources"])
+            assert "secrets" not in rule["resources"], (role["metadata"]["name"], rule)
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+            assert "nonResourceURLs" not in rule
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(default_docs: list[Obj]) -> None:
+    role = only(default_docs, "ClusterRole", RELEASE)
+    assert as_rules(role) == CLUSTER_RULES + NAMESPACED_RULES
+    binding = only(default_docs, "ClusterRoleBinding", RELEASE)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": RELEASE,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    assert not [d for d in default_docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_operator_never_creates_updates_or_deletes_user_objects(default_docs: list[Obj]) -> None:
+    for group, resources, verbs in as_rules(only(default_docs, "ClusterRole", RELEASE)):
+        if "kubeforge.dev" in group:
+            assert not {"create", "update", "delete", "deletecollection"} & set(verbs), resources
+
+
+def test_watch_namespaces_renders_roles_per_namespace(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "watchNamespaces={team-a,team-b}")
+    cluster_role = only(docs, "ClusterRole", RELEASE)
+    assert as_rules(cluster_role) == CLUSTER_RULES
+    only(docs, "ClusterRoleBinding", RELEASE)
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert sorted(roles) == sorted(bindings) == ["team-a", "team-b"]
+    for namespace, role in roles.items():
+        assert role["metadata"]["name"] == RELEASE
+        assert as_rules(role) == NAMESPACED_RULES
+        binding = bindings[namespace]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": RELEASE,
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+
+
+def test_aggregated_user_roles(default_docs: list[Obj]) -> None:
+    edit = only(default_docs, "ClusterRole", f"{RELEASE}-edit")
+    view = only(default_docs, "ClusterRole", f"{RELEASE}-view")
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    edit_rules = as_rules(edit)
+    assert (
+        ("kubeforge.dev",),
+        ("trainingjobs", "inferencefleets"),
+        ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"),
+    ) in edit_rules
+    # Users never write status: the operator owns it.
+    assert not any(r.endswith("/status") for _, resources, _ in edit_rules for r in resources)
+    for _, _, verbs in as_rules(view):
+        assert set(verbs) <= {"get", "list", "watch"}
+
+
+@pytest.mark.parametrize(
+    ("values", "absent"),
+    [
+        (["rbac.aggregateToDefaultRoles=false"], {f"{RELEASE}-edit", f"{RELEASE}-view"}),
+        (["rbac.create=false"], {RELEASE, f"{RELEASE}-edit", f"{RELEASE}-view"}),
+    ],
+)
+def test_rbac_toggles(helm: Path, helm_env: dict[str, str], values: list[str], absent: set[str]) -> None:
+    docs = render(helm, helm_env, *values)
+    names = {d["metadata"]["name"] for d in docs if d["kind"].startswith("Cluster")}
+    assert not names & absent
+
+
+def test_existing_service_account(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "serviceAccount.create=false", "serviceAccount.name=ops-sa")
+    assert "ServiceAccount" not in kinds(docs)
+    assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
+    binding = only(docs, "ClusterRoleBinding")
+    assert binding["subjects"][0]["name"] == "ops-sa"
+    result = run_helm(helm, helm_env, *template_cmd("--set", "serviceAccount.create=false"))
+    assert result.returncode != 0
+    assert "serviceAccount.name is required" in result.stderr
+
+
+# --- optional objects --------------------------------------------------------------------------
+
+
+def test_service_monitor_is_opt_in(helm: Path, helm_env: dict[str, str], default_docs: list[Obj]) -> None:
+    assert "ServiceMonitor" not in kinds(default_docs)
+    docs = render(
+        helm, helm_env, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"
+    )
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    service = only(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_metrics_service_targets_the_metrics_port(default_docs: list[Obj]) -> None:
+    service = only(default_docs, "Service", f"{RELEASE}-metrics")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = only(default_docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_service_monitor_needs_the_service(helm: Path, helm_env: dict[str, str]) -> None:
+    cmd = template_cmd(
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"
+    )
+    result = run_helm(helm, helm_env, *cmd)
+    assert result.returncode != 0
+    assert "metrics.service.enabled" in result.stderr
+
+
+def test_network_policy_is_opt_in(helm: Path, helm_env: dict[str, str], default_docs: list[Obj]) -> None:
+    assert "NetworkPolicy" not in kinds(default_docs)
+    docs = render(helm, helm_env, "networkPolicy.enabled=true")
+    policy = only(docs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert {53, 443, 6443} <= egress_ports
+    pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+# --- the values schema refuses typos -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("replicaCountt=2", "additional properties 'replicaCountt' not allowed"),
+        ("image.tagg=x", "additional properties 'tagg' not allowed"),
+        ("metrics.serviceMonitor.enable=true", "additional properties 'enable' not allowed"),
+        ("rbac.createe=false", "additional properties 'createe' not allowed"),
+        ("resources.request.cpu=1", "additional properties 'request' not allowed"),
+        ("networkPolicy.metricsFrom[0].podselector.app=x", "additional properties 'podselector' not allowed"),
+        ("replicaCount=2", "replicaCount"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("watchNamespaces={Team_A}", "watchNamespaces"),
+        ("metrics.port=0", "metrics/port"),
+        ("prometheus.url=prometheus:9090", "prometheus/url"),
+    ],
+)
+def test_values_schema_refuses_mistakes(
+    helm: Path, helm_env: dict[str, str], value: str, message: str
+) -> None:
+    result = run_helm(helm, helm_env, *template_cmd("--set", value))
+    assert result.returncode != 0, f"--set {value} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+def test_values_file_typo_fails_lint(helm: Path, helm_env: dict[str, str], tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"serviceAccount": {"annotation": {"a": "b"}}}))
+    result = run_helm(helm, helm_env, "lint", str(CHART), "--values", str(values))
+    assert result.returncode != 0
+    assert "additional properties 'annotation' not allowed" in result.stdout + result.stderr
+
+
+def schema_objects(node: Any, path: str = "") -> Iterator[tuple[str, Obj]]:
+    if isinstance(node, dict):
+        if node.get("type") == "object" and path != "/properties/global":
+            yield path, node
+        for key, child in node.items():
+            yield from schema_objects(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from schema_objects(child, f"{path}/{i}")
+
+
+def test_schema_closes_every_object() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    for path, node in schema_objects(schema):
+        if "properties" in node:
+            assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+        else:
+            # Free-form maps (labels, annotations, quantities) must still type their values,
+            # or be a Kubernetes object checked by the API server (affinity's nested fields).
+            assert "additionalProperties" in node or path.startswith(
+                ("/properties/affinity/", "/definitions/envVar/properties/valueFrom/")
+            ), f"{path} is an untyped object"
+
+
+def leaf_keys(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict) and node:
+        for key, child in node.items():
+            yield from leaf_keys(child, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip(".")
+
+
+FREE_FORM = ("resources", "nodeSelector", "networkPolicy.egress")
+
+
+def test_values_are_documented_in_readme() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
+    for key in leaf_keys(values):
+        key = next((f for f in FREE_FORM if key.startswith(f)), key)
+        assert key in documented, f"values key {key} is missing from the README table"
+
+
+def test_values_yaml_comments_every_key() -> None:
+    """Every setting in values.yaml has a `# --` comment right above it (parents are headings)."""
+    text = (CHART / "values.yaml").read_text()
+    settings = {next((f for f in FREE_FORM if k.startswith(f)), k) for k in leaf_keys(yaml.safe_load(text))}
+    lines = text.splitlines()
+    stack: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for i, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if match is None:
+            continue
+        indent = len(match.group(1))
+        stack = [(n, k) for n, k in stack if n < indent] + [(indent, match.group(2))]
+        path = ".".join(k for _, k in stack)
+        if path in settings:
+            seen.add(path)
+            above = lines[i - 1].strip() if i else ""
+            assert above.startswith("#"), f"values.yaml line {i + 1}: {path} has no comment"
+    assert seen == settings
+
+
+# --- CRDs (generated by `kubeforge crds`) ------------------------------------------------------
+
+
+def test_crds_are_shipped_when_generated(helm: Path, helm_env: dict[str, str]) -> None:
+    crd_files = sorted((CHART / "crds").glob("*.yaml"))
+    if not crd_files:
+        pytest.skip("charts/kubeforge/crds/ is empty: run `kubeforge crds` to generate the CRDs")
+    result = run_helm(helm, helm_env, *template_cmd("--include-crds"))
+    assert result.returncode == 0, result.stderr
+    crds = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "CustomResourceDefinition"]
+    names = {d["metadata"]["name"] for d in crds}
+    assert {"trainingjobs.kubeforge.dev", "inferencefleets.kubeforge.dev"} <= names
