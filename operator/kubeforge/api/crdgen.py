@@ -87,6 +87,8 @@ class KindInfo:
     scale: ScaleSubresource | None = None
     categories: tuple[str, ...] = ("kubeforge",)
     spec_validations: tuple[dict[str, str], ...] = field(default=())
+    # CEL rules on the whole object: the only place a rule can see `metadata.name`.
+    root_validations: tuple[dict[str, str], ...] = field(default=())
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -179,6 +181,20 @@ def build_crd(info: KindInfo) -> dict[str, Any]:
             "statusReplicasPath": info.scale.status_replicas_path,
             "labelSelectorPath": info.scale.label_selector_path,
         }
+    root_schema: dict[str, Any] = {
+        "type": "object",
+        "description": info.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+    }
+    if info.root_validations:
+        root_schema["x-kubernetes-validations"] = list(info.root_validations)
     columns = [*(c.to_wire() for c in info.printer_columns)]
     columns.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
     return {
@@ -206,20 +222,7 @@ def build_crd(info: KindInfo) -> dict[str, Any]:
                     "storage": True,
                     "subresources": subresources,
                     "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": info.description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": root_schema},
                 }
             ],
         },

@@ -1,0 +1,85 @@
+"""Fixtures for end-to-end tests against the project's local cluster (see e2e/README.md).
+
+- ``cluster`` (session): a :class:`kubeforge_e2e.LocalCluster`; reuses the cluster from
+  ``make cluster-up`` or starts one and stops it when the last test session using it ends.
+- ``namespace`` (function): a fresh namespace name, deleted after the test.
+- ``kubectl`` / ``helm`` (session): :class:`kubeforge_e2e.Kubectl` / :class:`kubeforge_e2e.Helm`.
+- ``wait_for`` (session): :func:`kubeforge_e2e.wait_for`.
+
+Every test collected from this folder gets the ``e2e`` marker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubeforge_e2e import Helm, Kubectl, LocalCluster
+from kubeforge_e2e import wait_for as _wait_for
+from kubeforge_e2e.safety import verify_kubeconfig
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    local = LocalCluster()
+    local.acquire()
+    verify_kubeconfig(local.paths)  # refuses anything but <repo>/.cluster/kubeconfig on loopback, our CA
+    try:
+        yield local
+    finally:
+        local.release()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: LocalCluster) -> Kubectl:
+    return cluster.kubectl
+
+
+@pytest.fixture(scope="session")
+def helm(cluster: LocalCluster) -> Helm:
+    return cluster.helm
+
+
+@pytest.fixture(scope="session")
+def wait_for() -> Callable[..., Any]:
+    return _wait_for
+
+
+def _namespace_name(request: pytest.FixtureRequest) -> str:
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")
+    return f"e2e-{base[:40].strip('-')}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster, kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace (labelled ``kubeforge.dev/e2e=true``) whose ``default`` ServiceAccount exists;
+    deleted, without waiting, after the test."""
+    name = _namespace_name(request)
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"kubeforge.dev/e2e": "true"}},
+        }
+    )
+    _wait_for(
+        lambda: kubectl.get("serviceaccount", "default", name),
+        timeout=30,
+        description=f"default ServiceAccount in {name}",
+    )
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
