@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import CascadeType, PatchType
@@ -93,7 +93,7 @@ class Kube:
 
     def __init__(self, access: ClusterAccess, *, field_manager: str = FIELD_MANAGER) -> None:
         self._client = AsyncClient(
-            config=access.config, field_manager=field_manager, timeout=httpx.Timeout(30)
+            config=access.config, field_manager=field_manager, timeout=httpx2.Timeout(30)
         )
         self.field_manager = field_manager
 
@@ -206,5 +206,5 @@ class Kube:
         }
         try:
             await self._client.create(_resource("v1", "Event")(body), namespace=meta.get("namespace"))
-        except (ApiError, httpx.HTTPError) as error:
+        except (ApiError, httpx2.HTTPError) as error:
             log.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)
