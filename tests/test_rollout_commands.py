@@ -1,0 +1,182 @@
+"""`kubeforge rollout ...` patches: what each command sends, and that the operator acts on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from kubeforge.api.rollout import RolloutSpec, RolloutStatus
+from kubeforge.policy.rollout import RevisionState, RolloutInputs, plan_rollout
+from kubeforge.policy.rollout_commands import (
+    RolloutCommandError,
+    abort_patch,
+    follow_template_patch,
+    pause_patch,
+    promote_patch,
+    resume_patch,
+    undo_patch,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _history(*entries: tuple[str, int, str]) -> list[dict[str, Any]]:
+    return [
+        {"revision": r, "number": n, "phase": p, "createdAt": "2026-01-01T00:00:00Z"} for r, n, p in entries
+    ]
+
+
+def fleet(
+    rollout_status: dict[str, Any], spec_rollout: dict[str, Any] | None = None, template: str = "ccc"
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "llama"},
+        "spec": {"rollout": spec_rollout or {}},
+        "status": {"revision": template, "rollout": rollout_status},
+    }
+
+
+IN_PROGRESS = {
+    "phase": "Paused",
+    "stableRevision": "bbb",
+    "canaryRevision": "ccc",
+    "currentStep": 1,
+    "totalSteps": 3,
+    "history": _history(("aaa", 1, "Superseded"), ("bbb", 2, "Stable"), ("ccc", 3, "Canary")),
+}
+SETTLED = {
+    "phase": "Promoted",
+    "stableRevision": "ccc",
+    "failedRevisions": ["bbb"],
+    "history": _history(("aaa", 1, "Superseded"), ("bbb", 2, "Failed"), ("ccc", 3, "Stable")),
+}
+
+
+def test_pause() -> None:
+    assert pause_patch() == {"spec": {"rollout": {"paused": True}}}
+
+
+@pytest.mark.parametrize(
+    ("status", "spec_rollout", "expected"),
+    [
+        (IN_PROGRESS, {"paused": True}, {"paused": None}),
+        (
+            {**IN_PROGRESS, "phase": "Aborted"},
+            {"abortRevision": "ccc"},
+            {"paused": None, "abortRevision": None},
+        ),
+        (
+            {**IN_PROGRESS, "phase": "Aborted", "abortedAt": "2026-01-01T11:00:00Z"},
+            {},
+            {"paused": None, "retryAt": "2026-01-01T12:00:00Z"},
+        ),
+    ],
+)
+def test_resume(status: dict[str, Any], spec_rollout: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert resume_patch(fleet(status, spec_rollout), now=T0) == {"spec": {"rollout": expected}}
+
+
+@pytest.mark.parametrize(
+    ("spec_rollout", "full", "step"),
+    [
+        ({}, False, 1),
+        ({}, True, 2),
+        ({"promote": {"revision": "ccc", "step": 2}}, False, 2),  # never lowers an approval
+        ({"promote": {"revision": "old", "step": 2}}, False, 1),  # another revision's does not count
+    ],
+)
+def test_promote(spec_rollout: dict[str, Any], full: bool, step: int) -> None:
+    patch = promote_patch(fleet(IN_PROGRESS, spec_rollout), full=full)
+    assert patch == {"spec": {"rollout": {"promote": {"revision": "ccc", "step": step}}}}
+
+
+def test_abort() -> None:
+    assert abort_patch(fleet(IN_PROGRESS)) == {"spec": {"rollout": {"abortRevision": "ccc"}}}
+
+
+@pytest.mark.parametrize("command", [promote_patch, abort_patch])
+def test_commands_need_a_rollout_in_progress(command: Any) -> None:
+    with pytest.raises(RolloutCommandError, match="no rollout in progress"):
+        command(fleet(SETTLED))
+
+
+@pytest.mark.parametrize(
+    ("status", "to_revision", "expected"),
+    [
+        (IN_PROGRESS, None, "bbb"),  # during a rollout: back to stable
+        (IN_PROGRESS, 1, "aaa"),
+        (IN_PROGRESS, 3, None),  # the template's own revision: drop the pin
+        (SETTLED, None, "aaa"),  # previous, skipping the failed one
+        (SETTLED, 1, "aaa"),
+    ],
+)
+def test_undo(status: dict[str, Any], to_revision: int | None, expected: str | None) -> None:
+    patch = undo_patch(fleet(status), to_revision=to_revision)
+    assert patch == {"spec": {"rollout": {"targetRevision": expected}}}
+
+
+@pytest.mark.parametrize(
+    ("status", "to_revision", "message"),
+    [
+        (SETTLED, 2, "failed analysis"),
+        (SETTLED, 7, r"no revision 7 in its history \(known: 1, 2, 3\)"),
+        (
+            {"phase": "Promoted", "stableRevision": "ccc", "history": _history(("ccc", 1, "Stable"))},
+            None,
+            "no previous",
+        ),
+    ],
+)
+def test_undo_refusals(status: dict[str, Any], to_revision: int | None, message: str) -> None:
+    with pytest.raises(RolloutCommandError, match=message):
+        undo_patch(fleet(status), to_revision=to_revision)
+
+
+def test_follow_template() -> None:
+    assert follow_template_patch() == {"spec": {"rollout": {"targetRevision": None}}}
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            out[key] = _merge(out.get(key) or {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def test_patches_drive_the_operator() -> None:
+    """Each command's patch, applied to the fleet, has the effect it names on the next plan."""
+    spec_rollout: dict[str, Any] = {"steps": [{"weight": 50}]}
+    revisions = {"bbb": RevisionState(2, 2), "ccc": RevisionState(2, 2)}
+
+    def reconcile(status: dict[str, Any], rollout: dict[str, Any]) -> dict[str, Any]:
+        plan = plan_rollout(
+            RolloutInputs(
+                spec=RolloutSpec.model_validate(rollout),
+                status=RolloutStatus.model_validate(status),
+                template_revision="ccc",
+                total_replicas=4,
+                now=T0,
+                revisions=revisions,
+            )
+        )
+        return plan.status.to_wire()
+
+    status = reconcile({"stableRevision": "bbb", "phase": "Promoted"}, spec_rollout)
+    status = reconcile(status, spec_rollout)
+    assert status["phase"] == "Paused"
+    promoted = _merge({"spec": {"rollout": spec_rollout}}, promote_patch(fleet(status, spec_rollout)))
+    assert reconcile(status, promoted["spec"]["rollout"])["phase"] == "Promoted"
+    aborted = _merge({"spec": {"rollout": spec_rollout}}, abort_patch(fleet(status, spec_rollout)))
+    after_abort = reconcile(status, aborted["spec"]["rollout"])
+    assert after_abort["phase"] == "Aborted"
+    resumed = _merge(aborted, resume_patch(fleet(after_abort, aborted["spec"]["rollout"]), now=T0))
+    assert "abortRevision" not in resumed["spec"]["rollout"]
+    assert reconcile(after_abort, resumed["spec"]["rollout"])["phase"] in ("Progressing", "Paused")
