@@ -56,9 +56,10 @@ run: venv ## run the operator against the local cluster in the foreground
 	$(BIN)/kubeforge run --kubeconfig .cluster/kubeconfig --metrics-port 18080 --health-port 18081
 
 demo: venv tools system-deps ## local cluster + operator + samples, with live progress
-	$(E2E) demo
+	PYTHONPATH=e2e $(BIN)/python -m kubeforge_e2e.demo up
 
-demo-down: cluster-down ## tear the demo down
+demo-down: venv ## stop the demo's operator, Prometheus and load simulator, then the cluster
+	PYTHONPATH=e2e $(BIN)/python -m kubeforge_e2e.demo down
 
 bench: venv tools system-deps ## print the benchmark figures
 	PYTHONPATH=e2e $(BIN)/python bench/run_all.py

@@ -98,6 +98,71 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+ROLLOUT_ACTIONS = ("status", "pause", "resume", "promote", "abort", "undo")
+
+
+async def _rollout(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from kubeforge.kube.client import Kube
+    from kubeforge.kube.config import load_access
+    from kubeforge.policy import rollout_commands as rc
+
+    kube = Kube(load_access(kubeconfig=args.kubeconfig, in_cluster=False, context=args.context))
+    api_version, kind = "kubeforge.dev/v1alpha1", "InferenceFleet"
+    try:
+        fleet = await kube.get(api_version, kind, args.fleet, args.namespace)
+        if fleet is None:
+            print(f"inferencefleet {args.namespace}/{args.fleet} not found", file=sys.stderr)
+            return 1
+        if args.action == "status":
+            print(json.dumps((fleet.get("status") or {}).get("rollout") or {}, indent=2))
+            return 0
+        try:
+            if args.action == "pause":
+                patch = rc.pause_patch()
+            elif args.action == "resume":
+                patch = rc.resume_patch(fleet, now=datetime.now(UTC))
+            elif args.action == "promote":
+                patch = rc.promote_patch(fleet, full=args.full)
+            elif args.action == "abort":
+                patch = rc.abort_patch(fleet)
+            elif args.clear:
+                patch = rc.follow_template_patch()
+            else:
+                patch = rc.undo_patch(fleet, to_revision=args.to_revision)
+        except rc.RolloutCommandError as error:
+            print(f"kubeforge rollout {args.action}: {error}", file=sys.stderr)
+            return 1
+        await kube.patch(api_version, kind, args.fleet, args.namespace, patch)
+        print(f"inferencefleet {args.namespace}/{args.fleet}: {args.action} sent ({json.dumps(patch)})")
+        return 0
+    finally:
+        await kube.close()
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from kubeforge.kube.config import ConfigError
+
+    if args.action == "rollback":  # `kubeforge rollback FLEET` is `kubeforge rollout undo FLEET`
+        args.action = "undo"
+    try:
+        return asyncio.run(_rollout(args))
+    except ConfigError as error:
+        print(f"kubeforge: {error}", file=sys.stderr)
+        return 2
+
+
+def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("fleet", help="InferenceFleet name")
+    parser.add_argument("--namespace", "-n", default="default")
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the cluster")
+    parser.add_argument("--context", help="context within --kubeconfig")
+    parser.add_argument("--full", action="store_true", help="promote: approve every remaining step")
+    parser.add_argument("--to-revision", type=int, help="undo: history revision number (default: previous)")
+    parser.add_argument("--clear", action="store_true", help="undo: drop a rollback pin, follow the template")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubeforge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kubeforge {__version__}")
@@ -116,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=_cmd_run)
+
+    rollout = sub.add_parser(
+        "rollout",
+        help="control an InferenceFleet rollout (patches spec.rollout, as a GitOps revert would)",
+    )
+    rollout.add_argument("action", choices=ROLLOUT_ACTIONS)
+    _add_rollout_args(rollout)
+    rollout.set_defaults(func=_cmd_rollout)
+
+    rollback = sub.add_parser("rollback", help="roll a fleet back (same as `rollout undo`)")
+    _add_rollout_args(rollback)
+    rollback.set_defaults(func=_cmd_rollout, action="rollback")
 
     crds = sub.add_parser("crds", help="write the generated CRDs")
     crds.add_argument("--out", action="append", help="directory (repeatable; default: crds/ and the chart's)")
