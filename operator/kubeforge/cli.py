@@ -73,6 +73,9 @@ def _configure_logging(fmt: str, level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # kopf's own per-event chatter is debug-level noise for an operator user.
     logging.getLogger("kopf").setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
+    # One line per API request buries what matters; keep the transport quiet unless debugging.
+    for noisy in ("httpx2", "httpx", "httpcore2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

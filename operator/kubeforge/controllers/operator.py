@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 from aiohttp import web
+from lightkube.config.models import User
 
 from kubeforge.controllers import wiring
 from kubeforge.controllers.runtime import Controller, OperatorConfig, Runtime
@@ -21,10 +22,13 @@ log = logging.getLogger(__name__)
 
 def _login(access: ClusterAccess) -> kopf.ConnectionInfo:
     """Hand kopf exactly the credentials we resolved, so it never looks for ambient ones."""
-    config = access.config
-    cluster, user = config.cluster, config.user
+    # The selected context's cluster and user (lightkube's SingleConfig); KubeConfig itself has neither.
+    config = access.config.get()
+    if config is None:
+        raise RuntimeError(f"{access.source} has no current context")
+    cluster, user = config.cluster, config.user or User()
     ca_data = None
-    ca_path = cluster.certificate_auth
+    ca_path = str(config.abs_file(cluster.certificate_auth)) if cluster.certificate_auth else None
     if cluster.certificate_auth_data:
         ca_data = cluster.certificate_auth_data.encode()
     token = user.token

@@ -205,6 +205,6 @@ class Kube:
             "count": 1,
         }
         try:
-            await self._client.create(_resource("v1", "Event")(body), namespace=meta.get("namespace"))
+            await self._client.create(_resource("v1", "Event")(body))
         except (ApiError, httpx2.HTTPError) as error:
             log.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)

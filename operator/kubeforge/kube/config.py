@@ -22,7 +22,8 @@ class ClusterAccess:
 
     @property
     def server(self) -> str:
-        return str(self.config.cluster.server)
+        selected = self.config.get()
+        return str(selected.cluster.server) if selected is not None else ""
 
 
 def load_access(*, kubeconfig: Path | None, in_cluster: bool, context: str | None = None) -> ClusterAccess:

@@ -108,7 +108,7 @@ def forget(kind: str, namespace: str, name: str) -> None:
 
 def _series(gauge: Gauge) -> list[tuple[str, ...]]:
     # prometheus_client keeps children keyed by label values; there is no public iterator.
-    return list(gauge._metrics.keys())
+    return [tuple(key) for key in gauge._metrics]
 
 
 def serve(port: int, host: str = "0.0.0.0") -> None:

@@ -1,0 +1,307 @@
+"""TrainingJob: a distributed, GPU-scheduled training run, tuned for throughput.
+
+The models below are the API: field docstrings become the CRD's descriptions, pydantic bounds and the
+CEL rules in `x-kubernetes-validations` become the API server's validation, so an invalid TrainingJob
+is refused by `kubectl apply` with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from kubeforge.api.common import (
+    Condition,
+    EnvVar,
+    KubeModel,
+    PodMetadata,
+    Resources,
+    condition_list_schema,
+)
+from kubeforge.api.crdgen import KindInfo, PrinterColumn
+
+KIND = "TrainingJob"
+
+# Children are named `<name>` (headless Service) and `<name>-a<attempt>` (one Indexed Job per attempt);
+# the Job controller gives each pod the hostname `<name>-a<attempt>-<index>`, which must be a DNS label
+# (<= 63 characters). With attempts below 100 and at most 1000 workers that leaves 52 for the name.
+MAX_NAME_LENGTH = 52
+MAX_RESTARTS = 99
+MAX_WORKERS = 1000
+
+# Labels on every child (besides `app.kubernetes.io/managed-by: kubeforge`), shared by the builders that
+# set them and the policies that read them.
+TRAININGJOB_LABEL = "kubeforge.dev/trainingjob"
+ATTEMPT_LABEL = "kubeforge.dev/attempt"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def job_name(name: str, attempt: int) -> str:
+    """The Job of one attempt: deterministic, so a retried reconcile finds the one it made."""
+    return f"{name}-a{attempt}"
+
+
+Phase = Literal["Pending", "Queued", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
+PHASES: tuple[Phase, ...] = ("Pending", "Queued", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
+FINISHED_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+
+ExitCode = Annotated[int, Field(ge=1, le=255)]
+
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+def _rules(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class Distributed(KubeModel):
+    """How the workers find each other. Immutable after creation."""
+
+    framework: Literal["torchrun", "none"] = "torchrun"
+    """`torchrun`: workers get torchrun's `PET_*` variables besides the generic ones; `none`: only the
+    generic `MASTER_ADDR`, `MASTER_PORT`, `WORLD_SIZE`, `NNODES`, `NODE_RANK`, `NPROC_PER_NODE`."""
+    procs_per_worker: int | None = Field(default=None, ge=1, le=64)
+    """Processes per worker (`NPROC_PER_NODE`); defaults to `resources.gpus`, or 1 without GPUs.
+    Must not exceed `resources.gpus` when GPUs are requested."""
+    port: int = Field(default=29500, ge=1024, le=65535)
+    """Rendezvous port of rank 0 (`MASTER_PORT`)."""
+
+
+class Checkpoint(KubeModel):
+    """A PersistentVolumeClaim mounted in every worker for checkpoints, so a restarted gang resumes where
+    it stopped. Its path is handed over as `KUBEFORGE_CHECKPOINT_DIR`. Immutable after creation."""
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)
+    """Name of a PersistentVolumeClaim in the TrainingJob's namespace (ReadWriteMany for several workers)."""
+    mount_path: str = Field(default="/checkpoints", min_length=2, max_length=1024, pattern=r"^/[^:]*[^/:]$")
+    """Where the claim is mounted in each worker."""
+
+
+class TrainingPolicy(KubeModel):
+    """Placement and failure handling, throughput first. Changes apply from the next reconcile."""
+
+    gang: bool | None = None
+    """All workers are placed together or none is: kubeforge admits an attempt only when every worker fits
+    on Ready nodes of the right GPU type, so two jobs never deadlock holding half the GPUs each. Default:
+    on when `workers` > 1."""
+    schedule_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+    """A gang attempt whose workers are not all scheduled within this time gives its placement back and
+    waits in `Queued` again (not counted as a restart)."""
+    max_restarts: int = Field(default=3, ge=0, le=MAX_RESTARTS)
+    """Whole-gang restarts after retryable failures (a worker's non-zero exit, a lost node)
+    before `Failed`."""
+    backoff_seconds: int = Field(default=10, ge=0, le=600)
+    """Wait before restart n: `backoffSeconds * 2^(n-1)`, at most 10 minutes."""
+    permanent_exit_codes: list[ExitCode] = Field(
+        default_factory=list, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Worker exit codes that mean "do not retry" (a bad config, a code bug): the job fails at once."""
+    node_loss_timeout_seconds: int = Field(default=60, ge=0, le=3600)
+    """How long a worker's node may be NotReady or unreachable before the gang is restarted elsewhere."""
+
+
+class WorkerSecurityContext(KubeModel):
+    """The uid and gids workers run as, for images that need a specific user. Nothing here can make a pod
+    privileged or run as root: the `restricted` Pod Security Standard always applies."""
+
+    run_as_user: int | None = Field(default=None, ge=1, le=2147483647)
+    """User id of the worker processes (never 0: workers run as non-root)."""
+    run_as_group: int | None = Field(default=None, ge=0, le=2147483647)
+    """Primary group id of the worker processes."""
+    fs_group: int | None = Field(default=None, ge=0, le=2147483647)
+    """Group that owns mounted volumes (the checkpoint claim), so the workers can write to them."""
+
+
+_SPEC_RULES: tuple[dict[str, str], ...] = (
+    {
+        "rule": "!has(self.distributed) || !has(self.distributed.procsPerWorker) || !has(self.resources)"
+        " || !has(self.resources.gpus) || self.resources.gpus == 0"
+        " || self.distributed.procsPerWorker <= self.resources.gpus",
+        "message": "spec.distributed.procsPerWorker must not exceed spec.resources.gpus",
+        "fieldPath": ".distributed.procsPerWorker",
+    },
+    {
+        "rule": "self.workers == oldSelf.workers",
+        "message": "spec.workers is immutable: create a new TrainingJob to change the gang size",
+        "fieldPath": ".workers",
+    },
+    {
+        "rule": "has(self.resources) == has(oldSelf.resources)"
+        " && (!has(self.resources) || self.resources == oldSelf.resources)",
+        "message": "spec.resources is immutable: create a new TrainingJob to change GPUs, CPU or memory",
+        "fieldPath": ".resources",
+    },
+    {
+        "rule": "has(self.distributed) == has(oldSelf.distributed)"
+        " && (!has(self.distributed) || self.distributed == oldSelf.distributed)",
+        "message": "spec.distributed is immutable: create a new TrainingJob to change it",
+        "fieldPath": ".distributed",
+    },
+    {
+        "rule": "has(self.checkpoint) == has(oldSelf.checkpoint)"
+        " && (!has(self.checkpoint) || self.checkpoint == oldSelf.checkpoint)",
+        "message": "spec.checkpoint is immutable: create a new TrainingJob to change it",
+        "fieldPath": ".checkpoint",
+    },
+    {
+        "rule": "has(self.queueName) == has(oldSelf.queueName)"
+        " && (!has(self.queueName) || self.queueName == oldSelf.queueName)",
+        "message": "spec.queueName is immutable",
+        "fieldPath": ".queueName",
+    },
+)
+
+
+class TrainingJobSpec(KubeModel):
+    """What to run and how to keep it running."""
+
+    image: str = Field(min_length=1, max_length=1024, pattern=r"^\S+$")
+    """Container image of every worker."""
+    command: list[str] = Field(default_factory=list, max_length=256)
+    """Entrypoint; the image's when empty. Pod template changes (image, command, args, env, podMetadata,
+    securityContext, priorityClassName) apply from the next attempt; the running one is not disturbed."""
+    args: list[str] = Field(default_factory=list, max_length=1024)
+    """Arguments to the entrypoint."""
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=256,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Extra environment variables. Variables kubeforge sets (MASTER_ADDR, WORLD_SIZE, NODE_RANK, PET_*,
+    KUBEFORGE_*) cannot be overridden: a rank that disagrees with the pods would hang the job."""
+    pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
+    """Labels and annotations added to every worker pod."""
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    """Worker pods (nodes in torchrun's terms). Immutable after creation."""
+    resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}})
+    """GPUs, GPU type, CPU and memory of each worker. Immutable after creation."""
+    distributed: Distributed = Field(default_factory=Distributed, json_schema_extra={"default": {}})
+    """Rendezvous settings. Immutable after creation."""
+    checkpoint: Checkpoint | None = None
+    """Checkpoint volume. Immutable after creation."""
+    suspend: bool = False
+    """True removes the workers and keeps the job (and its restart count); false starts it again."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Fail the job when it has been running this long since `status.startTime`, across restarts (the
+    clock restarts on resume, as a Job's does)."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """Delete the TrainingJob (and its children) this long after it succeeded or failed."""
+    priority_class_name: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN
+    )
+    """PriorityClass of the worker pods."""
+    queue_name: str | None = Field(default=None, min_length=1, max_length=63, pattern=_LABEL_VALUE)
+    """Kueue LocalQueue: the Job is created suspended with `kueue.x-k8s.io/queue-name`, and Kueue admits it
+    by unsuspending it (kubeforge's own gang admission is then skipped). Immutable after creation."""
+    policy: TrainingPolicy = Field(default_factory=TrainingPolicy, json_schema_extra={"default": {}})
+    """Gang placement, restarts and backoff."""
+    security_context: WorkerSecurityContext | None = None
+    """User and groups of the worker processes."""
+
+    model_config = ConfigDict(**KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES))
+
+    @model_validator(mode="after")
+    def _procs_fit_gpus(self) -> TrainingJobSpec:
+        # The same rule as the CEL one above, for specs that did not come through the API server.
+        procs, gpus = self.distributed.procs_per_worker, self.resources.gpus
+        if procs is not None and gpus > 0 and procs > gpus:
+            raise ValueError("spec.distributed.procsPerWorker must not exceed spec.resources.gpus")
+        return self
+
+    @property
+    def gang(self) -> bool:
+        """The effective gang setting: explicit, or on for more than one worker."""
+        return self.policy.gang if self.policy.gang is not None else self.workers > 1
+
+    @property
+    def procs_per_worker(self) -> int:
+        if self.distributed.procs_per_worker is not None:
+            return self.distributed.procs_per_worker
+        return max(1, self.resources.gpus)
+
+
+class WorkerCounts(KubeModel):
+    """Worker pods of the current attempt."""
+
+    desired: int = 0
+    """Workers the job runs (`spec.workers`)."""
+    active: int = 0
+    """Pods pending or running."""
+    ready: int = 0
+    """Pods running and ready."""
+    succeeded: int = 0
+    """Pods that exited 0."""
+    failed: int = 0
+    """Pods that failed."""
+
+
+class TrainingJobStatus(KubeModel):
+    """Observed state, written by the operator only."""
+
+    phase: Phase | None = None
+    """Pending, Queued, Running, Restarting, Succeeded, Failed or Suspended."""
+    message: str | None = None
+    """What is happening, in one sentence."""
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=condition_list_schema())
+    """Ready, Reconciling, Stalled (kstatus), Admitted, Running, Succeeded, Failed."""
+    workers: WorkerCounts | None = None
+    """Worker pod counts of the current attempt."""
+    workers_ready: str | None = None
+    """`ready/desired`, for `kubectl get`."""
+    restarts: int = 0
+    """Whole-gang restarts so far."""
+    attempt: int = 0
+    """Number of the current attempt; its Job is `<name>-a<attempt>`."""
+    job_name: str | None = None
+    """Name of the current attempt's Job."""
+    start_time: str | None = None
+    """When the job was first admitted (reset on resume); `activeDeadlineSeconds` counts from here."""
+    completion_time: str | None = None
+    """When the job succeeded or failed."""
+    next_attempt_time: str | None = None
+    """While Restarting: when the next attempt may start (backoff)."""
+    gpu_hours: float = 0.0
+    """GPU-hours held by the job's workers so far, over all attempts."""
+    gpu_hours_as_of: str | None = None
+    """Time up to which `gpuHours` is accounted."""
+    observed_generation: int | None = None
+    """The `metadata.generation` this status was computed from."""
+
+
+INFO = KindInfo(
+    kind=KIND,
+    plural="trainingjobs",
+    singular="trainingjob",
+    short_names=("tj",),
+    spec_model=TrainingJobSpec,
+    status_model=TrainingJobStatus,
+    description=(
+        "A distributed, GPU-scheduled training run: gang-placed workers in an Indexed Job, whole-gang "
+        "restarts with backoff, checkpoints, suspend/resume and Kueue queues."
+    ),
+    # On the root, since only it sees metadata.name (the API server takes no fieldPath into metadata).
+    root_validations=(
+        {
+            "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters: worker pod hostnames"
+            " `<name>-a<attempt>-<index>` must fit in 63",
+        },
+        {
+            "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "message": "metadata.name must be a DNS label starting with a letter (it names the workers'"
+            " headless Service)",
+        },
+    ),
+    printer_columns=(
+        PrinterColumn("Phase", ".status.phase", description="Lifecycle phase"),
+        PrinterColumn("Workers", ".status.workersReady", description="Ready workers / desired workers"),
+        PrinterColumn("GPUs", ".spec.resources.gpus", type="integer", description="GPUs per worker"),
+        PrinterColumn("GPU-Type", ".spec.resources.gpuType", description="GPU model", priority=1),
+        PrinterColumn("Restarts", ".status.restarts", type="integer", description="Whole-gang restarts"),
+        PrinterColumn("GPU-Hours", ".status.gpuHours", type="number", description="GPU-hours held so far"),
+        PrinterColumn("Message", ".status.message", description="What is happening", priority=1),
+    ),
+)

@@ -1,0 +1,236 @@
+"""TrainingJob children, as pure functions of the validated spec: the headless Service that gives every
+worker a stable DNS name, and one Indexed batch Job per attempt.
+
+Names are deterministic (`<name>` and `<name>-a<attempt>`), so a reconcile that is retried, or an operator
+that was killed half-way, finds what it made before instead of making it twice.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ATTEMPT_LABEL",
+    "Owner",
+    "build_job",
+    "build_pod_template",
+    "build_service",
+    "job_name",
+    "master_addr",
+    "selector_labels",
+    "service_name",
+    "worker_env",
+]
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubeforge.api.trainingjob import ATTEMPT_LABEL, KIND, TrainingJobSpec, job_name
+from kubeforge.builders.common import (
+    child_metadata,
+    container_security_context,
+    gpu_node_affinity,
+    gpu_tolerations,
+    owner_labels,
+    pod_metadata,
+    pod_security_context,
+    resource_requirements,
+)
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+CONTAINER_NAME = "worker"
+PORT_NAME = "rendezvous"
+CHECKPOINT_ENV = "KUBEFORGE_CHECKPOINT_DIR"
+SHM_VOLUME = "dshm"
+CHECKPOINT_VOLUME = "checkpoint"
+# Taints the node lifecycle controller puts on a node it lost contact with.
+NODE_LOSS_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The TrainingJob a child belongs to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Owner:
+        meta = obj["metadata"]
+        return cls(name=str(meta["name"]), namespace=str(meta["namespace"]), uid=str(meta["uid"]))
+
+
+def service_name(name: str) -> str:
+    return name
+
+
+def master_addr(owner: Owner, attempt: int) -> str:
+    """The stable DNS name of rank 0: `<job>-0.<service>.<namespace>.svc` (Indexed Job
+    hostname + subdomain)."""
+    return f"{job_name(owner.name, attempt)}-0.{service_name(owner.name)}.{owner.namespace}.svc"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """Labels on every worker pod of a TrainingJob, whatever the attempt."""
+    return owner_labels(KIND, name)
+
+
+def build_service(spec: TrainingJobSpec, owner: Owner) -> dict[str, Any]:
+    """Headless Service: DNS records for every worker, ready or not, so rank 0 resolves before it serves."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(
+            kind=KIND,
+            owner=owner.name,
+            uid=owner.uid,
+            name=service_name(owner.name),
+            namespace=owner.namespace,
+        ),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(owner.name),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": spec.distributed.port,
+                    "targetPort": spec.distributed.port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def managed_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[str, Any]]:
+    """The variables every launcher expects, consistent with the pods kubeforge actually runs."""
+    rank: dict[str, Any] = {
+        "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
+    }
+    nproc = spec.procs_per_worker
+    static: dict[str, str] = {
+        "MASTER_ADDR": master_addr(owner, attempt),
+        "MASTER_PORT": str(spec.distributed.port),
+        "WORLD_SIZE": str(spec.workers * nproc),
+        "NNODES": str(spec.workers),
+        "NPROC_PER_NODE": str(nproc),
+    }
+    if spec.distributed.framework == "torchrun":
+        static |= {
+            "PET_NNODES": str(spec.workers),
+            "PET_NPROC_PER_NODE": str(nproc),
+            "PET_MASTER_ADDR": static["MASTER_ADDR"],
+            "PET_MASTER_PORT": static["MASTER_PORT"],
+        }
+    static |= {"KUBEFORGE_ATTEMPT": str(attempt), "KUBEFORGE_TRAININGJOB": owner.name}
+    if spec.checkpoint is not None:
+        static[CHECKPOINT_ENV] = spec.checkpoint.mount_path
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in static.items()]
+    env.append({"name": "NODE_RANK", "valueFrom": rank})
+    if spec.distributed.framework == "torchrun":
+        env.append({"name": "PET_NODE_RANK", "valueFrom": rank})
+    return env
+
+
+def worker_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[str, Any]]:
+    """Managed variables first; a user variable with a managed name is dropped (see `spec.env`)."""
+    managed = managed_env(spec, owner, attempt)
+    names = {var["name"] for var in managed}
+    return managed + [var.to_wire() for var in spec.env if var.name not in names]
+
+
+def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
+    # A short grace on node loss: the gang is restarted elsewhere instead of waiting 5 minutes for a
+    # node that may never come back (the default toleration the API server adds).
+    seconds = spec.policy.node_loss_timeout_seconds
+    loss = [
+        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
+        for key in NODE_LOSS_TAINTS
+    ]
+    return gpu_tolerations(spec.resources) + loss
+
+
+def _pod_security(spec: TrainingJobSpec) -> dict[str, Any]:
+    context = pod_security_context()
+    user = spec.security_context
+    if user is not None:
+        context |= user.to_wire()
+    return context
+
+
+def build_pod_template(spec: TrainingJobSpec, owner: Owner, attempt: int) -> dict[str, Any]:
+    labels = {**selector_labels(owner.name), ATTEMPT_LABEL: str(attempt)}
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "env": worker_env(spec, owner, attempt),
+        "ports": [{"name": PORT_NAME, "containerPort": spec.distributed.port, "protocol": "TCP"}],
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+    }
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    requirements = resource_requirements(spec.resources)
+    if requirements:
+        container["resources"] = requirements
+    # Shared memory for data loader workers and NCCL: a container's default /dev/shm is 64Mi.
+    volumes: list[dict[str, Any]] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
+    if spec.checkpoint is not None:
+        volumes.append(
+            {"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": spec.checkpoint.claim_name}}
+        )
+        container["volumeMounts"].append({"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.mount_path})
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": service_name(owner.name),
+        # Workers do not talk to the API server; no token is mounted, and no other ServiceAccount can be set.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(spec),
+        "tolerations": _tolerations(spec),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    affinity = gpu_node_affinity(spec.resources)
+    if affinity is not None:
+        pod_spec["affinity"] = affinity
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    return {"metadata": pod_metadata(spec.pod_metadata, labels), "spec": pod_spec}
+
+
+def build_job(spec: TrainingJobSpec, owner: Owner, attempt: int) -> dict[str, Any]:
+    """One attempt of the whole gang: an Indexed Job whose pod `i` is rank `i`.
+
+    `backoffLimit: 0`: any worker failure fails the attempt, and kubeforge restarts the whole gang, since a
+    torchrun rendezvous cannot take one replaced worker. With a Kueue queue the Job starts suspended and
+    Kueue admits it by unsuspending it."""
+    extra = {ATTEMPT_LABEL: str(attempt)}
+    if spec.queue_name:
+        extra[KUEUE_QUEUE_LABEL] = spec.queue_name
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": spec.workers,
+        "parallelism": spec.workers,
+        "backoffLimit": 0,
+        "template": build_pod_template(spec, owner, attempt),
+    }
+    if spec.queue_name:
+        job_spec["suspend"] = True
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(
+            kind=KIND,
+            owner=owner.name,
+            uid=owner.uid,
+            name=job_name(owner.name, attempt),
+            namespace=owner.namespace,
+            extra_labels=extra,
+        ),
+        "spec": job_spec,
+    }

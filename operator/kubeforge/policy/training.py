@@ -1,0 +1,877 @@
+"""TrainingJob decisions, in pure functions: what phase the job is in, whether to admit, restart, suspend
+or fail it, which Jobs to create or delete, and the status to write.
+
+The controller reads the TrainingJob, its Jobs, its pods (and, when it matters, the nodes), turns them
+into the small views below, calls `decide()`, and carries out the `Plan` in the order it says. Every
+decision is recorded in `status` before the action that would lose information (a restart bumps
+`status.restarts` *before* the failed attempt's Job is deleted), so an operator killed at any line
+resumes from the status and the children it finds, and never double-counts or forgets a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubeforge.api.trainingjob import (
+    ATTEMPT_LABEL,
+    FINISHED_PHASES,
+    GPU_RESOURCE,
+    Phase,
+    TrainingJobSpec,
+    TrainingJobStatus,
+    WorkerCounts,
+    job_name,
+)
+from kubeforge.policy.capacity import Admission
+from kubeforge.policy.conditions import ConditionUpdate, Status, format_time, merge_conditions, parse_time
+
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+WORKER_CONTAINER = "worker"
+MAX_BACKOFF_SECONDS = 600.0
+# While only the GPU-hours counter moves, the status is written at most this often.
+GPU_HOURS_WRITE_INTERVAL = timedelta(seconds=60)
+# Waiting for a deleted Job to go away before its name is reused.
+DELETION_POLL_SECONDS = 1.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Views of the objects the policy reads.
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    index: int | None
+    attempt: int | None
+    job_uid: str | None
+    phase: str
+    node: str | None
+    ready: bool
+    deleting: bool
+    exit_code: int | None
+    reason: str | None
+    start: datetime | None
+    end: datetime | None
+    gpus: int = 0
+    unschedulable: str | None = None
+    """The scheduler's message while the pod cannot be placed."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    uid: str
+    owned: bool
+    deleting: bool = False
+    suspended: bool = False
+    complete: bool = False
+    failed: bool = False
+    failure_message: str = ""
+    start_time: datetime | None = None
+    created: datetime | None = None
+    completion_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    ready: bool
+    since: datetime | None = None
+    """When the Ready condition last changed."""
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _conditions_true(obj: Mapping[str, Any], *types: str) -> Mapping[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in types and condition.get("status") == "True":
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    job_uid = next(
+        (ref.get("uid") for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Job"), None
+    )
+    statuses = [s for s in status.get("containerStatuses") or [] if isinstance(s, Mapping)]
+    worker = next(
+        (s for s in statuses if s.get("name") == WORKER_CONTAINER), statuses[0] if statuses else None
+    )
+    terminated = ((worker or {}).get("state") or {}).get("terminated") or (
+        ((worker or {}).get("lastState") or {}).get("terminated")
+    )
+    exit_code = _int(terminated.get("exitCode")) if terminated else None
+    ends = [
+        parse_time(s.get("state", {}).get("terminated", {}).get("finishedAt"))
+        for s in statuses
+        if (s.get("state") or {}).get("terminated")
+    ]
+    end = max((e for e in ends if e is not None), default=None)
+    phase = str(status.get("phase") or "Pending")
+    if end is None and meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"):
+        end = parse_time(meta.get("deletionTimestamp"))
+    if end is None and phase in ("Succeeded", "Failed"):
+        # Finished without a container end time (e.g. its node was lost): the last condition change.
+        changes = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
+        end = max((c for c in changes if c is not None), default=None) or parse_time(status.get("startTime"))
+    gpus = 0
+    for container in spec.get("containers") or []:
+        amounts = (container.get("resources") or {}).get("limits") or {}
+        gpus += _int(amounts.get(GPU_RESOURCE)) or 0
+    return PodView(
+        name=str(meta.get("name", "")),
+        index=_int(annotations.get(COMPLETION_INDEX_ANNOTATION)),
+        attempt=_int(labels.get(ATTEMPT_LABEL)),
+        job_uid=str(job_uid) if job_uid else None,
+        phase=phase,
+        node=spec.get("nodeName") or None,
+        ready=_conditions_true(pod, "Ready") is not None,
+        deleting=bool(meta.get("deletionTimestamp")),
+        exit_code=exit_code,
+        reason=(terminated or {}).get("reason") or status.get("reason"),
+        start=parse_time(status.get("startTime")),
+        end=end,
+        gpus=gpus,
+        unschedulable=_unschedulable(pod),
+    )
+
+
+def _unschedulable(pod: Mapping[str, Any]) -> str | None:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return str(condition.get("message") or condition.get("reason") or "unschedulable")[:300]
+    return None
+
+
+def job_view(job: Mapping[str, Any], owner_uid: str) -> JobView:
+    meta = job.get("metadata") or {}
+    status = job.get("status") or {}
+    owned = any(
+        ref.get("uid") == owner_uid and ref.get("controller") for ref in meta.get("ownerReferences") or []
+    )
+    failed = _conditions_true(job, "Failed", "FailureTarget")
+    return JobView(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        owned=owned,
+        deleting=bool(meta.get("deletionTimestamp")),
+        suspended=bool((job.get("spec") or {}).get("suspend")),
+        complete=_conditions_true(job, "Complete", "SuccessCriteriaMet") is not None,
+        failed=failed is not None,
+        failure_message=str((failed or {}).get("message") or (failed or {}).get("reason") or ""),
+        start_time=parse_time(status.get("startTime")),
+        created=parse_time(meta.get("creationTimestamp")),
+        completion_time=parse_time(status.get("completionTime")),
+    )
+
+
+def node_view(node: Mapping[str, Any]) -> NodeView:
+    ready = None
+    for condition in (node.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            ready = condition
+    return NodeView(
+        name=str((node.get("metadata") or {}).get("name", "")),
+        ready=ready is not None and ready.get("status") == "True",
+        since=parse_time((ready or {}).get("lastTransitionTime")),
+    )
+
+
+def parse_status(raw: Mapping[str, Any] | None) -> TrainingJobStatus:
+    """The stored status, or an empty one when it is missing or unreadable (it is recomputed anyway)."""
+    try:
+        return TrainingJobStatus.model_validate(raw or {})
+    except ValueError:
+        return TrainingJobStatus()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decisions.
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one reconcile pass saw."""
+
+    name: str
+    namespace: str
+    generation: int
+    spec: TrainingJobSpec
+    status: TrainingJobStatus
+    jobs: Sequence[JobView]
+    pods: Sequence[PodView]
+    now: datetime
+    nodes: Mapping[str, NodeView] | None = None
+    """None when the nodes were not listed (no worker is on a node)."""
+    admission: Admission | None = None
+    """The gang admission verdict, once the controller computed it for a plan that asked for it."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    permanent: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the controller does, in this order: write the status first when `status_first` (a decision
+    that must survive the deletes), delete Jobs, create the attempt's Job, write the status (if not yet),
+    record events, delete the TrainingJob itself when its TTL ran out."""
+
+    status: TrainingJobStatus
+    status_first: bool = False
+    delete_jobs: tuple[str, ...] = ()
+    create_attempt: int | None = None
+    needs_admission: bool = False
+    delete_self: bool = False
+    requeue_after: float | None = None
+    events: tuple[Event, ...] = ()
+    restarted: bool = False
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    phase: Phase
+    reason: str
+    message: str
+    admitted: tuple[Status, str, str]
+    restarts: int
+    start_time: datetime | None
+    completion_time: datetime | None = None
+    next_attempt_time: datetime | None = None
+    job: str | None = None
+    delete_jobs: tuple[str, ...] = ()
+    create_attempt: int | None = None
+    status_first: bool = False
+    needs_admission: bool = False
+    requeue_after: float | None = None
+    counts: WorkerCounts | None = None
+    event: Event | None = None
+    """The Event for this transition, when a better one than "<phase>: <message>" exists."""
+
+
+def backoff_seconds(spec: TrainingJobSpec, restart: int) -> float:
+    """Wait before restart number `restart` (1-based): doubling from `backoffSeconds`, capped at
+    10 minutes."""
+    if restart < 1 or spec.policy.backoff_seconds <= 0:
+        return 0.0
+    return float(min(MAX_BACKOFF_SECONDS, spec.policy.backoff_seconds * 2 ** min(restart - 1, 20)))
+
+
+def worker_counts(spec: TrainingJobSpec, pods: Iterable[PodView]) -> WorkerCounts:
+    pods = list(pods)
+    active = [p for p in pods if not p.terminal and not p.deleting]
+    return WorkerCounts(
+        desired=spec.workers,
+        active=len(active),
+        ready=sum(1 for p in active if p.ready and p.phase == "Running"),
+        succeeded=sum(1 for p in pods if p.phase == "Succeeded"),
+        failed=sum(1 for p in pods if p.phase == "Failed"),
+    )
+
+
+def _worker(pod: PodView) -> str:
+    return f"worker {pod.index}" if pod.index is not None else f"pod {pod.name}"
+
+
+def classify_failure(
+    spec: TrainingJobSpec,
+    job: JobView,
+    pods: Sequence[PodView],
+    nodes: Mapping[str, NodeView] | None,
+    now: datetime,
+) -> Failure | None:
+    """Why the current attempt is over without success, or None while it is healthy.
+
+    A failed worker pod, a failed Job, or a worker whose node is gone or NotReady for longer than
+    `nodeLossTimeoutSeconds`. An exit code listed in `permanentExitCodes` makes the failure permanent."""
+    if job.complete:
+        return None
+    failed = sorted(
+        (p for p in pods if p.phase == "Failed"), key=lambda p: (p.index is None, p.index or 0, p.name)
+    )
+    permanent = set(spec.policy.permanent_exit_codes)
+    for pod in failed:
+        if pod.exit_code is not None and pod.exit_code in permanent:
+            return Failure(
+                True,
+                "PermanentExitCode",
+                f"{_worker(pod)} ({pod.name}) exited with code {pod.exit_code}, listed in "
+                "spec.policy.permanentExitCodes: not retried",
+            )
+    # Prefer a worker that exited on its own over one the Job controller killed after the first failure.
+    for pod in sorted(failed, key=lambda p: p.exit_code is None or p.reason == "DeadlineExceeded"):
+        if pod.exit_code is not None and pod.exit_code != 0:
+            return Failure(
+                False, "WorkerFailed", f"{_worker(pod)} ({pod.name}) exited with code {pod.exit_code}"
+            )
+    if nodes is not None:
+        timeout = timedelta(seconds=spec.policy.node_loss_timeout_seconds)
+        for pod in sorted(pods, key=lambda p: (p.index is None, p.index or 0, p.name)):
+            if pod.terminal or pod.node is None:
+                continue
+            node = nodes.get(pod.node)
+            if node is None:
+                return Failure(
+                    False, "NodeLost", f"{_worker(pod)} ({pod.name}) lost its node {pod.node} (deleted)"
+                )
+            if not node.ready and (node.since is None or now - node.since >= timeout):
+                return Failure(
+                    False,
+                    "NodeLost",
+                    f"{_worker(pod)} ({pod.name}) lost its node {pod.node} "
+                    f"(NotReady for more than {spec.policy.node_loss_timeout_seconds}s)",
+                )
+    if failed:
+        pod = failed[0]
+        why = pod.reason or "failed"
+        return Failure(False, "WorkerFailed", f"{_worker(pod)} ({pod.name}) failed: {why}")
+    if job.failed:
+        return Failure(False, "WorkerFailed", f"the attempt's Job {job.name} failed: {job.failure_message}")
+    return None
+
+
+def _holds_its_own_failure(job: JobView, pods: Sequence[PodView]) -> bool:
+    """A Job that failed, or has a failed worker, stops its other workers itself (backoffLimit 0) and is
+    kept for its logs; any other unfinished Job must be deleted to free its GPUs."""
+    return job.complete or job.failed or any(p.phase == "Failed" for p in pods)
+
+
+def _finished_verdict(
+    o: Observed, current: JobView | None, stale: tuple[str, ...], pods: Sequence[PodView]
+) -> _Verdict:
+    """Succeeded or Failed stays so; only leftovers that still hold pods are removed."""
+    st = o.status
+    phase: Phase = "Succeeded" if st.phase == "Succeeded" else "Failed"
+    previous = next((c for c in st.conditions if c.type == phase and c.status == "True"), None)
+    delete = stale
+    if current is not None and not _holds_its_own_failure(current, pods):
+        delete = (*stale, current.name)  # e.g. a deadline hit while workers still ran
+    return _Verdict(
+        phase=phase,
+        reason=previous.reason if previous else phase,
+        message=st.message or phase,
+        admitted=("False", "Finished", "the job has finished"),
+        restarts=st.restarts,
+        start_time=parse_time(st.start_time),
+        completion_time=parse_time(st.completion_time) or o.now,
+        job=st.job_name,
+        delete_jobs=delete,
+    )
+
+
+def _verdict(o: Observed) -> _Verdict:
+    spec, st, now = o.spec, o.status, o.now
+    restarts = st.restarts
+    current_name = job_name(o.name, restarts)
+    owned = [j for j in o.jobs if j.owned]
+    current = next((j for j in owned if j.name == current_name and not j.deleting), None)
+    stale = tuple(sorted(j.name for j in owned if j.name != current_name and not j.deleting))
+    pods = [p for p in o.pods if current is not None and p.job_uid == current.uid]
+    counts = worker_counts(spec, pods)
+    start = parse_time(st.start_time)
+    base: dict[str, Any] = {"restarts": restarts, "start_time": start, "counts": counts}
+    gang_ours = spec.gang and not spec.queue_name
+
+    # 1. Finished is final.
+    if st.phase in FINISHED_PHASES:
+        return replace(_finished_verdict(o, current, stale, pods), counts=counts)
+
+    # 2. The current attempt completed: the work is done, whatever else changed meanwhile.
+    if current is not None and current.complete:
+        return _Verdict(
+            phase="Succeeded",
+            reason="Succeeded",
+            message=f"all {spec.workers} workers completed"
+            + (f" after {restarts} restart{'s' if restarts != 1 else ''}" if restarts else ""),
+            admitted=("False", "Finished", "the job has finished"),
+            completion_time=current.completion_time or now,
+            job=current.name,
+            delete_jobs=stale,
+            **base,
+        )
+
+    everything = tuple(sorted({*stale, *((current.name,) if current is not None else ())}))
+
+    # 3. The deadline counts from the first admission, across restarts.
+    deadline = spec.active_deadline_seconds
+    if deadline is not None and start is not None and not spec.suspend:
+        remaining = (start + timedelta(seconds=deadline) - now).total_seconds()
+        if remaining <= 0:
+            return _Verdict(
+                phase="Failed",
+                reason="DeadlineExceeded",
+                message=f"the job ran longer than spec.activeDeadlineSeconds ({deadline}s)",
+                admitted=("False", "Finished", "the job has finished"),
+                completion_time=now,
+                job=current.name if current is not None else None,
+                delete_jobs=everything,
+                status_first=True,
+                **base,
+            )
+
+    # 4. Suspend: the pods go, the job and its restart count stay; the deadline clock stops.
+    if spec.suspend:
+        return _Verdict(
+            phase="Suspended",
+            reason="Suspended",
+            message="suspended: the workers were removed; set spec.suspend to false to resume",
+            admitted=("False", "Suspended", "spec.suspend is true"),
+            restarts=restarts,
+            start_time=None,
+            delete_jobs=everything,
+            status_first=True,
+            counts=counts,
+        )
+
+    # 5. The current attempt failed, or lost a node: fail, or restart the whole gang.
+    if current is not None:
+        failure = classify_failure(spec, current, pods, o.nodes, now)
+        if failure is not None:
+            if failure.permanent or restarts >= spec.policy.max_restarts:
+                reason = failure.reason if failure.permanent else "BackoffLimitExceeded"
+                message = (
+                    failure.message
+                    if failure.permanent
+                    else f"{failure.message}; no restarts left "
+                    f"(spec.policy.maxRestarts: {spec.policy.max_restarts})"
+                )
+                # A failed Job has stopped its pods; one that only lost a node still runs the others.
+                return _Verdict(
+                    phase="Failed",
+                    reason=reason,
+                    message=message,
+                    admitted=("False", "Finished", "the job has finished"),
+                    completion_time=now,
+                    job=current.name,
+                    delete_jobs=stale if _holds_its_own_failure(current, pods) else everything,
+                    status_first=True,
+                    **base,
+                )
+            restart = restarts + 1
+            wait = backoff_seconds(spec, restart)
+            return _Verdict(
+                phase="Restarting",
+                reason=failure.reason,
+                message=f"{failure.message}; restarting the whole gang "
+                f"(restart {restart} of {spec.policy.max_restarts}) in {wait:g}s",
+                admitted=("False", "Restarting", f"attempt {restart} starts after a {wait:g}s backoff"),
+                restarts=restart,
+                start_time=start,
+                next_attempt_time=now + timedelta(seconds=wait),
+                delete_jobs=everything,
+                status_first=True,
+                requeue_after=wait,
+                counts=counts,
+            )
+
+    # 6. A gang we admitted that the scheduler could not place in time gives its GPUs back.
+    if current is not None and gang_ours and not current.suspended:
+        since = current.start_time or current.created or now
+        placed = {p.index for p in pods if p.node is not None or p.terminal}
+        timeout = spec.policy.schedule_timeout_seconds
+        if len(placed) < spec.workers:
+            remaining = (since + timedelta(seconds=timeout) - now).total_seconds()
+            if remaining <= 0:
+                unplaced = spec.workers - len(placed)
+                message = (
+                    f"{unplaced} of {spec.workers} workers were not scheduled within "
+                    f"spec.policy.scheduleTimeoutSeconds ({timeout}s); "
+                    "released the placement and queued again"
+                )
+                return _Verdict(
+                    phase="Queued",
+                    reason="ScheduleTimeout",
+                    message=message,
+                    admitted=("False", "ScheduleTimeout", message),
+                    delete_jobs=everything,
+                    status_first=True,
+                    **base,
+                )
+
+    # 7. The attempt is there: waiting for Kueue, starting, or running.
+    if current is not None:
+        if current.suspended:
+            return _Verdict(
+                phase="Queued",
+                reason="WaitingForKueue",
+                message=_kueue_wait(spec),
+                admitted=_kueue_admitted(spec),
+                job=current.name,
+                delete_jobs=stale,
+                restarts=restarts,
+                start_time=start,
+                counts=counts,
+            )
+        started = start or current.start_time or current.created or now
+        running = sum(1 for p in pods if p.phase in ("Running", "Succeeded") and not p.deleting)
+        if spec.queue_name:
+            admitted: tuple[Status, str, str] = (
+                "True",
+                "KueueAdmitted",
+                f"admitted by Kueue queue {spec.queue_name!r}",
+            )
+        elif spec.gang:
+            admitted = _gang_admitted(spec, st)
+        else:
+            admitted = _CREATED
+        requeue: float | None = None
+        if gang_ours and running < spec.workers:
+            since = current.start_time or current.created or now
+            requeue = max(
+                0.0, (since + timedelta(seconds=spec.policy.schedule_timeout_seconds) - now).total_seconds()
+            )
+        if deadline is not None:
+            left = max(0.0, (started + timedelta(seconds=deadline) - now).total_seconds())
+            requeue = left if requeue is None else min(requeue, left)
+        if running >= spec.workers:
+            attempt_note = f" (attempt {restarts + 1})" if restarts else ""
+            return _Verdict(
+                phase="Running",
+                reason="Running",
+                message=f"all {spec.workers} workers running{attempt_note}",
+                admitted=admitted,
+                restarts=restarts,
+                start_time=started,
+                job=current.name,
+                delete_jobs=stale,
+                requeue_after=requeue,
+                counts=counts,
+            )
+        return _Verdict(
+            phase="Pending",
+            reason="WorkersStarting",
+            message=_starting(running, spec.workers) + _placement_problem(pods),
+            admitted=admitted,
+            restarts=restarts,
+            start_time=started,
+            job=current.name,
+            delete_jobs=stale,
+            requeue_after=requeue,
+            counts=counts,
+        )
+
+    # 8. No attempt yet. A Job of the same name that is still going away must be gone first.
+    if any(j.name == current_name and (j.deleting or not j.owned) for j in o.jobs):
+        held = st.phase or "Pending"
+        return _Verdict(
+            phase=held,
+            reason=_reason_of(st, held),
+            message=st.message or f"waiting for the previous Job {current_name} to be deleted",
+            admitted=_admitted_of(st),
+            delete_jobs=stale,
+            requeue_after=DELETION_POLL_SECONDS,
+            next_attempt_time=parse_time(st.next_attempt_time),
+            **base,
+        )
+    next_attempt = parse_time(st.next_attempt_time)
+    if st.phase == "Restarting" and next_attempt is not None and next_attempt > now:
+        return _Verdict(
+            phase="Restarting",
+            reason=_reason_of(st, "Restarting"),
+            message=st.message or "restarting",
+            admitted=_admitted_of(st),
+            next_attempt_time=next_attempt,
+            delete_jobs=stale,
+            requeue_after=(next_attempt - now).total_seconds(),
+            **base,
+        )
+    # A resumed job starts its deadline clock again, as a resumed Job does.
+    start_after = now if start is None or st.phase == "Suspended" else start
+    if gang_ours:
+        if o.admission is None:
+            return _Verdict(
+                phase=st.phase or "Pending",
+                reason=_reason_of(st, st.phase or "Pending"),
+                message=st.message or "",
+                admitted=_admitted_of(st),
+                needs_admission=True,
+                **base,
+            )
+        if not o.admission.fits:
+            return _Verdict(
+                phase="Queued",
+                reason="InsufficientCapacity",
+                message=f"waiting for GPUs: {o.admission.message}",
+                admitted=("False", "InsufficientCapacity", o.admission.message),
+                delete_jobs=stale,
+                next_attempt_time=None,
+                restarts=restarts,
+                start_time=start,
+                counts=counts,
+            )
+        admitted = ("True", "GangAdmitted", f"all {spec.workers} workers fit: {o.admission.message}")
+        why = f"admitted: {o.admission.message}"
+    elif spec.queue_name:
+        admitted = _kueue_admitted(spec)
+        why = f"Kueue queue {spec.queue_name!r} admits it by unsuspending it"
+    else:
+        admitted = _CREATED
+        why = "no gang admission"
+    attempt_note = f" for attempt {restarts + 1}" if restarts else ""
+    event_reason = admitted[1] if admitted[0] == "True" else "JobCreated"
+    # The status says what the next pass will also say (no second write); the Event says what happened.
+    return _Verdict(
+        phase="Queued" if spec.queue_name else "Pending",
+        reason="WaitingForKueue" if spec.queue_name else "WorkersStarting",
+        message=_kueue_wait(spec) if spec.queue_name else _starting(0, spec.workers),
+        admitted=admitted,
+        restarts=restarts,
+        start_time=None if spec.queue_name else start_after,
+        job=current_name,
+        delete_jobs=stale,
+        create_attempt=restarts,
+        counts=WorkerCounts(desired=spec.workers),
+        event=Event("Normal", event_reason, f"created Job {current_name}{attempt_note} ({why})"),
+    )
+
+
+_CREATED: tuple[Status, str, str] = ("True", "Created", "the workers were created without gang admission")
+
+
+def _starting(running: int, workers: int) -> str:
+    return f"{running} of {workers} workers running; waiting for the rest to be scheduled and start"
+
+
+def _placement_problem(pods: Sequence[PodView]) -> str:
+    """What the scheduler says about the first worker it cannot place, if any."""
+    for pod in sorted(pods, key=lambda p: (p.index is None, p.index or 0)):
+        if pod.unschedulable and pod.node is None:
+            return f"; {_worker(pod)} is unschedulable: {pod.unschedulable}"
+    return ""
+
+
+def _kueue_wait(spec: TrainingJobSpec) -> str:
+    return f"waiting for Kueue queue {spec.queue_name!r} to admit the workload"
+
+
+def _kueue_admitted(spec: TrainingJobSpec) -> tuple[Status, str, str]:
+    return (
+        "False",
+        "WaitingForKueue",
+        f"the Job is suspended until Kueue queue {spec.queue_name!r} admits it",
+    )
+
+
+def _gang_admitted(spec: TrainingJobSpec, status: TrainingJobStatus) -> tuple[Status, str, str]:
+    """Keep the admission message (it says what fitted) once the gang was admitted."""
+    for condition in status.conditions:
+        if condition.type == "Admitted" and condition.status == "True" and condition.reason == "GangAdmitted":
+            return ("True", "GangAdmitted", condition.message)
+    return ("True", "GangAdmitted", f"all {spec.workers} workers fit when the attempt was admitted")
+
+
+def _reason_of(status: TrainingJobStatus, phase: str) -> str:
+    for condition in status.conditions:
+        if condition.type == "Reconciling" and condition.status == "True":
+            return condition.reason
+    return phase
+
+
+def _admitted_of(status: TrainingJobStatus) -> tuple[Status, str, str]:
+    for condition in status.conditions:
+        if condition.type == "Admitted":
+            return (condition.status, condition.reason, condition.message)
+    return ("Unknown", "Pending", "not evaluated yet")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Status.
+
+
+def _condition_updates(v: _Verdict, counts: WorkerCounts) -> list[ConditionUpdate]:
+    phase = v.phase
+    all_ready = phase == "Running" and counts.active > 0 and counts.ready >= counts.active
+    if phase == "Succeeded":
+        ready = ConditionUpdate("Ready", "True", "Succeeded", v.message)
+    elif all_ready:
+        ready = ConditionUpdate(
+            "Ready", "True", "AllWorkersReady", f"{counts.ready} of {counts.desired} workers ready"
+        )
+    else:
+        ready = ConditionUpdate(
+            "Ready", "False", v.reason if phase != "Running" else "WorkersNotReady", v.message
+        )
+    progressing = phase in ("Pending", "Queued", "Restarting")
+    return [
+        ready,
+        ConditionUpdate(
+            "Reconciling",
+            "True" if progressing else "False",
+            v.reason if progressing else phase,
+            v.message if progressing else "",
+        ),
+        ConditionUpdate(
+            "Stalled",
+            "True" if phase == "Failed" else "False",
+            v.reason if phase == "Failed" else phase,
+            v.message if phase == "Failed" else "",
+        ),
+        ConditionUpdate("Admitted", *v.admitted),
+        ConditionUpdate(
+            "Running",
+            "True" if phase == "Running" else "False",
+            v.reason,
+            v.message if phase == "Running" else "",
+        ),
+        ConditionUpdate(
+            "Succeeded",
+            "True" if phase == "Succeeded" else "False",
+            v.reason if phase == "Succeeded" else phase,
+            v.message if phase == "Succeeded" else "",
+        ),
+        ConditionUpdate(
+            "Failed",
+            "True" if phase == "Failed" else "False",
+            v.reason if phase == "Failed" else phase,
+            v.message if phase == "Failed" else "",
+        ),
+    ]
+
+
+def gpu_seconds(pods: Iterable[PodView], since: datetime | None, now: datetime) -> float:
+    """GPU-seconds held by the pods in (since, now]: each pod holds its GPUs from its start until it ends
+    (or now). Pods are intervals in absolute time, so any pod seen twice is counted once."""
+    total = 0.0
+    for pod in pods:
+        if pod.gpus <= 0 or pod.start is None:
+            continue
+        begin = pod.start if since is None else max(pod.start, since)
+        end = min(pod.end or now, now)
+        if end > begin:
+            total += pod.gpus * (end - begin).total_seconds()
+    return total
+
+
+def _accounting(o: Observed) -> tuple[float, str | None]:
+    """GPU-hours and the time they are accounted up to; moved only when it grew, and while nothing else
+    changes at most every GPU_HOURS_WRITE_INTERVAL (the caller decides that)."""
+    since = parse_time(o.status.gpu_hours_as_of)
+    now = o.now.replace(microsecond=0)
+    added = gpu_seconds(o.pods, since, now)
+    if added <= 0:
+        return o.status.gpu_hours, o.status.gpu_hours_as_of
+    return round(o.status.gpu_hours + added / 3600.0, 6), format_time(now)
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def decide(o: Observed) -> Plan:
+    """The plan for one reconcile pass. Pure: the same observation gives the same plan."""
+    v = _verdict(o)
+    if v.needs_admission:
+        return Plan(status=o.status, needs_admission=True, delete_jobs=v.delete_jobs)
+    counts = v.counts or WorkerCounts(desired=o.spec.workers)
+    gpu_hours, as_of = _accounting(o)
+    conditions = merge_conditions(
+        [c.to_wire() for c in o.status.conditions],
+        _condition_updates(v, counts),
+        now=o.now,
+        generation=o.generation,
+    )
+    status = TrainingJobStatus.model_validate(
+        {
+            "phase": v.phase,
+            "message": v.message or None,
+            "conditions": conditions,
+            "workers": counts.to_wire(),
+            "workersReady": f"{counts.ready}/{counts.desired}",
+            "restarts": v.restarts,
+            "attempt": v.restarts,
+            "jobName": v.job,
+            "startTime": _time(v.start_time),
+            "completionTime": _time(v.completion_time) if v.phase in FINISHED_PHASES else None,
+            "nextAttemptTime": _time(v.next_attempt_time) if v.phase == "Restarting" else None,
+            "gpuHours": gpu_hours,
+            "gpuHoursAsOf": as_of,
+            "observedGeneration": o.generation,
+        }
+    )
+    status = _throttle_accounting(o, status)
+    events: list[Event] = []
+    old_reason = _reason_of(o.status, o.status.phase or "")
+    if v.phase != o.status.phase or (v.phase in ("Queued", "Restarting") and v.reason != old_reason):
+        events.append(v.event or _event(v))
+    delete_self = False
+    requeue = v.requeue_after
+    ttl = o.spec.ttl_seconds_after_finished
+    if v.phase in FINISHED_PHASES and ttl is not None and v.completion_time is not None:
+        left = (v.completion_time + timedelta(seconds=ttl) - o.now).total_seconds()
+        if left <= 0 and o.status.phase in FINISHED_PHASES:
+            delete_self = True
+        else:
+            requeue = max(left, 0.0) if requeue is None else min(requeue, max(left, 0.0))
+    return Plan(
+        status=status,
+        status_first=v.status_first,
+        delete_jobs=v.delete_jobs,
+        create_attempt=v.create_attempt,
+        delete_self=delete_self,
+        requeue_after=requeue,
+        events=tuple(events),
+        restarted=v.phase == "Restarting" and v.restarts > o.status.restarts,
+    )
+
+
+def _event(v: _Verdict) -> Event:
+    warning = v.phase in ("Failed", "Restarting") or v.reason == "ScheduleTimeout"
+    return Event("Warning" if warning else "Normal", v.reason, f"{v.phase}: {v.message}")
+
+
+def _throttle_accounting(o: Observed, status: TrainingJobStatus) -> TrainingJobStatus:
+    """Keep the stored GPU-hours when they are the only change and were written less than a minute ago:
+    a running job then costs one status write a minute, not one per pod event."""
+    old = o.status
+    if status.gpu_hours == old.gpu_hours:
+        return status
+    same_otherwise = status.model_copy(
+        update={"gpu_hours": old.gpu_hours, "gpu_hours_as_of": old.gpu_hours_as_of}
+    )
+    if same_otherwise != old:
+        return status
+    as_of = parse_time(old.gpu_hours_as_of)
+    if as_of is not None and o.now - as_of < GPU_HOURS_WRITE_INTERVAL:
+        return same_otherwise
+    return status
+
+
+def status_patch(old: Mapping[str, Any] | None, new: TrainingJobStatus) -> dict[str, Any] | None:
+    """A JSON merge patch turning the stored status into `new`, or None when nothing changed: the
+    top-level fields that changed (lists and objects whole), and null for fields that disappeared."""
+    wire = new.to_wire()
+    before = parse_status(old).to_wire()
+    if wire == before:
+        return None
+    patch: dict[str, Any] = {key: value for key, value in wire.items() if (old or {}).get(key) != value}
+    for key in old or {}:
+        if key not in wire:
+            patch[key] = None
+    return patch

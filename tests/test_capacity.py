@@ -1,0 +1,251 @@
+"""GPU capacity accounting for gang admission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeforge.policy.capacity import (
+    Demand,
+    NodeInfo,
+    PodInfo,
+    admit,
+    demand_of,
+    free_gpus,
+    node_info,
+    placeable,
+    pod_info,
+    reserve,
+    unplaced,
+)
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+L4 = "NVIDIA-L4"
+
+
+def _node(name: str, product: str | None, gpus: int, schedulable: bool = True) -> NodeInfo:
+    return NodeInfo(name=name, product=product, gpus=gpus, schedulable=schedulable)
+
+
+CLUSTER = [
+    _node("h100-0", H100, 8),
+    _node("h100-1", H100, 8),
+    _node("l4-0", L4, 4),
+    _node("l4-1", L4, 4),
+    _node("cpu-0", None, 0),
+]
+
+
+def _pod(
+    node: str | None, gpus: int, *, job: str | None = None, attempt: int = 0, terminal: bool = False
+) -> PodInfo:
+    return PodInfo("ns", f"p-{node}-{gpus}", node, gpus, terminal, trainingjob=job, attempt=attempt)
+
+
+def _raw_node(
+    *,
+    ready: str = "True",
+    gpus: str = "8",
+    unschedulable: bool = False,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "n", "labels": {"nvidia.com/gpu.product": H100}},
+        "spec": {"unschedulable": unschedulable, "taints": taints or []},
+        "status": {
+            "conditions": [{"type": "Ready", "status": ready}],
+            "allocatable": {"nvidia.com/gpu": gpus},
+        },
+    }
+
+
+class TestNodeInfo:
+    def test_ready_gpu_node(self) -> None:
+        assert node_info(_raw_node()) == NodeInfo("n", H100, 8, True)
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            _raw_node(ready="False"),
+            _raw_node(ready="Unknown"),
+            _raw_node(unschedulable=True),
+            _raw_node(taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]),
+            _raw_node(taints=[{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
+        ],
+        ids=["not-ready", "unknown", "cordoned", "not-ready-taint", "foreign-taint"],
+    )
+    def test_unschedulable(self, raw: dict[str, Any]) -> None:
+        assert node_info(raw).schedulable is False
+
+    def test_tolerated_taints(self) -> None:
+        raw = _raw_node(
+            taints=[
+                {"key": "nvidia.com/gpu", "effect": "NoSchedule"},
+                {"key": "spot", "effect": "PreferNoSchedule"},
+            ]
+        )
+        assert node_info(raw).schedulable is True
+
+    def test_no_gpus(self) -> None:
+        raw = _raw_node()
+        raw["status"]["allocatable"] = {"cpu": "4"}
+        assert node_info(raw).gpus == 0
+
+
+def test_pod_info() -> None:
+    pod = {
+        "metadata": {
+            "namespace": "ns",
+            "name": "w-0",
+            "labels": {"kubeforge.dev/trainingjob": "tj", "kubeforge.dev/attempt": "2"},
+        },
+        "spec": {
+            "nodeName": "h100-0",
+            "containers": [
+                {"resources": {"requests": {"nvidia.com/gpu": "4"}}},
+                {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+            ],
+            "initContainers": [{"resources": {"requests": {"nvidia.com/gpu": "2"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+    assert pod_info(pod) == PodInfo("ns", "w-0", "h100-0", 5, False, trainingjob="ns/tj", attempt=2)
+
+
+def test_free_gpus_counts_bound_unfinished_pods_except_the_admitted_jobs() -> None:
+    pods = [
+        _pod("h100-0", 4),
+        _pod("h100-0", 2, terminal=True),
+        _pod(None, 8),  # pending: not on a node
+        _pod("h100-1", 8, job="ns/me"),  # the admitted job's own (e.g. terminating) pod
+        _pod("gone", 8),
+    ]
+    assert free_gpus(CLUSTER, pods, exclude="ns/me") == {"h100-0": 4, "h100-1": 8, "l4-0": 4, "l4-1": 4}
+
+
+@pytest.mark.parametrize(
+    ("demand", "pods", "others", "fits", "message"),
+    [
+        (("H100", 2, 8), [], [], True, "needs 2 workers x 8 GPUs (H100); all fit now"),
+        (("H100", 2, 4), [_pod("h100-0", 8)], [], True, "all fit now"),
+        (("H100", 2, 8), [_pod("h100-0", 1)], [], False, "needs 2 workers x 8 GPUs (H100); 1 fits now"),
+        (("H100", 2, 8), [], [Demand("ns/a", 1, 8, (H100,))], False, "1 fits now"),
+        (("H100", 2, 8), [], [Demand("ns/a", 2, 8, (L4,))], True, "all fit now"),
+        (
+            ("H100", 3, 8),
+            [],
+            [],
+            False,
+            "only 2 workers would fit on all Ready H100 GPU nodes even if they were idle",
+        ),
+        (("L4", 2, 4), [], [], True, "all fit now"),
+        (("L4", 1, 8), [], [], False, "only 0 workers would fit"),
+        ((None, 4, 4), [], [], True, "needs 4 workers x 4 GPUs; all fit now"),
+        (("H100", 2, 0), [_pod("h100-0", 8), _pod("h100-1", 8)], [], True, "needs no GPUs"),
+    ],
+)
+def test_admit(
+    demand: tuple[str | None, int, int],
+    pods: list[PodInfo],
+    others: list[Demand],
+    fits: bool,
+    message: str,
+) -> None:
+    gpu_type, workers, gpus = demand
+    verdict = admit(demand_of("ns/me", workers, gpus, gpu_type), CLUSTER, pods, others, gpu_type=gpu_type)
+    assert verdict.fits is fits
+    assert message in verdict.message
+
+
+def test_unplaced_counts_workers_not_yet_on_a_node() -> None:
+    whole = demand_of("ns/a", 3, 8, "H100")
+    pods = [
+        _pod("h100-0", 8, job="ns/a", attempt=1),
+        _pod(None, 8, job="ns/a", attempt=1),  # created, not scheduled
+        _pod("h100-1", 8, job="ns/a", attempt=0),  # an older attempt
+    ]
+    assert unplaced(whole, 1, pods).workers == 2
+    assert unplaced(whole, 1, [*pods, _pod(None, 8, job="ns/a", attempt=1, terminal=True)]).workers == 1
+
+
+def test_two_gangs_are_never_both_admitted_for_the_same_gpus() -> None:
+    first = demand_of("ns/a", 2, 8, "H100")
+    assert admit(first, CLUSTER, []).fits
+    # `a` was admitted; its pods do not exist yet, so all of it is unplaced.
+    second = demand_of("ns/b", 2, 8, "H100")
+    verdict = admit(second, CLUSTER, [], [unplaced(first, 0, [])])
+    assert not verdict.fits
+    assert "0 fit now" in verdict.message
+
+
+products = st.sampled_from([H100, L4, None])
+nodes_strategy = st.lists(
+    st.builds(
+        NodeInfo,
+        name=st.just(""),
+        product=products,
+        gpus=st.integers(0, 8),
+        schedulable=st.booleans(),
+    ),
+    min_size=1,
+    max_size=6,
+).map(lambda ns: [NodeInfo(f"n{i}", n.product, n.gpus, n.schedulable) for i, n in enumerate(ns)])
+demands = st.builds(
+    Demand,
+    key=st.sampled_from(["ns/a", "ns/b", "ns/c"]),
+    workers=st.integers(1, 4),
+    gpus=st.integers(1, 8),
+    products=st.sampled_from([(H100,), (L4,), None]),
+)
+
+
+@given(nodes_strategy, demands, st.lists(st.tuples(st.integers(0, 5), st.integers(1, 8)), max_size=6))
+def test_placeable_is_bounded_and_shrinks_as_pods_land(
+    nodes: list[NodeInfo], demand: Demand, bound: list[tuple[int, int]]
+) -> None:
+    pods = [_pod(f"n{i % len(nodes)}", gpus) for i, gpus in bound]
+    free_before = free_gpus(nodes, [])
+    free_after = free_gpus(nodes, pods)
+    before = placeable(free_before, nodes, demand)
+    after = placeable(free_after, nodes, demand)
+    assert 0 <= after <= before <= demand.workers
+    assert all(0 <= gpus <= free_before[name] for name, gpus in free_after.items())
+
+
+def _pack(free: dict[str, int], nodes: list[NodeInfo], demand: Demand) -> dict[str, int] | None:
+    """Place every worker of `demand`, first fit; None when it cannot."""
+    left = dict(free)
+    by_name = {n.name: n for n in nodes}
+    for _ in range(demand.workers):
+        spot = next(
+            (
+                name
+                for name, gpus in sorted(left.items())
+                if gpus >= demand.gpus
+                and by_name[name].gpus > 0
+                and (demand.products is None or by_name[name].product in demand.products)
+            ),
+            None,
+        )
+        if spot is None:
+            return None
+        left[spot] -= demand.gpus
+    return left
+
+
+@given(nodes_strategy, demands, demands)
+def test_an_admitted_gang_and_the_next_one_fit_together(
+    nodes: list[NodeInfo], first: Demand, second: Demand
+) -> None:
+    second = Demand("ns/other", second.workers, second.gpus, second.products)
+    if not admit(first, nodes, []).fits:
+        return
+    if not admit(second, nodes, [], [first]).fits:
+        return
+    # Both admitted: placing the first as reserve() does leaves room for every worker of the second.
+    after_first = reserve(free_gpus(nodes, []), nodes, [first])
+    assert sum(after_first.values()) == sum(free_gpus(nodes, []).values()) - first.workers * first.gpus
+    assert _pack(after_first, nodes, second) is not None

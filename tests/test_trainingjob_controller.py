@@ -1,0 +1,308 @@
+"""The TrainingJob controller against an in-memory API server: ordering, crash safety, the admission
+lock, events, and that it never writes a user's spec."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from kubeforge.controllers.runtime import OperatorConfig
+from kubeforge.controllers.trainingjob import TrainingJobController
+from kubeforge.kube.client import Kube
+from kubeforge.policy.conditions import format_time
+
+Obj = dict[str, Any]
+TJ = ("kubeforge.dev/v1alpha1", "TrainingJob")
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+class CrashError(Exception):
+    """The operator died here."""
+
+
+class FakeKube:
+    """Just enough of an API server: objects by (apiVersion, kind, namespace, name), server-side apply
+    as create-or-replace, background cascade for Jobs, merge patches of status."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str | None, str], Obj] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.crash_at: int | None = None
+        self._writes = 0
+        self._uids = itertools.count(1)
+
+    def _write(self, op: str, kind: str, name: str) -> None:
+        if self.crash_at is not None and self._writes == self.crash_at:
+            self.crash_at = None
+            raise CrashError(f"killed before {op} {kind}/{name}")
+        self._writes += 1
+        self.calls.append((op, kind, name))
+
+    def add(self, obj: Obj) -> Obj:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(self._uids)}")
+        meta.setdefault("creationTimestamp", format_time(datetime.now(UTC)))
+        meta.setdefault("generation", 1)
+        self.objects[(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])] = obj
+        return obj
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        found = self.objects.get((api_version, kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
+    ) -> list[Obj]:
+        out = []
+        for (av, k, ns, _), obj in self.objects.items():
+            if (av, k) != (api_version, kind) or (namespace is not None and ns != namespace):
+                continue
+            have = obj["metadata"].get("labels") or {}
+            if all(have.get(key) == value for key, value in (labels or {}).items()):
+                out.append(copy.deepcopy(obj))
+        return out
+
+    async def apply(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        self._write("apply", obj["kind"], meta["name"])
+        key = (obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        if key in self.objects:
+            merged = copy.deepcopy(self.objects[key])
+            merged["spec"] = copy.deepcopy(obj["spec"])
+            merged["metadata"]["labels"] = dict(meta.get("labels") or {})
+            self.objects[key] = merged
+            return copy.deepcopy(merged)
+        return copy.deepcopy(self.add(obj))
+
+    async def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        foreground: bool = False,
+    ) -> bool:
+        self._write("delete", kind, name)
+        gone = self.objects.pop((api_version, kind, namespace, name), None)
+        if gone is None:
+            return False
+        uid = gone["metadata"]["uid"]
+        for key, obj in list(self.objects.items()):
+            if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or []):
+                del self.objects[key]
+        return True
+
+    async def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: Obj) -> Obj:
+        self._write("patch_status", kind, name)
+        obj = self.objects[(api_version, kind, namespace, name)]
+        current = obj.setdefault("status", {})
+        for key, value in status.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = copy.deepcopy(value)
+        return copy.deepcopy(obj)
+
+    async def patch(self, *args: Any, **kwargs: Any) -> Obj:
+        raise AssertionError("the TrainingJob controller never patches objects")
+
+    async def event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    # ------------------------------------------------------------------ what other controllers do
+
+    def nodes(self, count: int, gpus: int = 8) -> None:
+        for i in range(count):
+            self.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": f"h100-{i}", "labels": {"nvidia.com/gpu.product": H100}},
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                        "allocatable": {"nvidia.com/gpu": str(gpus)},
+                    },
+                }
+            )
+
+    def jobs(self, namespace: str = "ns") -> list[Obj]:
+        return [o for (av, k, ns, _), o in self.objects.items() if k == "Job" and ns == namespace]
+
+    def run_pods(
+        self, job: Obj, *, phase: str = "Running", exit_code: int | None = None, failed_index: int = -1
+    ) -> None:
+        """The Job controller and scheduler: one bound pod per index."""
+        template = job["spec"]["template"]
+        for index in range(job["spec"]["completions"]):
+            pod_phase = "Failed" if index == failed_index else phase
+            state: Obj = {"running": {}}
+            if pod_phase in ("Failed", "Succeeded"):
+                code = exit_code if pod_phase == "Failed" else 0
+                state = {"terminated": {"exitCode": code, "finishedAt": format_time(datetime.now(UTC))}}
+            self.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"{job['metadata']['name']}-{index}",
+                        "namespace": job["metadata"]["namespace"],
+                        "labels": dict(template["metadata"]["labels"]),
+                        "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+                        "ownerReferences": [
+                            {"kind": "Job", "uid": job["metadata"]["uid"], "controller": True}
+                        ],
+                    },
+                    "spec": {**template["spec"], "nodeName": f"h100-{index % 2}"},
+                    "status": {
+                        "phase": pod_phase,
+                        "startTime": format_time(datetime.now(UTC)),
+                        "conditions": [
+                            {"type": "Ready", "status": "True" if pod_phase == "Running" else "False"}
+                        ],
+                        "containerStatuses": [{"name": "worker", "state": state}],
+                    },
+                }
+            )
+        if failed_index >= 0:
+            job.setdefault("status", {})["conditions"] = [{"type": "Failed", "status": "True"}]
+
+
+def _trainingjob(name: str = "tj", **spec: Any) -> Obj:
+    return {
+        "apiVersion": TJ[0],
+        "kind": TJ[1],
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {
+            "image": "trainer:1",
+            "workers": 2,
+            "resources": {"gpus": 8, "gpuType": "H100"},
+            "policy": {"backoffSeconds": 0},
+            **spec,
+        },
+    }
+
+
+def _controller(kube: FakeKube) -> TrainingJobController:
+    return TrainingJobController(cast(Kube, kube), OperatorConfig(resync_seconds=1))
+
+
+async def _reconcile(kube: FakeKube, name: str = "tj") -> Obj:
+    obj = await kube.get(*TJ, name, "ns")
+    assert obj is not None
+    await _controller(kube).reconcile(obj)
+    after = await kube.get(*TJ, name, "ns")
+    assert after is not None
+    return after
+
+
+async def test_creates_service_and_first_attempt_and_reports_pending() -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob())
+    tj = await _reconcile(kube)
+    assert tj["status"]["phase"] == "Pending"
+    assert [j["metadata"]["name"] for j in kube.jobs()] == ["tj-a0"]
+    assert await kube.get("v1", "Service", "tj", "ns") is not None
+    assert [e[1] for e in kube.events] == ["GangAdmitted"]
+    # Nothing new: a second pass writes nothing.
+    kube.calls.clear()
+    await _reconcile(kube)
+    assert [c for c in kube.calls if c[0] != "apply" or c[1] != "Service"] == []
+
+
+async def test_two_gangs_that_cannot_both_fit_are_admitted_one_at_a_time() -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob("first"))
+    kube.add(_trainingjob("second"))
+    controller = _controller(kube)
+    objs = [await kube.get(*TJ, n, "ns") for n in ("first", "second")]
+    await asyncio.gather(*(controller.reconcile(o) for o in objs if o is not None))
+    assert len(kube.jobs()) == 1
+    phases = sorted(kube.objects[(*TJ, "ns", n)]["status"]["phase"] for n in ("first", "second"))
+    assert phases == ["Pending", "Queued"]
+    queued = next(
+        n for n in ("first", "second") if kube.objects[(*TJ, "ns", n)]["status"]["phase"] == "Queued"
+    )
+    assert (
+        "needs 2 workers x 8 GPUs (H100); 0 fit now" in kube.objects[(*TJ, "ns", queued)]["status"]["message"]
+    )
+
+
+async def test_never_writes_the_spec() -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob())
+    before = copy.deepcopy(kube.objects[(*TJ, "ns", "tj")]["spec"])
+    await _reconcile(kube)
+    kube.run_pods(kube.jobs()[0], exit_code=1, failed_index=1)
+    await _reconcile(kube)
+    assert kube.objects[(*TJ, "ns", "tj")]["spec"] == before
+    assert not [c for c in kube.calls if c[1] == "TrainingJob" and c[0] != "patch_status"]
+
+
+@pytest.mark.parametrize("crash_at", range(6))
+async def test_killed_at_any_write_of_a_restart_loses_nothing(crash_at: int) -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob())
+    await _reconcile(kube)
+    kube.run_pods(kube.jobs()[0], exit_code=1, failed_index=1)
+    kube.crash_at = crash_at
+    obj = await kube.get(*TJ, "tj", "ns")
+    assert obj is not None
+    with contextlib.suppress(CrashError):
+        await _controller(kube).reconcile(obj)
+    # A new operator process picks up from whatever was written.
+    for _ in range(3):
+        tj = await _reconcile(kube)
+    assert tj["status"]["restarts"] == 1
+    assert [j["metadata"]["name"] for j in kube.jobs()] == ["tj-a1"]
+    assert tj["status"]["phase"] == "Pending"
+    assert tj["status"]["jobName"] == "tj-a1"
+
+
+async def test_restarts_then_fails_with_events() -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob(policy={"backoffSeconds": 0, "maxRestarts": 1}))
+    await _reconcile(kube)
+    kube.run_pods(kube.jobs()[0], exit_code=1, failed_index=0)
+    tj = await _reconcile(kube)
+    assert tj["status"]["restarts"] == 1
+    kube.run_pods(kube.jobs()[0], exit_code=1, failed_index=0)
+    tj = await _reconcile(kube)
+    assert tj["status"]["phase"] == "Failed"
+    reasons = [(t, r) for t, r, _ in kube.events]
+    assert ("Warning", "WorkerFailed") in reasons
+    assert reasons[-1] == ("Warning", "BackoffLimitExceeded")
+
+
+async def test_ttl_deletes_the_finished_trainingjob() -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob(ttlSecondsAfterFinished=0))
+    await _reconcile(kube)
+    job = kube.jobs()[0]
+    kube.run_pods(job, phase="Succeeded")
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    obj = await kube.get(*TJ, "tj", "ns")
+    assert obj is not None
+    await _controller(kube).reconcile(obj)
+    assert await kube.get(*TJ, "tj", "ns") is None
+    assert ("Normal", "Succeeded") in [(t, r) for t, r, _ in kube.events]
