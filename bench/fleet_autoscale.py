@@ -1,0 +1,216 @@
+"""Benchmark: how fast an InferenceFleet reacts to a latency breach.
+
+On the local cluster, with a real Prometheus scraping the load simulator every second, a fleet of one L4
+replica (20 requests/s of capacity) is hit by a step from 5 to 50 requests/s. Printed per round:
+
+- breach-to-decision: from the first moment Prometheus shows the breach the autoscaler acts on
+  (stable-window p95 above target * (1 + tolerance), or panic-window p95 at panicThreshold * target)
+  to the fleet's status asking for more replicas;
+- decision-to-ready: from that decision to all the replicas it asked for being ready;
+- breach-to-ready, and the replica count latency settled at.
+
+Run: `make bench`, or `PYTHONPATH=e2e .venv/bin/python bench/fleet_autoscale.py [--rounds N]`.
+It reuses a running local cluster (`make cluster-up`) or starts one, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for extra in (REPO / "e2e", REPO / "operator"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from kubeforge.api.inferencefleet import Autoscaling  # noqa: E402
+from kubeforge.cli import render_crds  # noqa: E402
+from kubeforge.metrics.promql import fleet_queries  # noqa: E402
+from kubeforge_e2e import LocalCluster, wait_for  # noqa: E402
+from kubeforge_e2e.api import Api  # noqa: E402
+from kubeforge_e2e.loadsim import LoadSimulator, api_lister  # noqa: E402
+from kubeforge_e2e.operator import OperatorProcess  # noqa: E402
+from kubeforge_e2e.prometheus import PrometheusProcess  # noqa: E402
+
+INTERVAL = 2
+AUTOSCALING: dict[str, Any] = {
+    "minReplicas": 1,
+    "maxReplicas": 5,
+    "metric": "latencyP95",
+    "target": 0.5,
+    "intervalSeconds": INTERVAL,
+    "stableWindowSeconds": 10,
+    "panicWindowSeconds": 4,
+    "scaleDownStabilizationSeconds": 20,
+}
+MODEL = {"service_seconds": 0.2, "slots": 4}
+
+
+def fleet_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/kubeforge.dev/v1alpha1/namespaces/{namespace}/inferencefleets"
+    return f"{base}/{name}" if name else base
+
+
+def status(api: Api, namespace: str, name: str) -> dict[str, Any]:
+    return dict(api.get(fleet_path(namespace, name)).get("status") or {})
+
+
+def one_round(
+    api: Api, prom: PrometheusProcess, sim: LoadSimulator, namespace: str, name: str
+) -> dict[str, float]:
+    spec = Autoscaling.model_validate(AUTOSCALING)
+    queries = fleet_queries(spec, namespace, name)
+    sim.set_load(namespace, name, 5, **MODEL)
+    api.post(
+        fleet_path(namespace),
+        {
+            "apiVersion": "kubeforge.dev/v1alpha1",
+            "kind": "InferenceFleet",
+            "metadata": {"name": name},
+            "spec": {
+                "model": {"name": "bench-model"},
+                "image": "registry.invalid/vllm:bench",
+                "resources": {"gpus": 1, "gpuType": "L4"},
+                "autoscaling": AUTOSCALING,
+            },
+        },
+    )
+    wait_for(
+        lambda: (
+            (status(api, namespace, name).get("autoscaler") or {}).get("metricValue") is not None
+            and status(api, namespace, name).get("readyReplicas") == 1
+        ),
+        timeout=120,
+        description="fleet serving and reading metrics",
+    )
+
+    sim.set_load(namespace, name, 50, **MODEL)
+    stepped = time.monotonic()
+    breach = decision = None
+    asked = 0
+    while time.monotonic() - stepped < 90 and decision is None:
+        now = time.monotonic()
+        if breach is None:
+            stable, panic = prom.query(queries.stable), prom.query(queries.panic)
+            if (stable is not None and stable > spec.target * (1 + spec.tolerance)) or (
+                panic is not None and panic >= spec.panic_threshold * spec.target
+            ):
+                breach = now
+        asked = int(status(api, namespace, name).get("desiredReplicas") or 0)
+        if asked > 1:
+            decision = time.monotonic()
+        time.sleep(0.05)
+    if breach is None or decision is None:
+        raise RuntimeError(f"round {name}: breach {breach}, decision {decision}")
+    ready_at = wait_for(
+        lambda: (
+            time.monotonic() if int(status(api, namespace, name).get("readyReplicas") or 0) >= asked else None
+        ),
+        timeout=120,
+        interval=0.05,
+        description="replicas ready",
+    )
+
+    def settled() -> int | None:
+        st = status(api, namespace, name)
+        value = (st.get("autoscaler") or {}).get("metricValue")
+        if value is None or value >= spec.target or st.get("readyReplicas") != st.get("desiredReplicas"):
+            return None
+        return int(st["desiredReplicas"])
+
+    final = wait_for(settled, timeout=120, interval=0.5, description="latency under target")
+    api.delete(fleet_path(namespace, name))
+    sim.remove(namespace, name)
+    return {
+        "breach_to_decision": decision - breach,
+        "decision_to_ready": ready_at - decision,
+        "breach_to_ready": ready_at - breach,
+        "asked": float(asked),
+        "settled": float(final),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    cluster = LocalCluster()
+    cluster.acquire()
+    namespace = f"bench-fleet-{secrets.token_hex(3)}"
+    api = cluster.api()
+    workdir = Path(tempfile.mkdtemp(prefix="kubeforge-bench-fleet-"))
+    sim = LoadSimulator(api_lister(api))
+    prom: PrometheusProcess | None = None
+    operator: OperatorProcess | None = None
+    results: list[dict[str, float]] = []
+    try:
+        for text in render_crds().values():
+            cluster.kubectl.run("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
+        cluster.kubectl.run("wait", "--for=condition=Established", "crd/inferencefleets.kubeforge.dev")
+        api.post(
+            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        )
+        sim.start()
+        prom = PrometheusProcess(workdir / "prometheus", [sim.address])
+        prom.start()
+        wait_for(prom.targets_up, timeout=30, description="Prometheus scraping the simulator")
+        operator = OperatorProcess(
+            cluster.kubeconfig,
+            workdir / "operator.log",
+            extra_args=["--namespace", namespace, "--prometheus-url", prom.url],
+            env=cluster.env(),
+        )
+        operator.start()
+        print(
+            f"InferenceFleet autoscaling: 1 L4 replica (20 req/s), load 5 -> 50 req/s, latencyP95 target "
+            f"{AUTOSCALING['target']}s, interval {INTERVAL}s, Prometheus scrape 1s"
+        )
+        header = ("round", "breach->decision", "decision->ready", "breach->ready", "replicas")
+        print(f"{header[0]:>5}  {header[1]:>16}  {header[2]:>15}  {header[3]:>13}  {header[4]}")
+        for index in range(args.rounds):
+            result = one_round(api, prom, sim, namespace, f"bench-{index}")
+            results.append(result)
+            times = (result["breach_to_decision"], result["decision_to_ready"], result["breach_to_ready"])
+            counts = f"asked {result['asked']:.0f}, settled {result['settled']:.0f}"
+            print(
+                f"{index + 1:>5}  {times[0]:>15.2f}s  {times[1]:>14.2f}s  {times[2]:>12.2f}s  {counts}",
+                flush=True,
+            )
+            wait_for(
+                lambda: not api.get(f"/api/v1/namespaces/{namespace}/pods").get("items"),
+                timeout=60,
+                description="pods gone between rounds",
+            )
+        for key, label in (
+            ("breach_to_decision", "breach-to-decision"),
+            ("decision_to_ready", "decision-to-ready"),
+            ("breach_to_ready", "breach-to-ready"),
+        ):
+            values = [r[key] for r in results]
+            print(f"{label}: median {statistics.median(values):.2f}s, max {max(values):.2f}s")
+        return 0
+    finally:
+        if operator is not None:
+            operator.stop()
+        if prom is not None:
+            prom.stop()
+        sim.stop()
+        try:
+            api.delete(f"/api/v1/namespaces/{namespace}")
+        except Exception as error:  # the namespace may not exist if setup failed early
+            print(f"(could not delete {namespace}: {error})", file=sys.stderr)
+        api.close()
+        cluster.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

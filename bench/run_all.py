@@ -1,0 +1,30 @@
+"""Run every benchmark script in bench/ in turn and print their figures (`make bench`).
+
+Benchmarks print numbers; they assert nothing about speed. Each script starts what it needs (the local
+cluster through the e2e harness, Prometheus, the operator) and stops it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    failed = []
+    for script in sorted(HERE.glob("*.py")):
+        if script.name == Path(__file__).name or script.name.startswith("_"):
+            continue
+        print(f"\n### {script.name}", flush=True)
+        if subprocess.run([sys.executable, str(script)], check=False).returncode != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""InferenceFleet children, as pure functions of the validated spec.
+
+- one Deployment per *revision*, named `<fleet>-<revision>`, where the revision is a hash of the serving
+  pod template (image, command, args, env, resources, model, port, probe path, pod metadata, security
+  context). A template change makes a new Deployment beside the old one, which is what canaries and
+  rollbacks will need; placement and priority are not part of the revision and change in place.
+- one Service `<fleet>` selecting the pods of *every* revision by the fleet's owner labels, so traffic
+  is split between revisions by their ready replicas;
+- one PodDisruptionBudget `<fleet>` over the same pods.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kubeforge.api.inferencefleet import KIND, InferenceFleetSpec
+from kubeforge.builders.common import (
+    child_metadata,
+    container_security_context,
+    env_list,
+    gpu_node_affinity,
+    gpu_tolerations,
+    owner_labels,
+    pod_metadata,
+    pod_security_context,
+    resource_requirements,
+    stable_hash,
+)
+
+REVISION_LABEL = "kubeforge.dev/revision"
+CONTAINER = "server"
+PORT_NAME = "http"
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOST_KEY = "kubernetes.io/hostname"
+# A Service name is an RFC 1035 label: it must start with a letter.
+SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def fleet_labels(name: str) -> dict[str, str]:
+    return owner_labels(KIND, name)
+
+
+def selector_string(name: str) -> str:
+    """status.selector for the scale subresource: every pod of the fleet, all revisions."""
+    return ",".join(f"{k}={v}" for k, v in sorted(fleet_labels(name).items()))
+
+
+def revision(spec: InferenceFleetSpec) -> str:
+    """Hash of everything that makes a serving pod different."""
+    return stable_hash(
+        {
+            "image": spec.image,
+            "command": spec.command,
+            "args": spec.args,
+            "env": [e.to_wire() for e in spec.env],
+            "resources": spec.resources.to_wire(),
+            "model": spec.model.to_wire(),
+            "port": spec.port,
+            "readinessPath": spec.readiness_path,
+            "podMetadata": spec.pod_metadata.to_wire(),
+            "securityContext": spec.security_context.to_wire() if spec.security_context else None,
+        }
+    )
+
+
+def deployment_name(name: str, rev: str) -> str:
+    return f"{name}-{rev}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why a fleet name cannot name its children, or None. Only the operator can judge this: the CRD
+    cannot validate metadata.name beyond the API server's own rules."""
+    if not SERVICE_NAME_RE.match(name):
+        return f"fleet name {name!r} must be a DNS-1035 label (start with a letter, at most 63 characters)"
+    return None
+
+
+def spread_constraints(spec: InferenceFleetSpec, name: str) -> list[dict[str, Any]]:
+    placement = spec.placement
+    selector = {"matchLabels": fleet_labels(name)}
+    out: list[dict[str, Any]] = []
+    if placement.spread_zones:
+        out.append(
+            {
+                "maxSkew": placement.max_skew,
+                "topologyKey": ZONE_KEY,
+                "whenUnsatisfiable": "DoNotSchedule" if placement.require_zone_spread else "ScheduleAnyway",
+                "labelSelector": selector,
+            }
+        )
+    if placement.spread_nodes:
+        out.append(
+            {
+                "maxSkew": placement.max_skew,
+                "topologyKey": HOST_KEY,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": selector,
+            }
+        )
+    return out
+
+
+def pod_env(spec: InferenceFleetSpec) -> list[dict[str, Any]]:
+    managed = {"MODEL_NAME": spec.model.name, "PORT": str(spec.port)}
+    if spec.model.uri:
+        managed["MODEL_URI"] = spec.model.uri
+    return env_list(spec.env, managed)
+
+
+def pod_template(spec: InferenceFleetSpec, name: str, rev: str) -> dict[str, Any]:
+    labels = {**fleet_labels(name), REVISION_LABEL: rev}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image,
+        "env": pod_env(spec),
+        "ports": [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": spec.readiness_path, "port": PORT_NAME},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": container_security_context(),
+    }
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    requirements = resource_requirements(spec.resources)
+    if requirements:
+        container["resources"] = requirements
+    security = pod_security_context()
+    if spec.security_context is not None:
+        security.update(spec.security_context.to_wire())
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": security,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+    }
+    affinity = gpu_node_affinity(spec.resources)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    tolerations = gpu_tolerations(spec.resources)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    spread = spread_constraints(spec, name)
+    if spread:
+        pod_spec["topologySpreadConstraints"] = spread
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+    return {"metadata": pod_metadata(spec.pod_metadata, labels), "spec": pod_spec}
+
+
+def build_deployment(
+    spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str, rev: str, replicas: int
+) -> dict[str, Any]:
+    labels = {REVISION_LABEL: rev}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(
+            kind=KIND,
+            owner=name,
+            uid=uid,
+            name=deployment_name(name, rev),
+            namespace=namespace,
+            extra_labels=labels,
+        ),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {**fleet_labels(name), REVISION_LABEL: rev}},
+            # Only placement or priority changes roll in place; never drop below the ready count for it.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "revisionHistoryLimit": 2,
+            "progressDeadlineSeconds": 600,
+            "template": pod_template(spec, name, rev),
+        },
+    }
+
+
+def build_service(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(kind=KIND, owner=name, uid=uid, name=name, namespace=namespace),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": fleet_labels(name),
+            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_pdb(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": child_metadata(kind=KIND, owner=name, uid=uid, name=name, namespace=namespace),
+        "spec": {
+            "maxUnavailable": spec.disruption.max_unavailable,
+            "selector": {"matchLabels": fleet_labels(name)},
+            # A pod that never became ready must not block a node drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def endpoint(spec: InferenceFleetSpec, *, name: str, namespace: str) -> dict[str, Any]:
+    host = f"{name}.{namespace}.svc"
+    return {"service": host, "port": spec.port, "url": f"http://{host}:{spec.port}"}

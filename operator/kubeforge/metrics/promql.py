@@ -1,0 +1,226 @@
+"""The autoscaler's metric source: Prometheus over its HTTP API.
+
+Windows are computed by Prometheus, not by the operator: every default query takes the window as a
+range (`rate(...[60s])`, `avg_over_time(...[6s])`), so the stable and panic averages are right from
+the first evaluation after an operator restart, and need no samples kept in memory.
+
+Selecting a fleet's series
+--------------------------
+Default queries select series by two labels, set by the scrape configuration:
+
+- `namespace`: the fleet's namespace (what Prometheus' Kubernetes service discovery gives every
+  pod target with the usual relabelling, and what PodMonitors set);
+- `kubeforge_dev_inferencefleet`: the fleet's name. Pods carry the label `kubeforge.dev/inferencefleet`;
+  a `labelmap` of `__meta_kubernetes_pod_label_(.+)` turns it into this Prometheus label.
+
+Both names are a `LabelConvention`, so another convention is one constructor argument away; a custom
+`spec.autoscaling.query` can select any way it likes through the `$selector` placeholder or none.
+A series is *stale* when Prometheus has no sample of it inside the window: the range functions then
+return nothing, which reads as no data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from kubeforge.api.inferencefleet import Autoscaling, MetricName
+from kubeforge.policy.autoscaler import Reading
+
+DEFAULT_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class LabelConvention:
+    namespace: str = "namespace"
+    fleet: str = "kubeforge_dev_inferencefleet"
+    revision: str = "kubeforge_dev_revision"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def selector(namespace: str, name: str, convention: LabelConvention = LabelConvention()) -> str:
+    """The label matchers of one fleet's series, without braces."""
+    return f'{convention.namespace}="{_escape(namespace)}",{convention.fleet}="{_escape(name)}"'
+
+
+# `{sel}` is the fleet's matchers, `{w}` the window. Alternatives joined by `or`: vLLM first, then the
+# generic HTTP names (prometheus_client / most HTTP middlewares), so one fleet needs no configuration.
+def _p95(histogram: str) -> str:
+    return "histogram_quantile(0.95, sum by (le) (rate(" + histogram + "{{{sel}}}[{w}])))"
+
+
+DEFAULT_QUERIES: dict[MetricName, str] = {
+    "latencyP95": _p95("vllm:e2e_request_latency_seconds_bucket")
+    + " or "
+    + _p95("http_request_duration_seconds_bucket"),
+    "ttftP95": _p95("vllm:time_to_first_token_seconds_bucket"),
+    "queueDepth": "avg(avg_over_time(vllm:num_requests_waiting{{{sel}}}[{w}]))",
+    "concurrency": (
+        "avg(avg_over_time(vllm:num_requests_running{{{sel}}}[{w}]))"
+        " or avg(avg_over_time(http_requests_in_flight{{{sel}}}[{w}]))"
+    ),
+    "requestsPerSecond": (
+        "avg(rate(vllm:e2e_request_latency_seconds_count{{{sel}}}[{w}]))"
+        " or avg(rate(http_request_duration_seconds_count{{{sel}}}[{w}]))"
+    ),
+    "gpuUtilization": "avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))",
+}
+"""Per metric name: a query returning one number, a load per replica (or a latency quantile)."""
+
+REQUEST_RATE_QUERY = (
+    "sum(rate(vllm:e2e_request_latency_seconds_count{{{sel}}}[{w}]))"
+    " or sum(rate(http_request_duration_seconds_count{{{sel}}}[{w}]))"
+)
+"""The fleet's total request rate: the capacity floor of latency metrics and the idle signal."""
+
+_SELECTOR_RE = re.compile(r"\$selector|\{\{\s*selector\s*\}\}")
+_WINDOW_RE = re.compile(r"\$window|\{\{\s*window\s*\}\}")
+
+
+def render_custom(query: str, sel: str, window_seconds: int) -> str:
+    """A user's query with `$selector` and `$window` filled in. A query without a window placeholder is
+    averaged over the window as a subquery, so the stable and panic windows still mean something."""
+    text = _SELECTOR_RE.sub(lambda _: sel, query)
+    if _WINDOW_RE.search(text):
+        return _WINDOW_RE.sub(lambda _: f"{window_seconds}s", text)
+    return f"avg_over_time(({text})[{window_seconds}s:1s])"
+
+
+@dataclass(frozen=True)
+class FleetQueries:
+    stable: str
+    panic: str
+    rate: str
+    activation: str | None = None
+
+
+def fleet_queries(
+    spec: Autoscaling, namespace: str, name: str, convention: LabelConvention = LabelConvention()
+) -> FleetQueries:
+    sel = selector(namespace, name, convention)
+    stable_w, panic_w = spec.stable_window_seconds, spec.panic_window_seconds
+
+    def render(window: int) -> str:
+        if spec.query is not None:
+            return render_custom(spec.query, sel, window)
+        assert spec.metric is not None  # the CRD's CEL rule: exactly one of metric and query
+        return DEFAULT_QUERIES[spec.metric].format(sel=sel, w=f"{window}s")
+
+    activation = None
+    stz = spec.scale_to_zero
+    if stz is not None and stz.enabled and stz.activation_query:
+        activation = render_custom(stz.activation_query, sel, stable_w)
+    return FleetQueries(
+        stable=render(stable_w),
+        panic=render(panic_w),
+        rate=REQUEST_RATE_QUERY.format(sel=sel, w=f"{stable_w}s"),
+        activation=activation,
+    )
+
+
+class MetricsError(Exception):
+    """A query could not be answered; `reason` is a condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def parse_result(body: Any) -> float | None:
+    """One number from a /api/v1/query answer; None when there is no (finite) value.
+
+    Several series are an error: a query the autoscaler acts on must aggregate to one number."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error", "unknown error") if isinstance(body, dict) else "not JSON"
+        raise MetricsError("QueryFailed", f"Prometheus refused the query: {error}")
+    data = body.get("data") or {}
+    kind = data.get("resultType")
+    result = data.get("result")
+    if kind == "scalar":
+        return _number(result[1] if isinstance(result, list) and len(result) == 2 else None)
+    if kind != "vector" or not isinstance(result, list):
+        raise MetricsError("QueryFailed", f"query returned a {kind}, not an instant vector or scalar")
+    if not result:
+        return None
+    if len(result) > 1:
+        raise MetricsError("QueryFailed", f"query returned {len(result)} series; it must aggregate to one")
+    value = result[0].get("value")
+    return _number(value[1] if isinstance(value, list) and len(value) == 2 else None)
+
+
+def _number(raw: Any) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class PrometheusSource:
+    """Reads a fleet's metric from Prometheus' HTTP API (`GET /api/v1/query`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        convention: LabelConvention = LabelConvention(),
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.convention = convention
+        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout), trust_env=False)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def query(self, promql: str) -> float | None:
+        try:
+            response = await self._client.get(f"{self.base_url}/api/v1/query", params={"query": promql})
+        except httpx.HTTPError as error:
+            raise MetricsError(
+                "PrometheusUnreachable", f"Prometheus at {self.base_url} unreachable: {error!r}"
+            ) from error
+        if response.status_code >= 500:
+            raise MetricsError("PrometheusUnreachable", f"Prometheus answered HTTP {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise MetricsError(
+                "QueryFailed", f"Prometheus answered HTTP {response.status_code}, not JSON"
+            ) from error
+        return parse_result(body)
+
+    async def read(self, spec: Autoscaling, namespace: str, name: str) -> Reading:
+        """The stable and panic values, the request rate, and the activation rate, queried together."""
+        queries = fleet_queries(spec, namespace, name, self.convention)
+        names = ["stable", "panic", "rate"] + (["activation"] if queries.activation else [])
+        texts = [queries.stable, queries.panic, queries.rate] + (
+            [queries.activation] if queries.activation else []
+        )
+        results = await asyncio.gather(*(self.query(q) for q in texts), return_exceptions=True)
+        values: dict[str, float | None] = {}
+        for key, result in zip(names, results, strict=True):
+            if isinstance(result, MetricsError):
+                if key in ("stable", "activation") or result.reason == "PrometheusUnreachable":
+                    return Reading(error=result.reason, message=result.message)
+                values[key] = None  # a failing auxiliary query only loses its refinement
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                values[key] = result
+        return Reading(
+            stable=values.get("stable"),
+            panic=values.get("panic"),
+            rate=values.get("rate"),
+            activation_rate=values.get("activation"),
+        )

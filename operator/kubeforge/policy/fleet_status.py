@@ -1,0 +1,353 @@
+"""InferenceFleet status as a pure function of what the cluster shows.
+
+Conditions:
+
+- `Ready`: the current revision serves. True when it is the only revision left and has at least the
+  replicas it needs ready: all of `desiredReplicas` with the autoscaler off (as a Deployment), at least
+  `minReplicas` with it on (a fleet scaling up from 3 to 5 serves, and is `Progressing`). A fleet scaled
+  to zero is Ready. kstatus (Argo CD, Flux) reads it directly.
+- `Progressing`: a new revision is replacing an old one, or the replica count is converging.
+- `Degraded`: the Deployment reports ProgressDeadlineExceeded or ReplicaFailure, pods crash-loop, or the
+  operator cannot build the fleet at all (a name no Service can have).
+- `CapacityLimited`: pods of the fleet are unschedulable (for lack of GPUs, usually).
+- `MetricsUnavailable`: autoscaler only: Prometheus unreachable or without data; replicas are held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubeforge.api.inferencefleet import InferenceFleetSpec
+from kubeforge.policy.conditions import ConditionUpdate, merge_conditions
+
+AUTOSCALER_CONDITIONS = ("MetricsUnavailable",)
+CRASH_REASONS = frozenset(
+    {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"}
+)
+_MAX_MESSAGE = 512
+
+
+@dataclass(frozen=True)
+class RevisionState:
+    """One revision's Deployment, as observed."""
+
+    revision: str
+    name: str
+    spec_replicas: int
+    replicas: int = 0
+    ready: int = 0
+    available: int = 0
+    updated: int = 0
+    current: bool = True
+    """The Deployment controller has seen the latest Deployment spec."""
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    total: int = 0
+    ready: int = 0
+    scheduled: int = 0
+    unschedulable: int = 0
+    unschedulable_message: str = ""
+    crashing: int = 0
+    crash_message: str = ""
+
+
+@dataclass(frozen=True)
+class MetricsHealth:
+    unavailable: bool
+    reason: str
+    message: str
+
+
+def _conditions_of(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(obj.get("status", {}).get("conditions", []) or [])
+
+
+def _cond(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def summarize_deployment(deployment: Mapping[str, Any], revision_label: str) -> RevisionState:
+    meta = deployment.get("metadata", {})
+    spec = deployment.get("spec", {})
+    status = deployment.get("status", {}) or {}
+    conditions = status.get("conditions", []) or []
+    failure = None
+    progressing = _cond(conditions, "Progressing")
+    if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
+        failure = f"ProgressDeadlineExceeded: {progressing.get('message', '')}"
+    replica_failure = _cond(conditions, "ReplicaFailure")
+    if replica_failure is not None and replica_failure.get("status") == "True":
+        failure = f"ReplicaFailure: {replica_failure.get('message', '')}"
+    generation = int(meta.get("generation", 0) or 0)
+    observed = int(status.get("observedGeneration", 0) or 0)
+    return RevisionState(
+        revision=str(meta.get("labels", {}).get(revision_label, "")),
+        name=str(meta.get("name", "")),
+        spec_replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
+        replicas=int(status.get("replicas", 0) or 0),
+        ready=int(status.get("readyReplicas", 0) or 0),
+        available=int(status.get("availableReplicas", 0) or 0),
+        updated=int(status.get("updatedReplicas", 0) or 0),
+        current=observed >= generation,
+        failure=failure,
+    )
+
+
+def summarize_pods(pods: Sequence[Mapping[str, Any]]) -> PodSummary:
+    total = ready = scheduled = unschedulable = crashing = 0
+    unschedulable_message = crash_message = ""
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        if meta.get("deletionTimestamp"):
+            continue
+        status = pod.get("status", {}) or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        total += 1
+        conditions = status.get("conditions", []) or []
+        ready_cond = _cond(conditions, "Ready")
+        if ready_cond is not None and ready_cond.get("status") == "True":
+            ready += 1
+        sched = _cond(conditions, "PodScheduled")
+        if pod.get("spec", {}).get("nodeName") or (sched is not None and sched.get("status") == "True"):
+            scheduled += 1
+        elif sched is not None and sched.get("reason") == "Unschedulable":
+            unschedulable += 1
+            unschedulable_message = unschedulable_message or str(sched.get("message", ""))
+        for container in status.get("containerStatuses", []) or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in CRASH_REASONS:
+                crashing += 1
+                crash_message = (
+                    crash_message or f"{waiting.get('reason')}: {waiting.get('message', '')}".strip()
+                )
+                break
+    return PodSummary(
+        total=total,
+        ready=ready,
+        scheduled=scheduled,
+        unschedulable=unschedulable,
+        unschedulable_message=unschedulable_message[:_MAX_MESSAGE],
+        crashing=crashing,
+        crash_message=crash_message[:_MAX_MESSAGE],
+    )
+
+
+def ready_threshold(spec: InferenceFleetSpec, desired: int) -> int:
+    """Ready replicas the current revision needs for the fleet to count as Ready."""
+    if desired <= 0:
+        return 0
+    if spec.autoscaler_on and spec.autoscaling is not None:
+        return max(1, min(desired, spec.autoscaling.min_replicas))
+    return desired
+
+
+def condition_updates(
+    spec: InferenceFleetSpec,
+    *,
+    revision: str,
+    desired: int,
+    revisions: Sequence[RevisionState],
+    pods: PodSummary,
+    metrics: MetricsHealth | None,
+) -> list[ConditionUpdate]:
+    current = next((r for r in revisions if r.revision == revision), None)
+    old = [r for r in revisions if r.revision != revision]
+    ready_now = current.ready if current is not None else 0
+    needed = ready_threshold(spec, desired)
+    updates: list[ConditionUpdate] = []
+
+    # Ready
+    if desired == 0 and not old and (current is None or current.replicas == 0):
+        updates.append(ConditionUpdate("Ready", "True", "ScaledToZero", "no replicas requested"))
+    elif current is not None and not old and ready_now >= needed and needed > 0:
+        updates.append(
+            ConditionUpdate(
+                "Ready", "True", "Serving", f"{ready_now}/{desired} replicas ready (revision {revision})"
+            )
+        )
+    elif old and ready_now >= needed:
+        updates.append(
+            ConditionUpdate(
+                "Ready",
+                "False",
+                "Updating",
+                f"revision {revision} ready; removing {', '.join(r.name for r in old)}",
+            )
+        )
+    elif pods.unschedulable:
+        updates.append(
+            ConditionUpdate(
+                "Ready",
+                "False",
+                "CapacityLimited",
+                f"{ready_now}/{desired} replicas ready; {pods.unschedulable} pod(s) unschedulable",
+            )
+        )
+    else:
+        updates.append(
+            ConditionUpdate("Ready", "False", "WaitingForReplicas", f"{ready_now}/{desired} replicas ready")
+        )
+
+    # Progressing
+    if old:
+        updates.append(
+            ConditionUpdate(
+                "Progressing",
+                "True",
+                "NewRevision",
+                f"revision {revision} replacing {', '.join(r.revision for r in old)}",
+            )
+        )
+    elif current is None or not current.current or current.replicas != desired or ready_now < desired:
+        updates.append(
+            ConditionUpdate("Progressing", "True", "Scaling", f"{ready_now}/{desired} replicas ready")
+        )
+    else:
+        updates.append(
+            ConditionUpdate("Progressing", "False", "Stable", f"{desired} replicas at revision {revision}")
+        )
+
+    # Degraded
+    failures = [f"{r.name}: {r.failure}" for r in revisions if r.failure]
+    if failures:
+        updates.append(
+            ConditionUpdate("Degraded", "True", "DeploymentFailed", "; ".join(failures)[:_MAX_MESSAGE])
+        )
+    elif pods.crashing:
+        updates.append(
+            ConditionUpdate(
+                "Degraded", "True", "PodsFailing", f"{pods.crashing} pod(s) failing: {pods.crash_message}"
+            )
+        )
+    else:
+        updates.append(ConditionUpdate("Degraded", "False", "AsExpected", ""))
+
+    # CapacityLimited
+    if pods.unschedulable:
+        updates.append(
+            ConditionUpdate(
+                "CapacityLimited",
+                "True",
+                "Unschedulable",
+                f"{pods.unschedulable} pod(s) cannot be scheduled: {pods.unschedulable_message}"[
+                    :_MAX_MESSAGE
+                ],
+            )
+        )
+    else:
+        updates.append(ConditionUpdate("CapacityLimited", "False", "Schedulable", "every pod has a node"))
+
+    if metrics is not None:
+        if metrics.unavailable:
+            updates.append(
+                ConditionUpdate("MetricsUnavailable", "True", metrics.reason, metrics.message[:_MAX_MESSAGE])
+            )
+        else:
+            updates.append(
+                ConditionUpdate("MetricsUnavailable", "False", "MetricsAvailable", metrics.message)
+            )
+    return updates
+
+
+def compute_status(
+    spec: InferenceFleetSpec,
+    *,
+    name: str,
+    namespace: str,
+    generation: int | None,
+    revision: str,
+    desired: int,
+    revisions: Sequence[RevisionState],
+    pods: PodSummary,
+    metrics: MetricsHealth | None,
+    autoscaler: Mapping[str, Any] | None,
+    selector: str,
+    endpoint: Mapping[str, Any],
+    current_status: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole status the operator wants on the fleet."""
+    existing = list(current_status.get("conditions", []) or [])
+    if not spec.autoscaler_on:
+        existing = [c for c in existing if c.get("type") not in AUTOSCALER_CONDITIONS]
+    updates = condition_updates(
+        spec, revision=revision, desired=desired, revisions=revisions, pods=pods, metrics=metrics
+    )
+    conditions = merge_conditions(existing, updates, now=now, generation=generation)
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "replicas": sum(r.replicas for r in revisions),
+        "readyReplicas": sum(r.ready for r in revisions),
+        "desiredReplicas": desired,
+        "selector": selector,
+        "revision": revision,
+        "endpoint": dict(endpoint),
+        "conditions": conditions,
+        "autoscaler": dict(autoscaler) if autoscaler is not None and spec.autoscaler_on else None,
+    }
+    return status
+
+
+def invalid_status(
+    reason: str, message: str, *, generation: int | None, current_status: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """Status of a fleet the operator cannot build: Degraded, not Ready, nothing created."""
+    conditions = merge_conditions(
+        list(current_status.get("conditions", []) or []),
+        [
+            ConditionUpdate("Ready", "False", reason, message),
+            ConditionUpdate("Degraded", "True", reason, message),
+            ConditionUpdate("Progressing", "False", reason, message),
+        ],
+        now=now,
+        generation=generation,
+    )
+    return {"observedGeneration": generation, "conditions": conditions}
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The smallest JSON merge patch (RFC 7386) that makes `old` agree with `new`: a key `new` sets to
+    None is removed, nested objects are diffed, lists are replaced whole, and keys `new` does not
+    mention are left alone (another writer's, such as `status.rollout`). Empty when nothing changed."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if value is None:
+            if key in old and before is not None:
+                patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif isinstance(value, Mapping):
+            cleaned = _drop_nulls(value)
+            if cleaned != before:
+                patch[key] = cleaned
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+def _drop_nulls(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (_drop_nulls(v) if isinstance(v, Mapping) else v) for k, v in value.items() if v is not None}
+
+
+def apply_merge_patch(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 applied, for tests and for keeping a local copy of what the server now has."""
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):
+            base = out.get(key)
+            out[key] = apply_merge_patch(base if isinstance(base, Mapping) else {}, value)
+        else:
+            out[key] = value
+    return out

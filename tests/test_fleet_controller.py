@@ -1,0 +1,311 @@
+"""The InferenceFleet controller against an in-memory API (no cluster): what it applies, what status it
+writes, and how an autoscaler evaluation turns into a Deployment's replicas and an Event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from kubeforge.api.inferencefleet import Autoscaling
+from kubeforge.controllers.inferencefleet import InferenceFleetController
+from kubeforge.controllers.runtime import OperatorConfig
+from kubeforge.kube.client import Kube
+from kubeforge.policy.autoscaler import Reading
+from kubeforge.policy.fleet_status import apply_merge_patch
+
+NS = "ns"
+
+
+class FakeKube:
+    """Just enough of `Kube`: objects by (kind, namespace, name), SSA as replace, merge-patched status."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.status_patches = 0
+        self.deleted: list[str] = []
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
+        obj = self.objects.get((kind, namespace or "", name))
+        return dict(obj) if obj is not None else None
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        labels: Any = None,
+        fields: Any = None,
+    ) -> list[dict[str, Any]]:
+        out = []
+        for (k, ns, _), obj in self.objects.items():
+            if k != kind or ns != namespace:
+                continue
+            have = obj.get("metadata", {}).get("labels", {})
+            if all(have.get(key) == value for key, value in (labels or {}).items()):
+                out.append(dict(obj))
+        return out
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        previous = self.objects.get(key, {})
+        merged = {**obj, "status": previous.get("status", {})}
+        merged["metadata"] = {
+            **obj["metadata"],
+            "generation": previous.get("metadata", {}).get("generation", 1),
+        }
+        self.objects[key] = merged
+        return merged
+
+    async def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        foreground: bool = False,
+    ) -> bool:
+        self.deleted.append(name)
+        return self.objects.pop((kind, namespace or "", name), None) is not None
+
+    async def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.status_patches += 1
+        obj = self.objects[(kind, namespace, name)]
+        obj["status"] = apply_merge_patch(obj.get("status") or {}, status)
+        return obj
+
+    async def event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        self.events.append({"type": type_, "reason": reason, "message": message})
+
+    # -- test helpers ------------------------------------------------------------------------------
+
+    def add_fleet(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        obj = {
+            "apiVersion": "kubeforge.dev/v1alpha1",
+            "kind": "InferenceFleet",
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
+            "spec": spec,
+        }
+        self.objects[("InferenceFleet", NS, name)] = obj
+        return obj
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return [o for (k, _, _), o in self.objects.items() if k == "Deployment"]
+
+    def run_deployment(self, ready: int | None = None) -> None:
+        """Play the Deployment controller and kubelets: every pod asked for exists and is ready."""
+        for dep in self.deployments():
+            n = dep["spec"]["replicas"] if ready is None else ready
+            dep["status"] = {
+                "observedGeneration": 1,
+                "replicas": n,
+                "readyReplicas": n,
+                "availableReplicas": n,
+                "updatedReplicas": n,
+            }
+            labels = dep["spec"]["template"]["metadata"]["labels"]
+            for key in [
+                k for k in self.objects if k[0] == "Pod" and k[2].startswith(dep["metadata"]["name"])
+            ]:
+                del self.objects[key]
+            for i in range(n):
+                name = f"{dep['metadata']['name']}-{i}"
+                self.objects[("Pod", NS, name)] = {
+                    "metadata": {"name": name, "namespace": NS, "labels": labels},
+                    "spec": {"nodeName": "node"},
+                    "status": {
+                        "phase": "Running",
+                        "conditions": [
+                            {"type": "Ready", "status": "True"},
+                            {"type": "PodScheduled", "status": "True"},
+                        ],
+                    },
+                }
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.reading = Reading()
+
+    async def read(self, spec: Autoscaling, namespace: str, name: str) -> Reading:
+        return self.reading
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+SPEC: dict[str, Any] = {"model": {"name": "m"}, "image": "img", "replicas": 2}
+AUTO: dict[str, Any] = {
+    **SPEC,
+    "autoscaling": {
+        "minReplicas": 1,
+        "maxReplicas": 6,
+        "metric": "queueDepth",
+        "target": 4,
+        "scaleDownStabilizationSeconds": 0,
+        "intervalSeconds": 1,
+    },
+}
+
+
+def controller(
+    kube: FakeKube, source: FakeSource | None = None, clock: Clock | None = None
+) -> InferenceFleetController:
+    return InferenceFleetController(cast(Kube, kube), OperatorConfig(), source=source, clock=clock)
+
+
+def cond(obj: dict[str, Any], type_: str) -> tuple[str, str] | None:
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return c["status"], c["reason"]
+    return None
+
+
+async def test_reconcile_builds_children_and_status() -> None:
+    kube = FakeKube()
+    obj = kube.add_fleet("chat", SPEC)
+    ctrl = controller(kube)
+    await ctrl.reconcile(obj)
+    kinds = sorted(k for (k, _, _) in kube.objects)
+    assert kinds == ["Deployment", "InferenceFleet", "PodDisruptionBudget", "Service"]
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    assert fleet["status"]["desiredReplicas"] == 2
+    assert cond(fleet, "Ready") == ("False", "WaitingForReplicas")
+
+    kube.run_deployment()
+    await ctrl.reconcile(fleet)
+    assert cond(fleet, "Ready") == ("True", "Serving")
+    assert fleet["status"]["readyReplicas"] == 2
+    patches = kube.status_patches
+    await ctrl.reconcile(fleet)
+    assert kube.status_patches == patches, "nothing changed, nothing written"
+    assert [e["reason"] for e in kube.events] == ["Serving"]
+
+
+async def test_invalid_name_is_degraded_and_builds_nothing() -> None:
+    kube = FakeKube()
+    obj = kube.add_fleet("9lives", SPEC)
+    await controller(kube).reconcile(obj)
+    assert kube.deployments() == []
+    assert cond(kube.objects[("InferenceFleet", NS, "9lives")], "Degraded") == ("True", "InvalidName")
+
+
+async def test_template_change_keeps_old_revision_until_new_is_available() -> None:
+    kube = FakeKube()
+    obj = kube.add_fleet("chat", SPEC)
+    ctrl = controller(kube)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+    obj["spec"] = {**SPEC, "image": "img2"}
+    await ctrl.reconcile(obj)
+    assert len(kube.deployments()) == 2
+    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "Progressing") == ("True", "NewRevision")
+    kube.run_deployment()
+    await ctrl.reconcile(obj)
+    assert len(kube.deployments()) == 1
+    assert kube.deleted
+
+
+async def test_evaluation_scales_the_deployment_and_records_the_decision() -> None:
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    obj = kube.add_fleet("chat", AUTO)
+    ctrl = controller(kube, source, clock)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+    [dep] = kube.deployments()
+    assert dep["spec"]["replicas"] == 1  # a new autoscaled fleet starts at minReplicas
+
+    source.reading = Reading(stable=16.0, panic=16.0, rate=10.0)
+    assert await ctrl.evaluate((NS, "chat"))
+    [dep] = kube.deployments()
+    assert dep["spec"]["replicas"] == 4
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    record = fleet["status"]["autoscaler"]
+    assert (record["desiredReplicas"], record["currentReplicas"], record["metricValue"]) == (4, 1, 16.0)
+    assert record["reason"] in ("ScaleUp", "PanicScaleUp")
+    assert fleet["status"]["desiredReplicas"] == 4
+    assert cond(fleet, "MetricsUnavailable") == ("False", "MetricsAvailable")
+    assert any(e["reason"] == "ScaledUp" and "1 -> 4" in e["message"] for e in kube.events)
+
+    # Prometheus goes away: hold, flag.
+    kube.run_deployment()
+    clock.now += timedelta(seconds=120)
+    source.reading = Reading(error="PrometheusUnreachable", message="refused")
+    await ctrl.evaluate((NS, "chat"))
+    assert kube.deployments()[0]["spec"]["replicas"] == 4
+    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "MetricsUnavailable") == (
+        "True",
+        "PrometheusUnreachable",
+    )
+
+    # A new controller (an operator restart) resumes from status, not from spec.replicas.
+    fresh = controller(kube, source, clock)
+    await fresh.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
+    assert kube.deployments()[0]["spec"]["replicas"] == 4
+    await fresh.forget(NS, "chat")
+    await ctrl.forget(NS, "chat")
+
+
+async def test_turning_the_autoscaler_off_hands_back_to_spec_replicas() -> None:
+    kube, source = FakeKube(), FakeSource()
+    obj = kube.add_fleet("chat", AUTO)
+    ctrl = controller(kube, source)
+    source.reading = Reading(stable=12.0)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+    await ctrl.evaluate((NS, "chat"))
+    assert kube.deployments()[0]["spec"]["replicas"] == 3
+    obj = kube.objects[("InferenceFleet", NS, "chat")]
+    obj["spec"] = {**SPEC, "autoscaling": {**AUTO["autoscaling"], "enabled": False}}
+    await ctrl.reconcile(obj)
+    assert kube.deployments()[0]["spec"]["replicas"] == 2
+    status = kube.objects[("InferenceFleet", NS, "chat")]["status"]
+    assert "autoscaler" not in status
+    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "MetricsUnavailable") is None
+    assert await ctrl.evaluate((NS, "chat")) is False
+
+
+async def test_autoscaler_task_runs_on_its_interval_and_stops_on_forget() -> None:
+    kube, source = FakeKube(), FakeSource()
+    obj = kube.add_fleet("chat", AUTO)
+    ctrl = controller(kube, source)
+    source.reading = Reading(stable=4.0)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if kube.objects[("InferenceFleet", NS, "chat")]["status"].get("autoscaler"):
+            break
+    assert kube.objects[("InferenceFleet", NS, "chat")]["status"]["autoscaler"]["reason"] == "WithinTolerance"
+    task = ctrl._fleets[(NS, "chat")].task
+    assert task is not None
+    assert not task.done()
+    await ctrl.forget(NS, "chat")
+    assert task.done()
+
+
+@pytest.mark.parametrize("source", [None])
+async def test_without_prometheus_url_metrics_are_unavailable(source: None) -> None:
+    kube = FakeKube()
+    obj = kube.add_fleet("chat", AUTO)
+    ctrl = controller(kube)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+    await ctrl.evaluate((NS, "chat"))
+    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "MetricsUnavailable") == (
+        "True",
+        "PrometheusNotConfigured",
+    )
+    await ctrl.forget(NS, "chat")
