@@ -30,7 +30,7 @@ NAMESPACE = "kubeforge-system"
 # The operator's RBAC, one tuple per rule: (apiGroups, resources, verbs). This table is the
 # contract: adding a permission means changing it here and in templates/rbac.yaml.
 NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
-    (("kubeforge.dev",), ("trainingjobs", "inferencefleets"), ("get", "list", "watch", "patch")),
+    (("kubeforge.dev",), ("trainingjobs", "inferencefleets"), ("get", "list", "watch")),
     (("kubeforge.dev",), ("trainingjobs",), ("delete",)),
     (("kubeforge.dev",), ("trainingjobs/status", "inferencefleets/status"), ("get", "patch")),
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "patch", "delete")),
@@ -39,6 +39,7 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("",), ("events",), ("create", "patch")),
     (("events.k8s.io",), ("events",), ("create", "patch")),
     (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("apps",), ("controllerrevisions",), ("get", "list", "create", "patch", "delete")),
     (("policy",), ("poddisruptionbudgets",), ("get", "list", "watch", "create", "patch", "delete")),
     (("gateway.networking.k8s.io",), ("httproutes",), ("get", "patch")),
 ]
