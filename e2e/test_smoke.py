@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 
 from kubeforge_e2e import GpuSpec, Helm, Kubectl, LocalCluster, NodeSpec, Paths, read_versions, wait_for
 from kubeforge_e2e.api import tls_context
+from kubeforge_e2e.paths import cache_dir
 from kubeforge_e2e.safety import UnsafeKubeconfigError, verify_kubeconfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -186,6 +188,15 @@ def test_versions_are_the_pinned_ones(kubectl: Kubectl, helm: Helm, namespace: s
     assert info["clientVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
     assert info["serverVersion"]["gitVersion"] == versions["KUBERNETES_VERSION"]
     assert helm("version", "--template", "{{ .Version }}").stdout.strip() == versions["HELM_VERSION"]
+
+    # The rest of the control plane (and kwokctl, built beside kwok) is the pinned build too.
+    def version_of(binary: str) -> str:
+        path = cache_dir() / "bin" / binary
+        return subprocess.run([str(path), "--version"], capture_output=True, text=True, check=True).stdout
+
+    assert f"kwok version {versions['KWOK_VERSION']} " in version_of("kwok")
+    assert f"kwokctl version {versions['KWOK_VERSION']} " in version_of("kwokctl")
+    assert f"etcd Version: {versions['ETCD_VERSION'].lstrip('v')}" in version_of("etcd")
 
     # Helm sees the server's true version through kubeVersion, and installs into our cluster.
     chart = tmp_path / "probe"

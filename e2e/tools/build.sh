@@ -98,13 +98,13 @@ build_etcd() {
 
 build_kwok() {
   local v="${KWOK_VERSION}" stamp="kwok-${KWOK_VERSION}"
-  if have "${stamp}" kwok; then log "kwok ${v}: cached"; return; fi
+  if have "${stamp}" kwok kwokctl; then log "kwok ${v}: cached"; return; fi
   local dir
   dir="$(new_module kwok)"
   (cd "${dir}" && go get "sigs.k8s.io/kwok@${v}" >/dev/null 2>&1)
-  with_progress "kwok ${v}" bash -c "cd '${dir}' && go build -trimpath \
+  with_progress "kwok ${v} (kwok, kwokctl)" bash -c "cd '${dir}' && go build -trimpath \
     -ldflags '-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION}' \
-    -o '${bindir}/' sigs.k8s.io/kwok/cmd/kwok"
+    -o '${bindir}/' sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl"
   touch "${bindir}/.${stamp}"
 }
 
