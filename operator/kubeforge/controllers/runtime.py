@@ -156,6 +156,13 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Controllers that hold tasks or clients (the fleet autoscaler loops, the Prometheus client)
+        # may release them here; the protocol keeps this optional.
+        close = getattr(self.controller, "close", None)
+        if callable(close):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 def owner_of(child: Obj, kind: Kind) -> str | None:
