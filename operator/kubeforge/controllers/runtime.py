@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from kubeforge.kube.client import Kind, Kube, Obj
 from kubeforge.metrics import exposition
@@ -49,7 +48,6 @@ class _State:
     dirty: bool = False
     failures: int = 0
     retry: asyncio.TimerHandle | None = None
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class Runtime:
@@ -171,10 +169,3 @@ def owner_of(child: Obj, kind: Kind) -> str | None:
         if ref.get("kind") == kind.kind and ref.get("apiVersion") == kind.api_version:
             return str(ref["name"])
     return None
-
-
-async def gather_forever(coroutines: Iterable[Awaitable[Any]]) -> None:
-    await asyncio.gather(*coroutines)
-
-
-Trigger = Callable[[str, str], None]
