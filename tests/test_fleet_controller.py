@@ -11,9 +11,11 @@ from typing import Any, cast
 import pytest
 
 from kubeforge.api.inferencefleet import Autoscaling
+from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.controllers.inferencefleet import InferenceFleetController
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.kube.client import Kube
+from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
 from kubeforge.policy.fleet_status import apply_merge_patch
 
@@ -81,6 +83,13 @@ class FakeKube:
         obj["status"] = apply_merge_patch(obj.get("status") or {}, status)
         return obj
 
+    async def patch(
+        self, api_version: str, kind: str, name: str, namespace: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        key = (kind, namespace or "", name)
+        self.objects[key] = apply_merge_patch(self.objects[key], body)
+        return self.objects[key]
+
     async def event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         self.events.append({"type": type_, "reason": reason, "message": message})
 
@@ -133,9 +142,13 @@ class FakeKube:
 class FakeSource:
     def __init__(self) -> None:
         self.reading = Reading()
+        self.samples: dict[str, MetricSample] = {}
 
     async def read(self, spec: Autoscaling, namespace: str, name: str) -> Reading:
         return self.reading
+
+    async def sample(self, spec: AnalysisSpec, namespace: str, name: str, revision: str) -> MetricSample:
+        return self.samples.get(revision, MetricSample())
 
 
 class Clock:
@@ -179,7 +192,7 @@ async def test_reconcile_builds_children_and_status() -> None:
     ctrl = controller(kube)
     await ctrl.reconcile(obj)
     kinds = sorted(k for (k, _, _) in kube.objects)
-    assert kinds == ["Deployment", "InferenceFleet", "PodDisruptionBudget", "Service"]
+    assert kinds == ["ControllerRevision", "Deployment", "InferenceFleet", "PodDisruptionBudget", "Service"]
     fleet = kube.objects[("InferenceFleet", NS, "chat")]
     assert fleet["status"]["desiredReplicas"] == 2
     assert cond(fleet, "Ready") == ("False", "WaitingForReplicas")
@@ -211,11 +224,21 @@ async def test_template_change_keeps_old_revision_until_new_is_available() -> No
     obj["spec"] = {**SPEC, "image": "img2"}
     await ctrl.reconcile(obj)
     assert len(kube.deployments()) == 2
-    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "Progressing") == ("True", "NewRevision")
-    kube.run_deployment()
-    await ctrl.reconcile(obj)
+    # Without spec.rollout a new revision rolls in like a Deployment's (Rolling, one pod of surge).
+    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "Progressing") == ("True", "RolloutProgressing")
+    for _ in range(6):
+        kube.run_deployment()
+        await ctrl.reconcile(obj)
+        total = sum(d["spec"]["replicas"] for d in kube.deployments())
+        assert total <= 3, "never more than one pod above the desired count"
+        if len(kube.deployments()) == 1:
+            break
     assert len(kube.deployments()) == 1
     assert kube.deleted
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    assert fleet["status"]["rollout"]["phase"] == "Promoted"
+    assert [e["phase"] for e in fleet["status"]["rollout"]["history"]] == ["Superseded", "Stable"]
+    await ctrl.forget(NS, "chat")
 
 
 async def test_evaluation_scales_the_deployment_and_records_the_decision() -> None:

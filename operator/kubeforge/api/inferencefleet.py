@@ -1,10 +1,10 @@
-"""InferenceFleet: a GPU model-serving fleet with latency-driven autoscaling.
+"""InferenceFleet: a GPU model-serving fleet with latency-driven autoscaling and progressive rollouts.
 
 The spec describes one serving pod template (a *revision*), how many replicas to run or how to choose
-that number from a Prometheus metric, and how to place and protect the pods. Fields that a later
-rollout feature needs (`spec.rollout`, a revision history in status) are deliberately not here yet:
-the revision-named Deployment and the owner-label Service are laid out so they can be added without
-changing anything a user already wrote.
+that number from a Prometheus metric, how to place and protect the pods, and how a new revision replaces
+the running one (`spec.rollout`, see `kubeforge.api.rollout`). A fleet without `spec.rollout` replaces
+a revision as a Deployment would (the `Rolling` strategy, no analysis), so fleets written before
+rollouts existed behave as they did.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
 
 from kubeforge.api.common import Condition, EnvVar, KubeModel, PodMetadata, Resources, condition_list_schema
 from kubeforge.api.crdgen import KindInfo, PrinterColumn, ScaleSubresource
+from kubeforge.api.rollout import RolloutSpec, RolloutStatus
 
 KIND = "InferenceFleet"
 
@@ -236,10 +237,23 @@ class InferenceFleetSpec(KubeModel):
     """Metric-driven autoscaling; without it the fleet runs `replicas` replicas."""
     security_context: SecurityContext | None = None
     """UID, GID and fsGroup of the pods."""
+    rollout: RolloutSpec | None = None
+    """How a new revision (a change of the pod template) replaces the running one: canary steps gated
+    by Prometheus analysis, automatic rollback, manual control. Without it a new revision replaces the
+    old one as a Deployment would (`Rolling`, one pod above the desired count, no analysis)."""
 
     @property
     def autoscaler_on(self) -> bool:
         return self.autoscaling is not None and self.autoscaling.enabled
+
+    @property
+    def rollout_spec(self) -> RolloutSpec:
+        """`spec.rollout`, or the Rolling replacement a fleet without it gets."""
+        return self.rollout if self.rollout is not None else DEFAULT_ROLLOUT
+
+
+DEFAULT_ROLLOUT = RolloutSpec(strategy="Rolling")
+"""What a fleet without `spec.rollout` gets: replaced a pod at a time, like a Deployment."""
 
 
 class Endpoint(KubeModel):
@@ -310,6 +324,8 @@ class InferenceFleetStatus(KubeModel):
     endpoint: Endpoint | None = None
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=condition_list_schema())
     autoscaler: AutoscalerStatus | None = None
+    rollout: RolloutStatus | None = None
+    """Progress of the rollout of a new revision, the revision history, the last analysis."""
 
 
 INFO = KindInfo(
@@ -326,6 +342,8 @@ INFO = KindInfo(
         PrinterColumn("Ready", ".status.readyReplicas", "integer"),
         PrinterColumn("Metric", ".status.autoscaler.metricValue", "number", priority=1),
         PrinterColumn("Reason", ".status.autoscaler.reason", priority=1),
+        PrinterColumn("Rollout", ".status.rollout.phase"),
+        PrinterColumn("Canary", ".status.rollout.canaryWeight", "integer", priority=1),
         PrinterColumn("Status", '.status.conditions[?(@.type=="Ready")].reason'),
     ),
     scale=ScaleSubresource(),

@@ -95,15 +95,24 @@ class AnalysisSpec(KubeModel):
     """Largest acceptable error rate of the canary above the stable revision's (0.01 = one point)."""
     max_latency_increase_ratio: float | None = Field(default=None, ge=0, le=100)
     """Largest acceptable relative p95 latency increase over the stable revision (0.2 = 20% slower)."""
+    window_seconds: int | None = Field(default=None, ge=1, le=3600)
+    """Range of the `rate()` windows of the built-in queries (`$window` in custom ones). Default: 30 s
+    or two intervals, whichever is longer. It must span at least two scrapes of the model servers, and
+    the shorter it is the sooner a breach shows."""
     failure_limit: int = Field(default=2, ge=1, le=100)
     """Consecutive failed measurements that roll the canary back."""
     inconclusive_limit: int = Field(default=3, ge=1, le=1000)
     """Consecutive measurements without data (or with Prometheus unreachable) that abort the rollout."""
     error_rate_query: str | None = Field(default=None, min_length=1, max_length=4096)
     """Custom PromQL for a revision's error rate (0..1); `$selector` is replaced by the revision's label
-    matchers."""
+    matchers and `$window` by the window (`30s`)."""
     latency_query: str | None = Field(default=None, min_length=1, max_length=4096)
     """Custom PromQL for a revision's p95 latency in seconds; `$selector` as above."""
+
+    @property
+    def window(self) -> int:
+        """The query window in seconds."""
+        return self.window_seconds or max(30, 2 * self.interval_seconds)
 
     @model_validator(mode="after")
     def _check_limits(self) -> AnalysisSpec:

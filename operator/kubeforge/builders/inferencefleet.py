@@ -6,13 +6,21 @@
   rollbacks will need; placement and priority are not part of the revision and change in place.
 - one Service `<fleet>` selecting the pods of *every* revision by the fleet's owner labels, so traffic
   is split between revisions by their ready replicas;
-- one PodDisruptionBudget `<fleet>` over the same pods.
+- one PodDisruptionBudget `<fleet>` over the same pods;
+- one ControllerRevision `<fleet>-<revision>` per revision in the rollout history, holding the template
+  fields of that revision, so a rollback (`spec.rollout.targetRevision`) can rebuild a Deployment that
+  was deleted once its revision was drained;
+- with `spec.rollout.httpRoute`: one Service `<fleet>-<revision>` per serving revision, the backends of
+  the user's HTTPRoute, whose weights follow the split between revisions (`route_patch`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
+
+from pydantic import ValidationError
 
 from kubeforge.api.inferencefleet import KIND, InferenceFleetSpec
 from kubeforge.builders.common import (
@@ -44,6 +52,22 @@ def fleet_labels(name: str) -> dict[str, str]:
 def selector_string(name: str) -> str:
     """status.selector for the scale subresource: every pod of the fleet, all revisions."""
     return ",".join(f"{k}={v}" for k, v in sorted(fleet_labels(name).items()))
+
+
+TEMPLATE_FIELDS = (
+    "image",
+    "command",
+    "args",
+    "env",
+    "resources",
+    "model",
+    "port",
+    "readinessPath",
+    "podMetadata",
+    "securityContext",
+)
+"""The spec fields (wire names) a revision is made of; the rest (replicas, placement, priority,
+disruption, autoscaling, rollout) applies to every revision and changes in place."""
 
 
 def revision(spec: InferenceFleetSpec) -> str:
@@ -210,3 +234,155 @@ def build_pdb(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) 
 def endpoint(spec: InferenceFleetSpec, *, name: str, namespace: str) -> dict[str, Any]:
     host = f"{name}.{namespace}.svc"
     return {"service": host, "port": spec.port, "url": f"http://{host}:{spec.port}"}
+
+
+# -- revision templates (ControllerRevision) -----------------------------------------------------------
+
+
+def template_fields(spec: InferenceFleetSpec) -> dict[str, Any]:
+    """The revision-making fields of a spec, as the wire shows them."""
+    wire = spec.to_wire()
+    return {key: wire[key] for key in TEMPLATE_FIELDS if key in wire}
+
+
+def build_controller_revision(
+    spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str, rev: str
+) -> dict[str, Any]:
+    """The template of revision `rev`, kept while the revision is in the rollout history."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": child_metadata(
+            kind=KIND,
+            owner=name,
+            uid=uid,
+            name=deployment_name(name, rev),
+            namespace=namespace,
+            extra_labels={REVISION_LABEL: rev},
+        ),
+        "data": {"spec": template_fields(spec)},
+        "revision": 1,
+    }
+
+
+def spec_of_revision(
+    current: InferenceFleetSpec, controller_revision: Mapping[str, Any], rev: str
+) -> InferenceFleetSpec | None:
+    """The spec that builds revision `rev`: the stored template fields over the current spec (so
+    placement, priority and the rest follow the fleet as it is now). None when the stored template is
+    unreadable or does not hash to `rev`."""
+    stored = (controller_revision.get("data") or {}).get("spec")
+    if not isinstance(stored, Mapping):
+        return None
+    wire = {k: v for k, v in current.to_wire().items() if k not in TEMPLATE_FIELDS}
+    wire.update({k: v for k, v in stored.items() if k in TEMPLATE_FIELDS})
+    try:
+        spec = InferenceFleetSpec.model_validate(wire)
+    except ValidationError:
+        return None
+    return spec if revision(spec) == rev else None
+
+
+# -- Gateway API ---------------------------------------------------------------------------------------
+
+
+def revision_service_name(name: str, rev: str) -> str:
+    return f"{name}-{rev}"
+
+
+def revision_service_problem(name: str, rev: str) -> str | None:
+    """Why the per-revision Service of `rev` cannot exist (its name is too long), or None."""
+    svc = revision_service_name(name, rev)
+    if not SERVICE_NAME_RE.match(svc):
+        return (
+            f"Service {svc!r} (the HTTPRoute backend of revision {rev}) would be longer than 63 characters:"
+            " shorten the fleet name to use spec.rollout.httpRoute"
+        )
+    return None
+
+
+def build_revision_service(
+    spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str, rev: str
+) -> dict[str, Any]:
+    """A Service selecting one revision's pods: an HTTPRoute backend that can be weighted."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(
+            kind=KIND,
+            owner=name,
+            uid=uid,
+            name=revision_service_name(name, rev),
+            namespace=namespace,
+            extra_labels={REVISION_LABEL: rev},
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {**fleet_labels(name), REVISION_LABEL: rev},
+            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def _is_fleet_backend(ref: Mapping[str, Any], name: str, known: set[str]) -> bool:
+    if ref.get("group", "") not in ("", None) or ref.get("kind", "Service") != "Service":
+        return False
+    target = ref.get("name")
+    return target == name or target in known
+
+
+def route_patch(
+    route: Mapping[str, Any],
+    *,
+    name: str,
+    port: int,
+    weights: Mapping[str, int],
+    revisions: set[str],
+) -> dict[str, Any] | None:
+    """The merge patch that sets the fleet's backends of an HTTPRoute to `weights` (percent per
+    revision), or None when the route already agrees.
+
+    In every rule that has a backend pointing at the fleet (its Service `<fleet>`, or a revision Service
+    `<fleet>-<rev>` of any revision in `revisions`), those backends are replaced by one per revision with
+    a positive weight (in revision order, the rest of the rule untouched); rules and backends that point
+    elsewhere are left alone. Lists are replaced whole by a merge patch, so the patch carries all rules
+    and the route's resourceVersion (a concurrent edit makes it fail and the next reconcile retry)."""
+    spec = route.get("spec") or {}
+    rules = spec.get("rules") or []
+    known = {revision_service_name(name, r) for r in {*revisions, *weights}}
+    wanted = [
+        {"name": revision_service_name(name, rev), "port": port, "weight": weight}
+        for rev, weight in sorted(weights.items())
+        if weight > 0
+    ]
+    new_rules: list[Any] = []
+    changed = False
+    for rule in rules:
+        refs = list((rule or {}).get("backendRefs") or [])
+        if not any(isinstance(r, Mapping) and _is_fleet_backend(r, name, known) for r in refs):
+            new_rules.append(rule)
+            continue
+        kept: list[Any] = []
+        inserted = False
+        for ref in refs:
+            if isinstance(ref, Mapping) and _is_fleet_backend(ref, name, known):
+                if not inserted:
+                    # Keep a backend's filters and other fields when it stays.
+                    by_name = {r.get("name"): r for r in refs if isinstance(r, Mapping)}
+                    for backend in wanted:
+                        previous = by_name.get(backend["name"])
+                        merged = {**previous, **backend} if isinstance(previous, Mapping) else backend
+                        kept.append(merged)
+                    inserted = True
+                continue
+            kept.append(ref)
+        if kept != refs:
+            changed = True
+        new_rules.append({**rule, "backendRefs": kept})
+    if not changed:
+        return None
+    patch: dict[str, Any] = {"spec": {"rules": new_rules}}
+    version = (route.get("metadata") or {}).get("resourceVersion")
+    if version:
+        patch["metadata"] = {"resourceVersion": version}
+    return patch

@@ -19,24 +19,32 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from lightkube import ApiError
 from pydantic import ValidationError
 
 from kubeforge.api import API_VERSION
+from kubeforge.api.common import gpu_products
 from kubeforge.api.inferencefleet import KIND, AutoscalerStatus, Autoscaling, InferenceFleetSpec
+from kubeforge.api.rollout import AnalysisRun, AnalysisSpec, RolloutStatus
 from kubeforge.builders import inferencefleet as build
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.kube.client import KINDS, Kind, Kube, Obj
 from kubeforge.metrics import exposition
-from kubeforge.metrics.promql import PrometheusSource
+from kubeforge.metrics.promql import MetricsError, PrometheusSource
+from kubeforge.policy import analysis as analysis_policy
 from kubeforge.policy import autoscaler as policy
-from kubeforge.policy.conditions import transitions
+from kubeforge.policy import capacity
+from kubeforge.policy import rollout as rollouts
+from kubeforge.policy.analysis import MetricSample
+from kubeforge.policy.conditions import ConditionUpdate, transitions
 from kubeforge.policy.fleet_status import (
     MetricsHealth,
     RevisionState,
+    RolloutConditions,
     compute_status,
     invalid_status,
     merge_patch,
@@ -52,13 +60,24 @@ DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
 POD = KINDS[("v1", "Pod")]
 SERVICE = KINDS[("v1", "Service")]
 PDB = KINDS[("policy/v1", "PodDisruptionBudget")]
+NODE = KINDS[("v1", "Node")]
+CONTROLLER_REVISION = KINDS[("apps/v1", "ControllerRevision")]
+HTTPROUTE = KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]
 _WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailable"})
+_WARNING_WHEN_FALSE = frozenset({"TrafficRouted"})
+_ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
+"""Condition reasons whose transitions the rollout announces with events of its own."""
+MAX_TICK_SECONDS = 30.0
 
 
 class MetricSource(Protocol):
     """What the controller needs from a metric backend (PrometheusSource, or a fake in tests)."""
 
     async def read(self, spec: Autoscaling, namespace: str, name: str) -> policy.Reading: ...
+
+    async def sample(self, spec: AnalysisSpec, namespace: str, name: str, revision: str) -> MetricSample:
+        """One revision's analysis metrics; raises MetricsError when they cannot be read."""
+        ...
 
 
 @dataclass
@@ -70,11 +89,19 @@ class _Fleet:
     record: dict[str, Any] | None = None
     metrics: MetricsHealth | None = None
     spec_key: str = ""
+    due: float | None = None
+    """When (event-loop time) the rollout wants its next pass: a pause ends, a measurement is due."""
+    rescheduled: asyncio.Event = field(default_factory=asyncio.Event)
+    measured: tuple[str, float] | None = None
+    """The revision last measured and when (event-loop time): the next measurement is due an interval
+    after it, whatever passes ran in between."""
+    ticker: asyncio.Task[None] | None = None
 
 
 class InferenceFleetController:
     kind: Kind = FLEET
     child_kinds: tuple[Kind, ...] = (DEPLOYMENT, POD, SERVICE, PDB)
+    """Watched children; ControllerRevisions and HTTPRoutes are only read and written when needed."""
 
     def __init__(
         self,
@@ -107,11 +134,17 @@ class InferenceFleetController:
         else:
             await self._stop_task(fleet)
             fleet.decision = fleet.record = fleet.metrics = None
+        self._ensure_ticker(key, fleet)
 
     async def forget(self, namespace: str, name: str) -> None:
         fleet = self._fleets.pop((namespace, name), None)
         if fleet is not None:
             await self._stop_task(fleet)
+            ticker, fleet.ticker = fleet.ticker, None
+            if ticker is not None and ticker is not asyncio.current_task():
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ticker
 
     # -- reconcile ---------------------------------------------------------------------------------
 
@@ -145,29 +178,61 @@ class InferenceFleetController:
         rev = build.revision(spec)
         labels = build.fleet_labels(name)
         deployments = await self.kube.list(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, labels=labels)
-        states = [summarize_deployment(d, build.REVISION_LABEL) for d in deployments if _owned_by(d, uid)]
-        current_state = next((s for s in states if s.revision == rev), None)
-        desired = self._desired(
-            spec, current_status, fleet, current_state.spec_replicas if current_state else None
-        )
+        states = {
+            s.revision: s
+            for s in (summarize_deployment(d, build.REVISION_LABEL) for d in deployments if _owned_by(d, uid))
+        }
+        pod_objs = await self.kube.list(POD.api_version, POD.kind, namespace, labels=labels)
+        pods = summarize_pods(pod_objs)
+        deployed = current_status.get("desiredReplicas")
+        if not isinstance(deployed, int):
+            deployed = sum(s.spec_replicas for s in states.values()) if states else None
+        desired = self._desired(spec, current_status, fleet, deployed)
 
         await self.kube.apply(build.build_service(spec, name=name, namespace=namespace, uid=uid))
         await self.kube.apply(build.build_pdb(spec, name=name, namespace=namespace, uid=uid))
         await self.kube.apply(
-            build.build_deployment(spec, name=name, namespace=namespace, uid=uid, rev=rev, replicas=desired)
+            build.build_controller_revision(spec, name=name, namespace=namespace, uid=uid, rev=rev)
         )
 
-        remaining = await self._retire_old_revisions(namespace, name, rev, desired, current_state, states)
-        if current_state is None:
-            current_state = RevisionState(
-                revision=rev, name=build.deployment_name(name, rev), spec_replicas=desired, current=False
-            )
-        revisions = [current_state, *remaining]
+        plan = await self._plan(obj, spec, rev, desired, states, pod_objs, current_status, now, fleet)
+        for event in plan.events:
+            log.info("InferenceFleet %s/%s: %s: %s", namespace, name, event.reason, event.message)
+            await self.kube.event(obj, type_=event.type, reason=event.reason, message=event.message)
+        missing = await self._apply_revisions(obj, spec, rev, plan, states)
+        for gone in plan.delete:
+            state = states.pop(gone, None)
+            if state is not None:
+                log.info("%s/%s: revision %s drained, deleting %s", namespace, name, gone, state.name)
+                await self.kube.delete(DEPLOYMENT.api_version, DEPLOYMENT.kind, state.name, namespace)
+                await self.kube.delete(
+                    SERVICE.api_version, SERVICE.kind, build.revision_service_name(name, gone), namespace
+                )
+        await self._trim_templates(namespace, name, uid, rev, plan.status)
+        extra: list[ConditionUpdate] = []
+        if spec.rollout is not None and spec.rollout.http_route is not None:
+            routed = await self._route_traffic(obj, spec, plan)
+            if routed is not None:
+                extra.append(routed)
+        if missing:
+            extra.append(ConditionUpdate("Degraded", "True", "RevisionNotFound", missing))
 
-        pods = summarize_pods(await self.kube.list(POD.api_version, POD.kind, namespace, labels=labels))
+        stable = plan.status.stable_revision or rev
+        observed: list[RevisionState] = []
+        for revision_name, wanted in plan.replicas.items():
+            state = states.get(revision_name)
+            if state is None:
+                if revision_name != rev:
+                    continue
+                state = RevisionState(
+                    revision=rev, name=build.deployment_name(name, rev), spec_replicas=wanted, current=False
+                )
+            if revision_name == stable or wanted or state.replicas or state.ready:
+                observed.append(state)
         autoscaler_record: Mapping[str, Any] | None = None
         if spec.autoscaler_on:
             autoscaler_record = fleet.record if fleet.record is not None else current_status.get("autoscaler")
+        active = plan.status.phase in rollouts.ACTIVE
         status = compute_status(
             spec,
             name=name,
@@ -175,7 +240,7 @@ class InferenceFleetController:
             generation=generation,
             revision=rev,
             desired=desired,
-            revisions=revisions,
+            revisions=observed,
             pods=pods,
             metrics=fleet.metrics if spec.autoscaler_on else None,
             autoscaler=autoscaler_record,
@@ -183,37 +248,316 @@ class InferenceFleetController:
             endpoint=build.endpoint(spec, name=name, namespace=namespace),
             current_status=current_status,
             now=now,
+            serving=stable,
+            rollout=RolloutConditions(
+                active=active,
+                message=plan.status.message,
+                progressing=plan.progressing,
+                degraded=plan.degraded,
+            ),
+            rollout_status=plan.status.model_dump(by_alias=True, mode="json"),
+            extra=[c for c in extra if c.type != "Degraded" or plan.degraded is None],
         )
         await self._write_status(obj, status)
+        loop = asyncio.get_running_loop()
+        fleet.due = None if plan.requeue_after is None else loop.time() + plan.requeue_after
+        limits = spec.rollout_spec.analysis
+        measured = fleet.measured
+        if (
+            plan.analyze is not None
+            and limits is not None
+            and fleet.due is not None
+            and measured is not None
+            and measured[0] == plan.analyze
+        ):
+            fleet.due = min(fleet.due, measured[1] + limits.interval_seconds)
+        fleet.rescheduled.set()
         return spec
 
-    async def _retire_old_revisions(
+    # -- rollout -----------------------------------------------------------------------------------
+
+    async def _plan(
         self,
-        namespace: str,
-        name: str,
+        obj: Obj,
+        spec: InferenceFleetSpec,
         rev: str,
         desired: int,
-        current: RevisionState | None,
-        states: list[RevisionState],
-    ) -> list[RevisionState]:
-        """Replace, for now: an old revision's Deployment goes once the current one has every replica
-        available. This is the one step progressive rollouts (spec.rollout) will take over; it returns
-        the old revisions still running."""
-        new_ready = (
-            current is not None
-            and current.current
-            and (desired == 0 or (current.available >= desired and current.updated >= desired))
-        )
-        remaining = []
-        for state in states:
-            if state.revision == rev:
+        states: Mapping[str, RevisionState],
+        pod_objs: list[Obj],
+        current_status: Mapping[str, Any],
+        now: datetime,
+        fleet: _Fleet,
+    ) -> rollouts.RolloutPlan:
+        """The rollout plan; measures the canary first when a measurement is due."""
+        meta = obj["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        rollout = spec.rollout_spec
+        previous = _rollout_status(current_status)
+        # Pods without a node yet, and pods a Deployment was asked for that its controller has not made
+        # yet: both are about to take free GPUs, which must not be counted twice for a surge.
+        pending: dict[str, int] = {}
+        alive: dict[str, int] = {}
+        for pod in pod_objs:
+            pmeta = pod.get("metadata") or {}
+            if pmeta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in (
+                "Succeeded",
+                "Failed",
+            ):
                 continue
-            if new_ready:
-                log.info("%s/%s: revision %s available, deleting %s", namespace, name, rev, state.name)
-                await self.kube.delete(DEPLOYMENT.api_version, DEPLOYMENT.kind, state.name, namespace)
+            pod_rev = (pmeta.get("labels") or {}).get(build.REVISION_LABEL, "")
+            alive[pod_rev] = alive.get(pod_rev, 0) + 1
+            if not (pod.get("spec") or {}).get("nodeName"):
+                pending[pod_rev] = pending.get(pod_rev, 0) + 1
+        revisions = {
+            r: rollouts.RevisionState(
+                replicas=s.spec_replicas,
+                ready=s.ready,
+                pending=pending.get(r, 0) + max(0, s.spec_replicas - alive.get(r, 0)),
+            )
+            for r, s in states.items()
+        }
+        moving = (
+            previous is None
+            or previous.phase in rollouts.ACTIVE
+            or previous.stable_revision != rev
+            or len(states) > 1
+            or rollout.target_revision is not None
+        )
+        inputs = rollouts.RolloutInputs(
+            spec=rollout,
+            status=previous,
+            template_revision=rev,
+            total_replicas=desired,
+            now=now,
+            revisions=revisions,
+            template_image=spec.image,
+            max_unavailable=rollouts.resolve_max_unavailable(spec.disruption.max_unavailable, desired),
+            surge_capacity=await self._surge_capacity(spec, namespace) if moving else None,
+        )
+        plan = rollouts.plan_rollout(inputs)
+        limits = rollout.analysis
+        if (
+            limits is None
+            or plan.analyze is None
+            or not rollouts.analysis_due(plan.status, limits.interval_seconds, now)
+        ):
+            return plan
+        fleet.measured = (plan.analyze, asyncio.get_running_loop().time())
+        run = await self._measure(limits, namespace, name, plan.analyze, plan.baseline, now)
+        log.info(
+            "InferenceFleet %s/%s: analysis of %s: %s (%s)",
+            namespace,
+            name,
+            run.revision,
+            run.verdict,
+            run.message,
+        )
+        return rollouts.plan_rollout(replace(inputs, analysis=run))
+
+    async def _measure(
+        self,
+        limits: AnalysisSpec,
+        namespace: str,
+        name: str,
+        canary: str,
+        baseline: str | None,
+        now: datetime,
+    ) -> AnalysisRun:
+        thresholds = analysis_policy.Thresholds.from_spec(limits)
+        if self.source is None:
+            outcome = analysis_policy.unavailable("the operator runs without --prometheus-url")
+        else:
+            try:
+                sample = await self.source.sample(limits, namespace, name, canary)
+                base = await self.source.sample(limits, namespace, name, baseline) if baseline else None
+            except MetricsError as error:
+                outcome = analysis_policy.unavailable(error.message)
             else:
-                remaining.append(state)
-        return remaining
+                outcome = analysis_policy.evaluate(sample, base, thresholds)
+        return outcome.record(revision=canary, now=now)
+
+    async def _surge_capacity(self, spec: InferenceFleetSpec, namespace: str) -> int | None:
+        """Pods of this fleet's shape that fit on the free GPUs now; None when it asks for no GPUs or
+        the nodes cannot be read."""
+        gpus = spec.resources.gpus
+        if gpus <= 0:
+            return None
+        try:
+            nodes = [capacity.node_info(n) for n in await self.kube.list(NODE.api_version, NODE.kind)]
+            pods = [capacity.pod_info(p) for p in await self._scoped_pods()]
+        except ApiError as error:
+            log.warning("cannot read GPU capacity (%s); surges are not bounded", error)
+            return None
+        products = gpu_products(spec.resources.gpu_type) if spec.resources.gpu_type else None
+        matching = {n.name for n in nodes if capacity.matches(n, products)}
+        free = capacity.free_gpus([n for n in nodes if n.name in matching], pods)
+        return sum(count // gpus for count in free.values())
+
+    async def _scoped_pods(self) -> list[Obj]:
+        """Every pod when allowed (GPUs are shared by the cluster), else those of the watched
+        namespaces."""
+        try:
+            return await self.kube.list(POD.api_version, POD.kind)
+        except ApiError as error:
+            if error.status.code != 403 or not self.config.namespaces:
+                raise
+        found: list[Obj] = []
+        for namespace in self.config.namespaces:
+            found.extend(await self.kube.list(POD.api_version, POD.kind, namespace))
+        return found
+
+    async def _apply_revisions(
+        self,
+        obj: Obj,
+        spec: InferenceFleetSpec,
+        rev: str,
+        plan: rollouts.RolloutPlan,
+        states: Mapping[str, RevisionState],
+    ) -> str:
+        """Every revision Deployment at the replicas the plan asks for. The template's revision is
+        applied whole; others are scaled, or rebuilt from their ControllerRevision when gone. Returns
+        a message naming revisions that could not be built ("" when none)."""
+        meta = obj["metadata"]
+        namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+        problems: list[str] = []
+        for revision_name, replicas in sorted(plan.replicas.items()):
+            if revision_name == rev:
+                await self.kube.apply(
+                    build.build_deployment(
+                        spec, name=name, namespace=namespace, uid=uid, rev=rev, replicas=replicas
+                    )
+                )
+                continue
+            state = states.get(revision_name)
+            if state is not None:
+                if state.spec_replicas != replicas:
+                    await self.kube.patch(
+                        DEPLOYMENT.api_version,
+                        DEPLOYMENT.kind,
+                        state.name,
+                        namespace,
+                        {"spec": {"replicas": replicas}},
+                    )
+                continue
+            if replicas == 0:
+                continue
+            stored = await self.kube.get(
+                CONTROLLER_REVISION.api_version,
+                CONTROLLER_REVISION.kind,
+                build.deployment_name(name, revision_name),
+                namespace,
+            )
+            old_spec = build.spec_of_revision(spec, stored, revision_name) if stored else None
+            if old_spec is None:
+                problems.append(f"the template of revision {revision_name} is not kept; it cannot be rebuilt")
+                continue
+            await self.kube.apply(
+                build.build_deployment(
+                    old_spec, name=name, namespace=namespace, uid=uid, rev=revision_name, replicas=replicas
+                )
+            )
+        return "; ".join(problems)
+
+    async def _trim_templates(
+        self, namespace: str, name: str, uid: str, rev: str, status: RolloutStatus
+    ) -> None:
+        """ControllerRevisions of revisions that left the history (and run nowhere) go."""
+        keep = {rev, status.stable_revision, status.canary_revision, *(e.revision for e in status.history)}
+        stored = await self.kube.list(
+            CONTROLLER_REVISION.api_version,
+            CONTROLLER_REVISION.kind,
+            namespace,
+            labels=build.fleet_labels(name),
+        )
+        for item in stored:
+            labels = (item.get("metadata") or {}).get("labels") or {}
+            if not _owned_by(item, uid) or labels.get(build.REVISION_LABEL) in keep:
+                continue
+            await self.kube.delete(
+                CONTROLLER_REVISION.api_version, CONTROLLER_REVISION.kind, item["metadata"]["name"], namespace
+            )
+
+    async def _route_traffic(
+        self, obj: Obj, spec: InferenceFleetSpec, plan: rollouts.RolloutPlan
+    ) -> ConditionUpdate | None:
+        """Per-revision Services and the HTTPRoute's backend weights; the `TrafficRouted` condition."""
+        assert spec.rollout is not None
+        assert spec.rollout.http_route is not None
+        meta = obj["metadata"]
+        namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+        route_name = spec.rollout.http_route.name
+        serving = {r for r, w in plan.weights.items() if w > 0}
+        serving |= {r for r in (plan.status.stable_revision, plan.status.canary_revision) if r}
+        for revision_name in sorted(serving):
+            problem = build.revision_service_problem(name, revision_name)
+            if problem is not None:
+                return ConditionUpdate("TrafficRouted", "False", "InvalidBackendName", problem)
+            await self.kube.apply(
+                build.build_revision_service(spec, name=name, namespace=namespace, uid=uid, rev=revision_name)
+            )
+        try:
+            route = await self.kube.get(HTTPROUTE.api_version, HTTPROUTE.kind, route_name, namespace)
+        except ApiError as error:
+            return ConditionUpdate(
+                "TrafficRouted",
+                "False",
+                "HTTPRouteUnreadable",
+                f"HTTPRoute {route_name}: {error.status.message}",
+            )
+        if route is None:
+            return ConditionUpdate(
+                "TrafficRouted",
+                "False",
+                "HTTPRouteNotFound",
+                f"HTTPRoute {route_name} not found (is the Gateway API installed?); traffic is split by"
+                " ready replicas only",
+            )
+        weights = dict(plan.weights)
+        patch = build.route_patch(
+            route, name=name, port=spec.port, weights=weights, revisions=set(plan.replicas) | serving
+        )
+        text = ", ".join(f"{r}={w}%" for r, w in sorted(weights.items()) if w > 0)
+        if patch is not None:
+            try:
+                await self.kube.patch(HTTPROUTE.api_version, HTTPROUTE.kind, route_name, namespace, patch)
+            except ApiError as error:
+                return ConditionUpdate(
+                    "TrafficRouted",
+                    "False",
+                    "HTTPRoutePatchFailed",
+                    f"HTTPRoute {route_name}: {error.status.message}",
+                )
+            log.info("InferenceFleet %s/%s: HTTPRoute %s weights %s", namespace, name, route_name, text)
+        return ConditionUpdate("TrafficRouted", "True", "WeightsSet", f"HTTPRoute {route_name}: {text}")
+
+    def _ensure_ticker(self, key: Key, fleet: _Fleet) -> None:
+        """A pass when the rollout wants one (its pause ends, a measurement is due), between events."""
+        if fleet.due is None or (fleet.ticker is not None and not fleet.ticker.done()):
+            return
+        fleet.ticker = asyncio.get_running_loop().create_task(self._tick_forever(key, fleet))
+
+    async def _tick_forever(self, key: Key, fleet: _Fleet) -> None:
+        namespace, name = key
+        loop = asyncio.get_running_loop()
+        while fleet.due is not None:
+            fleet.rescheduled.clear()
+            wait = fleet.due - loop.time()
+            if wait > 0:
+                # Any pass (a watch event, the autoscaler) sets a new due time: wake up and look again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(fleet.rescheduled.wait(), timeout=min(MAX_TICK_SECONDS, wait))
+                continue
+            try:
+                async with fleet.lock:
+                    fresh = await self.kube.get(FLEET.api_version, FLEET.kind, name, namespace)
+                    if fresh is None:
+                        return
+                    await self._reconcile_locked(fresh, fleet)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("InferenceFleet %s/%s: rollout pass failed", namespace, name)
+                await asyncio.sleep(1.0)
 
     def _desired(
         self, spec: InferenceFleetSpec, status: Mapping[str, Any], fleet: _Fleet, deployed: int | None
@@ -239,10 +583,12 @@ class InferenceFleetController:
         for condition in transitions(list(before.get("conditions", []) or []), after):
             ctype, cstatus, reason = condition["type"], condition["status"], condition["reason"]
             exposition.TRANSITIONS.labels(KIND, ctype, cstatus, reason).inc()
-            if ctype == "Progressing":
+            if ctype == "Progressing" or reason in _ROLLOUT_REASONS:
                 continue
-            warning = (ctype in _WARNING_WHEN_TRUE and cstatus == "True") or (
-                ctype == "Ready" and cstatus == "False"
+            warning = (
+                (ctype in _WARNING_WHEN_TRUE and cstatus == "True")
+                or (ctype in _WARNING_WHEN_FALSE and cstatus == "False")
+                or (ctype == "Ready" and cstatus == "False")
             )
             known = any(c.get("type") == ctype for c in before.get("conditions", []) or [])
             if not known and (not warning or ctype == "Ready"):
@@ -297,20 +643,15 @@ class InferenceFleetController:
             return False
         fleet.interval = float(auto.interval_seconds)
         labels = build.fleet_labels(name)
-        rev = build.revision(spec)
         deployments = await self.kube.list(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, labels=labels)
-        current = next(
-            (
-                summarize_deployment(d, build.REVISION_LABEL)
-                for d in deployments
-                if d["metadata"].get("labels", {}).get(build.REVISION_LABEL) == rev
-            ),
-            None,
-        )
+        # During a rollout the fleet's replicas are split between revisions: the autoscaler decides the
+        # total, which is what the last pass asked for.
+        asked = (obj.get("status") or {}).get("desiredReplicas")
+        running = sum(summarize_deployment(d, build.REVISION_LABEL).spec_replicas for d in deployments)
         pods = summarize_pods(await self.kube.list(POD.api_version, POD.kind, namespace, labels=labels))
         observed = policy.Observed(
             ready=pods.ready,
-            current=current.spec_replicas if current is not None else auto.min_replicas,
+            current=asked if isinstance(asked, int) else (running if deployments else auto.min_replicas),
             scheduled=pods.scheduled,
             unschedulable=pods.unschedulable,
         )
@@ -355,6 +696,7 @@ class InferenceFleetController:
             if fresh is None:
                 return False
             await self._reconcile_locked(fresh, fleet)
+        self._ensure_ticker(key, fleet)
         if decision.direction != "hold":
             verb = "ScaledUp" if decision.direction == "up" else "ScaledDown"
             await self.kube.event(
@@ -365,6 +707,17 @@ class InferenceFleetController:
                 f"({decision.reason}): {decision.message}",
             )
         return True
+
+
+def _rollout_status(status: Mapping[str, Any]) -> RolloutStatus | None:
+    raw = status.get("rollout")
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return RolloutStatus.model_validate(raw)
+    except ValidationError:
+        log.warning("status.rollout is unreadable; starting from what the cluster shows")
+        return None
 
 
 def _memory_from(status: Mapping[str, Any]) -> policy.Memory:

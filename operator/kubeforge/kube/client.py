@@ -53,6 +53,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("batch/v1", "Job", "jobs"),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("apps/v1", "ReplicaSet", "replicasets"),
+        Kind("apps/v1", "ControllerRevision", "controllerrevisions"),
         Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         Kind("kubeforge.dev/v1alpha1", "TrainingJob", "trainingjobs"),
         Kind("kubeforge.dev/v1alpha1", "InferenceFleet", "inferencefleets"),

@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 
 from kubeforge.api.inferencefleet import Autoscaling, MetricName
+from kubeforge.api.rollout import AnalysisSpec
+from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
 
 DEFAULT_TIMEOUT = 2.0
@@ -80,6 +82,55 @@ REQUEST_RATE_QUERY = (
     " or sum(rate(http_request_duration_seconds_count{{{sel}}}[{w}]))"
 )
 """The fleet's total request rate: the capacity floor of latency metrics and the idle signal."""
+
+ERROR_RATE_QUERY = (
+    '(sum(rate(http_requests_total{{{sel},code=~"5.."}}[{w}])) or vector(0))'
+    " / sum(rate(http_requests_total{{{sel}}}[{w}]))"
+)
+"""A revision's share of failed requests (HTTP 5xx), 0..1. A server that never failed has no 5xx series
+at all, hence the `or vector(0)`; no requests at all divide by nothing and read as no data."""
+
+LATENCY_QUERY = DEFAULT_QUERIES["latencyP95"]
+"""A revision's p95 request latency, seconds (vLLM's histogram, else the generic HTTP one)."""
+
+
+def revision_selector(
+    namespace: str, name: str, revision: str, convention: LabelConvention = LabelConvention()
+) -> str:
+    """The label matchers of one revision's series: the fleet's, plus the pod's revision label."""
+    return f'{selector(namespace, name, convention)},{convention.revision}="{_escape(revision)}"'
+
+
+@dataclass(frozen=True)
+class RevisionQueries:
+    error_rate: str | None
+    latency_p95: str | None
+
+
+def revision_queries(
+    spec: AnalysisSpec,
+    namespace: str,
+    name: str,
+    revision: str,
+    convention: LabelConvention = LabelConvention(),
+) -> RevisionQueries:
+    """The analysis queries of one revision; a metric no limit needs is not queried."""
+    sel = revision_selector(namespace, name, revision, convention)
+    window = f"{spec.window}s"
+    wants_errors = spec.max_error_rate is not None or spec.max_error_rate_increase is not None
+    wants_latency = spec.max_latency_p95 is not None or spec.max_latency_increase_ratio is not None
+
+    def render(custom: str | None, default: str) -> str:
+        if custom is None:
+            return default.format(sel=sel, w=window)
+        text = _SELECTOR_RE.sub(lambda _: sel, custom)
+        return _WINDOW_RE.sub(lambda _: window, text)
+
+    return RevisionQueries(
+        error_rate=render(spec.error_rate_query, ERROR_RATE_QUERY) if wants_errors else None,
+        latency_p95=render(spec.latency_query, LATENCY_QUERY) if wants_latency else None,
+    )
+
 
 _SELECTOR_RE = re.compile(r"\$selector|\{\{\s*selector\s*\}\}")
 _WINDOW_RE = re.compile(r"\$window|\{\{\s*window\s*\}\}")
@@ -199,6 +250,16 @@ class PrometheusSource:
                 "QueryFailed", f"Prometheus answered HTTP {response.status_code}, not JSON"
             ) from error
         return parse_result(body)
+
+    async def sample(self, spec: AnalysisSpec, namespace: str, name: str, revision: str) -> MetricSample:
+        """One revision's error rate and p95 latency; raises MetricsError when Prometheus cannot answer."""
+        queries = revision_queries(spec, namespace, name, revision, self.convention)
+        error_rate = latency = None
+        if queries.error_rate is not None:
+            error_rate = await self.query(queries.error_rate)
+        if queries.latency_p95 is not None:
+            latency = await self.query(queries.latency_p95)
+        return MetricSample(error_rate=error_rate, latency_p95=latency)
 
     async def read(self, spec: Autoscaling, namespace: str, name: str) -> Reading:
         """The stable and panic values, the request rate, and the activation rate, queried together."""

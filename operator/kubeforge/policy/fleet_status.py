@@ -11,6 +11,11 @@ Conditions:
   operator cannot build the fleet at all (a name no Service can have).
 - `CapacityLimited`: pods of the fleet are unschedulable (for lack of GPUs, usually).
 - `MetricsUnavailable`: autoscaler only: Prometheus unreachable or without data; replicas are held.
+
+With a rollout (`RolloutConditions`, from `policy.rollout.plan_rollout`), `Ready` is judged on the
+stable revision and is False (reason `RolloutInProgress`) while a canary is walking its steps;
+`Progressing` is the rollout's; `Degraded` is the rollout's when it has a reason (`RolledBack`,
+`RolloutAborted`, `RevisionNotFound`), else the Deployments' and pods' as above.
 """
 
 from __future__ import annotations
@@ -55,6 +60,17 @@ class PodSummary:
     unschedulable_message: str = ""
     crashing: int = 0
     crash_message: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutConditions:
+    """What the rollout says about the fleet's conditions."""
+
+    active: bool
+    """A canary is walking its steps (phase Progressing or Paused)."""
+    message: str
+    progressing: ConditionUpdate
+    degraded: ConditionUpdate | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +165,35 @@ def ready_threshold(spec: InferenceFleetSpec, desired: int) -> int:
 
 
 def condition_updates(
+    spec: InferenceFleetSpec,
+    *,
+    revision: str,
+    desired: int,
+    revisions: Sequence[RevisionState],
+    pods: PodSummary,
+    metrics: MetricsHealth | None,
+    rollout: RolloutConditions | None = None,
+) -> list[ConditionUpdate]:
+    updates = _base_updates(
+        spec, revision=revision, desired=desired, revisions=revisions, pods=pods, metrics=metrics
+    )
+    if rollout is None:
+        return updates
+    out: list[ConditionUpdate] = []
+    for update in updates:
+        if update.type == "Ready" and rollout.active:
+            update = ConditionUpdate("Ready", "False", "RolloutInProgress", rollout.message[:_MAX_MESSAGE])
+        elif update.type == "Progressing" and not (
+            rollout.progressing.status == "False" and update.reason == "Scaling"
+        ):
+            update = rollout.progressing
+        elif update.type == "Degraded" and rollout.degraded is not None:
+            update = rollout.degraded
+        out.append(ConditionUpdate(update.type, update.status, update.reason, update.message[:_MAX_MESSAGE]))
+    return out
+
+
+def _base_updates(
     spec: InferenceFleetSpec,
     *,
     revision: str,
@@ -272,14 +317,27 @@ def compute_status(
     endpoint: Mapping[str, Any],
     current_status: Mapping[str, Any],
     now: datetime,
+    serving: str | None = None,
+    rollout: RolloutConditions | None = None,
+    rollout_status: Mapping[str, Any] | None = None,
+    extra: Sequence[ConditionUpdate] = (),
 ) -> dict[str, Any]:
-    """The whole status the operator wants on the fleet."""
+    """The whole status the operator wants on the fleet. `revision` is the template's; `serving` the
+    revision judged for `Ready` (the rollout's stable one; default the template's). `extra` conditions
+    are merged as given."""
     existing = list(current_status.get("conditions", []) or [])
     if not spec.autoscaler_on:
         existing = [c for c in existing if c.get("type") not in AUTOSCALER_CONDITIONS]
     updates = condition_updates(
-        spec, revision=revision, desired=desired, revisions=revisions, pods=pods, metrics=metrics
+        spec,
+        revision=serving or revision,
+        desired=desired,
+        revisions=revisions,
+        pods=pods,
+        metrics=metrics,
+        rollout=rollout,
     )
+    updates.extend(extra)
     conditions = merge_conditions(existing, updates, now=now, generation=generation)
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -292,6 +350,8 @@ def compute_status(
         "conditions": conditions,
         "autoscaler": dict(autoscaler) if autoscaler is not None and spec.autoscaler_on else None,
     }
+    if rollout_status is not None:
+        status["rollout"] = dict(rollout_status)
     return status
 
 

@@ -1,0 +1,317 @@
+"""Rollouts wired into the InferenceFleet controller, against the in-memory API of
+test_fleet_controller.py: canary steps, analysis from a fake metric source, automatic rollback that
+survives a restart, rebuilding a drained revision from its ControllerRevision, the HTTPRoute."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from kubeforge.api.inferencefleet import InferenceFleetSpec
+from kubeforge.api.rollout import AnalysisSpec
+from kubeforge.builders import inferencefleet as build
+from kubeforge.metrics.promql import revision_queries, revision_selector
+from kubeforge.policy.analysis import MetricSample
+from kubeforge.policy.conditions import ConditionUpdate
+from kubeforge.policy.fleet_status import PodSummary, RevisionState, RolloutConditions, condition_updates
+from test_fleet_controller import NS, Clock, FakeKube, FakeSource, cond, controller
+
+ANALYSIS: dict[str, Any] = {"intervalSeconds": 1, "maxErrorRate": 0.05, "failureLimit": 2}
+CANARY: dict[str, Any] = {
+    "model": {"name": "m"},
+    "image": "img",
+    "replicas": 4,
+    "rollout": {"steps": [{"weight": 25, "pauseSeconds": 0}], "analysis": ANALYSIS},
+}
+
+
+def rev(spec: dict[str, Any]) -> str:
+    return build.revision(InferenceFleetSpec.model_validate(spec))
+
+
+def replicas(kube: FakeKube) -> dict[str, int]:
+    return {
+        d["metadata"]["labels"][build.REVISION_LABEL]: int(d["spec"]["replicas"]) for d in kube.deployments()
+    }
+
+
+def fleet(kube: FakeKube, name: str = "chat") -> dict[str, Any]:
+    return kube.objects[("InferenceFleet", NS, name)]
+
+
+def rollout(kube: FakeKube, name: str = "chat") -> dict[str, Any]:
+    return dict(fleet(kube, name)["status"]["rollout"])
+
+
+async def steady(kube: FakeKube, ctrl: Any, spec: dict[str, Any], name: str = "chat") -> None:
+    obj = kube.add_fleet(name, spec)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+    await ctrl.reconcile(fleet(kube, name))
+    assert rollout(kube, name)["phase"] == "Promoted"
+
+
+# -- the controller ------------------------------------------------------------------------------------
+
+
+async def test_failed_analysis_rolls_back_and_a_restart_does_not_promote_it() -> None:
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    ctrl = controller(kube, source, clock)
+    await steady(kube, ctrl, CANARY)
+    old = rev(CANARY)
+    bad_spec = {**CANARY, "image": "img-bad"}
+    bad = rev(bad_spec)
+    source.samples = {bad: MetricSample(error_rate=0.4, latency_p95=0.2), old: MetricSample(0.0, 0.2)}
+
+    fleet(kube)["spec"] = bad_spec
+    await ctrl.reconcile(fleet(kube))
+    assert replicas(kube) == {old: 4, bad: 1}, "a surge: stable keeps serving until the canary is ready"
+    kube.run_deployment()
+    for _ in range(2):
+        clock.now += timedelta(seconds=2)
+        await ctrl.reconcile(fleet(kube))
+    assert replicas(kube) == {old: 4, bad: 0}
+    status = rollout(kube)
+    assert status["phase"] == "RolledBack"
+    assert status["failedRevisions"] == [bad]
+    assert status["lastAnalysis"]["verdict"] == "Fail"
+    assert cond(fleet(kube), "Degraded") == ("True", "RolledBack")
+    assert any(e["type"] == "Warning" and e["reason"] == "RolledBack" for e in kube.events)
+    assert not any(e["reason"] == "RolledBack" and e["message"].startswith("Degraded") for e in kube.events)
+
+    # A new operator (a restart) reads the same status and does nothing else.
+    fresh = controller(kube, source, clock)
+    kube.run_deployment()
+    for _ in range(3):
+        clock.now += timedelta(seconds=5)
+        await fresh.reconcile(fleet(kube))
+    assert replicas(kube) == {old: 4, bad: 0}
+    assert rollout(kube)["phase"] == "RolledBack"
+    assert cond(fleet(kube), "Ready") == ("True", "Serving")
+    await ctrl.forget(NS, "chat")
+    await fresh.forget(NS, "chat")
+
+
+async def test_good_revision_is_promoted_and_a_drained_one_is_rebuilt_from_its_template() -> None:
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    ctrl = controller(kube, source, clock)
+    await steady(kube, ctrl, CANARY)
+    old = rev(CANARY)
+    new_spec = {**CANARY, "image": "img2"}
+    new = rev(new_spec)
+    source.samples = {new: MetricSample(0.0, 0.2), old: MetricSample(0.0, 0.2)}
+    fleet(kube)["spec"] = new_spec
+    for _ in range(6):
+        await ctrl.reconcile(fleet(kube))
+        kube.run_deployment()
+        clock.now += timedelta(seconds=2)
+    await ctrl.reconcile(fleet(kube))
+    assert replicas(kube) == {new: 4}
+    status = rollout(kube)
+    assert (status["phase"], status["stableRevision"]) == ("Promoted", new)
+    assert [(e["revision"], e["phase"]) for e in status["history"]] == [(old, "Superseded"), (new, "Stable")]
+    assert cond(fleet(kube), "Ready") == ("True", "Serving")
+    assert ("ControllerRevision", NS, f"chat-{old}") in kube.objects
+
+    # Roll back to the first revision: its Deployment is gone, its template is not.
+    fleet(kube)["spec"] = {**new_spec, "rollout": {**new_spec["rollout"], "targetRevision": old}}
+    source.samples[old] = MetricSample(0.0, 0.2)
+    await ctrl.reconcile(fleet(kube))
+    deployment = kube.objects[("Deployment", NS, f"chat-{old}")]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "img"
+    assert rollout(kube)["canaryRevision"] == old
+    await ctrl.forget(NS, "chat")
+
+
+async def test_missing_httproute_is_a_condition_and_an_event_and_a_present_one_is_weighted() -> None:
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    ctrl = controller(kube, source, clock)
+    spec = {**CANARY, "rollout": {"httpRoute": {"name": "web"}}}
+    await steady(kube, ctrl, spec)
+    assert cond(fleet(kube), "TrafficRouted") == ("False", "HTTPRouteNotFound")
+    assert any(e["type"] == "Warning" and e["reason"] == "HTTPRouteNotFound" for e in kube.events)
+
+    kube.objects[("HTTPRoute", NS, "web")] = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": NS, "resourceVersion": "7"},
+        "spec": {
+            "rules": [
+                {"matches": [{"path": {"value": "/v1"}}], "backendRefs": [{"name": "chat", "port": 8000}]},
+                {"backendRefs": [{"name": "elsewhere", "port": 80}]},
+            ]
+        },
+    }
+    await ctrl.reconcile(fleet(kube))
+    route = kube.objects[("HTTPRoute", NS, "web")]
+    stable = rev(spec)
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"name": f"chat-{stable}", "port": 8000, "weight": 100}
+    ]
+    assert route["spec"]["rules"][0]["matches"] == [{"path": {"value": "/v1"}}]
+    assert route["spec"]["rules"][1] == {"backendRefs": [{"name": "elsewhere", "port": 80}]}
+    assert ("Service", NS, f"chat-{stable}") in kube.objects
+    assert cond(fleet(kube), "TrafficRouted") == ("True", "WeightsSet")
+    await ctrl.forget(NS, "chat")
+
+
+async def test_fleet_without_spec_rollout_has_no_analysis_and_no_route() -> None:
+    kube, clock = FakeKube(), Clock()
+    ctrl = controller(kube, None, clock)
+    await steady(kube, ctrl, {"model": {"name": "m"}, "image": "img", "replicas": 2})
+    assert cond(fleet(kube), "TrafficRouted") is None
+    assert rollout(kube).get("lastAnalysis") is None
+    await ctrl.forget(NS, "chat")
+
+
+# -- builders ------------------------------------------------------------------------------------------
+
+
+SPEC = InferenceFleetSpec.model_validate(
+    {"model": {"name": "m"}, "image": "img", "env": [{"name": "A", "value": "1"}], "replicas": 3}
+)
+
+
+class TestControllerRevision:
+    def test_round_trip_keeps_the_template_and_takes_the_rest_from_the_current_spec(self) -> None:
+        stored = build.build_controller_revision(
+            SPEC, name="chat", namespace=NS, uid="u", rev=build.revision(SPEC)
+        )
+        assert stored["metadata"]["name"] == f"chat-{build.revision(SPEC)}"
+        assert stored["data"]["spec"]["image"] == "img"
+        assert "replicas" not in stored["data"]["spec"]
+        current = SPEC.model_copy(update={"image": "img2", "replicas": 7, "priority_class_name": "high"})
+        rebuilt = build.spec_of_revision(current, stored, build.revision(SPEC))
+        assert rebuilt is not None
+        assert (rebuilt.image, rebuilt.replicas, rebuilt.priority_class_name) == ("img", 7, "high")
+        assert build.revision(rebuilt) == build.revision(SPEC)
+
+    @pytest.mark.parametrize(
+        "stored", [{}, {"data": {}}, {"data": {"spec": "nope"}}, {"data": {"spec": {"image": "other"}}}]
+    )
+    def test_unusable_or_mismatched_templates_are_refused(self, stored: dict[str, Any]) -> None:
+        assert build.spec_of_revision(SPEC, stored, build.revision(SPEC)) is None
+
+
+class TestRoutePatch:
+    ROUTE: dict[str, Any] = {
+        "metadata": {"name": "r", "resourceVersion": "3"},
+        "spec": {
+            "rules": [
+                {"backendRefs": [{"name": "chat-old", "port": 8000, "weight": 100, "filters": [{"x": 1}]}]},
+                {"backendRefs": [{"name": "api", "port": 80}, {"name": "chat", "port": 8000}]},
+                {
+                    "backendRefs": [
+                        {"name": "chat", "kind": "ServiceImport", "group": "multicluster.x-k8s.io"}
+                    ]
+                },
+            ]
+        },
+    }
+
+    def test_fleet_backends_are_replaced_others_kept(self) -> None:
+        patch = build.route_patch(
+            self.ROUTE, name="chat", port=8000, weights={"old": 75, "new": 25}, revisions={"old", "new"}
+        )
+        assert patch is not None
+        assert patch["metadata"] == {"resourceVersion": "3"}
+        rules = patch["spec"]["rules"]
+        assert rules[0]["backendRefs"] == [
+            {"name": "chat-new", "port": 8000, "weight": 25},
+            {"name": "chat-old", "port": 8000, "weight": 75, "filters": [{"x": 1}]},
+        ]
+        assert rules[1]["backendRefs"][0] == {"name": "api", "port": 80}
+        assert [r["name"] for r in rules[1]["backendRefs"][1:]] == ["chat-new", "chat-old"]
+        assert rules[2] == self.ROUTE["spec"]["rules"][2]
+
+    def test_zero_weights_are_dropped_and_an_agreeing_route_needs_no_patch(self) -> None:
+        patch = build.route_patch(
+            self.ROUTE, name="chat", port=8000, weights={"old": 100, "new": 0}, revisions={"old", "new"}
+        )
+        assert patch is not None
+        assert [r["name"] for r in patch["spec"]["rules"][0]["backendRefs"]] == ["chat-old"]
+        route = {**self.ROUTE, "spec": patch["spec"]}
+        again = build.route_patch(
+            route, name="chat", port=8000, weights={"old": 100, "new": 0}, revisions={"old"}
+        )
+        assert again is None
+
+    def test_a_route_without_fleet_backends_is_left_alone(self) -> None:
+        route = {"spec": {"rules": [{"backendRefs": [{"name": "api", "port": 80}]}]}}
+        assert build.route_patch(route, name="chat", port=8000, weights={"a": 100}, revisions={"a"}) is None
+
+    def test_revision_service_selects_one_revision_and_long_names_are_reported(self) -> None:
+        svc = build.build_revision_service(SPEC, name="chat", namespace=NS, uid="u", rev="abc")
+        assert svc["metadata"]["name"] == "chat-abc"
+        assert svc["spec"]["selector"][build.REVISION_LABEL] == "abc"
+        assert build.revision_service_problem("chat", "abc") is None
+        assert build.revision_service_problem("a" * 60, "abcdef1234") is not None
+
+
+# -- PromQL --------------------------------------------------------------------------------------------
+
+
+class TestRevisionQueries:
+    def test_defaults_select_the_revision_label_and_use_the_window(self) -> None:
+        spec = AnalysisSpec.model_validate({"maxErrorRate": 0.01, "maxLatencyP95": 1, "intervalSeconds": 5})
+        queries = revision_queries(spec, "ns", "chat", "abc")
+        sel = revision_selector("ns", "chat", "abc")
+        assert sel == 'namespace="ns",kubeforge_dev_inferencefleet="chat",kubeforge_dev_revision="abc"'
+        assert queries.error_rate is not None
+        assert queries.latency_p95 is not None
+        assert f'http_requests_total{{{sel},code=~"5.."}}[30s]' in queries.error_rate
+        assert "or vector(0)" in queries.error_rate
+        assert f"vllm:e2e_request_latency_seconds_bucket{{{sel}}}[30s]" in queries.latency_p95
+
+    def test_only_the_metrics_a_limit_needs_and_custom_queries(self) -> None:
+        spec = AnalysisSpec.model_validate(
+            {"maxErrorRate": 0.01, "windowSeconds": 7, "errorRateQuery": "my_errors{$selector}[$window]"}
+        )
+        queries = revision_queries(spec, "ns", "chat", "abc")
+        assert queries.latency_p95 is None
+        assert queries.error_rate == f"my_errors{{{revision_selector('ns', 'chat', 'abc')}}}[7s]"
+
+    def test_default_window_is_at_least_thirty_seconds_and_two_intervals(self) -> None:
+        assert AnalysisSpec.model_validate({"maxErrorRate": 0.1, "intervalSeconds": 5}).window == 30
+        assert AnalysisSpec.model_validate({"maxErrorRate": 0.1, "intervalSeconds": 40}).window == 80
+
+
+# -- conditions ----------------------------------------------------------------------------------------
+
+
+def test_rollout_overrides_ready_progressing_and_degraded() -> None:
+    spec = InferenceFleetSpec.model_validate({"model": {"name": "m"}, "image": "img", "replicas": 2})
+    revisions = [RevisionState("a", "chat-a", 2, 2, 2, 2, 2)]
+    progressing = ConditionUpdate("Progressing", "True", "RolloutPaused", "waiting")
+    active = condition_updates(
+        spec,
+        revision="a",
+        desired=2,
+        revisions=revisions,
+        pods=PodSummary(total=2, ready=2),
+        metrics=None,
+        rollout=RolloutConditions(active=True, message="step 1/2", progressing=progressing),
+    )
+    by_type = {u.type: (u.status, u.reason) for u in active}
+    assert by_type["Ready"] == ("False", "RolloutInProgress")
+    assert by_type["Progressing"] == ("True", "RolloutPaused")
+    assert by_type["Degraded"] == ("False", "AsExpected")
+    rolled = condition_updates(
+        spec,
+        revision="a",
+        desired=2,
+        revisions=revisions,
+        pods=PodSummary(total=2, ready=2),
+        metrics=None,
+        rollout=RolloutConditions(
+            active=False,
+            message="",
+            progressing=ConditionUpdate("Progressing", "False", "RolledBack", "x"),
+            degraded=ConditionUpdate("Degraded", "True", "RolledBack", "x"),
+        ),
+    )
+    by_type = {u.type: (u.status, u.reason) for u in rolled}
+    assert by_type["Ready"] == ("True", "Serving")
+    assert by_type["Degraded"] == ("True", "RolledBack")
