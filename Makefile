@@ -34,7 +34,7 @@ crds: venv ## regenerate crds/ and the chart's crds/ from the pydantic models
 lint: venv ## ruff, mypy --strict, import contracts, CRDs up to date
 	$(BIN)/ruff check operator tests e2e bench
 	$(BIN)/ruff format --check operator tests e2e bench
-	$(BIN)/mypy --strict operator/kubeforge e2e/kubeforge_e2e
+	$(BIN)/mypy --strict operator/kubeforge tests e2e bench
 	$(BIN)/lint-imports
 	$(BIN)/kubeforge crds --check
 

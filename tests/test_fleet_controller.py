@@ -4,6 +4,7 @@ writes, and how an autoscaler evaluation turns into a Deployment's replicas and 
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -42,7 +43,7 @@ class FakeKube:
         namespace: str | None = None,
         labels: Any = None,
         fields: Any = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         out = []
         for (k, ns, _), obj in self.objects.items():
             if k != kind or ns != namespace:
@@ -105,7 +106,7 @@ class FakeKube:
         self.objects[("InferenceFleet", NS, name)] = obj
         return obj
 
-    def deployments(self) -> list[dict[str, Any]]:
+    def deployments(self) -> builtins.list[dict[str, Any]]:
         return [o for (k, _, _), o in self.objects.items() if k == "Deployment"]
 
     def run_deployment(self, ready: int | None = None) -> None:

@@ -4,6 +4,7 @@ lock, events, and that it never writes a user's spec."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import copy
 import itertools
@@ -66,7 +67,7 @@ class FakeKube:
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
         fields: Mapping[str, str] | None = None,
-    ) -> list[Obj]:
+    ) -> builtins.list[Obj]:
         out = []
         for (av, k, ns, _), obj in self.objects.items():
             if (av, k) != (api_version, kind) or (namespace is not None and ns != namespace):
@@ -140,7 +141,7 @@ class FakeKube:
                 }
             )
 
-    def jobs(self, namespace: str = "ns") -> list[Obj]:
+    def jobs(self, namespace: str = "ns") -> builtins.list[Obj]:
         return [o for (av, k, ns, _), o in self.objects.items() if k == "Job" and ns == namespace]
 
     def run_pods(
