@@ -283,6 +283,10 @@ def test_bad_revision_is_rolled_back_within_two_intervals_and_never_promoted_aga
     assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
     warnings = [(r, m) for t, r, m in events(kubectl, namespace, name) if t == "Warning"]
     assert any(r == "RolledBack" and bad in m for r, m in warnings), warnings
+    # ... and counted in the operator's own metrics.
+    assert f'kubeforge_rollout_outcomes_total{{namespace="{namespace}",outcome="RolledBack"}} 1.0' in (
+        operator.metrics()
+    )
 
     def holds() -> None:
         ro = rollout_of(kubectl, namespace, name)

@@ -163,6 +163,12 @@ class Demo:
                 value = auto.get("metricValue")
                 shown = f"{value:.3g}" if isinstance(value, int | float) else "-"
                 detail += f"; metric {shown} vs target {auto.get('target')}: {auto.get('reason')}"
+            rollout = st.get("rollout") or {}
+            if rollout.get("phase") and rollout.get("canaryRevision"):
+                detail += (
+                    f"; rollout {rollout['phase']} step {rollout.get('currentStep', 0)}"
+                    f" ({rollout.get('canaryWeight', 0)}% on {rollout['canaryRevision']})"
+                )
             flags = [c["type"] for c in st.get("conditions", []) if c["status"] == "True"]
             flags = [f for f in flags if f in ("CapacityLimited", "MetricsUnavailable", "Degraded")]
             if flags:

@@ -67,6 +67,9 @@ _WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailab
 _WARNING_WHEN_FALSE = frozenset({"TrafficRouted"})
 _ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
 """Condition reasons whose transitions the rollout announces with events of its own."""
+
+# Event reasons that end a rollout; counted in kubeforge_rollout_outcomes_total.
+ROLLOUT_OUTCOMES = frozenset({"Promoted", "RolledBack", "Aborted"})
 MAX_TICK_SECONDS = 30.0
 
 
@@ -199,6 +202,8 @@ class InferenceFleetController:
         for event in plan.events:
             log.info("InferenceFleet %s/%s: %s: %s", namespace, name, event.reason, event.message)
             await self.kube.event(obj, type_=event.type, reason=event.reason, message=event.message)
+            if event.reason in ROLLOUT_OUTCOMES:
+                exposition.ROLLOUTS.labels(namespace, event.reason).inc()
         missing = await self._apply_revisions(obj, spec, rev, plan, states)
         for gone in plan.delete:
             state = states.pop(gone, None)
