@@ -53,7 +53,7 @@ cluster-down: venv ## stop every process cluster-up started
 	$(E2E) down
 
 run: venv ## run the operator against the local cluster in the foreground
-	$(BIN)/kubeforge run --kubeconfig .cluster/kubeconfig --metrics-port 18080 --health-port 18081
+	$(BIN)/kubeforge run --kubeconfig .cluster/kubeconfig --metrics-port 18080 --health-port 18081 --bind-address 127.0.0.1
 
 demo: venv tools system-deps ## local cluster + operator + samples, with live progress
 	PYTHONPATH=e2e $(BIN)/python -m kubeforge_e2e.demo up

@@ -20,7 +20,10 @@ import pytest
 
 from kubeforge_e2e import Helm, Kubectl, LocalCluster
 from kubeforge_e2e import wait_for as _wait_for
+from kubeforge_e2e.loadsim import LoadSimulator, api_lister
+from kubeforge_e2e.prometheus import PrometheusProcess
 from kubeforge_e2e.safety import verify_kubeconfig
+from kubeforge_e2e.workloads import install_crds
 
 _HERE = Path(__file__).resolve().parent
 
@@ -83,3 +86,37 @@ def namespace(cluster: LocalCluster, kubectl: Kubectl, request: pytest.FixtureRe
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: LocalCluster, kubectl: Kubectl) -> None:
+    """The kubeforge CRDs, installed once per session as the models generate them now."""
+    install_crds(kubectl)
+
+
+@pytest.fixture(scope="module")
+def loadsim(cluster: LocalCluster) -> Iterator[LoadSimulator]:
+    """The load simulator playing the fleets' model servers (reads ready pods from the API)."""
+    api = cluster.api()
+    sim = LoadSimulator(api_lister(api))
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+        api.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    loadsim: LoadSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusProcess]:
+    """A real Prometheus (Debian's package, `make system-deps`) scraping the simulator every second.
+    A missing binary is an error, not a skip: the autoscaling and rollout tests must run in CI."""
+    prom = PrometheusProcess(tmp_path_factory.mktemp("prometheus"), [loadsim.address])
+    prom.start()
+    try:
+        _wait_for(prom.targets_up, timeout=30, description="Prometheus scraping the load simulator")
+        yield prom
+    finally:
+        prom.stop()

@@ -21,10 +21,10 @@ from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders.inferencefleet import revision as template_revision
 from kubeforge.metrics.promql import revision_queries
 from kubeforge_e2e import GpuSpec, Kubectl, LocalCluster, NodeSpec, wait_for
-from kubeforge_e2e.loadsim import LoadSimulator, api_lister
+from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.prometheus import PrometheusProcess, PrometheusUnavailableError
-from test_fleet import IMAGE, condition, fleet, get_fleet, install_crds, start_operator, wait_ready
+from kubeforge_e2e.prometheus import PrometheusProcess
+from kubeforge_e2e.workloads import IMAGE, condition, fleet, get_fleet, start_operator, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
@@ -44,43 +44,15 @@ MODEL = {"service_seconds": 0.2, "slots": 4}
 RPS = 20.0
 
 
-@pytest.fixture(scope="module")
-def loadsim(cluster: LocalCluster) -> Iterator[LoadSimulator]:
-    api = cluster.api()
-    sim = LoadSimulator(api_lister(api))
-    sim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
-        api.close()
-
-
-@pytest.fixture(scope="module")
-def prometheus(
-    loadsim: LoadSimulator, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrometheusProcess]:
-    try:
-        prom = PrometheusProcess(tmp_path_factory.mktemp("prometheus"), [loadsim.address])
-    except PrometheusUnavailableError as error:
-        pytest.skip(str(error))
-    prom.start()
-    try:
-        wait_for(prom.targets_up, timeout=30, description="Prometheus scraping the load simulator")
-        yield prom
-    finally:
-        prom.stop()
-
-
 @pytest.fixture
 def operator(
     cluster: LocalCluster,
     kubectl: Kubectl,
+    crds: None,
     namespace: str,
     prometheus: PrometheusProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    install_crds(kubectl)
     proc = start_operator(
         cluster, namespace, tmp_path_factory.mktemp("rollout-operator"), ["--prometheus-url", prometheus.url]
     )

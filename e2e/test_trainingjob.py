@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeforge.cli import render_crds
 from kubeforge_e2e import GpuSpec, Kubectl, LocalCluster, NodeSpec, wait_for
 from kubeforge_e2e.operator import OperatorProcess
 
@@ -33,15 +32,6 @@ ANNOTATION = "e2e.kubeforge.dev/"
 
 
 # --------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: LocalCluster, kubectl: Kubectl) -> None:
-    """The CRDs as the models generate them now (the committed files may lag behind a model change)."""
-    docs = [yaml.safe_load(text) for text in render_crds().values()]
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs))
-    for doc in docs:
-        kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{doc['metadata']['name']}")
 
 
 @pytest.fixture

@@ -113,7 +113,14 @@ class Demo:
         _say("starting the operator (log: .cluster/logs/operator.log)")
         health = free_port()
         argv = [sys.executable, "-m", "kubeforge.cli", "run", "--kubeconfig", str(self.cluster.kubeconfig)]
-        argv += ["--metrics-port", str(free_port()), "--health-port", str(health)]
+        argv += [
+            "--metrics-port",
+            str(free_port()),
+            "--health-port",
+            str(health),
+            "--bind-address",
+            "127.0.0.1",
+        ]
         # Scoped to the demo's namespace, so tests running on the same cluster keep their own operators.
         argv += ["--namespace", NAMESPACE]
         if prometheus_url:

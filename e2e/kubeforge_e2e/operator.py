@@ -60,6 +60,8 @@ class OperatorProcess:
             str(self.health_port),
             "--resync-seconds",
             "5",
+            "--bind-address",
+            "127.0.0.1",
             *self.extra_args,
         ]
 

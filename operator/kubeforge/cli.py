@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
     run.add_argument("--health-port", type=int, default=8081, help="/healthz and /readyz port; 0 disables")
+    run.add_argument(
+        "--bind-address",
+        default="0.0.0.0",
+        help="address the metrics and health endpoints listen on (127.0.0.1 outside a pod)",
+    )
     run.add_argument("--prometheus-url", help="Prometheus HTTP API base URL, for autoscaling and rollouts")
     run.add_argument("--resync-seconds", type=float, default=10.0, help="full resync period")
     run.add_argument("--log-format", choices=("text", "json"), default="text")

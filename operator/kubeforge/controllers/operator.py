@@ -58,7 +58,7 @@ def build_controllers(kube: Kube, config: OperatorConfig) -> list[Controller]:
     return [TrainingJobController(kube, config), InferenceFleetController(kube, config)]
 
 
-async def _health_server(port: int, ready: asyncio.Event) -> web.AppRunner:
+async def _health_server(host: str, port: int, ready: asyncio.Event) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -72,12 +72,17 @@ async def _health_server(port: int, ready: asyncio.Event) -> web.AppRunner:
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host="0.0.0.0", port=port).start()
+    await web.TCPSite(runner, host=host, port=port).start()
     return runner
 
 
 async def run_operator(
-    access: ClusterAccess, config: OperatorConfig, *, metrics_port: int, health_port: int
+    access: ClusterAccess,
+    config: OperatorConfig,
+    *,
+    metrics_port: int,
+    health_port: int,
+    bind_address: str = "0.0.0.0",
 ) -> None:
     registry = kopf.OperatorRegistry()
 
@@ -101,10 +106,10 @@ async def run_operator(
         wiring.register(registry, runtime)
 
     if metrics_port:
-        exposition.serve(metrics_port)
+        exposition.serve(metrics_port, bind_address)
     ready = asyncio.Event()
     kopf_ready = asyncio.Event()
-    health = await _health_server(health_port, ready) if health_port else None
+    health = await _health_server(bind_address, health_port, ready) if health_port else None
 
     async def mark_ready() -> None:
         await kopf_ready.wait()
