@@ -12,6 +12,7 @@ import pytest
 from kubeforge.api.inferencefleet import InferenceFleetSpec
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
+from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import revision_queries, revision_selector
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.conditions import ConditionUpdate
@@ -164,6 +165,108 @@ async def test_fleet_without_spec_rollout_has_no_analysis_and_no_route() -> None
     assert cond(fleet(kube), "TrafficRouted") is None
     assert rollout(kube).get("lastAnalysis") is None
     await ctrl.forget(NS, "chat")
+
+
+class RecordingKube(FakeKube):
+    """FakeKube that records every write of a Deployment's replicas, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, int]] = []
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "Deployment":
+            self.writes.append((obj["metadata"]["name"], int(obj["spec"]["replicas"])))
+        return await super().apply(obj)
+
+    async def patch(
+        self, api_version: str, kind: str, name: str, namespace: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        if kind == "Deployment":
+            self.writes.append((name, int(body["spec"]["replicas"])))
+        return await super().patch(api_version, kind, name, namespace, body)
+
+
+@pytest.mark.parametrize("image", ["img2", "img7"])  # the new revision sorts after, then before the old
+async def test_scale_downs_are_written_before_scale_ups(image: str) -> None:
+    """Between the writes of one pass the revisions never ask for more than the plan allows (Rolling,
+    maxSurge 1 over 4 replicas: at most 5), whichever revision's name sorts first."""
+    kube, clock = RecordingKube(), Clock()
+    ctrl = controller(kube, None, clock)
+    spec: dict[str, Any] = {"model": {"name": "m"}, "image": "img", "replicas": 4}
+    await steady(kube, ctrl, spec)
+    old, new = rev(spec), rev({**spec, "image": image})
+    asked = {f"chat-{old}": 4}
+    fleet(kube)["spec"] = {**spec, "image": image}
+    for _ in range(6):
+        kube.writes.clear()
+        await ctrl.reconcile(fleet(kube))
+        for deployment, count in kube.writes:
+            asked[deployment] = count
+            assert sum(asked.values()) <= 5, f"{kube.writes}: {asked}"
+        kube.run_deployment()
+    assert replicas(kube) == {new: 4}
+    await ctrl.forget(NS, "chat")
+
+
+async def test_recreate_waits_for_terminating_pods_of_the_old_revision() -> None:
+    """A Deployment scaled to zero no longer counts its terminating pods ready; they still run (and hold
+    their GPUs) until they are gone, and Recreate must not start the new revision before."""
+    kube, clock = FakeKube(), Clock()
+    ctrl = controller(kube, None, clock)
+    spec: dict[str, Any] = {"model": {"name": "m"}, "image": "img", "replicas": 2}
+    spec["rollout"] = {"strategy": "Recreate"}
+    await steady(kube, ctrl, spec)
+    old, new = rev(spec), rev({**spec, "image": "img2"})
+    fleet(kube)["spec"] = {**spec, "image": "img2"}
+    await ctrl.reconcile(fleet(kube))
+    assert replicas(kube) == {old: 0, new: 0}
+    # The ReplicaSet reports nothing ready; one pod is still terminating.
+    kube.run_deployment()
+    kube.objects[("Pod", NS, f"chat-{old}-0")] = {
+        "metadata": {
+            "name": f"chat-{old}-0",
+            "namespace": NS,
+            "labels": {**build.fleet_labels("chat"), build.REVISION_LABEL: old},
+            "deletionTimestamp": "2026-03-01T00:00:00Z",
+        },
+        "spec": {"nodeName": "node"},
+        "status": {"phase": "Running"},
+    }
+    await ctrl.reconcile(fleet(kube))
+    assert replicas(kube).get(new, 0) == 0, "the new revision started while an old pod still ran"
+    assert rollout(kube)["phase"] == "Progressing"
+    del kube.objects[("Pod", NS, f"chat-{old}-0")]
+    await ctrl.reconcile(fleet(kube))
+    assert replicas(kube)[new] == 2
+    await ctrl.forget(NS, "chat")
+
+
+async def test_an_abort_is_counted_as_an_aborted_outcome() -> None:
+    """Aborts are announced by `RolloutAborted` (or `ProgressDeadlineExceeded`) events; the outcome
+    counter names them `Aborted`, as its help says."""
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    ctrl = controller(kube, source, clock)
+    name = "abort-outcome"
+    spec = {**CANARY, "rollout": {**CANARY["rollout"], "analysis": {**ANALYSIS, "inconclusiveLimit": 2}}}
+    await steady(kube, ctrl, spec, name)
+
+    def count(outcome: str) -> float:
+        value = exposition.REGISTRY.get_sample_value(
+            "kubeforge_rollout_outcomes_total", {"namespace": NS, "outcome": outcome}
+        )
+        return value or 0.0
+
+    before = count("Aborted")
+    fleet(kube, name)["spec"] = {**spec, "image": "img-nodata"}  # FakeSource has no samples: no data
+    for _ in range(6):
+        await ctrl.reconcile(fleet(kube, name))
+        kube.run_deployment()
+        clock.now += timedelta(seconds=2)
+    assert rollout(kube, name)["phase"] == "Aborted"
+    assert any(e["reason"] == "RolloutAborted" for e in kube.events)
+    assert count("Aborted") == before + 1
+    await ctrl.forget(NS, name)
 
 
 # -- builders ------------------------------------------------------------------------------------------

@@ -194,6 +194,7 @@ def test_move_properties(
     [
         ({S: R(4), C: R(0)}, {S: 0, C: 0}),
         ({S: R(0, 1), C: R(0)}, {S: 0, C: 0}),  # still terminating
+        ({S: RevisionState(0, 0, 0, 2), C: R(0)}, {S: 0, C: 0}),  # deleted pods, not counted ready
         ({S: R(0), C: R(0)}, {S: 0, C: 4}),
         ({S: R(0), C: R(2)}, {S: 0, C: 4}),
         ({S: R(3), C: R(2)}, {S: 0, C: 2}),

@@ -68,8 +68,13 @@ _WARNING_WHEN_FALSE = frozenset({"TrafficRouted"})
 _ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
 """Condition reasons whose transitions the rollout announces with events of its own."""
 
-# Event reasons that end a rollout; counted in kubeforge_rollout_outcomes_total.
-ROLLOUT_OUTCOMES = frozenset({"Promoted", "RolledBack", "Aborted"})
+# Event reasons that end a rollout, and the outcome each counts as in kubeforge_rollout_outcomes_total.
+ROLLOUT_OUTCOMES: Mapping[str, str] = {
+    "Promoted": "Promoted",
+    "RolledBack": "RolledBack",
+    "RolloutAborted": "Aborted",
+    "ProgressDeadlineExceeded": "Aborted",
+}
 MAX_TICK_SECONDS = 30.0
 
 
@@ -202,8 +207,9 @@ class InferenceFleetController:
         for event in plan.events:
             log.info("InferenceFleet %s/%s: %s: %s", namespace, name, event.reason, event.message)
             await self.kube.event(obj, type_=event.type, reason=event.reason, message=event.message)
-            if event.reason in ROLLOUT_OUTCOMES:
-                exposition.ROLLOUTS.labels(namespace, event.reason).inc()
+            outcome = ROLLOUT_OUTCOMES.get(event.reason)
+            if outcome is not None:
+                exposition.ROLLOUTS.labels(namespace, outcome).inc()
         missing = await self._apply_revisions(obj, spec, rev, plan, states)
         for gone in plan.delete:
             state = states.pop(gone, None)
@@ -302,14 +308,16 @@ class InferenceFleetController:
         # yet: both are about to take free GPUs, which must not be counted twice for a surge.
         pending: dict[str, int] = {}
         alive: dict[str, int] = {}
+        terminating: dict[str, int] = {}
         for pod in pod_objs:
             pmeta = pod.get("metadata") or {}
-            if pmeta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in (
-                "Succeeded",
-                "Failed",
-            ):
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
             pod_rev = (pmeta.get("labels") or {}).get(build.REVISION_LABEL, "")
+            if pmeta.get("deletionTimestamp"):
+                # Not ready for its ReplicaSet any more, but still running until it is gone.
+                terminating[pod_rev] = terminating.get(pod_rev, 0) + 1
+                continue
             alive[pod_rev] = alive.get(pod_rev, 0) + 1
             if not (pod.get("spec") or {}).get("nodeName"):
                 pending[pod_rev] = pending.get(pod_rev, 0) + 1
@@ -318,6 +326,7 @@ class InferenceFleetController:
                 replicas=s.spec_replicas,
                 ready=s.ready,
                 pending=pending.get(r, 0) + max(0, s.spec_replicas - alive.get(r, 0)),
+                terminating=terminating.get(r, 0),
             )
             for r, s in states.items()
         }
@@ -425,7 +434,14 @@ class InferenceFleetController:
         meta = obj["metadata"]
         namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
         problems: list[str] = []
-        for revision_name, replicas in sorted(plan.replicas.items()):
+
+        def shrinking_first(item: tuple[str, int]) -> tuple[bool, str]:
+            # Scale-downs before scale-ups: the replicas asked for never exceed the plan's surge, not
+            # even between two writes (and in a swap the old pod is deleted before the new one exists).
+            state = states.get(item[0])
+            return (item[1] >= (state.spec_replicas if state is not None else 0), item[0])
+
+        for revision_name, replicas in sorted(plan.replicas.items(), key=shrinking_first):
             if revision_name == rev:
                 await self.kube.apply(
                     build.build_deployment(

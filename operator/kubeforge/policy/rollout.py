@@ -68,6 +68,9 @@ class RevisionState:
     """Its `status.readyReplicas`."""
     pending: int = 0
     """Its pods that are Pending unscheduled (for lack of GPUs, typically)."""
+    terminating: int = 0
+    """Its pods being deleted that still exist: no longer counted ready by the ReplicaSet, but still
+    running (and holding their GPUs) until they are gone. Recreate waits for them."""
 
 
 @dataclass(frozen=True)
@@ -227,9 +230,11 @@ def plan_moves(
 
 
 def recreate_targets(current: Mapping[str, RevisionState], desired: str, total: int) -> dict[str, int]:
-    """Recreate: every other revision to zero first; the desired one starts once they have no pods."""
+    """Recreate: every other revision to zero first; the desired one starts once they have no pods
+    (terminating ones included)."""
     others_alive = any(
-        n != desired and (s.replicas > 0 or s.ready > 0 or s.pending > 0) for n, s in current.items()
+        n != desired and (s.replicas > 0 or s.ready > 0 or s.pending > 0 or s.terminating > 0)
+        for n, s in current.items()
     )
     if others_alive:
         kept = min(current.get(desired, RevisionState()).replicas, total)
@@ -358,8 +363,13 @@ class _Planner:
                 max_surge=self.spec.max_surge if self.spec.strategy == "Rolling" else None,
             )
         self.replicas = planned
-        self.moving = any(planned.get(n, 0) != s.replicas for n, s in current.items()) or any(
-            self.state(n).ready < v for n, v in planned.items()
+        self.moving = (
+            any(planned.get(n, 0) != s.replicas for n, s in current.items())
+            or any(self.state(n).ready < v for n, v in planned.items())
+            or (
+                self.spec.strategy == "Recreate"
+                and any(s.terminating for n, s in current.items() if n != desired)
+            )
         )
 
     def all_to(self, revision: str) -> None:
