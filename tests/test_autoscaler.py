@@ -20,6 +20,7 @@ from kubeforge.policy.autoscaler import (
     ceil_div,
     decide,
     memory_from_status,
+    per_replica,
     remember,
     stabilized_max,
     status_record,
@@ -440,3 +441,52 @@ def test_invariants(
         if decision.desired > base:
             assert decision.desired <= max(observed.scheduled + 1, spec.min_replicas)
     assert decision.memory.desired == decision.desired
+
+
+class TestLoadMetricsAreTotals:
+    """Default load queries return the fleet's total; `per_replica` divides by the ready pods."""
+
+    def test_no_overshoot_right_after_a_scale_up(self) -> None:
+        # 20 requests/s, reported so far by the 2 old pods only; 5 pods are ready now; 5/s per replica.
+        spec = auto(metric="requestsPerSecond", target=5.0, maxScaleUpRate=10)
+        reading = per_replica(spec, Reading(stable=20.0, panic=20.0, rate=20.0), ready=5)
+        assert reading.stable == pytest.approx(4.0)
+        decision = decide(spec, reading, obs(5), Memory(desired=5), at(0))
+        assert (decision.recommended, decision.desired) == (4, 4)  # ceil(20 / 5)
+        # What an average over the two reporting pods would have said: 10/s "per replica", times 5.
+        overshoot = decide(
+            spec, Reading(stable=10.0, panic=10.0, rate=20.0), obs(5), Memory(desired=5), at(0)
+        )
+        assert overshoot.desired == 10
+
+    @pytest.mark.parametrize(
+        ("total", "ready", "target", "expected"),
+        [(40.0, 2, 10.0, 4), (40.0, 4, 10.0, 4), (40.0, 8, 10.0, 4), (9.0, 3, 4.0, 3)],
+    )
+    def test_recommendation_is_total_over_target(
+        self, total: float, ready: int, target: float, expected: int
+    ) -> None:
+        spec = auto(
+            metric="queueDepth",
+            target=target,
+            tolerance=0.0,
+            scaleDownStabilizationSeconds=0,
+            maxScaleDownRate=100,
+            maxScaleUpRate=100,
+        )
+        decision = decide(spec, per_replica(spec, Reading(stable=total), ready), obs(ready), Memory(), at(0))
+        assert decision.desired == expected
+
+    def test_custom_queries_and_latency_are_left_alone(self) -> None:
+        reading = Reading(stable=0.7, panic=0.9)
+        assert per_replica(auto(metric="latencyP95", target=0.5), reading, ready=4) == reading
+        custom = Autoscaling.model_validate(
+            {"minReplicas": 1, "maxReplicas": 4, "query": "avg(x{$selector})", "target": 1}
+        )
+        assert per_replica(custom, reading, ready=4) == reading
+
+    def test_no_ready_pod_means_no_per_replica_value(self) -> None:
+        spec = auto(metric="concurrency")
+        reading = per_replica(spec, Reading(stable=12.0, panic=12.0), ready=0)
+        assert reading.stable is None
+        assert decide(spec, reading, obs(0, current=2), Memory(desired=2), at(0)).reason == "NoReadyReplicas"

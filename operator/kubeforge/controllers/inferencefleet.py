@@ -681,7 +681,7 @@ class InferenceFleetController:
                 error="PrometheusNotConfigured", message="the operator runs without --prometheus-url"
             )
         else:
-            reading = await self.source.read(auto, namespace, name)
+            reading = policy.per_replica(auto, await self.source.read(auto, namespace, name), pods.ready)
         memory = (
             fleet.decision.memory if fleet.decision is not None else _memory_from(obj.get("status") or {})
         )

@@ -64,18 +64,22 @@ DEFAULT_QUERIES: dict[MetricName, str] = {
     + " or "
     + _p95("http_request_duration_seconds_bucket"),
     "ttftP95": _p95("vllm:time_to_first_token_seconds_bucket"),
-    "queueDepth": "avg(avg_over_time(vllm:num_requests_waiting{{{sel}}}[{w}]))",
+    "queueDepth": "sum(avg_over_time(vllm:num_requests_waiting{{{sel}}}[{w}]))",
     "concurrency": (
-        "avg(avg_over_time(vllm:num_requests_running{{{sel}}}[{w}]))"
-        " or avg(avg_over_time(http_requests_in_flight{{{sel}}}[{w}]))"
+        "sum(avg_over_time(vllm:num_requests_running{{{sel}}}[{w}]))"
+        " or sum(avg_over_time(http_requests_in_flight{{{sel}}}[{w}]))"
     ),
     "requestsPerSecond": (
-        "avg(rate(vllm:e2e_request_latency_seconds_count{{{sel}}}[{w}]))"
-        " or avg(rate(http_request_duration_seconds_count{{{sel}}}[{w}]))"
+        "sum(rate(vllm:e2e_request_latency_seconds_count{{{sel}}}[{w}]))"
+        " or sum(rate(http_request_duration_seconds_count{{{sel}}}[{w}]))"
     ),
-    "gpuUtilization": "avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))",
+    "gpuUtilization": "sum(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))",
 }
-"""Per metric name: a query returning one number, a load per replica (or a latency quantile)."""
+"""Per metric name: a query returning one number: a latency quantile, or for the load metrics the
+fleet's *total* (summed over its pods), which the autoscaler divides by its ready pods. A total, not an
+average over pods, because right after a scale-up the new pods have not reported yet: an average over
+the old pods times the new ready count would count their load twice and overshoot (Knative's KPA
+divides the observed total by the target for the same reason)."""
 
 REQUEST_RATE_QUERY = (
     "sum(rate(vllm:e2e_request_latency_seconds_count{{{sel}}}[{w}]))"

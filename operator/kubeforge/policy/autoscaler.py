@@ -46,6 +46,8 @@ from kubeforge.policy.conditions import format_time, parse_time
 
 SLO_METRICS = frozenset({"latencyP95", "ttftP95"})
 """Metrics that are a quality of service rather than a load per replica."""
+TOTAL_METRICS = frozenset({"queueDepth", "concurrency", "requestsPerSecond", "gpuUtilization"})
+"""Named load metrics whose default query returns the fleet's total; see `per_replica`."""
 CAPACITY_MARGIN = 1
 """Pods asked for beyond those scheduled while the fleet is capacity-limited."""
 _EPS = 1e-9
@@ -118,6 +120,23 @@ class Decision:
         if self.desired < self.previous:
             return "down"
         return "hold"
+
+
+def per_replica(spec: Autoscaling, reading: Reading, ready: int) -> Reading:
+    """A load metric's fleet total as a load per ready replica, the unit of `target` and of `decide`.
+
+    So `ceil(ready * value / target)` is `ceil(total / target)`: the right count however many of the
+    ready pods have reported yet. With no ready pod there is no per-replica load (a hold). A custom
+    `query` is the user's and is taken as already per replica."""
+    if spec.query is not None or spec.metric not in TOTAL_METRICS:
+        return reading
+    if ready <= 0:
+        return replace(reading, stable=None, panic=None)
+    return replace(
+        reading,
+        stable=None if reading.stable is None else reading.stable / ready,
+        panic=None if reading.panic is None else reading.panic / ready,
+    )
 
 
 def ceil_div(value: float) -> int:
