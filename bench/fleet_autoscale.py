@@ -16,10 +16,8 @@ It reuses a running local cluster (`make cluster-up`) or starts one, and stops w
 from __future__ import annotations
 
 import argparse
-import secrets
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +28,12 @@ for extra in (REPO / "e2e", REPO / "operator"):
         sys.path.insert(0, str(extra))
 
 from kubeforge.api.inferencefleet import Autoscaling  # noqa: E402
-from kubeforge.cli import render_crds  # noqa: E402
 from kubeforge.metrics.promql import fleet_queries  # noqa: E402
-from kubeforge_e2e import LocalCluster, wait_for  # noqa: E402
+from kubeforge_e2e import wait_for  # noqa: E402
 from kubeforge_e2e.api import Api  # noqa: E402
-from kubeforge_e2e.loadsim import LoadSimulator, api_lister  # noqa: E402
-from kubeforge_e2e.operator import OperatorProcess  # noqa: E402
+from kubeforge_e2e.loadsim import LoadSimulator  # noqa: E402
 from kubeforge_e2e.prometheus import PrometheusProcess  # noqa: E402
+from kubeforge_e2e.stack import serving_stack  # noqa: E402
 
 INTERVAL = 2
 AUTOSCALING: dict[str, Any] = {
@@ -143,33 +140,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    cluster = LocalCluster()
-    cluster.acquire()
-    namespace = f"bench-fleet-{secrets.token_hex(3)}"
-    api = cluster.api()
-    workdir = Path(tempfile.mkdtemp(prefix="kubeforge-bench-fleet-"))
-    sim = LoadSimulator(api_lister(api))
-    prom: PrometheusProcess | None = None
-    operator: OperatorProcess | None = None
     results: list[dict[str, float]] = []
-    try:
-        for text in render_crds().values():
-            cluster.kubectl.run("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
-        cluster.kubectl.run("wait", "--for=condition=Established", "crd/inferencefleets.kubeforge.dev")
-        api.post(
-            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-        )
-        sim.start()
-        prom = PrometheusProcess(workdir / "prometheus", [sim.address])
-        prom.start()
-        wait_for(prom.targets_up, timeout=30, description="Prometheus scraping the simulator")
-        operator = OperatorProcess(
-            cluster.kubeconfig,
-            workdir / "operator.log",
-            extra_args=["--namespace", namespace, "--prometheus-url", prom.url],
-            env=cluster.env(),
-        )
-        operator.start()
+    with serving_stack("bench-fleet") as stack:
+        api, sim, prom, namespace = stack.api, stack.loadsim, stack.prometheus, stack.namespace
         print(
             f"InferenceFleet autoscaling: 1 L4 replica (20 req/s), load 5 -> 50 req/s, latencyP95 target "
             f"{AUTOSCALING['target']}s, interval {INTERVAL}s, Prometheus scrape 1s"
@@ -198,18 +171,6 @@ def main() -> int:
             values = [r[key] for r in results]
             print(f"{label}: median {statistics.median(values):.2f}s, max {max(values):.2f}s")
         return 0
-    finally:
-        if operator is not None:
-            operator.stop()
-        if prom is not None:
-            prom.stop()
-        sim.stop()
-        try:
-            api.delete(f"/api/v1/namespaces/{namespace}")
-        except Exception as error:  # the namespace may not exist if setup failed early
-            print(f"(could not delete {namespace}: {error})", file=sys.stderr)
-        api.close()
-        cluster.release()
 
 
 if __name__ == "__main__":
