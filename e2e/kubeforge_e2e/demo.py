@@ -221,7 +221,6 @@ class Demo:
         with contextlib.suppress(KeyboardInterrupt):
             self.show_progress(timeout=600, ramp=url is not None)
         _say(f"demo ran in {time.monotonic() - started:.0f}s. Look around:")
-        kubectl = f"{self.cluster.bin_dir}/kubectl --kubeconfig {self.cluster.kubeconfig}"
         print(
             f"""
     export KUBECONFIG={self.cluster.kubeconfig} PATH={self.cluster.bin_dir}:$PATH
@@ -231,7 +230,7 @@ class Demo:
     kubectl get nodes -L nvidia.com/gpu.product,topology.kubernetes.io/zone
     tail -f .cluster/logs/operator.log
 
-Tear down with: make demo-down      ({kubectl} is the same kubectl without the export)
+Tear down with: make demo-down
 """
         )
         return 0
