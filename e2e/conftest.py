@@ -21,9 +21,10 @@ import pytest
 from kubeforge_e2e import Helm, Kubectl, LocalCluster
 from kubeforge_e2e import wait_for as _wait_for
 from kubeforge_e2e.loadsim import LoadSimulator, api_lister
+from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.prometheus import PrometheusProcess
 from kubeforge_e2e.safety import verify_kubeconfig
-from kubeforge_e2e.workloads import install_crds
+from kubeforge_e2e.workloads import install_crds, start_operator
 
 _HERE = Path(__file__).resolve().parent
 
@@ -120,3 +121,22 @@ def prometheus(
         yield prom
     finally:
         prom.stop()
+
+
+@pytest.fixture
+def operator(
+    cluster: LocalCluster,
+    crds: None,
+    namespace: str,
+    prometheus: PrometheusProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """The operator, scoped to the test's namespace and reading `prometheus`. Modules that need no
+    Prometheus (test_fleet.py, test_trainingjob.py) define their own `operator`, which overrides this."""
+    proc = start_operator(
+        cluster, namespace, tmp_path_factory.mktemp("operator"), ["--prometheus-url", prometheus.url]
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()

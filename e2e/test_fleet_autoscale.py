@@ -7,18 +7,17 @@ stabilization); the defaults (10 s / 60 s / 6 s / 300 s) behave the same, only s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from kubeforge.api.inferencefleet import Autoscaling
 from kubeforge.metrics.promql import fleet_queries
-from kubeforge_e2e import Kubectl, LocalCluster, wait_for
+from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.prometheus import PrometheusProcess
-from kubeforge_e2e.workloads import fleet, fleet_pods, get_fleet, is_true, start_operator, wait_ready
+from kubeforge_e2e.workloads import fleet, fleet_pods, get_fleet, is_true, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
@@ -36,24 +35,6 @@ AUTOSCALING: dict[str, Any] = {
 }
 # The simulated server: 4 concurrent slots of 0.2 s each, so 20 requests per second per replica.
 MODEL = {"service_seconds": 0.2, "slots": 4}
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster,
-    kubectl: Kubectl,
-    crds: None,
-    namespace: str,
-    prometheus: PrometheusProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(
-        cluster, namespace, tmp_path_factory.mktemp("fleet-operator"), ["--prometheus-url", prometheus.url]
-    )
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def autoscaler(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:

@@ -8,16 +8,15 @@ Windows are short on purpose (1 s evaluations, 5 s stable window, the minimum id
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from kubeforge_e2e import Kubectl, LocalCluster, wait_for
+from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.prometheus import PrometheusProcess
-from kubeforge_e2e.workloads import condition, fleet, fleet_pods, get_fleet, is_true, start_operator
+from kubeforge_e2e.workloads import condition, fleet, fleet_pods, get_fleet, is_true
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
@@ -42,24 +41,6 @@ AUTOSCALING: dict[str, Any] = {
 }
 # 4 slots of 0.2 s: 20 requests/s per replica.
 MODEL = {"service_seconds": 0.2, "slots": 4}
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster,
-    kubectl: Kubectl,
-    crds: None,
-    namespace: str,
-    prometheus: PrometheusProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(
-        cluster, namespace, tmp_path_factory.mktemp("zero-operator"), ["--prometheus-url", prometheus.url]
-    )
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def status_of(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from kubeforge_e2e import GpuSpec, Kubectl, LocalCluster, NodeSpec, wait_for
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.prometheus import PrometheusProcess
-from kubeforge_e2e.workloads import IMAGE, condition, fleet, get_fleet, start_operator, wait_ready
+from kubeforge_e2e.workloads import IMAGE, condition, fleet, get_fleet, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
@@ -42,24 +41,6 @@ STEPS: list[dict[str, Any]] = [{"weight": 25, "pauseSeconds": 3}, {"weight": 50,
 # 4 slots of 0.2 s: 20 requests/s per replica; 20 requests/s over 4 replicas is light load (p95 ~0.2 s).
 MODEL = {"service_seconds": 0.2, "slots": 4}
 RPS = 20.0
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster,
-    kubectl: Kubectl,
-    crds: None,
-    namespace: str,
-    prometheus: PrometheusProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(
-        cluster, namespace, tmp_path_factory.mktemp("rollout-operator"), ["--prometheus-url", prometheus.url]
-    )
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 # -- helpers -----------------------------------------------------------------------------------------

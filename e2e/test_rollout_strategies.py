@@ -27,8 +27,7 @@ from kubeforge_e2e import Kubectl, LocalCluster
 from kubeforge_e2e.api import Api
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.prometheus import PrometheusProcess
-from kubeforge_e2e.workloads import IMAGE, condition, fleet, start_operator, wait_ready
+from kubeforge_e2e.workloads import IMAGE, condition, fleet, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
@@ -39,24 +38,6 @@ REVISION_LABEL = "kubeforge.dev/revision"
 MODEL = {"service_seconds": 0.2, "slots": 4}
 START = {"e2e.kubeforge.dev/start-seconds": "1"}
 """kwok: a pod becomes Running and Ready one second after it is bound."""
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster,
-    kubectl: Kubectl,
-    crds: None,
-    namespace: str,
-    prometheus: PrometheusProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(
-        cluster, namespace, tmp_path_factory.mktemp("strategy-operator"), ["--prometheus-url", prometheus.url]
-    )
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
