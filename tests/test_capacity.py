@@ -249,3 +249,22 @@ def test_an_admitted_gang_and_the_next_one_fit_together(
     after_first = reserve(free_gpus(nodes, []), nodes, [first])
     assert sum(after_first.values()) == sum(free_gpus(nodes, []).values()) - first.workers * first.gpus
     assert _pack(after_first, nodes, second) is not None
+
+
+@pytest.mark.parametrize(
+    ("ahead_workers", "mine_workers", "fits"),
+    [
+        ((), 2, True),  # nothing queued ahead: 2 x 8 on two free nodes
+        ((2,), 1, False),  # an older gang takes both nodes first
+        ((3,), 2, True),  # an older gang that cannot fit anyway does not block a younger one
+        ((1,), 1, True),  # the older gang leaves room for this one
+        ((1, 1), 1, False),  # two gangs ahead fill both nodes
+    ],
+)
+def test_gangs_queued_ahead_are_served_first_from_the_same_snapshot(
+    ahead_workers: tuple[int, ...], mine_workers: int, fits: bool
+) -> None:
+    nodes = [_node("h100-0", H100, 8), _node("h100-1", H100, 8)]
+    ahead = [Demand(f"ns/older-{i}", w, 8, (H100,)) for i, w in enumerate(ahead_workers)]
+    verdict = admit(Demand("ns/mine", mine_workers, 8, (H100,)), nodes, [], [], ahead=ahead)
+    assert verdict.fits is fits

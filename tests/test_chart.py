@@ -2,7 +2,8 @@
 
 The rendered YAML is parsed and checked for what matters in production: the `restricted`
 security context, least-privilege RBAC (exactly the rules the operator uses, no wildcards,
-no Secrets), the operator's command line, and a values schema that refuses typos.
+no Secrets), the operator's command line, high availability (two replicas, leader election on a
+Lease, a PodDisruptionBudget, anti-affinity), and a values schema that refuses typos.
 """
 
 from __future__ import annotations
@@ -39,14 +40,24 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("",), ("events",), ("create", "patch")),
     (("events.k8s.io",), ("events",), ("create", "patch")),
     (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),
-    (("apps",), ("controllerrevisions",), ("get", "list", "create", "patch", "delete")),
+    (("apps",), ("controllerrevisions",), ("get", "list", "watch", "create", "patch", "delete")),
     (("policy",), ("poddisruptionbudgets",), ("get", "list", "watch", "create", "patch", "delete")),
     (("gateway.networking.k8s.io",), ("httproutes",), ("get", "patch")),
 ]
 CLUSTER_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
     (("",), ("nodes",), ("get", "list", "watch")),
-    (("",), ("namespaces",), ("get", "list", "watch")),
-    (("apiextensions.k8s.io",), ("customresourcedefinitions",), ("get", "list", "watch")),
+    (("scheduling.k8s.io",), ("priorityclasses",), ("get", "list", "watch")),
+]
+# Leader election, in a Role of the release namespace: (apiGroups, resources, resourceNames, verbs).
+LEADER_ELECTION_ROLE = f"{RELEASE}-leader-election"
+LEADER_ELECTION_RULES = [
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": [RELEASE],
+        "verbs": ["get", "update"],
+    },
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
 ]
 
 STANDARD_LABELS = (
@@ -145,6 +156,16 @@ def test_chart_metadata() -> None:
 
 LINT_CASES: dict[str, list[str]] = {
     "defaults": [],
+    "single-replica-no-election": ["replicaCount=1", "leaderElection.enabled=false"],
+    "ha-tuned": [
+        "replicaCount=3",
+        "leaderElection.leaseDurationSeconds=30",
+        "leaderElection.renewDeadlineSeconds=20",
+        "leaderElection.retryPeriodSeconds=4",
+        "podDisruptionBudget.maxUnavailable=50%",
+        "maxConcurrentReconciles=25",
+        "resyncSeconds=600",
+    ],
     "namespaced": ["watchNamespaces={team-a,team-b}"],
     "everything-on": [
         "prometheus.url=http://prometheus.monitoring.svc:9090",
@@ -177,7 +198,10 @@ def test_default_objects(default_docs: list[Obj]) -> None:
         [
             "ServiceAccount",
             "Deployment",
+            "PodDisruptionBudget",
             "Service",
+            "Role",
+            "RoleBinding",
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
@@ -208,8 +232,12 @@ def test_namespaced_objects_are_in_the_release_namespace(default_docs: list[Obj]
 def test_deployment_shape(default_docs: list[Obj]) -> None:
     deploy = only(default_docs, "Deployment", RELEASE)
     spec = deploy["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    # A new pod starts as a standby before an old one stops; never fewer ready pods than replicas.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     selector = spec["selector"]["matchLabels"]
     pod_labels = spec["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
@@ -263,21 +291,46 @@ def test_pod_passes_restricted_pod_security(default_docs: list[Obj]) -> None:
     assert sc.get("privileged", False) is False
 
 
-BASE_ARGS = ["run", "--in-cluster", "--metrics-port", "8080", "--health-port", "8081", "--log-format", "json"]
+BASE_ARGS = [
+    "run",
+    "--in-cluster",
+    "--metrics-port",
+    "8080",
+    "--health-port",
+    "8081",
+    "--log-format",
+    "json",
+    "--max-concurrent-reconciles=10",
+    "--resync-seconds=300",
+]
+LEADER_ARGS = [
+    "--leader-elect",
+    f"--leader-election-namespace={NAMESPACE}",
+    f"--leader-election-id={RELEASE}",
+    "--leader-election-lease-duration=15",
+    "--leader-election-renew-deadline=10",
+    "--leader-election-retry-period=2",
+]
 
 
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ([], [*BASE_ARGS, "--all-namespaces"]),
-        (["watchNamespaces={ml}"], [*BASE_ARGS, "--namespace", "ml"]),
+        ([], [*BASE_ARGS, *LEADER_ARGS, "--all-namespaces"]),
+        (["watchNamespaces={ml}"], [*BASE_ARGS, *LEADER_ARGS, "--namespace", "ml"]),
         (
             ["watchNamespaces={team-a,team-b}"],
-            [*BASE_ARGS, "--namespace", "team-a", "--namespace", "team-b"],
+            [*BASE_ARGS, *LEADER_ARGS, "--namespace", "team-a", "--namespace", "team-b"],
         ),
         (
             ["prometheus.url=http://prom.monitoring.svc:9090"],
-            [*BASE_ARGS, "--all-namespaces", "--prometheus-url", "http://prom.monitoring.svc:9090"],
+            [
+                *BASE_ARGS,
+                *LEADER_ARGS,
+                "--all-namespaces",
+                "--prometheus-url",
+                "http://prom.monitoring.svc:9090",
+            ],
         ),
         (
             ["metrics.port=9000", "health.port=9001", "extraArgs={--verbose}"],
@@ -290,12 +343,48 @@ BASE_ARGS = ["run", "--in-cluster", "--metrics-port", "8080", "--health-port", "
                 "9001",
                 "--log-format",
                 "json",
+                "--max-concurrent-reconciles=10",
+                "--resync-seconds=300",
+                *LEADER_ARGS,
                 "--all-namespaces",
                 "--verbose",
             ],
         ),
+        (
+            [
+                "maxConcurrentReconciles=32",
+                "resyncSeconds=1800000",
+                "leaderElection.leaseDurationSeconds=60",
+                "leaderElection.renewDeadlineSeconds=40",
+                "leaderElection.retryPeriodSeconds=5",
+            ],
+            [
+                *BASE_ARGS[:-2],
+                "--max-concurrent-reconciles=32",
+                "--resync-seconds=1800000",  # not 1.8e+06
+                "--leader-elect",
+                f"--leader-election-namespace={NAMESPACE}",
+                f"--leader-election-id={RELEASE}",
+                "--leader-election-lease-duration=60",
+                "--leader-election-renew-deadline=40",
+                "--leader-election-retry-period=5",
+                "--all-namespaces",
+            ],
+        ),
+        (
+            ["replicaCount=1", "leaderElection.enabled=false"],
+            [*BASE_ARGS, "--all-namespaces"],
+        ),
     ],
-    ids=["all-namespaces", "one-namespace", "two-namespaces", "prometheus", "ports-and-extra-args"],
+    ids=[
+        "all-namespaces",
+        "one-namespace",
+        "two-namespaces",
+        "prometheus",
+        "ports-and-extra-args",
+        "tuning-and-timings",
+        "no-leader-election",
+    ],
 )
 def test_operator_args(helm: Path, helm_env: dict[str, str], values: list[str], expected: list[str]) -> None:
     container = operator_container(render(helm, helm_env, *values))
@@ -354,7 +443,8 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(default_docs: list[
         "name": RELEASE,
     }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
-    assert not [d for d in default_docs if d["kind"] in ("Role", "RoleBinding")]
+    namespaced = [d["metadata"]["name"] for d in default_docs if d["kind"] in ("Role", "RoleBinding")]
+    assert namespaced == [LEADER_ELECTION_ROLE, LEADER_ELECTION_ROLE]
 
 
 def test_operator_never_creates_updates_or_deletes_user_objects(default_docs: list[Obj]) -> None:
@@ -371,8 +461,16 @@ def test_watch_namespaces_renders_roles_per_namespace(helm: Path, helm_env: dict
     cluster_role = only(docs, "ClusterRole", RELEASE)
     assert as_rules(cluster_role) == CLUSTER_RULES
     only(docs, "ClusterRoleBinding", RELEASE)
-    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
-    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    roles = {
+        d["metadata"]["namespace"]: d
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] == RELEASE
+    }
+    bindings = {
+        d["metadata"]["namespace"]: d
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["metadata"]["name"] == RELEASE
+    }
     assert sorted(roles) == sorted(bindings) == ["team-a", "team-b"]
     for namespace, role in roles.items():
         assert role["metadata"]["name"] == RELEASE
@@ -415,6 +513,8 @@ def test_rbac_toggles(helm: Path, helm_env: dict[str, str], values: list[str], a
     docs = render(helm, helm_env, *values)
     names = {d["metadata"]["name"] for d in docs if d["kind"].startswith("Cluster")}
     assert not names & absent
+    if "rbac.create=false" in values:
+        assert not {"Role", "RoleBinding"} & set(kinds(docs))
 
 
 def test_existing_service_account(helm: Path, helm_env: dict[str, str]) -> None:
@@ -423,6 +523,7 @@ def test_existing_service_account(helm: Path, helm_env: dict[str, str]) -> None:
     assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
     binding = only(docs, "ClusterRoleBinding")
     assert binding["subjects"][0]["name"] == "ops-sa"
+    assert only(docs, "RoleBinding", LEADER_ELECTION_ROLE)["subjects"][0]["name"] == "ops-sa"
     result = run_helm(helm, helm_env, *template_cmd("--set", "serviceAccount.create=false"))
     assert result.returncode != 0
     assert "serviceAccount.name is required" in result.stderr
@@ -474,6 +575,159 @@ def test_network_policy_is_opt_in(helm: Path, helm_env: dict[str, str], default_
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
 
 
+# --- high availability: leader election, PodDisruptionBudget, anti-affinity --------------------
+
+
+def test_leader_election_role_allows_only_the_one_lease(default_docs: list[Obj]) -> None:
+    role = only(default_docs, "Role", LEADER_ELECTION_ROLE)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == LEADER_ELECTION_RULES
+    binding = only(default_docs, "RoleBinding", LEADER_ELECTION_ROLE)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEADER_ELECTION_ROLE,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+
+
+def test_events_are_allowed_wherever_the_operator_reconciles(default_docs: list[Obj]) -> None:
+    rules = as_rules(only(default_docs, "ClusterRole", RELEASE))
+    assert (("",), ("events",), ("create", "patch")) in rules
+    assert (("events.k8s.io",), ("events",), ("create", "patch")) in rules
+
+
+def test_lease_name_follows_the_full_name(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "fullnameOverride=kf-ops")
+    assert "--leader-election-id=kf-ops" in operator_container(docs)["args"]
+    role = only(docs, "Role", "kf-ops-leader-election")
+    assert role["rules"][0]["resourceNames"] == ["kf-ops"]
+
+
+def test_default_is_two_replicas_with_a_disruption_budget(default_docs: list[Obj]) -> None:
+    deploy = only(default_docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    pdb = only(default_docs, "PodDisruptionBudget", RELEASE)
+    assert pdb["apiVersion"] == "policy/v1"
+    # maxUnavailable >= 1: a drain can always evict one pod; a stuck pod never blocks it.
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_rollout_cannot_deadlock_on_the_budget(default_docs: list[Obj]) -> None:
+    """The rollout surges a new pod before stopping an old one (the Deployment controller deletes pods
+    itself, never through the eviction API the budget guards), and the budget always allows one."""
+    strategy = only(default_docs, "Deployment")["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxSurge"] >= 1
+    assert only(default_docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] >= 1
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["replicaCount=1"], ["replicaCount=0"], ["podDisruptionBudget.enabled=false"]],
+    ids=["one-replica", "stopped", "disabled"],
+)
+def test_no_disruption_budget(helm: Path, helm_env: dict[str, str], values: list[str]) -> None:
+    docs = render(helm, helm_env, *values)
+    assert "PodDisruptionBudget" not in kinds(docs)
+
+
+def test_one_replica_keeps_leader_election_and_rolling_updates(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "replicaCount=1")
+    assert only(docs, "Deployment")["spec"]["replicas"] == 1
+    assert only(docs, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "--leader-elect" in operator_container(docs)["args"]
+    only(docs, "Role", LEADER_ELECTION_ROLE)
+
+
+def test_disruption_budget_as_a_percentage(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "replicaCount=4", "podDisruptionBudget.maxUnavailable=50%")
+    assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == "50%"
+
+
+def test_without_leader_election_one_replica_recreates(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "replicaCount=1", "leaderElection.enabled=false")
+    assert only(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [a for a in operator_container(docs)["args"] if a.startswith("--leader-elect")]
+    assert not {"Role", "RoleBinding", "PodDisruptionBudget"} & set(kinds(docs))
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_several_replicas_without_leader_election_fail(
+    helm: Path, helm_env: dict[str, str], replicas: int
+) -> None:
+    cmd = template_cmd("--set", "leaderElection.enabled=false", "--set", f"replicaCount={replicas}")
+    result = run_helm(helm, helm_env, *cmd)
+    assert result.returncode != 0
+    assert f"replicaCount is {replicas} but leaderElection.enabled is false" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            ["leaderElection.renewDeadlineSeconds=15"],
+            "leaseDurationSeconds (15) must be greater than leaderElection.renewDeadlineSeconds (15)",
+        ),
+        (
+            ["leaderElection.leaseDurationSeconds=8"],
+            "leaseDurationSeconds (8) must be greater than leaderElection.renewDeadlineSeconds (10)",
+        ),
+        (
+            ["leaderElection.retryPeriodSeconds=9"],
+            "renewDeadlineSeconds (10) must be greater than 1.2 x leaderElection.retryPeriodSeconds (9)",
+        ),
+        (
+            ["leaderElection.renewDeadlineSeconds=6", "leaderElection.retryPeriodSeconds=5"],
+            "renewDeadlineSeconds (6) must be greater than 1.2 x leaderElection.retryPeriodSeconds (5)",
+        ),
+    ],
+)
+def test_unsafe_election_timings_fail(
+    helm: Path, helm_env: dict[str, str], values: list[str], message: str
+) -> None:
+    result = run_helm(helm, helm_env, *template_cmd(*set_args(values)))
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_default_anti_affinity_spreads_replicas_over_nodes(default_docs: list[Obj]) -> None:
+    deploy = only(default_docs, "Deployment")
+    affinity = deploy["spec"]["template"]["spec"]["affinity"]
+    assert affinity == {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": deploy["spec"]["selector"]["matchLabels"]},
+                    },
+                }
+            ]
+        }
+    }
+
+
+def test_user_affinity_replaces_the_default(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(
+        helm,
+        helm_env,
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].key=pool",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].operator=Exists",
+    )
+    affinity = only(docs, "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert list(affinity) == ["nodeAffinity"]
+
+
 # --- the values schema refuses typos -----------------------------------------------------------
 
 
@@ -486,7 +740,17 @@ def test_network_policy_is_opt_in(helm: Path, helm_env: dict[str, str], default_
         ("rbac.createe=false", "additional properties 'createe' not allowed"),
         ("resources.request.cpu=1", "additional properties 'request' not allowed"),
         ("networkPolicy.metricsFrom[0].podselector.app=x", "additional properties 'podselector' not allowed"),
-        ("replicaCount=2", "replicaCount"),
+        ("replicaCount=-1", "replicaCount"),
+        ("leaderElection.leaseDuration=15", "additional properties 'leaseDuration' not allowed"),
+        ("leaderElection.enable=false", "additional properties 'enable' not allowed"),
+        ("leaderElection.leaseDurationSeconds=15s", "leaderElection/leaseDurationSeconds"),
+        ("leaderElection.retryPeriodSeconds=0", "leaderElection/retryPeriodSeconds"),
+        ("maxConcurrentReconciles=0", "maxConcurrentReconciles"),
+        ("maxConcurrentReconciles=101", "maxConcurrentReconciles"),
+        ("resyncSeconds=10", "resyncSeconds"),
+        ("podDisruptionBudget.maxUnavailable=0", "podDisruptionBudget/maxUnavailable"),
+        ("podDisruptionBudget.maxUnavailable=0%", "podDisruptionBudget/maxUnavailable"),
+        ("podDisruptionBudget.minAvailable=1", "additional properties 'minAvailable' not allowed"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("watchNamespaces={Team_A}", "watchNamespaces"),
         ("metrics.port=0", "metrics/port"),

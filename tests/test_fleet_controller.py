@@ -3,7 +3,6 @@ writes, and how an autoscaler evaluation turns into a Deployment's replicas and 
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -11,6 +10,7 @@ from typing import Any, cast
 
 import pytest
 
+from fakecaches import FakeCaches
 from kubeforge.api.inferencefleet import Autoscaling
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.controllers.inferencefleet import InferenceFleetController
@@ -30,6 +30,7 @@ class FakeKube:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.status_patches = 0
+        self.apply_calls = 0
         self.deleted: list[str] = []
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
@@ -63,6 +64,19 @@ class FakeKube:
         }
         self.objects[key] = merged
         return merged
+
+    async def apply_if_changed(self, obj: dict[str, Any], cached: dict[str, Any] | None) -> Any:
+        self.apply_calls += 1
+        if cached is not None and {**cached, "status": None} == {
+            **obj,
+            "status": None,
+            "metadata": cached["metadata"],
+        }:
+            return None
+        return await self.apply(obj)
+
+    def caches(self) -> FakeCaches:
+        return FakeCaches(lambda: [(k, ns, obj) for (k, ns, _), obj in list(self.objects.items())])
 
     async def delete(
         self,
@@ -153,11 +167,16 @@ class FakeSource:
 
 
 class Clock:
+    """Wall and monotonic time that move only when a test moves them."""
+
     def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, tzinfo=UTC)
+        self.start = self.now = datetime(2026, 3, 1, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
+
+    def monotonic(self) -> float:
+        return (self.now - self.start).total_seconds()
 
 
 SPEC: dict[str, Any] = {"model": {"name": "m"}, "image": "img", "replicas": 2}
@@ -177,7 +196,21 @@ AUTO: dict[str, Any] = {
 def controller(
     kube: FakeKube, source: FakeSource | None = None, clock: Clock | None = None
 ) -> InferenceFleetController:
-    return InferenceFleetController(cast(Kube, kube), OperatorConfig(), source=source, clock=clock)
+    clock = clock or Clock()
+    return InferenceFleetController(
+        cast(Kube, kube),
+        kube.caches(),
+        OperatorConfig(),
+        source=source,
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
+
+
+async def evaluate(ctrl: InferenceFleetController, kube: FakeKube, clock: Clock) -> float | None:
+    """Let the autoscaler's interval pass and run the pass that evaluates it (the runtime's requeue)."""
+    clock.now += timedelta(seconds=AUTO["autoscaling"]["intervalSeconds"])
+    return await ctrl.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
 
 
 def cond(obj: dict[str, Any], type_: str) -> tuple[str, str] | None:
@@ -252,7 +285,7 @@ async def test_evaluation_scales_the_deployment_and_records_the_decision() -> No
     assert dep["spec"]["replicas"] == 1  # a new autoscaled fleet starts at minReplicas
 
     source.reading = Reading(stable=16.0, panic=16.0, rate=10.0)
-    assert await ctrl.evaluate((NS, "chat"))
+    assert await evaluate(ctrl, kube, clock) == 1.0, "the next evaluation is an interval away"
     [dep] = kube.deployments()
     assert dep["spec"]["replicas"] == 4
     fleet = kube.objects[("InferenceFleet", NS, "chat")]
@@ -267,7 +300,7 @@ async def test_evaluation_scales_the_deployment_and_records_the_decision() -> No
     kube.run_deployment()
     clock.now += timedelta(seconds=120)
     source.reading = Reading(error="PrometheusUnreachable", message="refused")
-    await ctrl.evaluate((NS, "chat"))
+    await evaluate(ctrl, kube, clock)
     assert kube.deployments()[0]["spec"]["replicas"] == 4
     assert cond(kube.objects[("InferenceFleet", NS, "chat")], "MetricsUnavailable") == (
         "True",
@@ -283,13 +316,13 @@ async def test_evaluation_scales_the_deployment_and_records_the_decision() -> No
 
 
 async def test_turning_the_autoscaler_off_hands_back_to_spec_replicas() -> None:
-    kube, source = FakeKube(), FakeSource()
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
     obj = kube.add_fleet("chat", AUTO)
-    ctrl = controller(kube, source)
+    ctrl = controller(kube, source, clock)
     source.reading = Reading(stable=12.0)
     await ctrl.reconcile(obj)
     kube.run_deployment()
-    await ctrl.evaluate((NS, "chat"))
+    await evaluate(ctrl, kube, clock)
     assert kube.deployments()[0]["spec"]["replicas"] == 3
     obj = kube.objects[("InferenceFleet", NS, "chat")]
     obj["spec"] = {**SPEC, "autoscaling": {**AUTO["autoscaling"], "enabled": False}}
@@ -298,36 +331,45 @@ async def test_turning_the_autoscaler_off_hands_back_to_spec_replicas() -> None:
     status = kube.objects[("InferenceFleet", NS, "chat")]["status"]
     assert "autoscaler" not in status
     assert cond(kube.objects[("InferenceFleet", NS, "chat")], "MetricsUnavailable") is None
-    assert await ctrl.evaluate((NS, "chat")) is False
-
-
-async def test_autoscaler_task_runs_on_its_interval_and_stops_on_forget() -> None:
-    kube, source = FakeKube(), FakeSource()
-    obj = kube.add_fleet("chat", AUTO)
-    ctrl = controller(kube, source)
-    source.reading = Reading(stable=4.0)
-    await ctrl.reconcile(obj)
     kube.run_deployment()
-    for _ in range(40):
-        await asyncio.sleep(0.05)
-        if kube.objects[("InferenceFleet", NS, "chat")]["status"].get("autoscaler"):
-            break
+    assert await evaluate(ctrl, kube, clock) is None, "no autoscaler, no rollout: nothing to come back for"
+
+
+async def test_the_autoscaler_evaluates_on_its_interval_through_requeues_only() -> None:
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    obj = kube.add_fleet("chat", AUTO)
+    ctrl = controller(kube, source, clock)
+    source.reading = Reading(stable=4.0)
+    assert await ctrl.reconcile(obj) == 1.0
+    kube.run_deployment()
+    reads = 0
+
+    async def counting(spec: Autoscaling, namespace: str, name: str) -> Reading:
+        nonlocal reads
+        reads += 1
+        return source.reading
+
+    source.read = counting  # type: ignore[method-assign]
+    # Watch events between evaluations run passes, but the metric is read only when one is due.
+    clock.now += timedelta(seconds=0.4)
+    assert await ctrl.reconcile(obj) == pytest.approx(0.6)
+    assert reads == 0
+    clock.now += timedelta(seconds=0.6)
+    assert await ctrl.reconcile(obj) == 1.0
+    assert reads == 1
     assert kube.objects[("InferenceFleet", NS, "chat")]["status"]["autoscaler"]["reason"] == "WithinTolerance"
-    task = ctrl._fleets[(NS, "chat")].task
-    assert task is not None
-    assert not task.done()
     await ctrl.forget(NS, "chat")
-    assert task.done()
+    assert (NS, "chat") not in ctrl._fleets
 
 
 @pytest.mark.parametrize("source", [None])
 async def test_without_prometheus_url_metrics_are_unavailable(source: None) -> None:
-    kube = FakeKube()
+    kube, clock = FakeKube(), Clock()
     obj = kube.add_fleet("chat", AUTO)
-    ctrl = controller(kube)
+    ctrl = controller(kube, None, clock)
     await ctrl.reconcile(obj)
     kube.run_deployment()
-    await ctrl.evaluate((NS, "chat"))
+    await evaluate(ctrl, kube, clock)
     assert cond(kube.objects[("InferenceFleet", NS, "chat")], "MetricsUnavailable") == (
         "True",
         "PrometheusNotConfigured",

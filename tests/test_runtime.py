@@ -1,113 +1,201 @@
-"""The shared reconcile runtime: coalescing, retry with backoff, forgetting deleted objects."""
+"""The shared reconcile runtime: the work queue's guarantees (one pass per key at a time, coalescing,
+earliest requeue wins, backoff), the worker bound, and forgetting deleted objects. Driven through a real
+`Informer` store, the way watch events reach it."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from kubeforge.controllers.runtime import OperatorConfig, Runtime, owner_of
-from kubeforge.kube.client import KINDS, Kind, Obj
+import pytest
 
-TJ = KINDS[("kubeforge.dev/v1alpha1", "TrainingJob")]
+from kubeforge.controllers.runtime import (
+    OperatorConfig,
+    Runtime,
+    Watch,
+    WorkQueue,
+    label_keys,
+    owner_keys,
+)
+from kubeforge.kube.informer import Caches, Informer, Obj, Source
+from kubeforge.kube.kinds import POD, TRAININGJOB, Kind
+from kubeforge.kube.projections import owned_resource, pod
 
 
-class FakeKube:
-    """Just enough of `Kube` for the runtime: `get` and `list` over a dict."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], Obj] = {}
-
-    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
-        return self.objects.get((namespace or "", name))
-
-    async def list(self, api_version: str, kind: str, namespace: str | None = None, **_: Any) -> list[Obj]:
-        return [o for (ns, _n), o in self.objects.items() if namespace in (None, ns)]
+def trainingjob(name: str, namespace: str = "ns") -> Obj:
+    return {
+        "apiVersion": TRAININGJOB.api_version,
+        "kind": TRAININGJOB.kind,
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "resourceVersion": "1"},
+        "spec": {},
+    }
 
 
 class RecordingController:
-    kind: Kind = TJ
-    child_kinds: tuple[Kind, ...] = ()
+    kind: Kind = TRAININGJOB
 
-    def __init__(self, *, fail_times: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, *, fail_times: int = 0, delay: float = 0.0, requeue: float | None = None) -> None:
         self.passes: list[str] = []
         self.forgotten: list[tuple[str, str]] = []
         self.fail_times = fail_times
         self.delay = delay
-        self.closed = False
+        self.requeue = requeue
+        self.running = 0
+        self.most_at_once = 0
+        self.watches: tuple[Watch, ...] = (Watch(POD, label_keys("kubeforge.dev/trainingjob")),)
 
-    async def reconcile(self, obj: Obj) -> None:
-        self.passes.append(obj["metadata"]["name"])
-        await asyncio.sleep(self.delay)
-        if self.fail_times:
-            self.fail_times -= 1
-            raise RuntimeError("API hiccup")
+    async def reconcile(self, obj: Obj) -> float | None:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            self.passes.append(obj["metadata"]["name"])
+            await asyncio.sleep(self.delay)
+            if self.fail_times > 0:
+                self.fail_times -= 1
+                raise RuntimeError("boom")
+            return self.requeue
+        finally:
+            self.running -= 1
 
     async def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
 
-    async def close(self) -> None:
-        self.closed = True
+
+def setup(controller: RecordingController, workers: int = 4) -> tuple[Caches, Informer, Runtime]:
+    jobs = Informer(Any, Source(TRAININGJOB, owned_resource))  # type: ignore[arg-type]
+    pods = Informer(Any, Source(POD, pod))  # type: ignore[arg-type]
+    caches = Caches([jobs, pods])
+    runtime = Runtime(caches, controller, OperatorConfig(max_concurrent_reconciles=workers))
+    return caches, jobs, runtime
 
 
-def _obj(name: str) -> Obj:
-    return {"metadata": {"name": name, "namespace": "ns"}}
-
-
-async def _settle(runtime: Runtime, seconds: float = 0.2) -> None:
+async def settle(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
 
 
-async def test_requests_during_a_pass_coalesce_into_one_more_pass() -> None:
-    kube, controller = FakeKube(), RecordingController(delay=0.05)
-    kube.objects[("ns", "a")] = _obj("a")
-    runtime = Runtime(kube, controller, OperatorConfig())  # type: ignore[arg-type]
-    runtime.request("ns", "a")
-    runtime.request("ns", "a")  # before the pass has read anything: the same pass serves it
-    await asyncio.sleep(0.02)
-    for _ in range(9):
-        runtime.request("ns", "a")
-    await _settle(runtime)
-    # One pass for the first two requests, one for the nine that arrived while it ran.
-    assert controller.passes == ["a", "a"]
-    await runtime.stop()
-    assert controller.closed
-
-
-async def test_failed_pass_is_retried_with_backoff() -> None:
-    kube, controller = FakeKube(), RecordingController(fail_times=1)
-    kube.objects[("ns", "a")] = _obj("a")
-    runtime = Runtime(kube, controller, OperatorConfig())  # type: ignore[arg-type]
-    runtime.request("ns", "a")
-    await asyncio.sleep(1.3)  # first retry after 1 s
-    assert controller.passes == ["a", "a"]
+async def test_events_while_a_pass_runs_coalesce_into_one_more_pass() -> None:
+    ctrl = RecordingController(delay=0.05)
+    _, jobs, runtime = setup(ctrl)
+    runtime.start()
+    jobs._apply("ADDED", trainingjob("a"))
+    await settle(0.01)
+    for version in range(2, 12):  # ten events while the first pass runs
+        jobs._apply(
+            "MODIFIED",
+            {
+                **trainingjob("a"),
+                "metadata": {**trainingjob("a")["metadata"], "resourceVersion": str(version)},
+            },
+        )
+    await settle(0.2)
+    assert ctrl.passes == ["a", "a"]
+    assert ctrl.most_at_once == 1, "one pass per object at a time"
     await runtime.stop()
 
 
-async def test_deleted_object_is_forgotten_not_reconciled() -> None:
-    kube, controller = FakeKube(), RecordingController()
-    runtime = Runtime(kube, controller, OperatorConfig())  # type: ignore[arg-type]
-    runtime.request("ns", "gone")
-    await _settle(runtime)
-    assert controller.passes == []
-    assert controller.forgotten == [("ns", "gone")]
+async def test_workers_bound_concurrency_across_objects() -> None:
+    ctrl = RecordingController(delay=0.05)
+    _, jobs, runtime = setup(ctrl, workers=3)
+    runtime.start()
+    for i in range(10):
+        jobs._apply("ADDED", trainingjob(f"j{i}"))
+    await settle(0.4)
+    assert sorted(ctrl.passes) == sorted(f"j{i}" for i in range(10))
+    assert ctrl.most_at_once == 3
     await runtime.stop()
 
 
-async def test_resync_requests_every_object_in_the_watched_namespaces() -> None:
-    kube, controller = FakeKube(), RecordingController()
-    kube.objects[("ns", "a")] = _obj("a")
-    kube.objects[("other", "b")] = {"metadata": {"name": "b", "namespace": "other"}}
-    runtime = Runtime(kube, controller, OperatorConfig(namespaces=("ns",), resync_seconds=60))  # type: ignore[arg-type]
-    task = asyncio.create_task(runtime.resync_forever())
-    await _settle(runtime)
-    task.cancel()
-    assert controller.passes == ["a"]
+async def test_requeue_after_runs_the_object_again_and_failures_back_off() -> None:
+    ctrl = RecordingController(requeue=0.05)
+    _, jobs, runtime = setup(ctrl)
+    runtime.start()
+    jobs._apply("ADDED", trainingjob("a"))
+    await settle(0.18)
+    assert 3 <= len(ctrl.passes) <= 4
+    await runtime.stop()
+
+    failing = RecordingController(fail_times=2)
+    _, jobs, runtime = setup(failing)
+    runtime.start()
+    jobs._apply("ADDED", trainingjob("b"))
+    await settle(0.3)
+    assert failing.passes == ["b"], "the first retry waits 0.5 s"
+    await settle(0.4)
+    assert failing.passes == ["b", "b"], "the second waits 1 s"
+    await settle(1.0)
+    assert failing.passes == ["b", "b", "b"]
     await runtime.stop()
 
 
-def test_owner_of_reads_the_controller_reference() -> None:
-    child = {
-        "metadata": {"ownerReferences": [{"apiVersion": TJ.api_version, "kind": "TrainingJob", "name": "x"}]}
+async def test_a_deleted_object_is_forgotten_not_reconciled() -> None:
+    ctrl = RecordingController()
+    _, jobs, runtime = setup(ctrl)
+    runtime.start()
+    jobs._apply("ADDED", trainingjob("a"))
+    await settle()
+    jobs._apply("DELETED", trainingjob("a"))
+    await settle()
+    assert ctrl.passes == ["a"]
+    assert ctrl.forgotten == [("ns", "a")]
+    await runtime.stop()
+
+
+async def test_child_events_map_to_their_owner() -> None:
+    ctrl = RecordingController()
+    caches, _, runtime = setup(ctrl)
+    caches.informer(TRAININGJOB)._apply("ADDED", trainingjob("owner"))
+    runtime.start()
+    await settle()
+    worker = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "owner-a0-0",
+            "namespace": "ns",
+            "resourceVersion": "5",
+            "labels": {"app.kubernetes.io/managed-by": "kubeforge", "kubeforge.dev/trainingjob": "owner"},
+        },
+        "spec": {"containers": [{"name": "worker"}]},
+        "status": {"phase": "Running"},
     }
-    assert owner_of(child, TJ) == "x"
-    assert owner_of({"metadata": {}}, TJ) is None
+    caches.informer(POD)._apply("ADDED", worker)
+    await settle()
+    assert ctrl.passes == ["owner", "owner"]
+    await runtime.stop()
+
+
+def test_owner_keys_follow_owner_references_of_the_kind() -> None:
+    child = {
+        "metadata": {
+            "namespace": "ns",
+            "ownerReferences": [
+                {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "TrainingJob", "name": "tj"},
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "other"},
+            ],
+        }
+    }
+    assert set(owner_keys(TRAININGJOB)(None, child)) == {("ns", "tj")}
+    assert set(owner_keys(TRAININGJOB)(child, None)) == {("ns", "tj")}
+
+
+async def test_delayed_adds_keep_the_earliest_time() -> None:
+    queue = WorkQueue("test")
+    queue.add_after(("ns", "a"), 5.0)
+    queue.add_after(("ns", "a"), 0.02)
+    queue.add_after(("ns", "a"), 3.0)
+    key = await asyncio.wait_for(queue.get(), timeout=1.0)
+    assert key == ("ns", "a")
+    queue.done(key)
+    await queue.shutdown()
+
+
+@pytest.mark.parametrize("failures", [1, 2, 5, 30])
+async def test_backoff_grows_and_is_capped(failures: int) -> None:
+    queue = WorkQueue("test")
+    delays = [queue.add_rate_limited(("ns", "a")) for _ in range(failures)]
+    assert delays == sorted(delays)
+    assert delays[0] == 0.5
+    assert delays[-1] <= 300.0
+    queue.forget(("ns", "a"))
+    assert queue.add_rate_limited(("ns", "a")) == 0.5
+    await queue.shutdown()

@@ -9,10 +9,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from kubeforge import __version__
+
+if TYPE_CHECKING:
+    from kubeforge.kube.leader import LeaderElectionConfig
 
 DEFAULT_CRD_DIRS = (Path("crds"), Path("charts/kubeforge/crds"))
 
@@ -71,15 +75,36 @@ def _configure_logging(fmt: str, level: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # kopf's own per-event chatter is debug-level noise for an operator user.
-    logging.getLogger("kopf").setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
     # One line per API request buries what matters; keep the transport quiet unless debugging.
     for noisy in ("httpx2", "httpx", "httpcore2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
+def _leader_election(args: argparse.Namespace) -> LeaderElectionConfig | None:
+    from kubeforge.kube.leader import LeaderElectionConfig, default_identity
+
+    if not args.leader_elect:
+        return None
+    namespace = args.leader_election_namespace or _pod_namespace()
+    if not namespace:
+        raise ValueError("--leader-elect needs --leader-election-namespace outside a pod")
+    return LeaderElectionConfig(
+        namespace=namespace,
+        name=args.leader_election_id,
+        identity=args.leader_election_identity or default_identity(),
+        lease_duration=args.leader_election_lease_duration,
+        renew_deadline=args.leader_election_renew_deadline,
+        retry_period=args.leader_election_retry_period,
+    )
+
+
+def _pod_namespace() -> str | None:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from kubeforge.controllers.operator import run_operator
+    from kubeforge.controllers.operator import Endpoints, run_operator
     from kubeforge.controllers.runtime import OperatorConfig
     from kubeforge.kube.config import ConfigError, load_access
 
@@ -92,13 +117,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.namespace and args.all_namespaces:
         print("kubeforge run: --namespace and --all-namespaces exclude each other", file=sys.stderr)
         return 2
+    if args.max_concurrent_reconciles < 1:
+        print("kubeforge run: --max-concurrent-reconciles must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        election = _leader_election(args)
+    except ValueError as error:
+        print(f"kubeforge run: {error}", file=sys.stderr)
+        return 2
     config = OperatorConfig(
         namespaces=tuple(args.namespace or ()),
         prometheus_url=args.prometheus_url,
         resync_seconds=args.resync_seconds,
+        max_concurrent_reconciles=args.max_concurrent_reconciles,
     )
-    asyncio.run(run_operator(access, config, metrics_port=args.metrics_port, health_port=args.health_port))
-    return 0
+    endpoints = Endpoints(args.metrics_port, args.health_port, args.bind_address)
+    return asyncio.run(run_operator(access, config, endpoints, election))
 
 
 ROLLOUT_ACTIONS = ("status", "pause", "resume", "promote", "abort", "undo")
@@ -185,7 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the metrics and health endpoints listen on (127.0.0.1 outside a pod)",
     )
     run.add_argument("--prometheus-url", help="Prometheus HTTP API base URL, for autoscaling and rollouts")
-    run.add_argument("--resync-seconds", type=float, default=10.0, help="full resync period")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=300.0,
+        help="re-enqueue every cached object this often: a safety net under the watches (no API call)",
+    )
+    run.add_argument(
+        "--max-concurrent-reconciles",
+        type=int,
+        default=10,
+        help="reconciles running at once per kind (one per object at a time)",
+    )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="campaign for a Lease; only the leader reconciles, standbys keep warm caches",
+    )
+    run.add_argument("--leader-election-id", default="kubeforge", help="name of the Lease")
+    run.add_argument(
+        "--leader-election-namespace", help="namespace of the Lease (default: the pod's namespace)"
+    )
+    run.add_argument("--leader-election-identity", help="holder identity (default: hostname_random)")
+    run.add_argument("--leader-election-lease-duration", type=float, default=15.0, metavar="SECONDS")
+    run.add_argument("--leader-election-renew-deadline", type=float, default=10.0, metavar="SECONDS")
+    run.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=_cmd_run)

@@ -70,3 +70,22 @@ Operator image reference: repository@digest, or repository:tag (tag defaults to 
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Refuse settings that would let two replicas write at once or make the election unsafe; the
+schema checks each value, these check them against each other (client-go's rules).
+*/}}
+{{- define "kubeforge.validateHA" -}}
+{{- $le := .Values.leaderElection }}
+{{- if and (gt (int .Values.replicaCount) 1) (not $le.enabled) }}
+{{- fail (printf "replicaCount is %d but leaderElection.enabled is false: without leader election every replica would reconcile and write the same objects. Enable leaderElection or set replicaCount to 1." (int .Values.replicaCount)) }}
+{{- end }}
+{{- if $le.enabled }}
+{{- if le (float64 $le.leaseDurationSeconds) (float64 $le.renewDeadlineSeconds) }}
+{{- fail (printf "leaderElection.leaseDurationSeconds (%v) must be greater than leaderElection.renewDeadlineSeconds (%v): a leader that cannot renew must stop before a standby takes over." $le.leaseDurationSeconds $le.renewDeadlineSeconds) }}
+{{- end }}
+{{- if le (float64 $le.renewDeadlineSeconds) (mulf 1.2 (float64 $le.retryPeriodSeconds)) }}
+{{- fail (printf "leaderElection.renewDeadlineSeconds (%v) must be greater than 1.2 x leaderElection.retryPeriodSeconds (%v)." $le.renewDeadlineSeconds $le.retryPeriodSeconds) }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -20,6 +20,10 @@ from kubeforge.api.common import (
     condition_list_schema,
 )
 from kubeforge.api.crdgen import KindInfo, PrinterColumn
+from kubeforge.api.names import ATTEMPT_LABEL as ATTEMPT_LABEL
+from kubeforge.api.names import GPU_PRODUCT_LABEL as GPU_PRODUCT_LABEL
+from kubeforge.api.names import GPU_RESOURCE as GPU_RESOURCE
+from kubeforge.api.names import TRAININGJOB_LABEL as TRAININGJOB_LABEL
 
 KIND = "TrainingJob"
 
@@ -29,13 +33,6 @@ KIND = "TrainingJob"
 MAX_NAME_LENGTH = 52
 MAX_RESTARTS = 99
 MAX_WORKERS = 1000
-
-# Labels on every child (besides `app.kubernetes.io/managed-by: kubeforge`), shared by the builders that
-# set them and the policies that read them.
-TRAININGJOB_LABEL = "kubeforge.dev/trainingjob"
-ATTEMPT_LABEL = "kubeforge.dev/attempt"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 def job_name(name: str, attempt: int) -> str:

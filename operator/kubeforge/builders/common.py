@@ -9,17 +9,12 @@ from typing import Any
 
 from kubeforge.api import API_VERSION
 from kubeforge.api.common import EnvVar, PodMetadata, Resources, gpu_products
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "kubeforge"
-FIELD_MANAGER = "kubeforge"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-
-
-def kind_label(kind: str) -> str:
-    """`kubeforge.dev/trainingjob`: names the owning object on every child."""
-    return f"kubeforge.dev/{kind.lower()}"
+from kubeforge.api.names import FIELD_MANAGER as FIELD_MANAGER
+from kubeforge.api.names import GPU_PRODUCT_LABEL as GPU_PRODUCT_LABEL
+from kubeforge.api.names import GPU_RESOURCE as GPU_RESOURCE
+from kubeforge.api.names import MANAGED_BY as MANAGED_BY
+from kubeforge.api.names import MANAGED_BY_VALUE as MANAGED_BY_VALUE
+from kubeforge.api.names import kind_label as kind_label
 
 
 def owner_labels(kind: str, name: str) -> dict[str, str]:

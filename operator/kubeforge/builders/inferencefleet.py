@@ -23,6 +23,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubeforge.api.inferencefleet import KIND, InferenceFleetSpec
+from kubeforge.api.names import REVISION_LABEL as REVISION_LABEL
+from kubeforge.api.names import SERVER_CONTAINER as CONTAINER
 from kubeforge.builders.common import (
     child_metadata,
     container_security_context,
@@ -36,8 +38,6 @@ from kubeforge.builders.common import (
     stable_hash,
 )
 
-REVISION_LABEL = "kubeforge.dev/revision"
-CONTAINER = "server"
 PORT_NAME = "http"
 ZONE_KEY = "topology.kubernetes.io/zone"
 HOST_KEY = "kubernetes.io/hostname"

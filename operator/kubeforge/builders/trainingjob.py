@@ -24,6 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubeforge.api.names import COMPLETION_INDEX_ANNOTATION as COMPLETION_INDEX_ANNOTATION
+from kubeforge.api.names import KUEUE_QUEUE_LABEL as KUEUE_QUEUE_LABEL
+from kubeforge.api.names import WORKER_CONTAINER
 from kubeforge.api.trainingjob import ATTEMPT_LABEL, KIND, TrainingJobSpec, job_name
 from kubeforge.builders.common import (
     child_metadata,
@@ -36,9 +39,7 @@ from kubeforge.builders.common import (
     resource_requirements,
 )
 
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-CONTAINER_NAME = "worker"
+CONTAINER_NAME = WORKER_CONTAINER
 PORT_NAME = "rendezvous"
 CHECKPOINT_ENV = "KUBEFORGE_CHECKPOINT_DIR"
 SHM_VOLUME = "dshm"

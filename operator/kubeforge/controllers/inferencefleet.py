@@ -1,38 +1,51 @@
-"""InferenceFleet controller: reconcile children and status; run each fleet's autoscaler on its own
-cadence.
+"""InferenceFleet controller: children, status, autoscaler and rollout of each fleet, in one pass.
 
-Two paths write to a fleet, both under one per-fleet lock:
+`reconcile()` is the only entry point (watch events of the fleet, its Deployments, Services, PDB and
+pods; freed GPUs while a rollout waits for capacity; requeues). It reads everything from the caches, and:
 
-- `reconcile()` (watch events and the resync timer): applies the Service, the PodDisruptionBudget and
-  the current revision's Deployment, removes old revisions once the new one is available, and writes
-  status. It never queries Prometheus; with the autoscaler on, the replica count is the last decision
-  (in memory, else `status.autoscaler.desiredReplicas`, else what the Deployment runs).
-- the autoscaler task (one per fleet with `spec.autoscaling.enabled`): every `intervalSeconds` it reads
-  Prometheus, takes a decision (`policy.autoscaler.decide`), and runs the same reconcile pass with it.
-  Everything a decision needs from the past is in `status.autoscaler`, so a restarted operator resumes.
+- runs the autoscaler when its evaluation is due (every `intervalSeconds`): reads Prometheus, takes a
+  decision (`policy.autoscaler.decide`), and remembers it; between evaluations the replica count is the
+  last decision (in memory, else `status.autoscaler.desiredReplicas`, else what the Deployments run);
+- applies the Service, the PodDisruptionBudget and the revision Deployments the rollout plan asks for
+  (each only when it differs from the cached child), removes drained revisions, and writes status only
+  when it changed;
+- returns when it wants to run again: the next autoscaler evaluation, the end of a rollout pause, the
+  next analysis measurement. The runtime schedules it; nothing here sleeps or loops.
+
+Everything a decision needs from the past is in `status`, so a restarted operator resumes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from lightkube import ApiError
 from pydantic import ValidationError
 
-from kubeforge.api import API_VERSION
 from kubeforge.api.common import gpu_products
 from kubeforge.api.inferencefleet import KIND, AutoscalerStatus, Autoscaling, InferenceFleetSpec
+from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.rollout import AnalysisRun, AnalysisSpec, RolloutStatus
 from kubeforge.builders import inferencefleet as build
-from kubeforge.controllers.runtime import OperatorConfig
-from kubeforge.kube.client import KINDS, Kind, Kube, Obj
+from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
+from kubeforge.kube.client import Kube, Obj
+from kubeforge.kube.informer import Reader
+from kubeforge.kube.kinds import (
+    CONTROLLER_REVISION,
+    DEPLOYMENT,
+    HTTPROUTE,
+    INFERENCEFLEET,
+    NODE,
+    PDB,
+    POD,
+    SERVICE,
+    Kind,
+)
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
 from kubeforge.policy import analysis as analysis_policy
@@ -54,15 +67,7 @@ from kubeforge.policy.fleet_status import (
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
-FLEET = KINDS[(API_VERSION, KIND)]
-DEPLOYMENT = KINDS[("apps/v1", "Deployment")]
-POD = KINDS[("v1", "Pod")]
-SERVICE = KINDS[("v1", "Service")]
-PDB = KINDS[("policy/v1", "PodDisruptionBudget")]
-NODE = KINDS[("v1", "Node")]
-CONTROLLER_REVISION = KINDS[("apps/v1", "ControllerRevision")]
-HTTPROUTE = KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")]
+FLEET = INFERENCEFLEET
 _WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailable"})
 _WARNING_WHEN_FALSE = frozenset({"TrafficRouted"})
 _ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
@@ -75,7 +80,6 @@ ROLLOUT_OUTCOMES: Mapping[str, str] = {
     "RolloutAborted": "Aborted",
     "ProgressDeadlineExceeded": "Aborted",
 }
-MAX_TICK_SECONDS = 30.0
 
 
 class MetricSource(Protocol):
@@ -90,73 +94,93 @@ class MetricSource(Protocol):
 
 @dataclass
 class _Fleet:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    task: asyncio.Task[None] | None = None
-    interval: float = 10.0
+    """What the operator remembers of one fleet between passes (all of it can be lost: status has it)."""
+
     decision: policy.Decision | None = None
     record: dict[str, Any] | None = None
     metrics: MetricsHealth | None = None
-    spec_key: str = ""
+    next_evaluation: float | None = None
+    """When (monotonic) the autoscaler evaluates next."""
     due: float | None = None
-    """When (event-loop time) the rollout wants its next pass: a pause ends, a measurement is due."""
-    rescheduled: asyncio.Event = field(default_factory=asyncio.Event)
+    """When (monotonic) the rollout wants its next pass: a pause ends, a measurement is due."""
     measured: tuple[str, float] | None = None
-    """The revision last measured and when (event-loop time): the next measurement is due an interval
-    after it, whatever passes ran in between."""
-    ticker: asyncio.Task[None] | None = None
+    """The revision last measured and when (monotonic): the next measurement is due an interval after
+    it, whatever passes ran in between."""
 
 
 class InferenceFleetController:
     kind: Kind = FLEET
-    child_kinds: tuple[Kind, ...] = (DEPLOYMENT, POD, SERVICE, PDB)
-    """Watched children; ControllerRevisions and HTTPRoutes are only read and written when needed."""
 
     def __init__(
         self,
         kube: Kube,
+        caches: Reader,
         config: OperatorConfig,
         *,
         source: MetricSource | None = None,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.kube = kube
+        self.caches = caches
         self.config = config
         if source is None and config.prometheus_url:
             source = PrometheusSource(config.prometheus_url)
         self.source = source
         self._now = clock or (lambda: datetime.now(UTC))
+        self._monotonic = monotonic or time.monotonic
         self._fleets: dict[Key, _Fleet] = {}
+        self._waiting: set[Key] = set()
+        """Fleets in a rollout: freed GPUs may let their surge go on."""
+        self.watches: tuple[Watch, ...] = (
+            Watch(DEPLOYMENT, owner_keys(FLEET)),
+            Watch(SERVICE, owner_keys(FLEET)),
+            Watch(PDB, owner_keys(FLEET)),
+            Watch(POD, self._pod_keys),
+            Watch(NODE, lambda old, new: set(self._waiting)),
+        )
+
+    def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        keys = set(label_keys(INFERENCEFLEET_LABEL)(old, new))
+        if self._waiting and old is not None and (new is None or capacity.pod_info(new).terminal):
+            keys |= self._waiting
+        return keys
 
     # -- the Controller protocol -------------------------------------------------------------------
 
-    async def reconcile(self, obj: Obj) -> None:
+    async def reconcile(self, obj: Obj) -> float | None:
         meta = obj["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
         fleet = self._fleets.setdefault(key, _Fleet())
-        async with fleet.lock:
-            current = await self.kube.get(FLEET.api_version, FLEET.kind, key[1], key[0]) or obj
-            spec = await self._reconcile_locked(current, fleet)
-        if spec is not None and spec.autoscaler_on and spec.autoscaling is not None:
-            fleet.interval = float(spec.autoscaling.interval_seconds)
-            self._ensure_task(key, fleet)
-        else:
-            await self._stop_task(fleet)
+        spec = _spec_or_none(obj)
+        auto = spec.autoscaling if spec is not None and spec.autoscaler_on else None
+        scaled: policy.Decision | None = None
+        if auto is None:
             fleet.decision = fleet.record = fleet.metrics = None
-        self._ensure_ticker(key, fleet)
+            fleet.next_evaluation = None
+        elif fleet.next_evaluation is None or self._monotonic() >= fleet.next_evaluation:
+            fleet.next_evaluation = self._monotonic() + float(auto.interval_seconds)
+            scaled = await self._evaluate(obj, auto, fleet)
+        await self._pass(obj, fleet)
+        if scaled is not None and scaled.direction != "hold":
+            verb = "ScaledUp" if scaled.direction == "up" else "ScaledDown"
+            await self.kube.event(
+                obj,
+                type_="Normal",
+                reason=verb,
+                message=f"{scaled.previous} -> {scaled.desired} replicas ({scaled.reason}): {scaled.message}",
+            )
+        now = self._monotonic()
+        waits = [t - now for t in (fleet.next_evaluation, fleet.due) if t is not None]
+        return max(0.0, min(waits)) if waits else None
 
     async def forget(self, namespace: str, name: str) -> None:
-        fleet = self._fleets.pop((namespace, name), None)
-        if fleet is not None:
-            await self._stop_task(fleet)
-            ticker, fleet.ticker = fleet.ticker, None
-            if ticker is not None and ticker is not asyncio.current_task():
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ticker
+        self._fleets.pop((namespace, name), None)
+        self._waiting.discard((namespace, name))
 
     # -- reconcile ---------------------------------------------------------------------------------
 
-    async def _reconcile_locked(self, obj: Obj, fleet: _Fleet) -> InferenceFleetSpec | None:
+    async def _pass(self, obj: Obj, fleet: _Fleet) -> InferenceFleetSpec | None:
         meta = obj["metadata"]
         namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
         generation = meta.get("generation")
@@ -185,23 +209,24 @@ class InferenceFleetController:
 
         rev = build.revision(spec)
         labels = build.fleet_labels(name)
-        deployments = await self.kube.list(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, labels=labels)
+        deployments = self.caches.list(DEPLOYMENT, namespace, labels=labels)
         states = {
             s.revision: s
             for s in (summarize_deployment(d, build.REVISION_LABEL) for d in deployments if _owned_by(d, uid))
         }
-        pod_objs = await self.kube.list(POD.api_version, POD.kind, namespace, labels=labels)
+        pod_objs = self.caches.list(POD, namespace, labels=labels)
         pods = summarize_pods(pod_objs)
         deployed = current_status.get("desiredReplicas")
         if not isinstance(deployed, int):
             deployed = sum(s.spec_replicas for s in states.values()) if states else None
         desired = self._desired(spec, current_status, fleet, deployed)
 
-        await self.kube.apply(build.build_service(spec, name=name, namespace=namespace, uid=uid))
-        await self.kube.apply(build.build_pdb(spec, name=name, namespace=namespace, uid=uid))
-        await self.kube.apply(
-            build.build_controller_revision(spec, name=name, namespace=namespace, uid=uid, rev=rev)
-        )
+        for child in (
+            build.build_service(spec, name=name, namespace=namespace, uid=uid),
+            build.build_pdb(spec, name=name, namespace=namespace, uid=uid),
+            build.build_controller_revision(spec, name=name, namespace=namespace, uid=uid, rev=rev),
+        ):
+            await self._ensure(child)
 
         plan = await self._plan(obj, spec, rev, desired, states, pod_objs, current_status, now, fleet)
         for event in plan.events:
@@ -270,8 +295,8 @@ class InferenceFleetController:
             extra=[c for c in extra if c.type != "Degraded" or plan.degraded is None],
         )
         await self._write_status(obj, status)
-        loop = asyncio.get_running_loop()
-        fleet.due = None if plan.requeue_after is None else loop.time() + plan.requeue_after
+        now_mono = self._monotonic()
+        fleet.due = None if plan.requeue_after is None else now_mono + plan.requeue_after
         limits = spec.rollout_spec.analysis
         measured = fleet.measured
         if (
@@ -282,7 +307,11 @@ class InferenceFleetController:
             and measured[0] == plan.analyze
         ):
             fleet.due = min(fleet.due, measured[1] + limits.interval_seconds)
-        fleet.rescheduled.set()
+        key = (namespace, name)
+        if active:
+            self._waiting.add(key)
+        else:
+            self._waiting.discard(key)
         return spec
 
     # -- rollout -----------------------------------------------------------------------------------
@@ -346,7 +375,7 @@ class InferenceFleetController:
             revisions=revisions,
             template_image=spec.image,
             max_unavailable=rollouts.resolve_max_unavailable(spec.disruption.max_unavailable, desired),
-            surge_capacity=await self._surge_capacity(spec, namespace) if moving else None,
+            surge_capacity=self._surge_capacity(spec) if moving else None,
         )
         plan = rollouts.plan_rollout(inputs)
         limits = rollout.analysis
@@ -356,7 +385,7 @@ class InferenceFleetController:
             or not rollouts.analysis_due(plan.status, limits.interval_seconds, now)
         ):
             return plan
-        fleet.measured = (plan.analyze, asyncio.get_running_loop().time())
+        fleet.measured = (plan.analyze, self._monotonic())
         run = await self._measure(limits, namespace, name, plan.analyze, plan.baseline, now)
         log.info(
             "InferenceFleet %s/%s: analysis of %s: %s (%s)",
@@ -390,35 +419,24 @@ class InferenceFleetController:
                 outcome = analysis_policy.evaluate(sample, base, thresholds)
         return outcome.record(revision=canary, now=now)
 
-    async def _surge_capacity(self, spec: InferenceFleetSpec, namespace: str) -> int | None:
-        """Pods of this fleet's shape that fit on the free GPUs now; None when it asks for no GPUs or
-        the nodes cannot be read."""
+    def _surge_capacity(self, spec: InferenceFleetSpec) -> int | None:
+        """Pods of this fleet's shape that fit on the free GPUs now; None when it asks for no GPUs."""
         gpus = spec.resources.gpus
         if gpus <= 0:
             return None
-        try:
-            nodes = [capacity.node_info(n) for n in await self.kube.list(NODE.api_version, NODE.kind)]
-            pods = [capacity.pod_info(p) for p in await self._scoped_pods()]
-        except ApiError as error:
-            log.warning("cannot read GPU capacity (%s); surges are not bounded", error)
-            return None
+        nodes = [capacity.node_info(n) for n in self.caches.list(NODE)]
+        pods = [capacity.pod_info(p) for p in self.caches.list(POD)]
         products = gpu_products(spec.resources.gpu_type) if spec.resources.gpu_type else None
         matching = {n.name for n in nodes if capacity.matches(n, products)}
         free = capacity.free_gpus([n for n in nodes if n.name in matching], pods)
         return sum(count // gpus for count in free.values())
 
-    async def _scoped_pods(self) -> list[Obj]:
-        """Every pod when allowed (GPUs are shared by the cluster), else those of the watched
-        namespaces."""
-        try:
-            return await self.kube.list(POD.api_version, POD.kind)
-        except ApiError as error:
-            if error.status.code != 403 or not self.config.namespaces:
-                raise
-        found: list[Obj] = []
-        for namespace in self.config.namespaces:
-            found.extend(await self.kube.list(POD.api_version, POD.kind, namespace))
-        return found
+    async def _ensure(self, child: Obj) -> None:
+        """Apply a child unless the cached one already is what we would write."""
+        meta = child["metadata"]
+        kind = _CHILD_KINDS[child["kind"]]
+        cached = self.caches.get(kind, meta["name"], meta["namespace"]) if kind is not None else None
+        await self.kube.apply_if_changed(child, cached)
 
     async def _apply_revisions(
         self,
@@ -443,7 +461,7 @@ class InferenceFleetController:
 
         for revision_name, replicas in sorted(plan.replicas.items(), key=shrinking_first):
             if revision_name == rev:
-                await self.kube.apply(
+                await self._ensure(
                     build.build_deployment(
                         spec, name=name, namespace=namespace, uid=uid, rev=rev, replicas=replicas
                     )
@@ -472,7 +490,7 @@ class InferenceFleetController:
             if old_spec is None:
                 problems.append(f"the template of revision {revision_name} is not kept; it cannot be rebuilt")
                 continue
-            await self.kube.apply(
+            await self._ensure(
                 build.build_deployment(
                     old_spec, name=name, namespace=namespace, uid=uid, rev=revision_name, replicas=replicas
                 )
@@ -484,13 +502,7 @@ class InferenceFleetController:
     ) -> None:
         """ControllerRevisions of revisions that left the history (and run nowhere) go."""
         keep = {rev, status.stable_revision, status.canary_revision, *(e.revision for e in status.history)}
-        stored = await self.kube.list(
-            CONTROLLER_REVISION.api_version,
-            CONTROLLER_REVISION.kind,
-            namespace,
-            labels=build.fleet_labels(name),
-        )
-        for item in stored:
+        for item in self.caches.list(CONTROLLER_REVISION, namespace, labels=build.fleet_labels(name)):
             labels = (item.get("metadata") or {}).get("labels") or {}
             if not _owned_by(item, uid) or labels.get(build.REVISION_LABEL) in keep:
                 continue
@@ -513,7 +525,7 @@ class InferenceFleetController:
             problem = build.revision_service_problem(name, revision_name)
             if problem is not None:
                 return ConditionUpdate("TrafficRouted", "False", "InvalidBackendName", problem)
-            await self.kube.apply(
+            await self._ensure(
                 build.build_revision_service(spec, name=name, namespace=namespace, uid=uid, rev=revision_name)
             )
         try:
@@ -550,35 +562,6 @@ class InferenceFleetController:
                 )
             log.info("InferenceFleet %s/%s: HTTPRoute %s weights %s", namespace, name, route_name, text)
         return ConditionUpdate("TrafficRouted", "True", "WeightsSet", f"HTTPRoute {route_name}: {text}")
-
-    def _ensure_ticker(self, key: Key, fleet: _Fleet) -> None:
-        """A pass when the rollout wants one (its pause ends, a measurement is due), between events."""
-        if fleet.due is None or (fleet.ticker is not None and not fleet.ticker.done()):
-            return
-        fleet.ticker = asyncio.get_running_loop().create_task(self._tick_forever(key, fleet))
-
-    async def _tick_forever(self, key: Key, fleet: _Fleet) -> None:
-        namespace, name = key
-        loop = asyncio.get_running_loop()
-        while fleet.due is not None:
-            fleet.rescheduled.clear()
-            wait = fleet.due - loop.time()
-            if wait > 0:
-                # Any pass (a watch event, the autoscaler) sets a new due time: wake up and look again.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(fleet.rescheduled.wait(), timeout=min(MAX_TICK_SECONDS, wait))
-                continue
-            try:
-                async with fleet.lock:
-                    fresh = await self.kube.get(FLEET.api_version, FLEET.kind, name, namespace)
-                    if fresh is None:
-                        return
-                    await self._reconcile_locked(fresh, fleet)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("InferenceFleet %s/%s: rollout pass failed", namespace, name)
-                await asyncio.sleep(1.0)
 
     def _desired(
         self, spec: InferenceFleetSpec, status: Mapping[str, Any], fleet: _Fleet, deployed: int | None
@@ -621,55 +604,19 @@ class InferenceFleetController:
                 message=f"{ctype}={cstatus}: {condition.get('message', '')}",
             )
 
-    # -- the autoscaler task -----------------------------------------------------------------------
+    # -- the autoscaler --------------------------------------------------------------------------------
 
-    def _ensure_task(self, key: Key, fleet: _Fleet) -> None:
-        if fleet.task is not None and not fleet.task.done():
-            return
-        fleet.task = asyncio.get_running_loop().create_task(self._autoscale_forever(key, fleet))
-
-    async def _stop_task(self, fleet: _Fleet) -> None:
-        task, fleet.task = fleet.task, None
-        if task is None or task is asyncio.current_task():
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
-    async def _autoscale_forever(self, key: Key, fleet: _Fleet) -> None:
-        while True:
-            started = time.monotonic()
-            try:
-                if not await self.evaluate(key, fleet):
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("InferenceFleet %s/%s: autoscaler evaluation failed", *key)
-            await asyncio.sleep(max(0.05, fleet.interval - (time.monotonic() - started)))
-
-    async def evaluate(self, key: Key, fleet: _Fleet | None = None) -> bool:
-        """One autoscaler evaluation of a fleet; False when the fleet is gone or its autoscaler off."""
-        namespace, name = key
-        fleet = fleet or self._fleets.setdefault(key, _Fleet())
-        obj = await self.kube.get(FLEET.api_version, FLEET.kind, name, namespace)
-        if obj is None:
-            return False
-        try:
-            spec = InferenceFleetSpec.model_validate(obj.get("spec") or {})
-        except ValidationError:
-            return False
-        auto = spec.autoscaling
-        if auto is None or not auto.enabled:
-            return False
-        fleet.interval = float(auto.interval_seconds)
+    async def _evaluate(self, obj: Obj, auto: Autoscaling, fleet: _Fleet) -> policy.Decision:
+        """One autoscaler evaluation: read the metric, decide, remember the decision for this pass."""
+        meta = obj["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
         labels = build.fleet_labels(name)
-        deployments = await self.kube.list(DEPLOYMENT.api_version, DEPLOYMENT.kind, namespace, labels=labels)
+        deployments = self.caches.list(DEPLOYMENT, namespace, labels=labels)
         # During a rollout the fleet's replicas are split between revisions: the autoscaler decides the
         # total, which is what the last pass asked for.
         asked = (obj.get("status") or {}).get("desiredReplicas")
         running = sum(summarize_deployment(d, build.REVISION_LABEL).spec_replicas for d in deployments)
-        pods = summarize_pods(await self.kube.list(POD.api_version, POD.kind, namespace, labels=labels))
+        pods = summarize_pods(self.caches.list(POD, namespace, labels=labels))
         observed = policy.Observed(
             ready=pods.ready,
             current=asked if isinstance(asked, int) else (running if deployments else auto.min_replicas),
@@ -712,22 +659,22 @@ class InferenceFleetController:
             decision.reason,
             decision.message,
         )
-        async with fleet.lock:
-            fresh = await self.kube.get(FLEET.api_version, FLEET.kind, name, namespace)
-            if fresh is None:
-                return False
-            await self._reconcile_locked(fresh, fleet)
-        self._ensure_ticker(key, fleet)
-        if decision.direction != "hold":
-            verb = "ScaledUp" if decision.direction == "up" else "ScaledDown"
-            await self.kube.event(
-                obj,
-                type_="Normal",
-                reason=verb,
-                message=f"{decision.previous} -> {decision.desired} replicas "
-                f"({decision.reason}): {decision.message}",
-            )
-        return True
+        return decision
+
+
+_CHILD_KINDS: Mapping[str, Kind | None] = {
+    "Service": SERVICE,
+    "PodDisruptionBudget": PDB,
+    "Deployment": DEPLOYMENT,
+    "ControllerRevision": CONTROLLER_REVISION,
+}
+
+
+def _spec_or_none(obj: Obj) -> InferenceFleetSpec | None:
+    try:
+        return InferenceFleetSpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        return None
 
 
 def _rollout_status(status: Mapping[str, Any]) -> RolloutStatus | None:

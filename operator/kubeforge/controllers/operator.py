@@ -1,141 +1,217 @@
-"""Assemble and run the operator: credentials, kopf, one Runtime per kind, health and metrics."""
+"""Assemble and run the operator: credentials, caches, leader election, one Runtime per kind, health and
+metrics.
+
+Start-up order, and why:
+
+1. The informers list and watch every kind the controllers read. Until each has a complete list,
+   `/readyz` answers 503 and nothing is written: a decision on a partial cache could, for instance,
+   admit a gang into GPUs whose pods have not been listed yet.
+2. With `--leader-elect`, the replica campaigns for the Lease. A standby keeps its caches warm (it
+   watches like the leader) and is ready, but runs no reconcile and writes nothing except its campaign.
+3. The leader starts the workers. Losing the Lease ends the process (as controller-runtime does): its
+   in-memory state may be stale by then, and a restart resumes from the cluster. SIGTERM stops the
+   workers, then releases the Lease so a standby takes over at its next retry.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
-import kopf
+import httpx2
 from aiohttp import web
-from lightkube.config.models import User
 
-from kubeforge.controllers import wiring
+from kubeforge.api.names import INFERENCEFLEET_LABEL, MANAGED_BY, MANAGED_BY_VALUE, TRAININGJOB_LABEL
 from kubeforge.controllers.runtime import Controller, OperatorConfig, Runtime
+from kubeforge.kube import projections
 from kubeforge.kube.client import Kube
 from kubeforge.kube.config import ClusterAccess
+from kubeforge.kube.informer import Caches, Informer, Source
+from kubeforge.kube.kinds import (
+    CONTROLLER_REVISION,
+    DEPLOYMENT,
+    INFERENCEFLEET,
+    JOB,
+    NODE,
+    PDB,
+    POD,
+    PRIORITY_CLASS,
+    SERVICE,
+    TRAININGJOB,
+)
+from kubeforge.kube.leader import LeaderElectionConfig, LeaderElector
 from kubeforge.metrics import exposition
 
 log = logging.getLogger(__name__)
 
+CACHE_METRICS_SECONDS = 10.0
 
-def _login(access: ClusterAccess) -> kopf.ConnectionInfo:
-    """Hand kopf exactly the credentials we resolved, so it never looks for ambient ones."""
-    # The selected context's cluster and user (lightkube's SingleConfig); KubeConfig itself has neither.
-    config = access.config.get()
-    if config is None:
-        raise RuntimeError(f"{access.source} has no current context")
-    cluster, user = config.cluster, config.user or User()
-    ca_data = None
-    ca_path = str(config.abs_file(cluster.certificate_auth)) if cluster.certificate_auth else None
-    if cluster.certificate_auth_data:
-        ca_data = cluster.certificate_auth_data.encode()
-    token = user.token
-    if user.token is None and user.token_file:  # in-cluster: projected, rotated token
-        with open(user.token_file, encoding="ascii") as handle:
-            token = handle.read().strip()
-    return kopf.ConnectionInfo(
-        server=str(cluster.server),
-        ca_path=ca_path,
-        ca_data=ca_data,
-        insecure=bool(cluster.insecure),
-        certificate_path=user.client_cert,
-        certificate_data=user.client_cert_data.encode() if user.client_cert_data else None,
-        private_key_path=user.client_key,
-        private_key_data=user.client_key_data.encode() if user.client_key_data else None,
-        token=token,
-        scheme="Bearer" if token else None,
-        default_namespace=None,
+
+@dataclass(frozen=True)
+class Endpoints:
+    metrics_port: int = 8080
+    health_port: int = 8081
+    bind_address: str = "0.0.0.0"
+
+
+async def _pods_clusterwide(http: httpx2.AsyncClient) -> bool:
+    """GPUs are shared by the whole cluster, so pods are watched in every namespace when RBAC allows;
+    an operator limited to some namespaces (a Role, no ClusterRole) then sees only those."""
+    response = await http.get("/api/v1/pods", params={"limit": 1})
+    exposition.count_api_request("list", "pods", response.status_code)
+    if response.status_code == 403:
+        return False
+    response.raise_for_status()
+    return True
+
+
+async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Caches:
+    namespaces = config.namespaces
+    ours = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+    pod_namespaces: tuple[str, ...] = ()
+    if namespaces and not await _pods_clusterwide(http):
+        log.warning(
+            "pods of other namespaces are not readable: GPU capacity used outside %s is invisible to "
+            "gang admission and surge limits",
+            ", ".join(namespaces),
+        )
+        pod_namespaces = namespaces
+    sources = (
+        Source(TRAININGJOB, projections.owned_resource, namespaces=namespaces),
+        Source(INFERENCEFLEET, projections.owned_resource, namespaces=namespaces),
+        Source(JOB, projections.child, ours, namespaces, (TRAININGJOB_LABEL,)),
+        Source(DEPLOYMENT, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),
+        Source(SERVICE, projections.child, ours, namespaces),
+        Source(PDB, projections.child, ours, namespaces),
+        Source(CONTROLLER_REVISION, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),
+        Source(POD, projections.pod, None, pod_namespaces, (TRAININGJOB_LABEL, INFERENCEFLEET_LABEL)),
+        Source(NODE, projections.node),
+        Source(PRIORITY_CLASS, projections.priority_class),
     )
+    return Caches(Informer(http, source) for source in sources)
 
 
-def build_controllers(kube: Kube, config: OperatorConfig) -> list[Controller]:
+def build_controllers(kube: Kube, caches: Caches, config: OperatorConfig) -> list[Controller]:
     # Imported here: each kind's controller is optional wiring on top of the shared runtime.
     from kubeforge.controllers.inferencefleet import InferenceFleetController
     from kubeforge.controllers.trainingjob import TrainingJobController
 
-    return [TrainingJobController(kube, config), InferenceFleetController(kube, config)]
+    return [TrainingJobController(kube, caches, config), InferenceFleetController(kube, caches, config)]
 
 
-async def _health_server(host: str, port: int, ready: asyncio.Event) -> web.AppRunner:
+async def _health_server(endpoints: Endpoints, caches: Caches) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready.is_set():
+        if caches.synced:
             return web.Response(text="ready")
-        return web.Response(status=503, text="starting")
+        waiting = [i.kind.plural for i in caches.informers.values() if not i.synced.is_set()]
+        return web.Response(status=503, text=f"caches not synced: {', '.join(waiting)}")
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host=host, port=port).start()
+    await web.TCPSite(runner, host=endpoints.bind_address, port=endpoints.health_port).start()
     return runner
+
+
+async def _export_cache_sizes(caches: Caches) -> None:
+    while True:
+        for informer in caches.informers.values():
+            exposition.CACHE_OBJECTS.labels(informer.kind.plural).set(len(informer.store))
+            exposition.CACHE_SYNCED.labels(informer.kind.plural).set(1 if informer.synced.is_set() else 0)
+        await asyncio.sleep(CACHE_METRICS_SECONDS)
 
 
 async def run_operator(
     access: ClusterAccess,
     config: OperatorConfig,
-    *,
-    metrics_port: int,
-    health_port: int,
-    bind_address: str = "0.0.0.0",
-) -> None:
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def _credentials(**_: Any) -> kopf.ConnectionInfo:
-        return _login(access)
-
-    @kopf.on.startup(registry=registry)
-    def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.enabled = False  # our own Events, with our own reasons
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
-        settings.networking.request_timeout = 60
-        settings.persistence.finalizer = "kubeforge.dev/finalizer"  # unused: no handler needs one
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubeforge.dev")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubeforge.dev")
-
+    endpoints: Endpoints,
+    leader_election: LeaderElectionConfig | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (0) or until leadership is lost (1)."""
     kube = Kube(access)
-    runtimes = [Runtime(kube, controller, config) for controller in build_controllers(kube, config)]
-    for runtime in runtimes:
-        wiring.register(registry, runtime)
+    exposition.API_HOST[0] = access.server
+    http = kube.watch_client()
+    caches = await build_caches(http, config)
+    kube.observer = caches.observe_write
+    runtimes = [Runtime(caches, c, config) for c in build_controllers(kube, caches, config)]
 
-    if metrics_port:
-        exposition.serve(metrics_port, bind_address)
-    ready = asyncio.Event()
-    kopf_ready = asyncio.Event()
-    health = await _health_server(bind_address, health_port, ready) if health_port else None
+    if endpoints.metrics_port:
+        exposition.serve(endpoints.metrics_port, endpoints.bind_address)
+    health = await _health_server(endpoints, caches) if endpoints.health_port else None
 
-    async def mark_ready() -> None:
-        await kopf_ready.wait()
-        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    background: list[asyncio.Task[None]] = [loop.create_task(i.run()) for i in caches.informers.values()]
+    background.append(loop.create_task(_export_cache_sizes(caches)))
+    elector: LeaderElector | None = None
+    code = 0
+    try:
+        if not await _first(caches.wait_synced(), stop.wait()):
+            return 0
+        log.info("caches synced: %s", ", ".join(f"{k} {n}" for k, n in caches.sizes().items()))
+        if leader_election is not None:
+            name = leader_election.name
+            elector = LeaderElector(
+                kube,
+                leader_election,
+                on_change=lambda leading: exposition.LEADER.labels(name).set(1 if leading else 0),
+            )
+            exposition.LEADER.labels(name).set(0)
+            background.append(loop.create_task(elector.run()))
+            log.info("standing by for Lease %s/%s", leader_election.namespace, name)
+            if not await _first(elector.wait_elected(), stop.wait()):
+                return 0 if stop.is_set() else 1
+        for runtime in runtimes:
+            runtime.start()
         log.info(
-            "kubeforge is ready (cluster: %s, namespaces: %s)",
+            "kubeforge is reconciling (cluster: %s, namespaces: %s)",
             access.source,
             ", ".join(config.namespaces) or "all",
         )
-
-    tasks = [asyncio.create_task(r.resync_forever()) for r in runtimes]
-    tasks.append(asyncio.create_task(mark_ready()))
-    try:
-        await kopf.operator(
-            registry=registry,
-            standalone=True,
-            clusterwide=not config.namespaces,
-            namespaces=list(config.namespaces),
-            ready_flag=kopf_ready,
-        )
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+        if elector is not None:
+            waits.append(asyncio.ensure_future(elector.wait_lost()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waits:
+            waiter.cancel()
+        if not stop.is_set():
+            log.error("lost the leader Lease; exiting so a fresh process resumes from the cluster")
+            code = 1
     finally:
-        for task in tasks:
-            task.cancel()
         for runtime in runtimes:
             await runtime.stop()
+        if elector is not None:
+            await elector.release()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await http.aclose()
         with contextlib.suppress(Exception):
             await kube.close()
         if health is not None:
             await health.cleanup()
+    return code
+
+
+async def _first(*awaitables: Awaitable[Any]) -> bool:
+    """Wait for whichever finishes first; True when it was the first one (and did not return False)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return tasks[0] in done and not tasks[0].cancelled() and tasks[0].result() is not False

@@ -1,9 +1,11 @@
-"""The reconcile loop every kind shares.
+"""The reconcile loop every kind shares: a work queue in the shape of client-go's, and its workers.
 
-Kopf delivers watch events; we turn each one (of the object or of any child carrying its label) into a
-request to reconcile that object. Requests for one object are coalesced: at most one pass runs at a
-time and at most one more is queued behind it, however many pod events arrive meanwhile. A periodic
-resync lists every object and requests a pass too, so a missed event or a failed pass heals itself.
+Watch events (of the object, of its children, of the capacity it waits for) become keys in the queue; a
+key is processed by at most one worker at a time, and a key added while it is being processed runs once
+more afterwards, however many events arrived meanwhile. `reconcile()` returns when it wants to run again
+(requeue-after); an exception requeues with per-key exponential backoff. The runtime is the only owner
+of timing: no controller sleeps or runs a loop of its own. A slow resync re-enqueues every cached object
+(from memory, no API call) as a safety net under the watches.
 """
 
 from __future__ import annotations
@@ -11,15 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from kubeforge.kube.client import Kind, Kube, Obj
+from kubeforge.kube.informer import Caches, Obj
+from kubeforge.kube.kinds import Kind
 from kubeforge.metrics import exposition
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+Mapper = Callable[[Obj | None, Obj | None], Iterable[Key]]
+"""From a watched object's change (old, new) to the keys of the objects to reconcile."""
+
+BASE_BACKOFF = 0.5
+MAX_BACKOFF = 300.0
 
 
 @dataclass(frozen=True)
@@ -28,134 +38,242 @@ class OperatorConfig:
 
     namespaces: tuple[str, ...] = ()
     prometheus_url: str | None = None
-    resync_seconds: float = 10.0
+    resync_seconds: float = 300.0
+    max_concurrent_reconciles: int = 10
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A kind a controller watches besides its own, and how a change maps to the keys to reconcile."""
+
+    kind: Kind
+    mapper: Mapper
 
 
 class Controller(Protocol):
     """One kind's reconcile logic; `reconcile` must be idempotent and converge from any state."""
 
     kind: Kind
-    child_kinds: tuple[Kind, ...]
+    watches: tuple[Watch, ...]
 
-    async def reconcile(self, obj: Obj) -> None: ...
+    async def reconcile(self, obj: Obj) -> float | None:
+        """One pass over the cached object; returns seconds until it wants another pass, or None."""
+        ...
 
-    async def forget(self, namespace: str, name: str) -> None: ...
+    async def forget(self, namespace: str, name: str) -> None:
+        """The object is gone: drop what is kept about it in memory."""
+        ...
 
 
 @dataclass
-class _State:
-    running: bool = False
-    dirty: bool = False
-    failures: int = 0
-    retry: asyncio.TimerHandle | None = None
+class WorkQueue:
+    """client-go's workqueue semantics: a key is queued at most once, processed by one worker at a time,
+    and queued again after `done` if it was added while processing. Delayed adds keep the earliest time."""
+
+    name: str
+    _queue: deque[Key] = field(default_factory=deque)
+    _dirty: set[Key] = field(default_factory=set)
+    _processing: set[Key] = field(default_factory=set)
+    _added_at: dict[Key, float] = field(default_factory=dict)
+    _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    _failures: dict[Key, int] = field(default_factory=dict)
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    _shutdown: bool = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, key: Key) -> None:
+        if self._shutdown or key in self._dirty:
+            return
+        exposition.WORKQUEUE_ADDS.labels(self.name).inc()
+        self._dirty.add(key)
+        self._added_at.setdefault(key, time.monotonic())
+        if key in self._processing:
+            return
+        self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
+        self._queue.append(key)
+        exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def add_after(self, key: Key, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled():
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def add_rate_limited(self, key: Key) -> float:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        exposition.WORKQUEUE_RETRIES.labels(self.name).inc()
+        delay = min(MAX_BACKOFF, BASE_BACKOFF * 2.0 ** min(failures - 1, 20))
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: Key) -> None:
+        """Reset the key's backoff (after a successful pass)."""
+        self._failures.pop(key, None)
+
+    def drop(self, key: Key) -> None:
+        """The object is gone: no backoff, no pending timer."""
+        self._failures.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def get(self) -> Key:
+        while not self._queue:
+            if self._shutdown:
+                raise asyncio.CancelledError
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        key = self._queue.popleft()
+        exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        self._processing.add(key)
+        self._dirty.discard(key)
+        added = self._added_at.pop(key, None)
+        if added is not None:
+            exposition.WORKQUEUE_QUEUE_SECONDS.labels(self.name).observe(time.monotonic() - added)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._enqueue(key)
+
+    async def shutdown(self) -> None:
+        self._shutdown = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Runtime:
-    """Per-kind request queue: coalescing, retry with backoff, and the resync loop."""
+    """One controller's queue, its watch wiring and its workers."""
 
-    def __init__(self, kube: Kube, controller: Controller, config: OperatorConfig) -> None:
-        self.kube = kube
+    def __init__(self, caches: Caches, controller: Controller, config: OperatorConfig) -> None:
+        self.caches = caches
         self.controller = controller
         self.config = config
-        self._states: dict[Key, _State] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.name = controller.kind.kind.lower()
+        self.queue = WorkQueue(self.name)
+        self._workers: list[asyncio.Task[None]] = []
+        self._resync: asyncio.Task[None] | None = None
+        self._active = 0
+        caches.informer(controller.kind).add_handler(self._on_object)
+        for watch in controller.watches:
+            caches.informer(watch.kind).add_handler(self._mapped(watch.mapper))
 
-    @property
-    def kind_name(self) -> str:
-        return self.controller.kind.kind
+    # -- event handlers (run inline in the informer: they only enqueue) -------------------------------
+
+    def _on_object(self, old: Obj | None, new: Obj | None) -> None:
+        obj = new if new is not None else old
+        assert obj is not None
+        meta = obj.get("metadata") or {}
+        self.queue.add((str(meta.get("namespace") or ""), str(meta.get("name"))))
+
+    def _mapped(self, mapper: Mapper) -> Callable[[Obj | None, Obj | None], None]:
+        def handler(old: Obj | None, new: Obj | None) -> None:
+            for key in mapper(old, new):
+                self.queue.add(key)
+
+        return handler
 
     def request(self, namespace: str, name: str) -> None:
-        """Ask for a reconcile of one object; returns at once."""
-        state = self._states.setdefault((namespace, name), _State())
-        if state.running:
-            state.dirty = True
-            return
-        state.running = True
-        task = asyncio.get_running_loop().create_task(self._drain((namespace, name), state))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.queue.add((namespace, name))
 
-    async def _drain(self, key: Key, state: _State) -> None:
-        try:
-            while True:
-                state.dirty = False
-                await self._pass(key, state)
-                if not state.dirty:
-                    break
-        finally:
-            state.running = False
+    # -- workers -------------------------------------------------------------------------------------
 
-    async def _pass(self, key: Key, state: _State) -> None:
+    def start(self) -> None:
+        """Start the workers (once the caches are synced and this replica leads) and the resync."""
+        workers = max(1, self.config.max_concurrent_reconciles)
+        exposition.MAX_CONCURRENT.labels(self.name).set(workers)
+        exposition.ACTIVE_WORKERS.labels(self.name).set(0)
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._work()) for _ in range(workers)]
+        self._resync = loop.create_task(self._resync_forever())
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            self._active += 1
+            exposition.ACTIVE_WORKERS.labels(self.name).set(self._active)
+            try:
+                await self._process(key)
+            finally:
+                self._active -= 1
+                exposition.ACTIVE_WORKERS.labels(self.name).set(self._active)
+                self.queue.done(key)
+
+    async def _process(self, key: Key) -> None:
         namespace, name = key
-        kind = self.controller.kind
         started = time.monotonic()
+        result = "success"
         try:
-            obj = await self.kube.get(kind.api_version, kind.kind, name, namespace)
+            obj = self.caches.get(self.controller.kind, name, namespace or None)
             if obj is None:
-                await self._forget(key)
+                self.queue.drop(key)
+                await self.controller.forget(namespace, name)
+                exposition.forget(self.controller.kind.kind, namespace, name)
                 return
-            await self.controller.reconcile(obj)
+            requeue = await self.controller.reconcile(obj)
         except asyncio.CancelledError:
             raise
         except Exception:
-            state.failures += 1
-            delay = min(60.0, 0.5 * 2 ** min(state.failures, 7))
+            result = "error"
+            exposition.RECONCILE_ERRORS.labels(self.name).inc()
+            delay = self.queue.add_rate_limited(key)
             log.exception(
-                "%s %s/%s: reconcile failed (attempt %d), retrying in %.1fs",
-                kind.kind,
-                namespace,
-                name,
-                state.failures,
-                delay,
+                "%s %s/%s: reconcile failed, retrying in %.1fs", self.controller.kind.kind, *key, delay
             )
-            exposition.RECONCILES.labels(kind.kind, "error").inc()
-            self._schedule_retry(key, state, delay)
         else:
-            state.failures = 0
-            exposition.RECONCILES.labels(kind.kind, "success").inc()
+            self.queue.forget(key)
+            if requeue is not None:
+                result = "requeue_after"
+                self.queue.add_after(key, max(requeue, 0.05))
         finally:
-            exposition.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            exposition.RECONCILE_TIME.labels(self.name).observe(elapsed)
+            exposition.WORKQUEUE_WORK_SECONDS.labels(self.name).observe(elapsed)
+            exposition.RECONCILE_TOTAL.labels(self.name, result).inc()
 
-    def _schedule_retry(self, key: Key, state: _State, delay: float) -> None:
-        if state.retry is not None:
-            state.retry.cancel()
-        state.retry = asyncio.get_running_loop().call_later(delay, self.request, *key)
-
-    async def _forget(self, key: Key) -> None:
-        state = self._states.pop(key, None)
-        if state is not None and state.retry is not None:
-            state.retry.cancel()
-        await self.controller.forget(*key)
-        exposition.forget(self.kind_name, *key)
-
-    async def resync_forever(self) -> None:
-        """List every object now and then and request a pass for each: the safety net under watches."""
-        kind = self.controller.kind
+    async def _resync_forever(self) -> None:
+        # The initial list already queued every object (its events reach the queue before the workers
+        # start), so the first resync comes one period later.
+        informer = self.caches.informer(self.controller.kind)
         while True:
-            try:
-                for obj in await self._list_all(kind):
-                    meta = obj["metadata"]
-                    self.request(meta["namespace"], meta["name"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("resync of %s failed", kind.plural)
             await asyncio.sleep(self.config.resync_seconds)
-
-    async def _list_all(self, kind: Kind) -> list[Obj]:
-        if not self.config.namespaces:
-            return await self.kube.list(kind.api_version, kind.kind)
-        found: list[Obj] = []
-        for namespace in self.config.namespaces:
-            found.extend(await self.kube.list(kind.api_version, kind.kind, namespace))
-        return found
+            for namespace, name in list(informer.store.objects):
+                self.queue.add((namespace, name))
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
+        await self.queue.shutdown()
+        tasks = [*self._workers, *([self._resync] if self._resync is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Controllers that hold tasks or clients (the fleet autoscaler loops, the Prometheus client)
-        # may release them here; the protocol keeps this optional.
+        await asyncio.gather(*tasks, return_exceptions=True)
         close = getattr(self.controller, "close", None)
         if callable(close):
             result = close()
@@ -163,9 +281,36 @@ class Runtime:
                 await result
 
 
-def owner_of(child: Obj, kind: Kind) -> str | None:
-    """The name of the owning object of a child, from its controller owner reference."""
-    for ref in child.get("metadata", {}).get("ownerReferences", []) or []:
-        if ref.get("kind") == kind.kind and ref.get("apiVersion") == kind.api_version:
-            return str(ref["name"])
-    return None
+def owner_keys(kind: Kind) -> Mapper:
+    """Map a child to its controlling owner of `kind`, by controller owner reference."""
+
+    def mapper(old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        keys: set[Key] = set()
+        for obj in (old, new):
+            if obj is None:
+                continue
+            meta = obj.get("metadata") or {}
+            for ref in meta.get("ownerReferences") or []:
+                if ref.get("kind") == kind.kind and ref.get("apiVersion") == kind.api_version:
+                    keys.add((str(meta.get("namespace") or ""), str(ref.get("name"))))
+        return keys
+
+    return mapper
+
+
+def label_keys(label: str) -> Mapper:
+    """Map an object to the owner named by one of its labels (pods, whose owner is a Job or ReplicaSet).
+    A forged label costs only an extra pass of the owner it names."""
+
+    def mapper(old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        keys: set[Key] = set()
+        for obj in (old, new):
+            if obj is None:
+                continue
+            meta = obj.get("metadata") or {}
+            value = (meta.get("labels") or {}).get(label)
+            if value:
+                keys.add((str(meta.get("namespace") or ""), str(value)))
+        return keys
+
+    return mapper

@@ -7,36 +7,29 @@ This module only gathers what the policy needs and carries out its plan in the o
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube import ApiError
 from pydantic import ValidationError
 
+from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec
-from kubeforge.builders.common import MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.builders.trainingjob import Owner, build_job, build_service
-from kubeforge.controllers.runtime import OperatorConfig
-from kubeforge.kube.client import KINDS, Kind, Kube, Obj
+from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
+from kubeforge.kube.client import Kube, Obj
+from kubeforge.kube.informer import Reader
+from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, SERVICE, TRAININGJOB, Kind
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, training
 from kubeforge.policy.conditions import transitions
 
 log = logging.getLogger(__name__)
 
-TRAININGJOB = KINDS[("kubeforge.dev/v1alpha1", "TrainingJob")]
-JOB = KINDS[("batch/v1", "Job")]
-POD = KINDS[("v1", "Pod")]
-SERVICE = KINDS[("v1", "Service")]
-NODE = KINDS[("v1", "Node")]
-
-# Short waits (a backoff, a Job being deleted) are slept through inside the pass, so a restart starts on
-# time; longer ones are left to the periodic resync.
-MAX_INLINE_WAIT_SECONDS = 30.0
-MAX_INLINE_PASSES = 20
+WAITING_RECHECK_SECONDS = 60.0
+"""A gang waiting for GPUs is woken by capacity events; this is only the safety net."""
 
 
 def _now() -> datetime:
@@ -47,33 +40,43 @@ class TrainingJobController:
     """Reconciles TrainingJobs into a headless Service and one Indexed Job per attempt."""
 
     kind: Kind = TRAININGJOB
-    child_kinds: tuple[Kind, ...] = (JOB, POD, SERVICE)
 
-    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+    def __init__(self, kube: Kube, caches: Reader, config: OperatorConfig) -> None:
         self.kube = kube
+        self.caches = caches
         self.config = config
-        # Admission and the creation of the admitted Job happen under this lock, so two gangs are never
-        # both admitted for the same free GPUs by this operator.
-        self._admission = asyncio.Lock()
-        # Never longer than a resync: a suspend arriving meanwhile waits at most that long.
-        self._inline_wait = min(MAX_INLINE_WAIT_SECONDS, max(1.0, config.resync_seconds))
+        self._waiting: set[Key] = set()
+        """Gangs that did not fit at their last admission: any freed GPU or node change wakes them."""
+        self._reserved: dict[str, tuple[capacity.Demand, int]] = {}
+        """Gangs this process admitted whose Admitted condition the cache may not show yet: admission
+        runs without awaiting, and this covers the writes still in flight."""
+        self.watches: tuple[Watch, ...] = (
+            Watch(JOB, owner_keys(TRAININGJOB)),
+            Watch(SERVICE, owner_keys(TRAININGJOB)),
+            Watch(POD, self._pod_keys),
+            Watch(NODE, self._capacity_keys),
+        )
 
     async def forget(self, namespace: str, name: str) -> None:
-        """Nothing is cached per object; metrics are dropped by the runtime."""
+        self._waiting.discard((namespace, name))
+        self._reserved.pop(f"{namespace}/{name}", None)
 
-    async def reconcile(self, obj: Obj) -> None:
-        for _ in range(MAX_INLINE_PASSES):
-            delay = await self._pass(obj)
-            if delay is None or delay > self._inline_wait:
-                return
-            await asyncio.sleep(max(delay, 0.05))
-            meta = obj["metadata"]
-            fresh = await self.kube.get(TRAININGJOB.api_version, KIND, meta["name"], meta["namespace"])
-            if fresh is None:
-                return
-            obj = fresh
+    # -- what wakes whom -----------------------------------------------------------------------------
 
-    async def _pass(self, obj: Obj) -> float | None:
+    def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        keys = set(label_keys(TRAININGJOB_LABEL)(old, new))
+        if _frees_gpus(old, new):
+            keys |= self._waiting
+        return keys
+
+    def _capacity_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        if old is not None and new is not None and _node_capacity(old) == _node_capacity(new):
+            return ()
+        return set(self._waiting)
+
+    # -- one pass ------------------------------------------------------------------------------------
+
+    async def reconcile(self, obj: Obj) -> float | None:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
             return None  # garbage collection removes the children
@@ -87,14 +90,14 @@ class TrainingJobController:
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
         if status.phase not in ("Succeeded", "Failed"):
-            await self.kube.apply(build_service(spec, owner))
+            service = build_service(spec, owner)
+            await self.kube.apply_if_changed(service, self.caches.get(SERVICE, name, namespace))
         selector = {MANAGED_BY: MANAGED_BY_VALUE, TRAININGJOB_LABEL: name}
-        jobs = await self.kube.list(JOB.api_version, JOB.kind, namespace, labels=selector)
-        pods = await self.kube.list(POD.api_version, POD.kind, namespace, labels=selector)
-        pod_views = [training.pod_view(p) for p in pods]
+        jobs = self.caches.list(JOB, namespace, labels=selector)
+        pod_views = [training.pod_view(p) for p in self.caches.list(POD, namespace, labels=selector)]
         nodes = None
         if any(p.node is not None and not p.terminal for p in pod_views):
-            nodes = {n.name: n for n in (training.node_view(o) for o in await self._nodes())}
+            nodes = {n.name: n for n in (training.node_view(o) for o in self.caches.list(NODE))}
         observed = training.Observed(
             name=name,
             namespace=namespace,
@@ -107,40 +110,47 @@ class TrainingJobController:
             now=_now(),
         )
         plan = training.decide(observed)
+        key = f"{namespace}/{name}"
         if plan.needs_admission:
-            async with self._admission:
-                admission = await self._admit(obj, spec)
-                plan = training.decide(replace(observed, admission=admission, now=_now()))
-                await self._execute(obj, spec, owner, plan)
-        else:
-            await self._execute(obj, spec, owner, plan)
+            self._reserved.pop(key, None)
+            # Decided and recorded without an await in between: no other pass can admit into the same
+            # GPUs before `_reserved` holds this gang.
+            admission = self._admit(obj, spec)
+            plan = training.decide(replace(observed, admission=admission, now=_now()))
+            if admission.fits:
+                self._waiting.discard((namespace, name))
+                demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
+                self._reserved[key] = (demand, plan.create_attempt or 0)
+            else:
+                self._waiting.add((namespace, name))
+        elif plan.status.phase not in ("Pending", "Running"):
+            self._reserved.pop(key, None)
+            if plan.status.phase != "Queued":
+                self._waiting.discard((namespace, name))
+        await self._execute(obj, spec, owner, plan)
+        if (namespace, name) in self._waiting:
+            return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
-    async def _nodes(self) -> list[Obj]:
-        return await self.kube.list(NODE.api_version, NODE.kind)
-
-    async def _admit(self, obj: Obj, spec: TrainingJobSpec) -> capacity.Admission:
-        """Whether all workers fit now, counting what bound pods hold and what other admitted gangs have
-        yet to place."""
+    def _admit(self, obj: Obj, spec: TrainingJobSpec) -> capacity.Admission:
+        """Whether all workers fit now, counting what bound pods hold, what other admitted gangs have yet
+        to place, and the gangs queued before this one (oldest first) that fit."""
         meta = obj["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
         if demand.gpus <= 0:
             return capacity.Admission(True, spec.workers, "needs no GPUs")
-        nodes = [capacity.node_info(n) for n in await self._nodes()]
-        pods = [capacity.pod_info(p) for p in await self._scoped(POD)]
-        others: list[capacity.Demand] = []
-        for other in await self._scoped(TRAININGJOB):
+        nodes = [capacity.node_info(n) for n in self.caches.list(NODE)]
+        pods = [capacity.pod_info(p) for p in self.caches.list(POD)]
+        others: dict[str, capacity.Demand] = {}
+        queued: list[tuple[tuple[int, str, str], capacity.Demand]] = []
+        for other in self.caches.list(TRAININGJOB):
             other_meta = other.get("metadata") or {}
             other_key = f"{other_meta.get('namespace')}/{other_meta.get('name')}"
             if other_key == key or other_meta.get("deletionTimestamp"):
                 continue
             other_status = training.parse_status(other.get("status"))
-            if other_status.phase not in ("Pending", "Running"):
-                continue
             admitted = next((c for c in other_status.conditions if c.type == "Admitted"), None)
-            if admitted is None or admitted.status != "True" or admitted.reason != "GangAdmitted":
-                continue
             try:
                 other_spec = TrainingJobSpec.model_validate(other.get("spec") or {})
             except ValidationError:
@@ -148,21 +158,42 @@ class TrainingJobController:
             whole = capacity.demand_of(
                 other_key, other_spec.workers, other_spec.resources.gpus, other_spec.resources.gpu_type
             )
-            others.append(capacity.unplaced(whole, other_status.attempt, pods))
-        return capacity.admit(demand, nodes, pods, others, gpu_type=spec.resources.gpu_type)
+            if (
+                other_status.phase == "Queued"
+                and admitted is not None
+                and admitted.reason == "InsufficientCapacity"
+                and not other_spec.suspend
+            ):
+                order = (
+                    -self._priority(other_spec),
+                    str(other_meta.get("creationTimestamp") or ""),
+                    other_key,
+                )
+                queued.append((order, whole))
+                continue
+            if other_status.phase not in ("Pending", "Running"):
+                continue
+            if admitted is None or admitted.status != "True" or admitted.reason != "GangAdmitted":
+                continue
+            others[other_key] = capacity.unplaced(whole, other_status.attempt, pods)
+        for reserved_key, (reserved, attempt) in self._reserved.items():
+            if reserved_key != key and reserved_key not in others:
+                others[reserved_key] = capacity.unplaced(reserved, attempt, pods)
+        mine = (-self._priority(spec), str(meta.get("creationTimestamp") or ""), key)
+        ahead = [d for order, d in sorted(queued, key=lambda q: q[0]) if order < mine]
+        return capacity.admit(
+            demand, nodes, pods, others.values(), gpu_type=spec.resources.gpu_type, ahead=ahead
+        )
 
-    async def _scoped(self, kind: Kind) -> list[Obj]:
-        """GPUs are shared by the whole cluster, so look at every namespace when allowed to; an operator
-        restricted to some namespaces (a Role, not a ClusterRole) sees only those."""
-        try:
-            return await self.kube.list(kind.api_version, kind.kind)
-        except ApiError as error:
-            if error.status.code != 403 or not self.config.namespaces:
-                raise
-        found: list[Obj] = []
-        for namespace in self.config.namespaces:
-            found.extend(await self.kube.list(kind.api_version, kind.kind, namespace))
-        return found
+    def _priority(self, spec: TrainingJobSpec) -> int:
+        """The gang's PriorityClass value (the cluster's global default when it names none), as the
+        scheduler would give its pods; 0 without either."""
+        classes = self.caches.list(PRIORITY_CLASS)
+        if spec.priority_class_name:
+            named = next((c for c in classes if c["metadata"]["name"] == spec.priority_class_name), None)
+            return int(named["value"]) if named is not None else 0
+        default = next((c for c in classes if c.get("globalDefault")), None)
+        return int(default["value"]) if default is not None else 0
 
     async def _execute(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, plan: training.Plan) -> None:
         meta = obj["metadata"]
@@ -174,11 +205,15 @@ class TrainingJobController:
             obj = await self._write_status(obj, patch)
             written = True
         for job_name in plan.delete_jobs:
+            cached = self.caches.get(JOB, job_name, namespace)
+            if cached is not None and (cached.get("metadata") or {}).get("deletionTimestamp"):
+                continue  # already going
             if await self.kube.delete(JOB.api_version, JOB.kind, job_name, namespace):
                 log.info("TrainingJob %s/%s: deleted Job %s", namespace, name, job_name)
         if plan.create_attempt is not None:
             job = build_job(spec, owner, plan.create_attempt)
-            await self.kube.apply(job)
+            # A Job is created once per attempt; its template is immutable afterwards.
+            await self.kube.apply_if_changed(job, self.caches.get(JOB, job["metadata"]["name"], namespace))
             log.info("TrainingJob %s/%s: created Job %s", namespace, name, job["metadata"]["name"])
         if patch is not None and not written:
             obj = await self._write_status(obj, patch)
@@ -217,3 +252,23 @@ class TrainingJobController:
             exposition.TRANSITIONS.labels(KIND, changed["type"], changed["status"], changed["reason"]).inc()
         if plan.restarted:
             exposition.TRAINING_RESTARTS.labels(namespace).inc()
+
+
+def _frees_gpus(old: Obj | None, new: Obj | None) -> bool:
+    """A pod that held GPUs on a node stops holding them (finished, deleted, evicted)."""
+    if old is None:
+        return False
+    before = capacity.pod_info(old)
+    if before.node is None or before.terminal or before.gpus <= 0:
+        return False
+    return new is None or capacity.pod_info(new).terminal
+
+
+def _node_capacity(node: Mapping[str, Any]) -> tuple[Any, ...]:
+    info = capacity.node_info(node)
+    return (
+        info.schedulable,
+        info.gpus,
+        info.product,
+        (node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE),
+    )

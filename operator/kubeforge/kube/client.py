@@ -3,63 +3,32 @@ manager, 404 on delete and 409 on create treated as "already done"."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from lightkube import ApiError, AsyncClient
+from lightkube.config.client_adapter import AsyncClient as HttpClient
+from lightkube.config.client_adapter import ConnectionParams
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import CascadeType, PatchType
 
-from kubeforge.builders.common import FIELD_MANAGER
+from kubeforge.api.names import APPLIED_HASH_ANNOTATION, FIELD_MANAGER
 from kubeforge.kube.config import ClusterAccess
+from kubeforge.kube.kinds import KINDS as KINDS
+from kubeforge.kube.kinds import Kind as Kind
+from kubeforge.metrics import exposition
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Kind:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
-
-
-# Every kind the operator reads or writes. Generic (dict-backed) resources keep objects exactly as the
-# builders made them: no round trip through typed models that could drop a field.
-KINDS: dict[tuple[str, str], Kind] = {
-    (k.api_version, k.kind): k
-    for k in (
-        Kind("v1", "Pod", "pods"),
-        Kind("v1", "Service", "services"),
-        Kind("v1", "Event", "events"),
-        Kind("v1", "Node", "nodes", namespaced=False),
-        Kind("v1", "Namespace", "namespaces", namespaced=False),
-        Kind("batch/v1", "Job", "jobs"),
-        Kind("apps/v1", "Deployment", "deployments"),
-        Kind("apps/v1", "ReplicaSet", "replicasets"),
-        Kind("apps/v1", "ControllerRevision", "controllerrevisions"),
-        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-        Kind("kubeforge.dev/v1alpha1", "TrainingJob", "trainingjobs"),
-        Kind("kubeforge.dev/v1alpha1", "InferenceFleet", "inferencefleets"),
-        Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
-    )
-}
+T = TypeVar("T")
 
 _resources: dict[tuple[str, str], Any] = {}
 
@@ -89,21 +58,84 @@ def _plain(obj: Any) -> Obj:
 _event_seq = itertools.count()
 
 
-class Kube:
-    """The operator's API client. One instance per process; coroutine-safe."""
+def applied_hash(obj: Mapping[str, Any]) -> str:
+    """A stable hash of an object as the operator would apply it (without the hash annotation itself)."""
+    meta = dict(obj.get("metadata") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_HASH_ANNOTATION}
+    meta["annotations"] = annotations
+    text = json.dumps({**obj, "metadata": meta}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
-    def __init__(self, access: ClusterAccess, *, field_manager: str = FIELD_MANAGER) -> None:
+
+def unchanged(desired: Mapping[str, Any], cached: Mapping[str, Any] | None) -> bool:
+    """Whether applying `desired` would change nothing the operator owns: the cached child carries the hash
+    of exactly this desired object. A child someone else edited keeps our hash but has a new generation;
+    `Kube.apply_if_changed` catches that through the generation it saw after its own last write."""
+    if cached is None:
+        return False
+    have = ((cached.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
+    return have == applied_hash(desired)
+
+
+WriteObserver = Callable[[Obj], None]
+
+
+class Kube:
+    """The operator's API client. One instance per process; coroutine-safe.
+
+    Every request is counted in `kubeforge_api_requests_total{verb,resource,code}`. Objects a write
+    returns are handed to `observer` (the caches), so the next pass sees the write at once."""
+
+    def __init__(
+        self,
+        access: ClusterAccess,
+        *,
+        field_manager: str = FIELD_MANAGER,
+    ) -> None:
+        # No pool timeout: with more requests in flight than connections, a request waits for one (a
+        # queue bounded by --max-concurrent-reconciles), never fails with PoolTimeout.
         self._client = AsyncClient(
-            config=access.config, field_manager=field_manager, timeout=httpx2.Timeout(30)
+            config=access.config, field_manager=field_manager, timeout=httpx2.Timeout(30, pool=None)
         )
+        self._access = access
         self.field_manager = field_manager
+        self.observer: WriteObserver | None = None
+        self._generations: dict[tuple[str, str, str, str], int] = {}
+        """(kind, namespace, name, hash) -> the generation our last apply of that hash produced."""
+
+    def watch_client(self) -> httpx2.AsyncClient:
+        """A separate HTTP client for long-lived watch streams (one connection each), with the same
+        credentials, so watches never hold connections the reconcile workers need."""
+        config = self._access.config.get()
+        assert config is not None
+        return HttpClient(config, ConnectionParams(timeout=httpx2.Timeout(30), trust_env=False))
 
     async def close(self) -> None:
         await self._client.close()
 
-    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+    async def _call(self, verb: str, plural: str, request: Awaitable[T]) -> T:
         try:
-            found = await self._client.get(_resource(api_version, kind), name, namespace=namespace)
+            result = await request
+        except ApiError as error:
+            exposition.count_api_request(verb, plural, error.status.code or 0)
+            raise
+        except httpx2.HTTPError:
+            exposition.count_api_request(verb, plural, "<error>")
+            raise
+        exposition.count_api_request(verb, plural, 200)
+        return result
+
+    def _seen(self, obj: Obj) -> Obj:
+        if self.observer is not None:
+            self.observer(obj)
+        return obj
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        res = _resource(api_version, kind)
+        try:
+            found = await self._call(
+                "get", KINDS[(api_version, kind)].plural, self._client.get(res, name, namespace=namespace)
+            )
         except ApiError as error:
             if is_not_found(error):
                 return None
@@ -118,25 +150,61 @@ class Kube:
         labels: Mapping[str, str] | None = None,
         fields: Mapping[str, str] | None = None,
     ) -> list[Obj]:
+        """A LIST straight from the API server. Controllers read caches; this is for the CLI and tools."""
         res = _resource(api_version, kind)
         ns: Any = (
             namespace if namespace is not None else ("*" if KINDS[(api_version, kind)].namespaced else None)
         )
-        return [
-            _plain(item)
-            async for item in self._client.list(
-                res,
-                namespace=ns,
-                labels=dict(labels) if labels else None,
-                fields=dict(fields) if fields else None,
-            )
-        ]
+
+        async def collect() -> list[Obj]:
+            return [
+                _plain(item)
+                async for item in self._client.list(
+                    res,
+                    namespace=ns,
+                    labels=dict(labels) if labels else None,
+                    fields=dict(fields) if fields else None,
+                )
+            ]
+
+        return await self._call("list", KINDS[(api_version, kind)].plural, collect())
 
     async def apply(self, obj: Obj) -> Obj:
-        """Server-side apply, forced: the operator owns the fields it sets on its children."""
+        """Server-side apply, forced: the operator owns the fields it sets on its children. The object
+        is stamped with the hash of what was applied (see `unchanged`)."""
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(obj)
         res = _resource(obj["apiVersion"], obj["kind"])
-        applied = await self._client.apply(res(obj), field_manager=self.field_manager, force=True)
-        return _plain(applied)
+        applied = _plain(
+            await self._call(
+                "apply",
+                KINDS[(obj["apiVersion"], obj["kind"])].plural,
+                self._client.apply(res(obj), field_manager=self.field_manager, force=True),
+            )
+        )
+        gen = (applied.get("metadata") or {}).get("generation")
+        if isinstance(gen, int):
+            self._generations[_gen_key(obj)] = gen
+        return self._seen(applied)
+
+    async def apply_if_changed(self, obj: Obj, cached: Obj | None) -> Obj | None:
+        """Apply unless the cached child already carries this desired object and nobody changed its spec
+        since our last write of it (its generation is the one that write produced). None: nothing sent."""
+        if unchanged(obj, cached):
+            assert cached is not None
+            known = self._generations.get(_gen_key(obj))
+            generation = (cached.get("metadata") or {}).get("generation")
+            if known is None or generation is None or generation == known:
+                return None
+            log.info(
+                "%s %s/%s was changed by someone else (generation %s, ours %s); applying it again",
+                obj["kind"],
+                obj["metadata"].get("namespace"),
+                obj["metadata"]["name"],
+                generation,
+                known,
+            )
+        return await self.apply(obj)
 
     async def delete(
         self,
@@ -151,8 +219,10 @@ class Kube:
         `foreground` (then the object lingers until they are gone)."""
         cascade = CascadeType.FOREGROUND if foreground else CascadeType.BACKGROUND
         try:
-            await self._client.delete(
-                _resource(api_version, kind), name, namespace=namespace, cascade=cascade
+            await self._call(
+                "delete",
+                KINDS[(api_version, kind)].plural,
+                self._client.delete(_resource(api_version, kind), name, namespace=namespace, cascade=cascade),
             )
         except ApiError as error:
             if is_not_found(error):
@@ -163,15 +233,50 @@ class Kube:
     async def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: Obj) -> Obj:
         """Merge-patch the status subresource. The spec is never written: GitOps tools own it."""
         res = _resource(api_version, kind)
-        patched = await self._client.patch(
-            res.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+        patched = await self._call(
+            "patch",
+            KINDS[(api_version, kind)].plural + "/status",
+            self._client.patch(
+                res.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+            ),
         )
-        return _plain(patched)
+        return self._seen(_plain(patched))
 
     async def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Obj) -> Obj:
         res = _resource(api_version, kind)
-        patched = await self._client.patch(res, name, body, namespace=namespace, patch_type=PatchType.MERGE)
-        return _plain(patched)
+        patched = await self._call(
+            "patch",
+            KINDS[(api_version, kind)].plural,
+            self._client.patch(res, name, body, namespace=namespace, patch_type=PatchType.MERGE),
+        )
+        return self._seen(_plain(patched))
+
+    # -- leases (leader election) --------------------------------------------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> Obj | None:
+        return await self.get("coordination.k8s.io/v1", "Lease", name, namespace)
+
+    async def create_lease(self, body: Obj) -> Obj:
+        from kubeforge.kube.leader import LeaseConflict
+
+        res = _resource("coordination.k8s.io/v1", "Lease")
+        try:
+            return _plain(await self._call("create", "leases", self._client.create(res(body))))
+        except ApiError as error:
+            if is_conflict(error):
+                raise LeaseConflict(str(error)) from error
+            raise
+
+    async def replace_lease(self, body: Obj) -> Obj:
+        from kubeforge.kube.leader import LeaseConflict
+
+        res = _resource("coordination.k8s.io/v1", "Lease")
+        try:
+            return _plain(await self._call("update", "leases", self._client.replace(res(body))))
+        except ApiError as error:
+            if is_conflict(error):
+                raise LeaseConflict(str(error)) from error
+            raise
 
     async def event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on an object; a failure to record is logged, never raised."""
@@ -206,6 +311,16 @@ class Kube:
             "count": 1,
         }
         try:
-            await self._client.create(_resource("v1", "Event")(body))
+            await self._call("create", "events", self._client.create(_resource("v1", "Event")(body)))
         except (ApiError, httpx2.HTTPError) as error:
             log.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)
+
+
+def _gen_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (
+        str(obj.get("kind")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name")),
+        str((meta.get("annotations") or {}).get(APPLIED_HASH_ANNOTATION) or applied_hash(obj)),
+    )

@@ -15,7 +15,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ClusterAccess:
-    """How to reach the API server, resolved once at start-up and shared by kopf and our client."""
+    """How to reach the API server, resolved once at start-up; the watches and the API client share it."""
 
     config: KubeConfig
     source: str

@@ -13,16 +13,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-RECONCILES = Counter(
-    "kubeforge_reconcile_total", "Reconcile passes by kind and result.", ["kind", "result"], registry=REGISTRY
-)
-RECONCILE_SECONDS = Histogram(
-    "kubeforge_reconcile_duration_seconds",
-    "Time one reconcile pass took.",
-    ["kind"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-    registry=REGISTRY,
-)
 CONDITION = Gauge(
     "kubeforge_condition",
     "1 for the current status of each condition of each object (kube-state-metrics style).",
@@ -75,6 +65,124 @@ ROLLOUTS = Counter(
     "kubeforge_rollout_outcomes_total",
     "Finished rollouts by outcome (Promoted, RolledBack, Aborted).",
     ["namespace", "outcome"],
+    registry=REGISTRY,
+)
+
+# -- the operator itself, named as controller-runtime and client-go name them, so dashboards and alerts
+# -- written for Go operators read these too.
+
+API_REQUESTS = Counter(
+    "kubeforge_api_requests_total",
+    "Requests the operator made to the Kubernetes API server, by verb, resource and HTTP code.",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
+REST_CLIENT_REQUESTS = Counter(
+    "rest_client_requests_total",
+    "Number of HTTP requests, partitioned by status code, method, and host (client-go's name).",
+    ["code", "method", "host"],
+    registry=REGISTRY,
+)
+_VERB_METHOD = {
+    "get": "GET",
+    "list": "GET",
+    "watch": "GET",
+    "create": "POST",
+    "update": "PUT",
+    "apply": "PATCH",
+    "patch": "PATCH",
+    "delete": "DELETE",
+}
+API_HOST = ["kubernetes"]
+"""The host label of rest_client_requests_total; the operator sets it to its API server's address."""
+
+
+def count_api_request(verb: str, resource: str, code: int | str) -> None:
+    API_REQUESTS.labels(verb, resource, str(code)).inc()
+    REST_CLIENT_REQUESTS.labels(str(code), _VERB_METHOD.get(verb, verb.upper()), API_HOST[0]).inc()
+
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+WORKQUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of workqueue.", ["name"], registry=REGISTRY)
+WORKQUEUE_ADDS = Counter(
+    "workqueue_adds_total", "Total number of adds handled by workqueue.", ["name"], registry=REGISTRY
+)
+WORKQUEUE_RETRIES = Counter(
+    "workqueue_retries_total", "Total number of retries handled by workqueue.", ["name"], registry=REGISTRY
+)
+WORKQUEUE_QUEUE_SECONDS = Histogram(
+    "workqueue_queue_duration_seconds",
+    "How long in seconds an item stays in workqueue before being requested.",
+    ["name"],
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+WORKQUEUE_WORK_SECONDS = Histogram(
+    "workqueue_work_duration_seconds",
+    "How long in seconds processing an item from workqueue takes.",
+    ["name"],
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+WORKQUEUE_UNFINISHED_SECONDS = Gauge(
+    "workqueue_unfinished_work_seconds",
+    "How many seconds of work has been done that is in progress.",
+    ["name"],
+    registry=REGISTRY,
+)
+WORKQUEUE_LONGEST_SECONDS = Gauge(
+    "workqueue_longest_running_processor_seconds",
+    "How many seconds has the longest running processor for workqueue been running.",
+    ["name"],
+    registry=REGISTRY,
+)
+RECONCILE_TOTAL = Counter(
+    "controller_runtime_reconcile_total",
+    "Total number of reconciliations per controller (result: success, error, requeue_after).",
+    ["controller", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "controller_runtime_reconcile_errors_total",
+    "Total number of reconciliation errors per controller.",
+    ["controller"],
+    registry=REGISTRY,
+)
+RECONCILE_TIME = Histogram(
+    "controller_runtime_reconcile_time_seconds",
+    "Length of time per reconciliation per controller.",
+    ["controller"],
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+MAX_CONCURRENT = Gauge(
+    "controller_runtime_max_concurrent_reconciles",
+    "Maximum number of concurrent reconciles per controller.",
+    ["controller"],
+    registry=REGISTRY,
+)
+ACTIVE_WORKERS = Gauge(
+    "controller_runtime_active_workers",
+    "Number of currently used workers per controller.",
+    ["controller"],
+    registry=REGISTRY,
+)
+CACHE_OBJECTS = Gauge(
+    "kubeforge_cache_objects",
+    "Objects held in the operator's watch-fed caches, by resource.",
+    ["resource"],
+    registry=REGISTRY,
+)
+CACHE_SYNCED = Gauge(
+    "kubeforge_cache_synced",
+    "1 once the cache of a resource holds a complete list.",
+    ["resource"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "leader_election_master_status",
+    "1 while this replica is the leader (client-go's name); 0 on standby.",
+    ["name"],
     registry=REGISTRY,
 )
 

@@ -197,14 +197,21 @@ def admit(
     others: Iterable[Demand] = (),
     *,
     gpu_type: str | None = None,
+    ahead: Sequence[Demand] = (),
 ) -> Admission:
-    """Whether every worker of `demand` fits now, after what is bound and what other gangs still place."""
+    """Whether every worker of `demand` fits now, after what is bound, what other admitted gangs still
+    place, and the gangs queued `ahead` of it (in order) that fit: one snapshot admits queued gangs
+    oldest first, and a younger gang is admitted before an older one only into GPUs the older one could
+    not use anyway (best-effort FIFO, as Kueue's default queueing strategy)."""
     if demand.gpus <= 0:
         return Admission(True, demand.workers, "needs no GPUs")
     pods = list(pods)
     free = reserve(
         free_gpus(nodes, pods, exclude=demand.key), nodes, [o for o in others if o.key != demand.key]
     )
+    for earlier in ahead:
+        if earlier.key != demand.key and placeable(free, nodes, earlier) >= earlier.workers:
+            free = reserve(free, nodes, [earlier])
     fit = placeable(free, nodes, demand)
     needs = f"needs {describe(demand, gpu_type)}"
     if fit >= demand.workers:

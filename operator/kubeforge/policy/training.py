@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from kubeforge.api.names import COMPLETION_INDEX_ANNOTATION as COMPLETION_INDEX_ANNOTATION
+from kubeforge.api.names import WORKER_CONTAINER as WORKER_CONTAINER
 from kubeforge.api.trainingjob import (
     ATTEMPT_LABEL,
     FINISHED_PHASES,
@@ -28,8 +30,6 @@ from kubeforge.api.trainingjob import (
 from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import ConditionUpdate, Status, format_time, merge_conditions, parse_time
 
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-WORKER_CONTAINER = "worker"
 MAX_BACKOFF_SECONDS = 600.0
 # While only the GPU-hours counter moves, the status is written at most this often.
 GPU_HOURS_WRITE_INTERVAL = timedelta(seconds=60)

@@ -1,0 +1,251 @@
+"""Two operator replicas with leader election, as the chart runs them: the leader is SIGKILLed in the
+middle of a canary rollout and in the middle of gang admission, and the standby (whose caches are warm)
+finishes the work with no duplicate children and no two gangs on the same GPUs. A restarted operator
+facing converged objects writes nothing.
+
+Each test's operators watch only its namespace and campaign for a Lease in it, so tests never share one.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubeforge_e2e import Kubectl, LocalCluster, wait_for
+from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.workloads import fleet, get_fleet, wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+Obj = dict[str, Any]
+LEASE = "kubeforge-e2e"
+TRAINER = "registry.invalid/kubeforge/trainer:1"
+
+
+class Pair:
+    """Two operator processes campaigning for one Lease."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str, log_dir: Path) -> None:
+        self.namespace = namespace
+        self.processes = {
+            identity: OperatorProcess(
+                cluster.kubeconfig,
+                log_dir / f"operator-{identity}.log",
+                extra_args=[
+                    "--namespace",
+                    namespace,
+                    "--leader-elect",
+                    "--leader-election-namespace",
+                    namespace,
+                    "--leader-election-id",
+                    LEASE,
+                    "--leader-election-identity",
+                    identity,
+                ],
+                env=cluster.env(),
+            )
+            for identity in ("replica-a", "replica-b")
+        }
+
+    def start(self) -> None:
+        for process in self.processes.values():
+            process.start()  # returns once /readyz passes: caches synced, leader or not
+
+    def holder(self, kubectl: Kubectl) -> str | None:
+        lease = kubectl.get("lease", LEASE, self.namespace)
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
+        return str(holder) if holder else None
+
+    def leader(self, kubectl: Kubectl) -> tuple[str, OperatorProcess]:
+        identity = wait_for(lambda: self.holder(kubectl), timeout=30, description="a Lease holder")
+        return identity, self.processes[identity]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {i} ---\n{p.tail(80)}" for i, p in self.processes.items())
+
+
+@pytest.fixture
+def pair(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[Pair]:
+    replicas = Pair(cluster, namespace, tmp_path)
+    replicas.start()
+    try:
+        yield replicas
+    finally:
+        replicas.stop()
+        print(replicas.logs())
+
+
+def metric(process: OperatorProcess, series: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in process.metrics().splitlines():
+        if not line.startswith(series + "{") and not line.startswith(series + " "):
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0] if "{" in line else ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+WRITE_VERBS = ("create", "update", "apply", "patch", "delete")
+
+
+def items(kubectl: Kubectl, kind: str, namespace: str, selector: str | None = None) -> list[Obj]:
+    args = ["get", kind, "-n", namespace] + (["-l", selector] if selector else [])
+    found: list[Obj] = kubectl.json(*args)["items"]
+    return found
+
+
+def writes(process: OperatorProcess) -> float:
+    return sum(metric(process, "kubeforge_api_requests_total", verb=verb) for verb in WRITE_VERBS)
+
+
+def test_only_the_leader_writes_and_the_standby_is_ready(pair: Pair, kubectl: Kubectl) -> None:
+    identity, leader = pair.leader(kubectl)
+    standby = next(p for i, p in pair.processes.items() if i != identity)
+    assert metric(leader, "leader_election_master_status", name=LEASE) == 1
+    assert metric(standby, "leader_election_master_status", name=LEASE) == 0
+    kubectl.apply(fleet("ha-chat", replicas=1, resources={"gpus": 1, "gpuType": "H100"}), pair.namespace)
+    wait_ready(kubectl, pair.namespace, "ha-chat")
+    assert writes(leader) > 0
+    lease_writes = metric(standby, "kubeforge_api_requests_total", verb="create", resource="leases")
+    assert writes(standby) == lease_writes, "a standby writes nothing but its campaign"
+    assert metric(standby, "kubeforge_cache_objects", resource="inferencefleets") == 1
+
+
+def test_standby_finishes_a_canary_rollout_after_the_leader_is_killed(pair: Pair, kubectl: Kubectl) -> None:
+    namespace = pair.namespace
+    spec: Obj = {
+        "replicas": 2,
+        "resources": {"gpus": 1, "gpuType": "H100"},
+        "rollout": {"strategy": "Canary", "steps": [{"weight": 50, "pauseSeconds": 20}]},
+    }
+    kubectl.apply(fleet("ha-canary", **spec), namespace)
+    wait_ready(kubectl, namespace, "ha-canary")
+    kubectl.apply(fleet("ha-canary", **{**spec, "image": "registry.invalid/kubeforge/server:2"}), namespace)
+
+    def in_pause() -> bool:
+        rollout = (get_fleet(kubectl, namespace, "ha-canary").get("status") or {}).get("rollout") or {}
+        return rollout.get("phase") == "Paused" or bool(rollout.get("pauseStartTime"))
+
+    wait_for(in_pause, timeout=60, description="the canary step's pause")
+    identity, leader = pair.leader(kubectl)
+    leader.kill(signal.SIGKILL)
+    killed = time.monotonic()
+
+    new = wait_for(
+        lambda: (h := pair.holder(kubectl)) is not None and h != identity and h,
+        timeout=40,
+        description="the standby taking the Lease",
+    )
+    took_over = time.monotonic() - killed
+    assert took_over <= 25, f"standby led {took_over:.1f}s after the kill (lease 15 s)"
+
+    def promoted() -> bool:
+        rollout = (get_fleet(kubectl, namespace, "ha-canary").get("status") or {}).get("rollout") or {}
+        return rollout.get("phase") == "Promoted" and rollout.get("stableRevision") == rollout.get(
+            "currentRevision", rollout.get("stableRevision")
+        )
+
+    wait_for(promoted, timeout=90, description=f"{new} finishing the rollout")
+    deployments = items(kubectl, "deployments", namespace, "kubeforge.dev/inferencefleet=ha-canary")
+    assert len(deployments) == 1, [d["metadata"]["name"] for d in deployments]
+    history = get_fleet(kubectl, namespace, "ha-canary")["status"]["rollout"]["history"]
+    assert [e["phase"] for e in history] == ["Superseded", "Stable"]
+
+
+def _gang(name: str) -> Obj:
+    return {
+        "apiVersion": "kubeforge.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "image": TRAINER,
+            "workers": 2,
+            # 2 x 5 of the 16 H100 GPUs: two such gangs never fit together.
+            "resources": {"gpus": 5, "gpuType": "H100"},
+            "podMetadata": {"annotations": {"e2e.kubeforge.dev/run-seconds": "4"}},
+        },
+    }
+
+
+def test_standby_takes_over_gang_admission_without_double_admitting(pair: Pair, kubectl: Kubectl) -> None:
+    namespace = pair.namespace
+    names = [f"gang-{i}" for i in range(3)]
+    for name in names:
+        kubectl.apply(_gang(name), namespace)
+    _, leader = pair.leader(kubectl)
+    wait_for(
+        lambda: any(
+            ((kubectl.get("trainingjob", n, namespace) or {}).get("status") or {}).get("phase")
+            in ("Pending", "Running")
+            for n in names
+        ),
+        timeout=30,
+        description="a first gang admitted",
+    )
+    leader.kill(signal.SIGKILL)
+
+    most_running = 0
+    deadline = time.monotonic() + 150
+    phases: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        jobs = items(kubectl, "trainingjobs", namespace)
+        phases = {j["metadata"]["name"]: (j.get("status") or {}).get("phase", "") for j in jobs}
+        pods = items(kubectl, "pods", namespace, "kubeforge.dev/trainingjob")
+        holding = {
+            p["metadata"]["labels"]["kubeforge.dev/trainingjob"]
+            for p in pods
+            if p["spec"].get("nodeName") and p["status"].get("phase") not in ("Succeeded", "Failed")
+        }
+        most_running = max(most_running, len(holding))
+        assert len(holding) <= 1, f"two gangs hold the same GPUs: {sorted(holding)}"
+        if all(phase == "Succeeded" for phase in phases.values()) and len(phases) == len(names):
+            break
+        time.sleep(0.5)
+    assert all(phase == "Succeeded" for phase in phases.values()), phases
+    assert most_running == 1
+    for name in names:
+        status = kubectl.get("trainingjob", name, namespace)["status"]
+        assert status["restarts"] == 0, (name, status)
+    job_names = [j["metadata"]["name"] for j in items(kubectl, "jobs", namespace)]
+    assert sorted(job_names) == sorted(f"{n}-a0" for n in names), "one Job per gang, none duplicated"
+
+
+def test_a_restarted_operator_writes_nothing_for_converged_objects(
+    cluster: LocalCluster, crds: None, namespace: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    first = OperatorProcess(
+        cluster.kubeconfig, tmp_path / "first.log", extra_args=["--namespace", namespace], env=cluster.env()
+    )
+    first.start()
+    try:
+        for i in range(3):
+            kubectl.apply(fleet(f"idle-{i}", replicas=1, resources={"gpus": 1, "gpuType": "L4"}), namespace)
+        for i in range(3):
+            wait_ready(kubectl, namespace, f"idle-{i}")
+        time.sleep(3)  # the last status writes land
+    finally:
+        first.stop()
+    second = OperatorProcess(
+        cluster.kubeconfig, tmp_path / "second.log", extra_args=["--namespace", namespace], env=cluster.env()
+    )
+    second.start()
+    try:
+        time.sleep(8)
+        assert writes(second) == 0, second.tail(40)
+        assert metric(second, "controller_runtime_reconcile_total", controller="inferencefleet") >= 3
+        reads = sum(metric(second, "kubeforge_api_requests_total", verb=v) for v in ("get", "list"))
+        assert reads <= 12, "one list per cache (and the pod probe), no per-object reads"
+    finally:
+        second.stop()

@@ -1,0 +1,388 @@
+"""Watch-fed caches: one list-then-watch stream per kind, kept in memory as small projections.
+
+Why our own informer rather than kopf's watchers and `@kopf.index`:
+
+- *A sync barrier per kind.* The operator must not write anything until every cache holds the state the
+  API server had when it started (else it would, for instance, create a Job that already exists, or admit
+  a gang into GPUs whose pods it has not seen yet). A list returns a `resourceVersion`; after it the cache
+  is complete, and the watch continues exactly from there. That is the signal `/readyz` waits for.
+- *Server-side filtering.* Children are watched with the `app.kubernetes.io/managed-by=kubeforge`
+  label selector, so a cluster with ten thousand unrelated Deployments costs nothing. kopf filters labels
+  in the client, after every event of the kind crossed the wire and was parsed.
+- *Projections, not bodies.* A pod in the cache keeps the dozen fields the policies read (node, phase,
+  GPU request, owner, container exit codes), not its full spec and managed fields; pods that are not ours
+  and hold no GPU are not kept at all. That is what keeps the operator's memory flat at a thousand fleets.
+- *Cheap per event.* An event is parsed, projected and stored, and the handlers (which only enqueue keys)
+  run inline: no per-object task or diff machinery per event.
+
+Protocol details follow client-go's reflector: paginated LIST (`limit`/`continue`), WATCH from the list's
+resourceVersion with bookmarks, resume from the last seen version after a dropped connection, full relist
+after `410 Gone`. A relist replaces the store and reports objects that vanished meanwhile as deletions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx2
+
+from kubeforge.kube.kinds import Kind
+from kubeforge.metrics import exposition
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+Key = tuple[str, str]
+"""(namespace, name); namespace is "" for cluster-scoped objects."""
+Projection = Callable[[Obj], Obj | None]
+"""Turns a full object into what the cache keeps; None: do not keep it."""
+Handler = Callable[[Obj | None, Obj | None], None]
+"""Called with (old, new) after each change; old is None for an add, new is None for a delete."""
+
+LIST_PAGE = 500
+WATCH_SECONDS = 300
+"""Server-side watch timeout; jittered so a restart does not make every stream reconnect together."""
+MAX_BACKOFF = 30.0
+QUICK_WATCH_SECONDS = 1.0
+
+
+class ForbiddenError(Exception):
+    """The API server refused to list this kind (RBAC)."""
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def resource_version(obj: Mapping[str, Any] | None) -> int | None:
+    """The object's resourceVersion as an integer, or None. Versions are opaque by contract; etcd-backed
+    servers give integers, and comparing them lets a write's response refresh the cache without a later,
+    stale watch event undoing it. Non-integer versions simply disable that comparison."""
+    raw = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(raw))
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Store:
+    """Objects of one kind by key, indexed by the values of a few labels per namespace (owner names)."""
+
+    index_labels: tuple[str, ...] = ()
+    objects: dict[Key, Obj] = field(default_factory=dict)
+    _index: dict[tuple[str, str, str], set[Key]] = field(default_factory=dict)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self.objects.get((namespace, name))
+
+    def values(self, namespace: str | None = None) -> Iterator[Obj]:
+        for (ns, _), obj in self.objects.items():
+            if namespace is None or ns == namespace:
+                yield obj
+
+    def by_index(self, label: str, namespace: str, value: str) -> list[Obj]:
+        return [self.objects[k] for k in self._index.get((label, namespace, value), ()) if k in self.objects]
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def _slots(self, obj: Obj) -> list[tuple[str, str, str]]:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        namespace = key_of(obj)[0]
+        return [(label, namespace, str(labels[label])) for label in self.index_labels if label in labels]
+
+    def put(self, obj: Obj) -> Obj | None:
+        key = key_of(obj)
+        old = self.objects.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self.objects[key] = obj
+        for slot in self._slots(obj):
+            self._index.setdefault(slot, set()).add(key)
+        return old
+
+    def pop(self, key: Key) -> Obj | None:
+        old = self.objects.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def _unindex(self, key: Key, obj: Obj) -> None:
+        for slot in self._slots(obj):
+            keys = self._index.get(slot)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._index[slot]
+
+
+@dataclass(frozen=True)
+class Source:
+    """What one informer watches."""
+
+    kind: Kind
+    project: Projection
+    label_selector: str | None = None
+    namespaces: tuple[str, ...] = ()
+    """Empty: every namespace (or the cluster-scoped kind). Otherwise one stream per namespace."""
+    index_labels: tuple[str, ...] = ()
+
+
+class Informer:
+    """Keeps one kind's Store current. `synced` is set after the first complete list of every stream."""
+
+    def __init__(self, http: httpx2.AsyncClient, source: Source) -> None:
+        self.http = http
+        self.source = source
+        self.kind = source.kind
+        self.store = Store(index_labels=source.index_labels)
+        self.synced = asyncio.Event()
+        self.forbidden = False
+        """True when RBAC refused the list: the cache stays empty and callers must treat it as unknown."""
+        self._handlers: list[Handler] = []
+        self._streams_synced = 0
+
+    def add_handler(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self.store.get(namespace, name)
+
+    def list(self, namespace: str | None = None, labels: Mapping[str, str] | None = None) -> list[Obj]:
+        index = next((label for label in self.store.index_labels if label in (labels or {})), None)
+        if labels and index is not None and namespace is not None:
+            candidates: Iterable[Obj] = self.store.by_index(index, namespace, labels[index])
+        else:
+            candidates = self.store.values(namespace)
+        if not labels:
+            return list(candidates)
+        return [o for o in candidates if _matches(o, labels)]
+
+    # -- writing through -----------------------------------------------------------------------------
+
+    def observe_write(self, obj: Obj) -> None:
+        """Store what a write returned, when it is newer than the cached copy: the next pass then sees
+        its own write even before the watch event arrives (no second, identical write)."""
+        projected = self.source.project(obj)
+        if projected is None:
+            return
+        current = self.store.get(*key_of(projected))
+        new_rv, old_rv = resource_version(projected), resource_version(current)
+        if current is not None and (new_rv is None or old_rv is None or new_rv <= old_rv):
+            return
+        self.store.put(projected)
+
+    # -- the streams ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        namespaces: tuple[str | None, ...] = self.source.namespaces or (None,)
+        if not self.kind.namespaced:
+            namespaces = (None,)
+        await asyncio.gather(*(self._stream(ns, len(namespaces)) for ns in namespaces))
+
+    def _path(self, namespace: str | None) -> str:
+        kind = self.kind
+        base = f"/api/{kind.version}" if not kind.group else f"/apis/{kind.group}/{kind.version}"
+        if namespace is not None:
+            return f"{base}/namespaces/{namespace}/{kind.plural}"
+        return f"{base}/{kind.plural}"
+
+    async def _stream(self, namespace: str | None, streams: int) -> None:
+        failures = 0
+        synced_once = False
+        version: str | None = None
+        while True:
+            try:
+                if version is None:
+                    version = await self._relist(namespace)
+                    if not synced_once:
+                        synced_once = True
+                        self._streams_synced += 1
+                        if self._streams_synced >= streams:
+                            self.synced.set()
+                started = asyncio.get_running_loop().time()
+                version = await self._watch(namespace, version)
+                failures = 0
+                if asyncio.get_running_loop().time() - started < QUICK_WATCH_SECONDS:
+                    # A stream the server ends at once (overload, a proxy's idle cut) must not turn into
+                    # a tight reconnect loop.
+                    await asyncio.sleep(QUICK_WATCH_SECONDS * random.uniform(0.5, 1.0))
+            except asyncio.CancelledError:
+                raise
+            except ForbiddenError:
+                if not synced_once:
+                    synced_once = True
+                    self.forbidden = True
+                    self._streams_synced += 1
+                    if self._streams_synced >= streams:
+                        self.synced.set()
+                log.warning("%s: listing is forbidden; this cache stays empty", self.kind.plural)
+                await asyncio.sleep(MAX_BACKOFF * 10)
+            except Exception as error:  # network errors, 5xx, malformed lines: back off, resume
+                failures += 1
+                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
+                log.warning(
+                    "%s watch stream failed (%s: %s); retrying in %.1fs",
+                    self.kind.plural,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _relist(self, namespace: str | None) -> str:
+        params: dict[str, Any] = {"limit": LIST_PAGE}
+        if self.source.label_selector:
+            params["labelSelector"] = self.source.label_selector
+        seen: dict[Key, Obj] = {}
+        version = ""
+        while True:
+            response = await self.http.get(self._path(namespace), params=params)
+            exposition.count_api_request("list", self.kind.plural, response.status_code)
+            if response.status_code == 403:
+                raise ForbiddenError(response.text[:200])
+            response.raise_for_status()
+            body = response.json()
+            for item in body.get("items") or []:
+                # Items of a list carry no kind; the projections and later writes expect it.
+                item.setdefault("apiVersion", self.kind.api_version)
+                item.setdefault("kind", self.kind.kind)
+                projected = self.source.project(item)
+                if projected is not None:
+                    seen[key_of(projected)] = projected
+            meta = body.get("metadata") or {}
+            version = str(meta.get("resourceVersion") or "")
+            cont = meta.get("continue")
+            if not cont:
+                break
+            params["continue"] = cont
+        stale = [k for k in self.store.objects if (namespace is None or k[0] == namespace) and k not in seen]
+        for key in stale:
+            self._emit(self.store.pop(key), None)
+        for obj in seen.values():
+            self._emit(self.store.put(obj), obj)
+        log.debug("%s: listed %d in %s", self.kind.plural, len(seen), namespace or "all namespaces")
+        return version
+
+    async def _watch(self, namespace: str | None, version: str) -> str | None:
+        """Follow the stream until the server ends it; the version to resume from, or None to relist."""
+        seconds = int(WATCH_SECONDS * random.uniform(0.9, 1.1))
+        params: dict[str, Any] = {
+            "watch": "true",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": seconds,
+        }
+        if self.source.label_selector:
+            params["labelSelector"] = self.source.label_selector
+        timeout = httpx2.Timeout(30.0, read=seconds + 30.0)
+        async with self.http.stream("GET", self._path(namespace), params=params, timeout=timeout) as response:
+            exposition.count_api_request("watch", self.kind.plural, response.status_code)
+            if response.status_code == 410:
+                return None
+            if response.status_code == 403:
+                raise ForbiddenError("watch refused")
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        return None  # too old: the server compacted past our version
+                    raise RuntimeError(f"watch error: {obj.get('message')}")
+                new_version = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind != "BOOKMARK":
+                    self._apply(kind, obj)
+                if new_version:
+                    version = str(new_version)
+        return version
+
+    def _apply(self, kind: str, obj: Obj) -> None:
+        key = key_of(obj)
+        if kind == "DELETED":
+            self._emit(self.store.pop(key), None)
+            return
+        projected = self.source.project(obj)
+        if projected is None:
+            # No longer of interest (a pod that finished and is not ours, a label removed).
+            old = self.store.pop(key)
+            if old is not None:
+                self._emit(old, None)
+            return
+        current = self.store.get(*key)
+        new_rv, old_rv = resource_version(projected), resource_version(current)
+        if new_rv is not None and old_rv is not None and new_rv < old_rv:
+            return  # older than what a write already put here
+        self._emit(self.store.put(projected), projected)
+
+    def _emit(self, old: Obj | None, new: Obj | None) -> None:
+        for handler in self._handlers:
+            try:
+                handler(old, new)
+            except Exception:
+                log.exception("%s: event handler failed", self.kind.plural)
+
+
+def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    have = (obj.get("metadata") or {}).get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())
+
+
+class Reader(Protocol):
+    """What controllers read the cluster through (the caches; a fake in unit tests)."""
+
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None: ...
+
+    def list(
+        self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[Obj]: ...
+
+
+class Caches:
+    """Every informer of the operator, by kind; the one place controllers read the cluster from."""
+
+    def __init__(self, informers: Iterable[Informer]) -> None:
+        self.informers: dict[tuple[str, str], Informer] = {
+            (i.kind.api_version, i.kind.kind): i for i in informers
+        }
+
+    def informer(self, kind: Kind) -> Informer:
+        return self.informers[(kind.api_version, kind.kind)]
+
+    def __contains__(self, kind: Kind) -> bool:
+        return (kind.api_version, kind.kind) in self.informers
+
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
+        return self.informer(kind).get(namespace or "", name)
+
+    def list(
+        self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[Obj]:
+        return self.informer(kind).list(namespace, labels)
+
+    def observe_write(self, obj: Obj) -> None:
+        informer = self.informers.get((str(obj.get("apiVersion")), str(obj.get("kind"))))
+        if informer is not None:
+            informer.observe_write(obj)
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers.values())
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(i.synced.wait() for i in self.informers.values()))
+
+    def sizes(self) -> dict[str, int]:
+        return {i.kind.plural: len(i.store) for i in self.informers.values()}

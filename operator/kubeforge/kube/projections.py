@@ -1,0 +1,174 @@
+"""What the caches keep of each kind: the fields the policies read, nothing else.
+
+A projection is still a plain object of the same shape (a trimmed copy), so the pure views in
+`policy/` (`pod_view`, `pod_info`, `summarize_pods`, `job_view`, ...) read cached and fresh objects alike.
+Dropping `managedFields`, full pod specs and the bodies of pods that are neither ours nor hold a GPU is
+what keeps the operator's memory flat as the cluster grows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubeforge.api.names import (
+    APPLIED_HASH_ANNOTATION,
+    COMPLETION_INDEX_ANNOTATION,
+    GPU_RESOURCE,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+)
+
+Obj = dict[str, Any]
+
+_META_KEYS = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+    "ownerReferences",
+)
+
+
+def _meta(obj: Mapping[str, Any], annotations: tuple[str, ...] = ()) -> Obj:
+    meta = obj.get("metadata") or {}
+    out: Obj = {k: meta[k] for k in _META_KEYS if meta.get(k) is not None}
+    if "ownerReferences" in out:
+        out["ownerReferences"] = [
+            {k: ref.get(k) for k in ("apiVersion", "kind", "name", "uid", "controller") if k in ref}
+            for ref in out["ownerReferences"]
+        ]
+    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k in annotations}
+    if kept:
+        out["annotations"] = kept
+    return out
+
+
+def _head(obj: Mapping[str, Any]) -> Obj:
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind")}
+
+
+def _gpus(container: Mapping[str, Any]) -> Obj:
+    resources = container.get("resources") or {}
+    out: Obj = {}
+    for part in ("requests", "limits"):
+        amount = (resources.get(part) or {}).get(GPU_RESOURCE)
+        if amount is not None:
+            out[part] = {GPU_RESOURCE: amount}
+    return {"name": container.get("name"), "resources": out}
+
+
+def _holds_gpus(containers: list[Obj]) -> bool:
+    for container in containers:
+        for part in container["resources"].values():
+            try:
+                if int(str(part.get(GPU_RESOURCE, 0))) > 0:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+_CONTAINER_STATUS_KEYS = ("name", "ready", "restartCount", "state", "lastState")
+_CONDITION_KEYS = ("type", "status", "reason", "message", "lastTransitionTime")
+
+
+def pod(obj: Obj) -> Obj | None:
+    """Pods of kubeforge's workloads (any GPU count) and any pod holding GPUs (for capacity); the rest are
+    not kept. Finished pods that are not ours are dropped too: they hold nothing."""
+    meta = obj.get("metadata") or {}
+    ours = (meta.get("labels") or {}).get(MANAGED_BY) == MANAGED_BY_VALUE
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    containers = [_gpus(c) for c in spec.get("containers") or []]
+    init = [_gpus(c) for c in spec.get("initContainers") or []]
+    if not ours and (status.get("phase") in ("Succeeded", "Failed") or not _holds_gpus(containers + init)):
+        return None
+    projected_spec: Obj = {"containers": containers}
+    if init:
+        projected_spec["initContainers"] = init
+    if spec.get("nodeName"):
+        projected_spec["nodeName"] = spec["nodeName"]
+    projected_status: Obj = {
+        k: status[k] for k in ("phase", "reason", "message", "startTime") if status.get(k) is not None
+    }
+    if status.get("conditions"):
+        projected_status["conditions"] = [
+            {k: c[k] for k in _CONDITION_KEYS if k in c} for c in status["conditions"]
+        ]
+    if status.get("containerStatuses"):
+        projected_status["containerStatuses"] = [
+            {k: s[k] for k in _CONTAINER_STATUS_KEYS if k in s} for s in status["containerStatuses"]
+        ]
+    return {
+        **_head(obj),
+        "metadata": _meta(obj, (COMPLETION_INDEX_ANNOTATION,)),
+        "spec": projected_spec,
+        "status": projected_status,
+    }
+
+
+def node(obj: Obj) -> Obj | None:
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    projected_spec: Obj = {}
+    if spec.get("unschedulable"):
+        projected_spec["unschedulable"] = True
+    if spec.get("taints"):
+        projected_spec["taints"] = [
+            {k: t[k] for k in ("key", "value", "effect") if k in t} for t in spec["taints"]
+        ]
+    meta = _meta(obj)
+    meta.pop("ownerReferences", None)
+    return {
+        **_head(obj),
+        "metadata": meta,
+        "spec": projected_spec,
+        "status": {
+            "allocatable": {
+                k: v for k, v in (status.get("allocatable") or {}).items() if k in (GPU_RESOURCE, "pods")
+            },
+            "conditions": [
+                {k: c[k] for k in _CONDITION_KEYS if k in c}
+                for c in status.get("conditions") or []
+                if c.get("type") == "Ready"
+            ],
+        },
+    }
+
+
+def child(obj: Obj) -> Obj | None:
+    """A child the operator writes (Deployment, Job, Service, PDB, ControllerRevision): metadata with the
+    applied-hash annotation, the few spec fields the policies read, and the whole status."""
+    spec = obj.get("spec") or {}
+    projected_spec = {k: spec[k] for k in ("replicas", "suspend") if k in spec}
+    out: Obj = {**_head(obj), "metadata": _meta(obj, (APPLIED_HASH_ANNOTATION,)), "spec": projected_spec}
+    if obj.get("status"):
+        out["status"] = obj["status"]
+    return out
+
+
+def priority_class(obj: Obj) -> Obj | None:
+    meta = _meta(obj)
+    return {
+        **_head(obj),
+        "metadata": {k: meta[k] for k in ("name", "resourceVersion") if k in meta},
+        "value": obj.get("value", 0),
+        "globalDefault": bool(obj.get("globalDefault")),
+    }
+
+
+def owned_resource(obj: Obj) -> Obj | None:
+    """A TrainingJob or InferenceFleet: everything but the managed fields (spec and status are the input)."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        meta["annotations"] = {
+            k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
+    return {**obj, "metadata": meta}

@@ -1,0 +1,42 @@
+"""The controllers' cache `Reader` over a fake API server's objects, for controller tests without a
+cluster: what a fake server holds is what a synced cache would show."""
+
+from __future__ import annotations
+
+import builtins
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kubeforge.kube.kinds import Kind
+
+Obj = dict[str, Any]
+Entry = tuple[str, str, Obj]
+"""(kind, namespace, object)."""
+
+
+class FakeCaches:
+    def __init__(self, entries: Callable[[], Iterable[Entry]], *, copies: bool = False) -> None:
+        self._entries = entries
+        self._copies = copies
+
+    def _out(self, obj: Obj) -> Obj:
+        return copy.deepcopy(obj) if self._copies else obj
+
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
+        for k, ns, obj in self._entries():
+            if k == kind.kind and ns == (namespace or "") and obj["metadata"]["name"] == name:
+                return self._out(obj)
+        return None
+
+    def list(
+        self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[Obj]:
+        out = []
+        for k, ns, obj in self._entries():
+            if k != kind.kind or (namespace is not None and ns != namespace):
+                continue
+            have = obj["metadata"].get("labels") or {}
+            if all(have.get(key) == value for key, value in (labels or {}).items()):
+                out.append(self._out(obj))
+        return out

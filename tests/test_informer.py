@@ -1,0 +1,253 @@
+"""The watch-fed caches against a scripted API server (httpx's mock transport): paginated list, watch from
+the list's resourceVersion, relist after 410 Gone with vanished objects reported as deletions, bookmarks,
+write-through that a stale event cannot undo, and the projections that keep memory flat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import pytest
+
+from kubeforge.kube import informer as informer_module
+from kubeforge.kube import projections
+from kubeforge.kube.client import applied_hash, unchanged
+from kubeforge.kube.informer import Informer, Obj, Source
+from kubeforge.kube.kinds import DEPLOYMENT, POD
+
+OURS = {"app.kubernetes.io/managed-by": "kubeforge", "kubeforge.dev/inferencefleet": "chat"}
+
+
+def deployment(name: str, rv: int, replicas: int = 1) -> Obj:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "resourceVersion": str(rv),
+            "labels": OURS,
+            "managedFields": [{"manager": "kubeforge", "fieldsV1": {"f:spec": {}}}],
+        },
+        "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "server"}]}}},
+        "status": {"readyReplicas": replicas},
+    }
+
+
+class ScriptedServer:
+    """Answers LISTs from `pages` (in order) and WATCHes from `watches` (in order; each a list of events,
+    or an int status code). Records every request's query."""
+
+    def __init__(self, pages: list[list[Obj]], watches: list[list[dict[str, Any]] | int]) -> None:
+        self.pages = pages
+        self.watches = watches
+        self.requests: list[dict[str, str]] = []
+        self.lists = 0
+
+    def handler(self, request: httpx2.Request) -> httpx2.Response:
+        query = dict(request.url.params)
+        self.requests.append(query)
+        if query.get("watch") == "true":
+            if not self.watches:
+                return httpx2.Response(200, content=b"")  # the server ends the stream: idle
+            script = self.watches.pop(0)
+            if isinstance(script, int):
+                return httpx2.Response(script, json={"kind": "Status", "code": script})
+            body = "".join(json.dumps(e) + "\n" for e in script)
+            return httpx2.Response(200, content=body.encode())
+        self.lists += 1
+        page = self.pages.pop(0)
+        meta: dict[str, Any] = {"resourceVersion": "100"}
+        if page and page[-1].get("kind") == "Continue":  # a test's marker: more pages follow
+            page = page[:-1]
+            meta["continue"] = f"after-{page[-1]['metadata']['name']}"
+        return httpx2.Response(200, json={"kind": "List", "metadata": meta, "items": page})
+
+
+def informer(server: ScriptedServer, source: Source) -> Informer:
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(server.handler), base_url="https://k8s")
+    return Informer(client, source)
+
+
+@pytest.fixture(autouse=True)
+def quick_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer_module, "QUICK_WATCH_SECONDS", 0.01)
+
+
+async def run_until(inf: Informer, condition: Callable[[], bool]) -> None:
+    task = asyncio.create_task(inf.run())
+    try:
+        for _ in range(200):
+            if condition():
+                break
+            await asyncio.sleep(0.01)
+        assert condition()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_list_then_watch_from_the_lists_version_with_bookmarks() -> None:
+    server = ScriptedServer(
+        [[deployment("a", 10)]],
+        [
+            [
+                {"type": "ADDED", "object": deployment("b", 101)},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "150"}}},
+            ]
+        ],
+    )
+    inf = informer(server, Source(DEPLOYMENT, projections.child, "app.kubernetes.io/managed-by=kubeforge"))
+    seen: list[tuple[str | None, str | None]] = []
+    inf.add_handler(
+        lambda old, new: seen.append(
+            ((old or {}).get("metadata", {}).get("name"), (new or {}).get("metadata", {}).get("name"))
+        )
+    )
+    await run_until(inf, lambda: len(server.requests) >= 3)
+    assert inf.synced.is_set()
+    assert sorted(k[1] for k in inf.store.objects) == ["a", "b"]
+    watch = server.requests[1]
+    assert watch["resourceVersion"] == "100"
+    assert watch["allowWatchBookmarks"] == "true"
+    assert watch["labelSelector"] == "app.kubernetes.io/managed-by=kubeforge"
+    # After the stream ended, the next watch resumes from the bookmark: no relist.
+    assert server.requests[2]["resourceVersion"] == "150"
+    assert server.lists == 1
+    assert seen == [(None, "a"), (None, "b")]
+
+
+async def test_a_paginated_list_is_one_snapshot() -> None:
+    server = ScriptedServer([[deployment("a", 10), {"kind": "Continue"}], [deployment("b", 11)]], [])
+    inf = informer(server, Source(DEPLOYMENT, projections.child))
+    await run_until(inf, inf.synced.is_set)
+    assert sorted(k[1] for k in inf.store.objects) == ["a", "b"]
+    assert server.requests[0]["limit"] == "500"
+    assert server.requests[1]["continue"] == "after-a"
+
+
+async def test_gone_relists_and_reports_what_vanished_as_deleted() -> None:
+    server = ScriptedServer([[deployment("a", 10), deployment("b", 11)], [deployment("b", 12)]], [410])
+    inf = informer(server, Source(DEPLOYMENT, projections.child))
+    deleted: list[str] = []
+    inf.add_handler(lambda old, new: deleted.append(old["metadata"]["name"]) if new is None and old else None)
+    await run_until(inf, lambda: server.lists >= 2 and len(server.requests) >= 4)
+    assert list(inf.store.objects) == [("ns", "b")]
+    assert deleted == ["a"]
+
+
+async def test_forbidden_list_leaves_an_empty_synced_cache_marked_forbidden() -> None:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(403, json={"kind": "Status", "code": 403})
+
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(refuse), base_url="https://k8s")
+    inf = Informer(client, Source(POD, projections.pod))
+    await run_until(inf, inf.synced.is_set)
+    assert inf.forbidden
+    assert len(inf.store) == 0
+
+
+def test_a_write_refreshes_the_cache_and_an_older_event_cannot_undo_it() -> None:
+    inf = Informer(None, Source(DEPLOYMENT, projections.child))  # type: ignore[arg-type]
+    inf._apply("ADDED", deployment("a", 10, replicas=1))
+    inf.observe_write(deployment("a", 12, replicas=3))
+    assert inf.get("ns", "a")["spec"]["replicas"] == 3  # type: ignore[index]
+    inf._apply("MODIFIED", deployment("a", 11, replicas=2))
+    assert inf.get("ns", "a")["spec"]["replicas"] == 3  # type: ignore[index]
+    inf._apply("MODIFIED", deployment("a", 13, replicas=4))
+    assert inf.get("ns", "a")["spec"]["replicas"] == 4  # type: ignore[index]
+
+
+def test_label_index_lists_by_owner() -> None:
+    inf = Informer(None, Source(POD, projections.pod, index_labels=("kubeforge.dev/inferencefleet",)))  # type: ignore[arg-type]
+    for i, owner in enumerate(["chat", "chat", "code"]):
+        inf._apply(
+            "ADDED",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"p{i}",
+                    "namespace": "ns",
+                    "resourceVersion": str(i + 1),
+                    "labels": {**OURS, "kubeforge.dev/inferencefleet": owner},
+                },
+                "spec": {"containers": []},
+            },
+        )
+    assert sorted(
+        p["metadata"]["name"] for p in inf.list("ns", {"kubeforge.dev/inferencefleet": "chat"})
+    ) == [
+        "p0",
+        "p1",
+    ]
+    inf._apply("DELETED", {"metadata": {"name": "p0", "namespace": "ns"}})
+    assert [p["metadata"]["name"] for p in inf.list("ns", {"kubeforge.dev/inferencefleet": "chat"})] == ["p1"]
+
+
+GPU_POD: Obj = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "name": "other",
+        "namespace": "team-b",
+        "annotations": {"big": "x" * 10_000, "batch.kubernetes.io/job-completion-index": "3"},
+        "managedFields": [{"manager": "kubelet"}],
+    },
+    "spec": {
+        "nodeName": "h100-0",
+        "containers": [
+            {
+                "name": "c",
+                "image": "img",
+                "env": [{"name": "A", "value": "1"}],
+                "resources": {"limits": {"nvidia.com/gpu": "2", "cpu": "4"}},
+            }
+        ],
+    },
+    "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
+}
+
+
+@pytest.mark.parametrize(
+    ("pod", "kept"),
+    [
+        (GPU_POD, True),
+        ({**GPU_POD, "status": {"phase": "Succeeded"}}, False),
+        ({**GPU_POD, "spec": {"containers": [{"name": "c"}]}}, False),
+        (
+            {**GPU_POD, "metadata": {"name": "w", "labels": OURS}, "spec": {"containers": [{"name": "c"}]}},
+            True,
+        ),
+    ],
+    ids=["gpu-pod", "finished", "cpu-only-not-ours", "ours-without-gpu"],
+)
+def test_pod_projection_keeps_what_policies_read(pod: Obj, kept: bool) -> None:
+    projected = projections.pod(pod)
+    assert (projected is not None) == kept
+    if projected is None or pod is not GPU_POD:
+        return
+    assert projected["spec"] == {
+        "nodeName": "h100-0",
+        "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "2"}}}],
+    }
+    assert projected["metadata"]["annotations"] == {"batch.kubernetes.io/job-completion-index": "3"}
+    assert "managedFields" not in projected["metadata"]
+    assert "podIP" not in projected["status"]
+    assert len(json.dumps(projected)) < len(json.dumps(pod)) / 10
+
+
+def test_applied_hash_ignores_the_annotation_it_writes_and_sees_any_other_change() -> None:
+    desired = deployment("a", 1)
+    desired["metadata"].pop("resourceVersion")
+    stamped = json.loads(json.dumps(desired))
+    stamped["metadata"]["annotations"] = {"kubeforge.dev/applied-hash": applied_hash(desired)}
+    assert applied_hash(stamped) == applied_hash(desired)
+    assert unchanged(desired, projections.child(stamped))
+    changed = json.loads(json.dumps(desired))
+    changed["spec"]["replicas"] = 2
+    assert not unchanged(changed, projections.child(stamped))
+    assert not unchanged(desired, None)
