@@ -1020,26 +1020,28 @@ class Table:
 
 def table(results: Obj) -> str:
     t = Table()
-    base, kf = results.get("baseline") or {}, results.get("kubeforge") or {}
-    base_s, total = base.get("available_seconds"), kf.get("total_seconds")
+    base: Obj = results.get("baseline") or {}
+    kf: Obj = results.get("kubeforge") or {}
+    base_s: float | None = base.get("available_seconds")
     if base:
         t.add(f"baseline: {base['deployments']} Deployments available", fmt_s(base_s))
         t.add("baseline: delete until pods gone", fmt_s(base["delete_to_pods_gone_seconds"]))
     else:
-        t.add("baseline", "skipped")
+        t.add("baseline", "skipped" if results["config"]["skip_baseline"] else "not measured")
     limit = min(TARGET_TOTAL_SECONDS, TARGET_RATIO * base_s) if base_s else TARGET_TOTAL_SECONDS
-    t.add(
-        f"kubeforge: {kf.get('fleets')} fleets Ready + {kf.get('jobs')} jobs Succeeded",
-        fmt_s(total),
-        f"<= {TARGET_RATIO}x baseline and <= {TARGET_TOTAL_SECONDS:.0f} s",
-        None if total is None else total <= limit,
-    )
-    ready_s, done_s = kf.get("fleets_ready_seconds"), kf.get("jobs_succeeded_seconds")
-    t.add("  fleets all Ready / jobs all Succeeded", f"{fmt_s(ready_s)} / {fmt_s(done_s)}")
-    if base_s and total:
-        ratio = total / base_s
-        t.add("  ratio to baseline", f"{ratio:.2f}x", f"<= {TARGET_RATIO}x", ratio <= TARGET_RATIO)
-    t.add("  operator CPU time until then", fmt_s(kf.get("operator_cpu_seconds_until_converged")))
+    target = f"<= {TARGET_RATIO}x baseline and <= {TARGET_TOTAL_SECONDS:.0f} s"
+    if kf:
+        label = f"kubeforge: {kf['fleets']} fleets Ready + {kf['jobs']} jobs Succeeded"
+        total = float(kf["total_seconds"])
+        t.add(label, fmt_s(total), target, total <= limit)
+        ready_s, done_s = kf.get("fleets_ready_seconds"), kf.get("jobs_succeeded_seconds")
+        t.add("  fleets all Ready / jobs all Succeeded", f"{fmt_s(ready_s)} / {fmt_s(done_s)}")
+        if base_s:
+            ratio = total / base_s
+            t.add("  ratio to baseline", f"{ratio:.2f}x", f"<= {TARGET_RATIO}x", ratio <= TARGET_RATIO)
+        t.add("  operator CPU time until then", fmt_s(kf.get("operator_cpu_seconds_until_converged")))
+    else:
+        t.add("kubeforge: fleets Ready + jobs Succeeded", "not measured", target)
     peak = (results.get("rss_mib") or {}).get("operator_peak")
     t.add(
         "operator peak RSS (VmHWM)",
@@ -1051,8 +1053,8 @@ def table(results: Obj) -> str:
     if rec:
         t.add(
             f"reconcile p50 / p99 ({rec['count']} passes)",
-            f"{fmt_ms(rec['p50_seconds'], rec['p50_beyond_last_bucket'])} / "
-            f"{fmt_ms(rec['p99_seconds'], rec['p99_beyond_last_bucket'])}",
+            f"{fmt_ms(rec['p50_seconds'], rec.get('p50_beyond_last_bucket', False))} / "
+            f"{fmt_ms(rec['p99_seconds'], rec.get('p99_beyond_last_bucket', False))}",
         )
     idle = results.get("idle")
     if idle:
@@ -1114,7 +1116,8 @@ def table(results: Obj) -> str:
             term <= TARGET_TERM_SECONDS,
         )
     else:
-        t.add(f"failover: {fail}", "-", f"<= {TARGET_KILL_SECONDS:.0f} s / {TARGET_TERM_SECONDS:.0f} s")
+        why = fail or "not measured"
+        t.add(f"failover: {why}", "-", f"<= {TARGET_KILL_SECONDS:.0f} s / {TARGET_TERM_SECONDS:.0f} s")
     return t.render()
 
 
