@@ -420,59 +420,21 @@ class RssSampler:
 
 # -------------------------------------------------------------------------------------- the operator
 class BenchOperator(OperatorProcess):
-    """The operator as a user runs it. Differences from the harness's OperatorProcess: no
-    ``--resync-seconds 5`` (a test setting that would inflate the idle request rate; the operator's own
-    default applies), a choice of health path to wait for (a leader-election standby need not be
-    ready), a pid, and signals that do not wait for the exit (the failover clock starts at the signal)."""
+    """The operator as a user runs it: its own default resync (the tests' quick one would inflate the
+    idle request rate), and a choice of health path to wait for (a standby need not be ready)."""
 
     def __init__(
         self, label: str, cluster: LocalCluster, log_dir: Path, extra_args: Sequence[str], ready_path: str
     ) -> None:
         super().__init__(
-            cluster.kubeconfig, log_dir / f"{label}.log", extra_args=extra_args, env=cluster.env()
+            cluster.kubeconfig,
+            log_dir / f"{label}.log",
+            extra_args=extra_args,
+            env=cluster.env(),
+            resync_seconds=None,
+            ready_path=ready_path,
         )
         self.label = label
-        self.ready_path = ready_path
-
-    def command(self) -> list[str]:
-        argv = super().command()
-        for i in range(len(argv) - 1):
-            if argv[i] == "--resync-seconds" and "--resync-seconds" not in self.extra_args:
-                return argv[:i] + argv[i + 2 :]
-        return argv
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.health_port}{self.ready_path}"
-        while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
-                raise BenchError(f"{self.label} exited early; see {self.log_path}:\n{self.tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise BenchError(
-            f"{self.label} not answering {self.ready_path} after {timeout}s; see {self.log_path}"
-        )
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def send(self, sig: int) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(sig)
-
-    def reap(self, timeout: float = 30.0) -> None:
-        """Wait for the exit after ``send``; SIGKILL if it takes longer than ``timeout``."""
-        if self._proc is None:
-            return
-        try:
-            self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=15)
-        self._proc = None
 
     def scrape(self) -> OperatorScrape:
         try:

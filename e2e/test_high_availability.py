@@ -134,17 +134,24 @@ def test_standby_finishes_a_canary_rollout_after_the_leader_is_killed(pair: Pair
     wait_ready(kubectl, namespace, "ha-canary")
     kubectl.apply(fleet("ha-canary", **{**spec, "image": "registry.invalid/kubeforge/server:2"}), namespace)
 
-    def in_pause() -> bool:
-        rollout = (get_fleet(kubectl, namespace, "ha-canary").get("status") or {}).get("rollout") or {}
-        return rollout.get("phase") == "Paused" or bool(rollout.get("pauseStartTime"))
+    def in_pause() -> Obj | None:
+        rollout: Obj = (get_fleet(kubectl, namespace, "ha-canary").get("status") or {}).get("rollout") or {}
+        # The step's pods are ready and its 20 s pause runs.
+        if rollout.get("canaryWeight") == 50 and rollout.get("stepReadyAt"):
+            return rollout
+        return None
 
-    wait_for(in_pause, timeout=60, description="the canary step's pause")
+    canary = wait_for(in_pause, timeout=60, description="the canary step's pause")["canaryRevision"]
     identity, leader = pair.leader(kubectl)
     leader.kill(signal.SIGKILL)
     killed = time.monotonic()
 
+    def successor() -> str | None:
+        holder = pair.holder(kubectl)
+        return holder if holder is not None and holder != identity else None
+
     new = wait_for(
-        lambda: (h := pair.holder(kubectl)) is not None and h != identity and h,
+        successor,
         timeout=40,
         description="the standby taking the Lease",
     )
@@ -153,15 +160,20 @@ def test_standby_finishes_a_canary_rollout_after_the_leader_is_killed(pair: Pair
 
     def promoted() -> bool:
         rollout = (get_fleet(kubectl, namespace, "ha-canary").get("status") or {}).get("rollout") or {}
-        return rollout.get("phase") == "Promoted" and rollout.get("stableRevision") == rollout.get(
-            "currentRevision", rollout.get("stableRevision")
-        )
+        return rollout.get("phase") == "Promoted" and rollout.get("stableRevision") == canary
 
     wait_for(promoted, timeout=90, description=f"{new} finishing the rollout")
-    deployments = items(kubectl, "deployments", namespace, "kubeforge.dev/inferencefleet=ha-canary")
-    assert len(deployments) == 1, [d["metadata"]["name"] for d in deployments]
+
+    def deployments() -> list[str]:
+        found = items(kubectl, "deployments", namespace, "kubeforge.dev/inferencefleet=ha-canary")
+        return sorted(d["metadata"]["name"] for d in found)
+
+    # The drained stable revision goes; nothing was ever made twice (names are per revision).
+    wait_for(lambda: deployments() == [f"ha-canary-{canary}"], timeout=30, description="one Deployment left")
     history = get_fleet(kubectl, namespace, "ha-canary")["status"]["rollout"]["history"]
     assert [e["phase"] for e in history] == ["Superseded", "Stable"]
+    # The new leader's writes never conflicted with what the old one left (no failed pass at all).
+    assert metric(pair.processes[new], "controller_runtime_reconcile_errors_total") == 0
 
 
 def _gang(name: str) -> Obj:
@@ -184,7 +196,7 @@ def test_standby_takes_over_gang_admission_without_double_admitting(pair: Pair, 
     names = [f"gang-{i}" for i in range(3)]
     for name in names:
         kubectl.apply(_gang(name), namespace)
-    _, leader = pair.leader(kubectl)
+    identity, leader = pair.leader(kubectl)
     wait_for(
         lambda: any(
             ((kubectl.get("trainingjob", n, namespace) or {}).get("status") or {}).get("phase")
@@ -220,6 +232,8 @@ def test_standby_takes_over_gang_admission_without_double_admitting(pair: Pair, 
         assert status["restarts"] == 0, (name, status)
     job_names = [j["metadata"]["name"] for j in items(kubectl, "jobs", namespace)]
     assert sorted(job_names) == sorted(f"{n}-a0" for n in names), "one Job per gang, none duplicated"
+    successor = next(p for i, p in pair.processes.items() if i != identity)
+    assert metric(successor, "controller_runtime_reconcile_errors_total") == 0
 
 
 def test_a_restarted_operator_writes_nothing_for_converged_objects(

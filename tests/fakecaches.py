@@ -8,7 +8,8 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kubeforge.kube.kinds import Kind
+from kubeforge.kube.kinds import NODE, POD, Kind
+from kubeforge.policy import capacity
 
 Obj = dict[str, Any]
 Entry = tuple[str, str, Obj]
@@ -28,6 +29,12 @@ class FakeCaches:
             if k == kind.kind and ns == (namespace or "") and obj["metadata"]["name"] == name:
                 return self._out(obj)
         return None
+
+    def capacity(self) -> capacity.Ledger:
+        """Counted afresh from the fake server's nodes and pods (the real one is kept event by event)."""
+        return capacity.Ledger.of(
+            [capacity.node_info(n) for n in self.list(NODE)], [capacity.pod_info(p) for p in self.list(POD)]
+        )
 
     def list(
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from kubeforge.policy.capacity import (
     Demand,
+    Ledger,
     NodeInfo,
     PodInfo,
     admit,
@@ -268,3 +269,37 @@ def test_gangs_queued_ahead_are_served_first_from_the_same_snapshot(
     ahead = [Demand(f"ns/older-{i}", w, 8, (H100,)) for i, w in enumerate(ahead_workers)]
     verdict = admit(Demand("ns/mine", mine_workers, 8, (H100,)), nodes, [], [], ahead=ahead)
     assert verdict.fits is fits
+
+
+_ledger_pods = st.builds(
+    PodInfo,
+    namespace=st.just("ns"),
+    name=st.sampled_from([f"p{i}" for i in range(6)]),
+    node=st.sampled_from([None, "h100-0", "h100-1", "l4-0", "gone"]),
+    gpus=st.integers(0, 8),
+    terminal=st.booleans(),
+    trainingjob=st.sampled_from([None, "ns/a", "ns/b"]),
+    attempt=st.sampled_from([None, 0, 1]),
+)
+
+
+@given(st.lists(st.tuples(st.booleans(), _ledger_pods), max_size=40))
+def test_the_ledger_kept_event_by_event_equals_a_fresh_count(events: list[tuple[bool, PodInfo]]) -> None:
+    """Whatever order pods come, change and go in, the incremental ledger says what counting every pod
+    from scratch says: free GPUs (with and without a job's own pods) and placed workers per attempt."""
+    ledger = Ledger.of(CLUSTER, [])
+    alive: dict[str, PodInfo] = {}
+    for removal, pod in events:
+        if removal:
+            ledger.remove_pod(pod.namespace, pod.name)
+            alive.pop(pod.name, None)
+        else:
+            ledger.put_pod(pod)
+            alive[pod.name] = pod
+    pods = list(alive.values())
+    for exclude in (None, "ns/a", "ns/b"):
+        assert ledger.free(exclude=exclude) == free_gpus(CLUSTER, pods, exclude=exclude)
+    for job in ("ns/a", "ns/b"):
+        for attempt in (0, 1):
+            demand = Demand(job, 4, 2, None)
+            assert ledger.unplaced(demand, attempt) == unplaced(demand, attempt, pods)

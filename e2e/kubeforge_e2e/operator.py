@@ -33,11 +33,18 @@ class OperatorProcess:
         *,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        resync_seconds: float | None = 5,
+        ready_path: str = "/readyz",
     ) -> None:
+        """`resync_seconds`: the tests' quick safety-net resync; None keeps the operator's default (what
+        a benchmark should measure). `ready_path`: what `start()` waits for (`/healthz` for a process
+        that need not be ready)."""
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_args = list(extra_args)
         self.env = env
+        self.resync_seconds = resync_seconds
+        self.ready_path = ready_path
         self.metrics_port = free_port()
         self.health_port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -58,8 +65,7 @@ class OperatorProcess:
             str(self.metrics_port),
             "--health-port",
             str(self.health_port),
-            "--resync-seconds",
-            "5",
+            *(["--resync-seconds", f"{self.resync_seconds:g}"] if self.resync_seconds is not None else []),
             "--bind-address",
             "127.0.0.1",
             *self.extra_args,
@@ -77,7 +83,7 @@ class OperatorProcess:
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        url = f"http://127.0.0.1:{self.health_port}{self.ready_path}"
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
                 raise RuntimeError(f"operator exited early; see {self.log_path}:\n{self.tail()}")
@@ -94,6 +100,26 @@ class OperatorProcess:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(sig)
             self._proc.wait(timeout=30)
+        self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def send(self, sig: int) -> None:
+        """Send a signal without waiting for the exit (a failover clock starts at the signal)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(sig)
+
+    def reap(self, timeout: float = 30.0) -> None:
+        """Wait for the exit after `send`; SIGKILL when it takes longer than `timeout`."""
+        if self._proc is None:
+            return
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=15)
         self._proc = None
 
     def stop(self) -> None:

@@ -49,8 +49,6 @@ from kubeforge.metrics import exposition
 
 log = logging.getLogger(__name__)
 
-CACHE_METRICS_SECONDS = 10.0
-
 
 @dataclass(frozen=True)
 class Endpoints:
@@ -123,14 +121,6 @@ async def _health_server(endpoints: Endpoints, caches: Caches) -> web.AppRunner:
     return runner
 
 
-async def _export_cache_sizes(caches: Caches) -> None:
-    while True:
-        for informer in caches.informers.values():
-            exposition.CACHE_OBJECTS.labels(informer.kind.plural).set(len(informer.store))
-            exposition.CACHE_SYNCED.labels(informer.kind.plural).set(1 if informer.synced.is_set() else 0)
-        await asyncio.sleep(CACHE_METRICS_SECONDS)
-
-
 async def run_operator(
     access: ClusterAccess,
     config: OperatorConfig,
@@ -143,6 +133,9 @@ async def run_operator(
     http = kube.watch_client()
     caches = await build_caches(http, config)
     kube.observer = caches.observe_write
+    exposition.CACHES.source = lambda: [
+        (i.kind.plural, len(i.store), i.synced.is_set()) for i in caches.informers.values()
+    ]
     runtimes = [Runtime(caches, c, config) for c in build_controllers(kube, caches, config)]
 
     if endpoints.metrics_port:
@@ -156,7 +149,6 @@ async def run_operator(
             loop.add_signal_handler(sig, stop.set)
 
     background: list[asyncio.Task[None]] = [loop.create_task(i.run()) for i in caches.informers.values()]
-    background.append(loop.create_task(_export_cache_sizes(caches)))
     elector: LeaderElector | None = None
     code = 0
     try:

@@ -140,8 +140,7 @@ class TrainingJobController:
         demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
         if demand.gpus <= 0:
             return capacity.Admission(True, spec.workers, "needs no GPUs")
-        nodes = [capacity.node_info(n) for n in self.caches.list(NODE)]
-        pods = [capacity.pod_info(p) for p in self.caches.list(POD)]
+        ledger = self.caches.capacity()
         others: dict[str, capacity.Demand] = {}
         queued: list[tuple[tuple[int, str, str], capacity.Demand]] = []
         for other in self.caches.list(TRAININGJOB):
@@ -175,15 +174,13 @@ class TrainingJobController:
                 continue
             if admitted is None or admitted.status != "True" or admitted.reason != "GangAdmitted":
                 continue
-            others[other_key] = capacity.unplaced(whole, other_status.attempt, pods)
+            others[other_key] = ledger.unplaced(whole, other_status.attempt)
         for reserved_key, (reserved, attempt) in self._reserved.items():
             if reserved_key != key and reserved_key not in others:
-                others[reserved_key] = capacity.unplaced(reserved, attempt, pods)
+                others[reserved_key] = ledger.unplaced(reserved, attempt)
         mine = (-self._priority(spec), str(meta.get("creationTimestamp") or ""), key)
         ahead = [d for order, d in sorted(queued, key=lambda q: q[0]) if order < mine]
-        return capacity.admit(
-            demand, nodes, pods, others.values(), gpu_type=spec.resources.gpu_type, ahead=ahead
-        )
+        return ledger.admit(demand, others.values(), gpu_type=spec.resources.gpu_type, ahead=ahead)
 
     def _priority(self, spec: TrainingJobSpec) -> int:
         """The gang's PriorityClass value (the cluster's global default when it names none), as the

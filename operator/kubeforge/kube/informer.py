@@ -32,8 +32,9 @@ from typing import Any, Protocol
 
 import httpx2
 
-from kubeforge.kube.kinds import Kind
+from kubeforge.kube.kinds import NODE, POD, Kind
 from kubeforge.metrics import exposition
+from kubeforge.policy import capacity
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +350,10 @@ class Reader(Protocol):
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> list[Obj]: ...
 
+    def capacity(self) -> capacity.Ledger:
+        """GPU capacity: the nodes and what bound pods hold, kept current by the pod and node caches."""
+        ...
+
 
 class Caches:
     """Every informer of the operator, by kind; the one place controllers read the cluster from."""
@@ -357,6 +362,26 @@ class Caches:
         self.informers: dict[tuple[str, str], Informer] = {
             (i.kind.api_version, i.kind.kind): i for i in informers
         }
+        self._ledger = capacity.Ledger()
+        if POD in self:
+            self.informer(POD).add_handler(self._on_pod)
+        if NODE in self:
+            self.informer(NODE).add_handler(self._on_node)
+
+    def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
+        if new is not None:
+            self._ledger.put_pod(capacity.pod_info(new))
+        elif old is not None:
+            self._ledger.remove_pod(*key_of(old))
+
+    def _on_node(self, old: Obj | None, new: Obj | None) -> None:
+        if new is not None:
+            self._ledger.put_node(capacity.node_info(new))
+        elif old is not None:
+            self._ledger.remove_node(key_of(old)[1])
+
+    def capacity(self) -> capacity.Ledger:
+        return self._ledger
 
     def informer(self, kind: Kind) -> Informer:
         return self.informers[(kind.api_version, kind.kind)]

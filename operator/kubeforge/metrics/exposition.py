@@ -6,10 +6,12 @@ not export a growing set of stale series.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -167,18 +169,34 @@ ACTIVE_WORKERS = Gauge(
     ["controller"],
     registry=REGISTRY,
 )
-CACHE_OBJECTS = Gauge(
-    "kubeforge_cache_objects",
-    "Objects held in the operator's watch-fed caches, by resource.",
-    ["resource"],
-    registry=REGISTRY,
-)
-CACHE_SYNCED = Gauge(
-    "kubeforge_cache_synced",
-    "1 once the cache of a resource holds a complete list.",
-    ["resource"],
-    registry=REGISTRY,
-)
+
+
+class _CacheCollector(Collector):
+    """Cache sizes and sync state, read at scrape time (always current, no timer)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[tuple[str, int, bool]]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        objects = GaugeMetricFamily(
+            "kubeforge_cache_objects",
+            "Objects held in the operator's watch-fed caches, by resource.",
+            labels=["resource"],
+        )
+        synced = GaugeMetricFamily(
+            "kubeforge_cache_synced",
+            "1 once the cache of a resource holds a complete list.",
+            labels=["resource"],
+        )
+        for resource, count, is_synced in self.source() if self.source is not None else ():
+            objects.add_metric([resource], count)
+            synced.add_metric([resource], 1 if is_synced else 0)
+        yield objects
+        yield synced
+
+
+CACHES = _CacheCollector()
+REGISTRY.register(CACHES)
 LEADER = Gauge(
     "leader_election_master_status",
     "1 while this replica is the leader (client-go's name); 0 on standby.",

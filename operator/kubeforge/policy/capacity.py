@@ -200,15 +200,23 @@ def admit(
     ahead: Sequence[Demand] = (),
 ) -> Admission:
     """Whether every worker of `demand` fits now, after what is bound, what other admitted gangs still
-    place, and the gangs queued `ahead` of it (in order) that fit: one snapshot admits queued gangs
-    oldest first, and a younger gang is admitted before an older one only into GPUs the older one could
-    not use anyway (best-effort FIFO, as Kueue's default queueing strategy)."""
+    place, and the gangs queued `ahead` of it (in order) that fit: one snapshot admits queued gangs in
+    order, and a gang behind others only takes GPUs none of them could use (best-effort FIFO, Kueue's
+    default queueing strategy)."""
+    return _admit(demand, nodes, free_gpus(nodes, pods, exclude=demand.key), others, gpu_type, ahead)
+
+
+def _admit(
+    demand: Demand,
+    nodes: Sequence[NodeInfo],
+    free_now: Mapping[str, int],
+    others: Iterable[Demand],
+    gpu_type: str | None,
+    ahead: Sequence[Demand],
+) -> Admission:
     if demand.gpus <= 0:
         return Admission(True, demand.workers, "needs no GPUs")
-    pods = list(pods)
-    free = reserve(
-        free_gpus(nodes, pods, exclude=demand.key), nodes, [o for o in others if o.key != demand.key]
-    )
+    free = reserve(free_now, nodes, [o for o in others if o.key != demand.key])
     for earlier in ahead:
         if earlier.key != demand.key and placeable(free, nodes, earlier) >= earlier.workers:
             free = reserve(free, nodes, [earlier])
@@ -242,3 +250,93 @@ def unplaced(demand: Demand, attempt: int, pods: Iterable[PodInfo]) -> Demand:
         if pod.trainingjob == demand.key and pod.attempt == attempt and (pod.node is not None or pod.terminal)
     )
     return Demand(demand.key, max(0, demand.workers - placed), demand.gpus, demand.products)
+
+
+class Ledger:
+    """GPU capacity kept up to date one watch event at a time, so a decision reads it in O(nodes)
+    instead of walking every pod of the cluster: per node its allocatable GPUs and schedulability, the
+    GPUs bound unfinished pods hold on it (in all, and per TrainingJob), and per gang attempt how many
+    of its workers are placed."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, NodeInfo] = {}
+        self._pods: dict[tuple[str, str], PodInfo] = {}
+        self._used: dict[str, int] = {}
+        self._used_by_job: dict[str, dict[str, int]] = {}
+        self._placed: dict[tuple[str, int], int] = {}
+
+    @classmethod
+    def of(cls, nodes: Iterable[NodeInfo], pods: Iterable[PodInfo]) -> Ledger:
+        ledger = cls()
+        for node in nodes:
+            ledger.put_node(node)
+        for pod in pods:
+            ledger.put_pod(pod)
+        return ledger
+
+    # -- updates ---------------------------------------------------------------------------------------
+
+    def put_node(self, node: NodeInfo) -> None:
+        self._nodes[node.name] = node
+
+    def remove_node(self, name: str) -> None:
+        self._nodes.pop(name, None)
+
+    def put_pod(self, pod: PodInfo) -> None:
+        key = (pod.namespace, pod.name)
+        self.remove_pod(*key)
+        self._pods[key] = pod
+        self._count(pod, +1)
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        old = self._pods.pop((namespace, name), None)
+        if old is not None:
+            self._count(old, -1)
+
+    def _count(self, pod: PodInfo, sign: int) -> None:
+        if pod.trainingjob is not None and pod.attempt is not None and (pod.node is not None or pod.terminal):
+            slot = (pod.trainingjob, pod.attempt)
+            self._placed[slot] = self._placed.get(slot, 0) + sign
+            if not self._placed[slot]:
+                del self._placed[slot]
+        if pod.terminal or pod.node is None or pod.gpus <= 0:
+            return
+        self._used[pod.node] = self._used.get(pod.node, 0) + sign * pod.gpus
+        if pod.trainingjob is not None:
+            by_node = self._used_by_job.setdefault(pod.trainingjob, {})
+            by_node[pod.node] = by_node.get(pod.node, 0) + sign * pod.gpus
+            if not by_node[pod.node]:
+                del by_node[pod.node]
+            if not by_node:
+                del self._used_by_job[pod.trainingjob]
+
+    # -- reads -----------------------------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[NodeInfo]:
+        return list(self._nodes.values())
+
+    def free(self, *, exclude: str | None = None) -> dict[str, int]:
+        """Free GPUs per schedulable GPU node, as `free_gpus` computes them from every pod."""
+        mine = self._used_by_job.get(exclude, {}) if exclude is not None else {}
+        return {
+            name: max(0, node.gpus - self._used.get(name, 0) + mine.get(name, 0))
+            for name, node in self._nodes.items()
+            if node.schedulable and node.gpus > 0
+        }
+
+    def unplaced(self, demand: Demand, attempt: int) -> Demand:
+        """`unplaced()` from the counts kept per attempt."""
+        placed = self._placed.get((demand.key, attempt), 0)
+        return Demand(demand.key, max(0, demand.workers - placed), demand.gpus, demand.products)
+
+    def admit(
+        self,
+        demand: Demand,
+        others: Iterable[Demand] = (),
+        *,
+        gpu_type: str | None = None,
+        ahead: Sequence[Demand] = (),
+    ) -> Admission:
+        """`admit()` over the ledger's state."""
+        return _admit(demand, self.nodes, self.free(exclude=demand.key), others, gpu_type, ahead)
