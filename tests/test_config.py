@@ -37,3 +37,39 @@ def test_ambient_kubeconfig_is_ignored(tmp_path: Path, monkeypatch: pytest.Monke
 def test_run_without_cluster_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run"]) == 2
     assert "--kubeconfig" in capsys.readouterr().err
+
+
+def _kubeconfig(tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--leader-elect"], "--leader-election-namespace"),
+        (
+            [
+                "--leader-elect",
+                "--leader-election-namespace",
+                "ops",
+                "--leader-election-renew-deadline",
+                "20",
+            ],
+            "lease duration (15.0s) must be greater than the renew deadline",
+        ),
+        (["--max-concurrent-reconciles", "0"], "at least 1"),
+    ],
+    ids=["leader-elect-without-namespace", "renew-deadline-over-lease", "no-workers"],
+)
+def test_run_refuses_unusable_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert main(["run", "--kubeconfig", str(_kubeconfig(tmp_path)), *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubeforge_e2e import procs
 from kubeforge_e2e.cluster import ClusterError, LocalCluster
-from kubeforge_e2e.operator import REPO, free_port
+from kubeforge_e2e.operator import REPO, OperatorProcess, free_port
 from kubeforge_e2e.tools import Kubectl, wait_for
 
 NAMESPACE = "kubeforge-demo"
@@ -111,21 +111,17 @@ class Demo:
 
     def start_operator(self, prometheus_url: str | None) -> None:
         _say("starting the operator (log: .cluster/logs/operator.log)")
-        health = free_port()
-        argv = [sys.executable, "-m", "kubeforge.cli", "run", "--kubeconfig", str(self.cluster.kubeconfig)]
-        argv += [
-            "--metrics-port",
-            str(free_port()),
-            "--health-port",
-            str(health),
-            "--bind-address",
-            "127.0.0.1",
-        ]
-        # Scoped to the demo's namespace, so tests running on the same cluster keep their own operators.
-        argv += ["--namespace", NAMESPACE]
-        if prometheus_url:
-            argv += ["--prometheus-url", prometheus_url]
-        self._start("operator", argv)
+        # The same command line the tests and benchmarks run (OperatorProcess), kept running after the
+        # demo script returns: scoped to the demo's namespace, so tests on the same cluster keep theirs.
+        operator = OperatorProcess(
+            self.cluster.kubeconfig,
+            self.log_dir / "operator.log",
+            extra_args=["--namespace", NAMESPACE]
+            + (["--prometheus-url", prometheus_url] if prometheus_url else []),
+            resync_seconds=None,
+        )
+        self._start("operator", operator.command())
+        health = operator.health_port
 
         def ready() -> bool:
             with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2) as response:

@@ -14,9 +14,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubeforge.kube.informer import Caches, Obj
 from kubeforge.kube.kinds import Kind
@@ -281,36 +281,32 @@ class Runtime:
                 await result
 
 
-def owner_keys(kind: Kind) -> Mapper:
-    """Map a child to its controlling owner of `kind`, by controller owner reference."""
+def _keys(owners: Callable[[Mapping[str, Any]], Iterable[str]]) -> Mapper:
+    """A mapper from the owner names `owners` finds in an object's metadata, before and after a change."""
 
     def mapper(old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys: set[Key] = set()
         for obj in (old, new):
-            if obj is None:
-                continue
-            meta = obj.get("metadata") or {}
-            for ref in meta.get("ownerReferences") or []:
-                if ref.get("kind") == kind.kind and ref.get("apiVersion") == kind.api_version:
-                    keys.add((str(meta.get("namespace") or ""), str(ref.get("name"))))
+            if obj is not None:
+                meta = obj.get("metadata") or {}
+                keys.update((str(meta.get("namespace") or ""), name) for name in owners(meta))
         return keys
 
     return mapper
+
+
+def owner_keys(kind: Kind) -> Mapper:
+    """Map a child to its owner of `kind`, by owner reference."""
+    return _keys(
+        lambda meta: [
+            str(ref.get("name"))
+            for ref in meta.get("ownerReferences") or []
+            if ref.get("kind") == kind.kind and ref.get("apiVersion") == kind.api_version
+        ]
+    )
 
 
 def label_keys(label: str) -> Mapper:
     """Map an object to the owner named by one of its labels (pods, whose owner is a Job or ReplicaSet).
     A forged label costs only an extra pass of the owner it names."""
-
-    def mapper(old: Obj | None, new: Obj | None) -> Iterable[Key]:
-        keys: set[Key] = set()
-        for obj in (old, new):
-            if obj is None:
-                continue
-            meta = obj.get("metadata") or {}
-            value = (meta.get("labels") or {}).get(label)
-            if value:
-                keys.add((str(meta.get("namespace") or ""), str(value)))
-        return keys
-
-    return mapper
+    return _keys(lambda meta: [str(v)] if (v := (meta.get("labels") or {}).get(label)) else [])

@@ -23,6 +23,7 @@ from kubeforge.api.names import APPLIED_HASH_ANNOTATION, FIELD_MANAGER
 from kubeforge.kube.config import ClusterAccess
 from kubeforge.kube.kinds import KINDS as KINDS
 from kubeforge.kube.kinds import Kind as Kind
+from kubeforge.kube.leader import LeaseConflict
 from kubeforge.metrics import exposition
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,9 @@ class Kube:
         self._access = access
         self.field_manager = field_manager
         self.observer: WriteObserver | None = None
-        self._generations: dict[tuple[str, str, str, str], int] = {}
-        """(kind, namespace, name, hash) -> the generation our last apply of that hash produced."""
+        self._generations: dict[tuple[str, str, str], tuple[str, int]] = {}
+        """(kind, namespace, name) -> (hash, generation) of our last apply of that child: one entry per
+        child, however often it changes."""
 
     def watch_client(self) -> httpx2.AsyncClient:
         """A separate HTTP client for long-lived watch streams (one connection each), with the same
@@ -184,7 +186,7 @@ class Kube:
         )
         gen = (applied.get("metadata") or {}).get("generation")
         if isinstance(gen, int):
-            self._generations[_gen_key(obj)] = gen
+            self._generations[_child_key(obj)] = (meta["annotations"][APPLIED_HASH_ANNOTATION], gen)
         return self._seen(applied)
 
     async def apply_if_changed(self, obj: Obj, cached: Obj | None) -> Obj | None:
@@ -192,7 +194,8 @@ class Kube:
         since our last write of it (its generation is the one that write produced). None: nothing sent."""
         if unchanged(obj, cached):
             assert cached is not None
-            known = self._generations.get(_gen_key(obj))
+            ours = self._generations.get(_child_key(obj))
+            known = ours[1] if ours is not None and ours[0] == applied_hash(obj) else None
             generation = (cached.get("metadata") or {}).get("generation")
             if known is None or generation is None or generation == known:
                 return None
@@ -218,6 +221,7 @@ class Kube:
         """Delete; False when it was already gone. Children of children go in the background unless
         `foreground` (then the object lingers until they are gone)."""
         cascade = CascadeType.FOREGROUND if foreground else CascadeType.BACKGROUND
+        self._generations.pop((kind, namespace or "", name), None)
         try:
             await self._call(
                 "delete",
@@ -257,22 +261,17 @@ class Kube:
         return await self.get("coordination.k8s.io/v1", "Lease", name, namespace)
 
     async def create_lease(self, body: Obj) -> Obj:
-        from kubeforge.kube.leader import LeaseConflict
-
         res = _resource("coordination.k8s.io/v1", "Lease")
-        try:
-            return _plain(await self._call("create", "leases", self._client.create(res(body))))
-        except ApiError as error:
-            if is_conflict(error):
-                raise LeaseConflict(str(error)) from error
-            raise
+        return await self._lease_write("create", self._client.create(res(body)))
 
     async def replace_lease(self, body: Obj) -> Obj:
-        from kubeforge.kube.leader import LeaseConflict
-
+        """PUT with the body's resourceVersion: optimistic concurrency is what leader election rests on."""
         res = _resource("coordination.k8s.io/v1", "Lease")
+        return await self._lease_write("update", self._client.replace(res(body)))
+
+    async def _lease_write(self, verb: str, request: Awaitable[Any]) -> Obj:
         try:
-            return _plain(await self._call("update", "leases", self._client.replace(res(body))))
+            return _plain(await self._call(verb, "leases", request))
         except ApiError as error:
             if is_conflict(error):
                 raise LeaseConflict(str(error)) from error
@@ -316,11 +315,6 @@ class Kube:
             log.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)
 
 
-def _gen_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+def _child_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     meta = obj.get("metadata") or {}
-    return (
-        str(obj.get("kind")),
-        str(meta.get("namespace") or ""),
-        str(meta.get("name")),
-        str((meta.get("annotations") or {}).get(APPLIED_HASH_ANNOTATION) or applied_hash(obj)),
-    )
+    return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
