@@ -80,6 +80,8 @@ LEASE_ID = "kubeforge-bench"
 RUN_SECONDS = "1"
 READ_VERBS = frozenset({"GET", "LIST", "WATCH"})
 
+BULK_TIMEOUT = 180.0
+"""Seconds one API request may take: a collection delete of a thousand objects answers only when done."""
 OPERATOR_REQUEST_METRICS = ("kubeforge_api_requests_total", "rest_client_requests_total")
 RECONCILE_HISTOGRAMS = ("kubeforge_reconcile_duration_seconds", "controller_runtime_reconcile_time_seconds")
 RECONCILE_COUNTERS = ("kubeforge_reconcile_total", "controller_runtime_reconcile_total")
@@ -249,7 +251,7 @@ def create_all(cluster: LocalCluster, items: Sequence[tuple[str, Obj]], threads:
     def client() -> Api:
         api: Api | None = getattr(local, "api", None)
         if api is None:
-            api = cluster.api()
+            api = cluster.api(timeout=BULK_TIMEOUT)
             local.api = api
             with lock:
                 clients.append(api)
@@ -1164,7 +1166,7 @@ def run(args: argparse.Namespace) -> int:
     )
     existing: set[str] = set()
     if cluster.is_up():
-        with cluster.api() as api:
+        with cluster.api(timeout=BULK_TIMEOUT) as api:
             existing = {n["metadata"]["name"] for n in api.get("/api/v1/nodes")["items"]}
     try:
         started_cluster = cluster.acquire(timeout=600)
@@ -1176,7 +1178,7 @@ def run(args: argparse.Namespace) -> int:
     namespace = f"bench-scale-{secrets.token_hex(3)}"
     log_dir = Path(tempfile.mkdtemp(prefix="kubeforge-bench-scale-"))
     sampler = RssSampler()
-    api = cluster.api()
+    api = cluster.api(timeout=BULK_TIMEOUT)
     scope = [] if args.all_namespaces else ["--namespace", namespace]
     ctx = Context(args, cluster, api, namespace, log_dir, sampler, scope, extra)
     say(f"cluster {'started' if started_cluster else 'reused'}; namespace {namespace}; logs in {log_dir}")

@@ -117,10 +117,17 @@ class LocalCluster:
             raise ClusterError(f"malformed {self.paths.state}")
         return data
 
-    def api(self) -> Api:
-        """An admin client (after checking the kubeconfig is ours); close it after use."""
+    def api(self, timeout: float = 10.0) -> Api:
+        """An admin client (after checking the kubeconfig is ours); close it after use. Raise `timeout`
+        for calls that do a lot at once (deleting a thousand objects in one request)."""
         server = verify_kubeconfig(self.paths)
-        return Api(server, self.paths.ca_cert, self.paths.pki / "admin.crt", self.paths.pki / "admin.key")
+        return Api(
+            server,
+            self.paths.ca_cert,
+            self.paths.pki / "admin.crt",
+            self.paths.pki / "admin.key",
+            timeout=timeout,
+        )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

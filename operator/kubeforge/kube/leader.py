@@ -40,6 +40,8 @@ Obj = dict[str, Any]
 T = TypeVar("T")
 
 # client-go's wait.Jitter factor for acquisition retries: a retry waits retry_period * [1, 2.2).
+EXPIRY_MARGIN = 0.05
+"""Seconds after the observed expiry a standby tries: past it by its own clock, not on the edge."""
 JITTER_FACTOR = 1.2
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
@@ -329,7 +331,22 @@ class LeaderElector:
                 )
                 self._set_leading(True)
                 return
-            await self._clock.sleep(cfg.retry_period * (1 + JITTER_FACTOR * self._rand()))
+            await self._clock.sleep(self._standby_wait())
+
+    def _standby_wait(self) -> float:
+        """How long a replica that does not lead waits before its next attempt.
+
+        While someone else holds a live Lease, it polls every retry period without jitter, so it sees
+        each renewal within one period, and it wakes exactly when the record it saw expires by its own
+        clock: failover then takes at most lease duration + retry period after the leader's last
+        renewal (client-go's jittered polling adds up to two jittered periods to that). Jitter stays
+        for a free or expired Lease, where several replicas may try at once."""
+        cfg = self._config
+        jittered = cfg.retry_period * (1 + JITTER_FACTOR * self._rand())
+        if self._record is None or not self._record.holder or self._holds() or not self._valid():
+            return jittered
+        expires_in = self._observed_at + self._record.lease_duration_seconds - self._clock.monotonic()
+        return max(0.0, min(cfg.retry_period, expires_in + EXPIRY_MARGIN))
 
     async def _renew_until_lost(self) -> None:
         cfg = self._config
