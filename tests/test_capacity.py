@@ -15,6 +15,7 @@ from kubeforge.policy.capacity import (
     PodInfo,
     admit,
     demand_of,
+    fitting_pods,
     free_gpus,
     node_info,
     placeable,
@@ -125,6 +126,19 @@ def test_free_gpus_counts_bound_unfinished_pods_except_the_admitted_jobs() -> No
         _pod("gone", 8),
     ]
     assert free_gpus(CLUSTER, pods, exclude="ns/me") == {"h100-0": 4, "h100-1": 8, "l4-0": 4, "l4-1": 4}
+
+
+@pytest.mark.parametrize(
+    ("gpus", "gpu_type", "expected"),
+    [(0, None, None), (1, "L4", 3), (2, "L4", 1), (4, "H100", 3), (1, None, 15)],
+)
+def test_fitting_pods_counts_a_fleets_surge_room_on_matching_nodes(
+    gpus: int, gpu_type: str | None, expected: int | None
+) -> None:
+    pods = [_pod("h100-0", 4), _pod("l4-0", 3), _pod("l4-1", 2)]
+    free = free_gpus(CLUSTER, pods)
+    assert fitting_pods(gpus, gpu_type, CLUSTER, free) == expected
+    assert fitting_pods(gpus, gpu_type, CLUSTER, Ledger.of(CLUSTER, pods).free()) == expected
 
 
 @pytest.mark.parametrize(

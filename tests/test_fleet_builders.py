@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kubeforge.api.fleet_names import endpoint
 from kubeforge.api.inferencefleet import InferenceFleetSpec
 from kubeforge.builders import inferencefleet as build
 
@@ -161,7 +162,7 @@ class TestServiceAndPdb:
         assert pdb["spec"]["selector"]["matchLabels"] == build.fleet_labels(NAME)
 
     def test_endpoint_and_selector(self) -> None:
-        assert build.endpoint(spec(), name=NAME, namespace=NS) == {
+        assert endpoint(spec(), name=NAME, namespace=NS).to_wire() == {
             "service": "chat.serving.svc",
             "port": 8000,
             "url": "http://chat.serving.svc:8000",

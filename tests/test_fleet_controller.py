@@ -18,7 +18,7 @@ from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.kube.client import Kube
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
-from kubeforge.policy.fleet_status import apply_merge_patch
+from kubeforge.policy.status import apply_merge_patch
 
 NS = "ns"
 

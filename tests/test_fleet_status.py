@@ -9,20 +9,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubeforge.api.inferencefleet import InferenceFleetSpec
-from kubeforge.policy.conditions import find_condition
+from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
 from kubeforge.policy.fleet_status import (
     MetricsHealth,
     PodSummary,
+    RevisionPods,
     RevisionState,
-    apply_merge_patch,
     compute_status,
+    count_revision_pods,
     invalid_status,
-    merge_patch,
     ready_threshold,
     summarize_deployment,
     summarize_pods,
 )
+from kubeforge.policy.status import apply_merge_patch, merge_diff, status_diff
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 REV = "abc123"
@@ -44,8 +44,8 @@ def status(
     desired: int = 3,
     pods: PodSummary | None = None,
     metrics: MetricsHealth | None = None,
-    current: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    current: InferenceFleetStatus | None = None,
+) -> InferenceFleetStatus:
     return compute_status(
         s,
         name="chat",
@@ -56,18 +56,20 @@ def status(
         revisions=revisions,
         pods=pods or PodSummary(),
         metrics=metrics,
-        autoscaler={"desiredReplicas": desired, "reason": "Steady"},
-        selector="sel",
-        endpoint={"service": "chat.ns.svc", "port": 8000, "url": "http://chat.ns.svc:8000"},
-        current_status=current or {},
+        autoscaler=AutoscalerStatus(desired_replicas=desired, reason="Steady"),
+        current=current or InferenceFleetStatus(),
         now=T0,
     )
 
 
-def cond(st_: dict[str, Any], type_: str) -> tuple[str, str]:
-    found = find_condition(st_["conditions"], type_)
+def cond(st_: InferenceFleetStatus, type_: str) -> tuple[str, str]:
+    found = next((c for c in st_.conditions if c.type == type_), None)
     assert found is not None, type_
-    return str(found["status"]), str(found["reason"])
+    return found.status, found.reason
+
+
+def has_cond(st_: InferenceFleetStatus, type_: str) -> bool:
+    return any(c.type == type_ for c in st_.conditions)
 
 
 def rev(ready: int, replicas: int | None = None, revision: str = REV, **kw: Any) -> RevisionState:
@@ -121,7 +123,7 @@ class TestReady:
         st_ = status(spec(replicas=4), [rev(2, 4)], desired=4, pods=pods)
         assert cond(st_, "Ready") == ("False", "CapacityLimited")
         assert cond(st_, "CapacityLimited") == ("True", "Unschedulable")
-        assert "Insufficient gpu" in str(find_condition(st_["conditions"], "CapacityLimited"))
+        assert "Insufficient gpu" in next(c.message for c in st_.conditions if c.type == "CapacityLimited")
 
 
 class TestOtherConditions:
@@ -144,17 +146,19 @@ class TestOtherConditions:
         down = MetricsHealth(True, "PrometheusUnreachable", "refused")
         on = status(spec(autoscaling=AUTO), [rev(3)], metrics=down)
         assert cond(on, "MetricsUnavailable") == ("True", "PrometheusUnreachable")
-        assert on["autoscaler"] is not None
+        assert on.autoscaler is not None
         off = status(spec(), [rev(3)], metrics=None, current=on)
-        assert find_condition(off["conditions"], "MetricsUnavailable") is None
-        assert off["autoscaler"] is None
+        assert not has_cond(off, "MetricsUnavailable")
+        assert off.autoscaler is None
 
     def test_status_fields(self) -> None:
         st_ = status(spec(), [rev(3), rev(1, 2, revision="old")])
-        assert (st_["replicas"], st_["readyReplicas"], st_["desiredReplicas"]) == (5, 4, 3)
-        assert st_["observedGeneration"] == 4
-        assert st_["revision"] == REV
-        assert st_["endpoint"]["service"] == "chat.ns.svc"
+        assert (st_.replicas, st_.ready_replicas, st_.desired_replicas) == (5, 4, 3)
+        assert st_.observed_generation == 4
+        assert st_.revision == REV
+        assert st_.endpoint is not None
+        assert st_.endpoint.service == "chat.ns.svc"
+        assert st_.selector == "app.kubernetes.io/managed-by=kubeforge,kubeforge.dev/inferencefleet=chat"
 
     def test_recomputing_the_same_status_patches_nothing(self) -> None:
         first = status(spec(), [rev(3)])
@@ -169,17 +173,18 @@ class TestOtherConditions:
             pods=PodSummary(),
             metrics=None,
             autoscaler=None,
-            selector="sel",
-            endpoint=first["endpoint"],
-            current_status=first,
+            current=first,
             now=T0 + timedelta(minutes=5),
         )
-        assert merge_patch(first, later) == {}
+        assert status_diff(first, later) is None
 
-    def test_invalid(self) -> None:
-        st_ = invalid_status("InvalidName", "bad", generation=1, current_status={}, now=T0)
+    def test_invalid_keeps_the_rest_of_the_status(self) -> None:
+        before = status(spec(), [rev(3)])
+        st_ = invalid_status("InvalidName", "bad", generation=5, current=before, now=T0)
         assert cond(st_, "Degraded") == ("True", "InvalidName")
         assert cond(st_, "Ready") == ("False", "InvalidName")
+        assert st_.observed_generation == 5
+        assert (st_.replicas, st_.revision, st_.autoscaler) == (before.replicas, REV, before.autoscaler)
 
 
 def pod(
@@ -267,19 +272,30 @@ def _strip_nulls(value: Any) -> Any:
     return value
 
 
-def _overlay(old: Any, new: Any) -> Any:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return {**old, **{k: _overlay(old.get(k), v) for k, v in new.items()}}
-    return new
-
-
 @given(old=_objects, new=_objects)
-def test_merge_patch_round_trips(old: dict[str, Any], new: dict[str, Any]) -> None:
-    """Applying the patch to what the server has gives what we want: keys we set (null meaning absent)
-    take our value, keys we do not mention (another writer's, such as status.rollout) are left alone."""
-    server = _strip_nulls(old)
-    patch = merge_patch(server, new)
-    expected = _strip_nulls(_overlay(server, new))
-    assert apply_merge_patch(server, patch) == expected
-    if expected == server:
-        assert patch == {}
+def test_merge_diff_round_trips(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Applying the diff to what the server has gives what we want (objects as the API server stores
+    them: no null values), and nothing changed is no diff."""
+    old, new = _strip_nulls(old), _strip_nulls(new)
+    patch = merge_diff(old, new)
+    assert apply_merge_patch(old, patch) == new
+    assert (patch == {}) is (old == new)
+
+
+def test_pods_per_revision() -> None:
+    def labelled(p: dict[str, Any], rev: str) -> dict[str, Any]:
+        return {**p, "metadata": {**p["metadata"], "labels": {"kubeforge.dev/revision": rev}}}
+
+    finished = pod(ready=True)
+    finished["status"]["phase"] = "Succeeded"
+    counts = count_revision_pods(
+        [
+            labelled(pod(ready=True), "a"),
+            labelled(pod(scheduled=False), "a"),
+            labelled(pod(ready=True, deleting=True), "a"),
+            labelled(finished, "a"),
+            labelled(pod(scheduled=None), "b"),
+        ],
+        "kubeforge.dev/revision",
+    )
+    assert counts == {"a": RevisionPods(alive=2, pending=1, terminating=1), "b": RevisionPods(1, 1, 0)}

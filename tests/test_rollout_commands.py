@@ -18,6 +18,7 @@ from kubeforge.policy.rollout_commands import (
     resume_patch,
     undo_patch,
 )
+from kubeforge.policy.status import apply_merge_patch as merge
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -138,19 +139,6 @@ def test_follow_template() -> None:
     assert follow_template_patch() == {"spec": {"rollout": {"targetRevision": None}}}
 
 
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7386."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):
-            out[key] = _merge(out.get(key) or {}, value)
-        else:
-            out[key] = value
-    return out
-
-
 def test_patches_drive_the_operator() -> None:
     """Each command's patch, applied to the fleet, has the effect it names on the next plan."""
     spec_rollout: dict[str, Any] = {"steps": [{"weight": 50}]}
@@ -172,11 +160,11 @@ def test_patches_drive_the_operator() -> None:
     status = reconcile({"stableRevision": "bbb", "phase": "Promoted"}, spec_rollout)
     status = reconcile(status, spec_rollout)
     assert status["phase"] == "Paused"
-    promoted = _merge({"spec": {"rollout": spec_rollout}}, promote_patch(fleet(status, spec_rollout)))
+    promoted = merge({"spec": {"rollout": spec_rollout}}, promote_patch(fleet(status, spec_rollout)))
     assert reconcile(status, promoted["spec"]["rollout"])["phase"] == "Promoted"
-    aborted = _merge({"spec": {"rollout": spec_rollout}}, abort_patch(fleet(status, spec_rollout)))
+    aborted = merge({"spec": {"rollout": spec_rollout}}, abort_patch(fleet(status, spec_rollout)))
     after_abort = reconcile(status, aborted["spec"]["rollout"])
     assert after_abort["phase"] == "Aborted"
-    resumed = _merge(aborted, resume_patch(fleet(after_abort, aborted["spec"]["rollout"]), now=T0))
+    resumed = merge(aborted, resume_patch(fleet(after_abort, aborted["spec"]["rollout"]), now=T0))
     assert "abortRevision" not in resumed["spec"]["rollout"]
     assert reconcile(after_abort, resumed["spec"]["rollout"])["phase"] in ("Progressing", "Paused")

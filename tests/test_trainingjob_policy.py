@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import format_time
+from kubeforge.policy.status import status_diff
 from kubeforge.policy.training import (
     GPU_HOURS_WRITE_INTERVAL,
     JobView,
@@ -27,7 +28,6 @@ from kubeforge.policy.training import (
     node_view,
     parse_status,
     pod_view,
-    status_patch,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -126,7 +126,7 @@ def test_admitted_gang_creates_attempt_zero() -> None:
     assert (event.reason, event.message) == ("GangAdmitted", f"created Job tj-a0 (admitted: {FITS.message})")
     # The next pass, with the Job there and no pods yet, has nothing new to say.
     again = decide(_obs(status=plan.status, jobs=(_job(start_time=None, created=NOW),)))
-    assert status_patch(plan.status.to_wire(), again.status) is None
+    assert status_diff(plan.status, again.status) is None
     assert again.events == ()
 
 
@@ -142,7 +142,7 @@ def test_gang_that_does_not_fit_is_queued_with_the_reason() -> None:
     # Queued again on the next pass: no new event, no status change.
     again = decide(_obs(status=plan.status, admission=NO_FIT))
     assert again.events == ()
-    assert status_patch(plan.status.to_wire(), again.status) is None
+    assert status_diff(plan.status, again.status) is None
 
 
 @pytest.mark.parametrize(
@@ -286,7 +286,7 @@ def test_restart_waits_for_the_backoff_then_admits_the_next_attempt() -> None:
     assert waiting.requeue_after == pytest.approx(6)
     assert not waiting.needs_admission
     still = decide(_obs(status=waiting.status, now=NOW + timedelta(seconds=5)))
-    assert status_patch(waiting.status.to_wire(), still.status) is None
+    assert status_diff(waiting.status, still.status) is None
     # After it: admission, then attempt 1 (same deadline clock).
     later = NOW + timedelta(seconds=10)
     assert decide(_obs(status=restarting, now=later)).needs_admission
@@ -469,10 +469,10 @@ def test_gpu_hours_alone_are_written_at_most_once_a_minute() -> None:
     soon = decide(
         _obs(status=first.status, jobs=(_job(),), pods=(_pod(0), _pod(1)), now=NOW + timedelta(seconds=20))
     )
-    assert status_patch(first.status.to_wire(), soon.status) is None
+    assert status_diff(first.status, soon.status) is None
     later = NOW + GPU_HOURS_WRITE_INTERVAL
-    patch = status_patch(
-        first.status.to_wire(),
+    patch = status_diff(
+        first.status,
         decide(_obs(status=first.status, jobs=(_job(),), pods=(_pod(0), _pod(1)), now=later)).status,
     )
     assert patch is not None
@@ -487,14 +487,14 @@ def test_observed_generation_and_conditions_carry_it() -> None:
     assert types == {"Ready", "Reconciling", "Stalled", "Admitted", "Running", "Succeeded", "Failed"}
 
 
-def test_status_patch_nulls_removed_fields() -> None:
-    old = {"phase": "Restarting", "nextAttemptTime": "2026-01-01T12:00:00Z", "restarts": 1}
+def test_status_diff_nulls_removed_fields() -> None:
+    old = parse_status({"phase": "Restarting", "nextAttemptTime": "2026-01-01T12:00:00Z", "restarts": 1})
     new = _status(phase="Pending", restarts=1)
-    patch = status_patch(old, new)
+    patch = status_diff(old, new)
     assert patch is not None
     assert patch["nextAttemptTime"] is None
     assert patch["phase"] == "Pending"
-    assert status_patch(new.to_wire(), new) is None
+    assert status_diff(new, new) is None
 
 
 @pytest.mark.parametrize(
@@ -716,7 +716,7 @@ def test_any_world_converges_and_keeps_the_invariants(
         assert new.workers.active + new.workers.succeeded + new.workers.failed <= spec.workers
         # Carry the plan out; the world only changes by what the plan did.
         settled = (
-            status_patch(status.to_wire(), new) is None
+            status_diff(status, new) is None
             and not plan.delete_jobs
             and plan.create_attempt is None
             and not plan.delete_self

@@ -31,3 +31,8 @@ SERVER_CONTAINER = "server"
 def kind_label(kind: str) -> str:
     """`kubeforge.dev/trainingjob`: names the owning object on every child."""
     return f"{API_GROUP}/{kind.lower()}"
+
+
+def owner_labels(kind: str, name: str) -> dict[str, str]:
+    """The labels that select every child of one object."""
+    return {MANAGED_BY: MANAGED_BY_VALUE, kind_label(kind): name}

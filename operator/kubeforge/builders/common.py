@@ -15,11 +15,7 @@ from kubeforge.api.names import GPU_RESOURCE as GPU_RESOURCE
 from kubeforge.api.names import MANAGED_BY as MANAGED_BY
 from kubeforge.api.names import MANAGED_BY_VALUE as MANAGED_BY_VALUE
 from kubeforge.api.names import kind_label as kind_label
-
-
-def owner_labels(kind: str, name: str) -> dict[str, str]:
-    """The labels that select every child of one object."""
-    return {MANAGED_BY: MANAGED_BY_VALUE, kind_label(kind): name}
+from kubeforge.api.names import owner_labels as owner_labels
 
 
 def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:

@@ -12,16 +12,24 @@
   was deleted once its revision was drained;
 - with `spec.rollout.httpRoute`: one Service `<fleet>-<revision>` per serving revision, the backends of
   the user's HTTPRoute, whose weights follow the split between revisions (`route_patch`).
+
+The children's names (and which fleet names cannot make them) are `kubeforge.api.fleet_names`, shared with
+the policy; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from kubeforge.api.fleet_names import deployment_name as deployment_name
+from kubeforge.api.fleet_names import fleet_labels as fleet_labels
+from kubeforge.api.fleet_names import name_problem as name_problem
+from kubeforge.api.fleet_names import revision_service_name as revision_service_name
+from kubeforge.api.fleet_names import revision_service_problem as revision_service_problem
+from kubeforge.api.fleet_names import selector_string as selector_string
 from kubeforge.api.inferencefleet import KIND, InferenceFleetSpec
 from kubeforge.api.names import REVISION_LABEL as REVISION_LABEL
 from kubeforge.api.names import SERVER_CONTAINER as CONTAINER
@@ -31,7 +39,6 @@ from kubeforge.builders.common import (
     env_list,
     gpu_node_affinity,
     gpu_tolerations,
-    owner_labels,
     pod_metadata,
     pod_security_context,
     resource_requirements,
@@ -41,18 +48,6 @@ from kubeforge.builders.common import (
 PORT_NAME = "http"
 ZONE_KEY = "topology.kubernetes.io/zone"
 HOST_KEY = "kubernetes.io/hostname"
-# A Service name is an RFC 1035 label: it must start with a letter.
-SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def fleet_labels(name: str) -> dict[str, str]:
-    return owner_labels(KIND, name)
-
-
-def selector_string(name: str) -> str:
-    """status.selector for the scale subresource: every pod of the fleet, all revisions."""
-    return ",".join(f"{k}={v}" for k, v in sorted(fleet_labels(name).items()))
-
 
 TEMPLATE_FIELDS = (
     "image",
@@ -86,18 +81,6 @@ def revision(spec: InferenceFleetSpec) -> str:
             "securityContext": spec.security_context.to_wire() if spec.security_context else None,
         }
     )
-
-
-def deployment_name(name: str, rev: str) -> str:
-    return f"{name}-{rev}"
-
-
-def name_problem(name: str) -> str | None:
-    """Why a fleet name cannot name its children, or None. Only the operator can judge this: the CRD
-    cannot validate metadata.name beyond the API server's own rules."""
-    if not SERVICE_NAME_RE.match(name):
-        return f"fleet name {name!r} must be a DNS-1035 label (start with a letter, at most 63 characters)"
-    return None
 
 
 def spread_constraints(spec: InferenceFleetSpec, name: str) -> list[dict[str, Any]]:
@@ -231,11 +214,6 @@ def build_pdb(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) 
     }
 
 
-def endpoint(spec: InferenceFleetSpec, *, name: str, namespace: str) -> dict[str, Any]:
-    host = f"{name}.{namespace}.svc"
-    return {"service": host, "port": spec.port, "url": f"http://{host}:{spec.port}"}
-
-
 # -- revision templates (ControllerRevision) -----------------------------------------------------------
 
 
@@ -284,21 +262,6 @@ def spec_of_revision(
 
 
 # -- Gateway API ---------------------------------------------------------------------------------------
-
-
-def revision_service_name(name: str, rev: str) -> str:
-    return f"{name}-{rev}"
-
-
-def revision_service_problem(name: str, rev: str) -> str | None:
-    """Why the per-revision Service of `rev` cannot exist (its name is too long), or None."""
-    svc = revision_service_name(name, rev)
-    if not SERVICE_NAME_RE.match(svc):
-        return (
-            f"Service {svc!r} (the HTTPRoute backend of revision {rev}) would be longer than 63 characters:"
-            " shorten the fleet name to use spec.rollout.httpRoute"
-        )
-    return None
 
 
 def build_revision_service(

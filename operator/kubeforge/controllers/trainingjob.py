@@ -25,6 +25,7 @@ from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, SERVICE, TRAINI
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, training
 from kubeforge.policy.conditions import transitions
+from kubeforge.policy.status import status_diff
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class TrainingJobController:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         old_raw = obj.get("status")
-        patch = training.status_patch(old_raw, plan.status)
+        patch = status_diff(training.parse_status(old_raw), plan.status)
         written = False
         if plan.status_first and patch is not None:
             obj = await self._write_status(obj, patch)

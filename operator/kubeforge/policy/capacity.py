@@ -147,6 +147,18 @@ def free_gpus(
     return {name: max(0, gpus) for name, gpus in free.items()}
 
 
+def fitting_pods(
+    gpus: int, gpu_type: str | None, nodes: Iterable[NodeInfo], free: Mapping[str, int]
+) -> int | None:
+    """Pods asking `gpus` GPUs of `gpu_type` each that fit in `free` (GPUs per schedulable node, as
+    `free_gpus` or `Ledger.free` count them): a fleet's surge room. None when they ask for no GPU
+    (nothing bounds them)."""
+    if gpus <= 0:
+        return None
+    products = gpu_products(gpu_type) if gpu_type else None
+    return sum(free.get(n.name, 0) // gpus for n in nodes if matches(n, products))
+
+
 def reserve(free: Mapping[str, int], nodes: Sequence[NodeInfo], demands: Iterable[Demand]) -> dict[str, int]:
     """Take the unplaced workers of other admitted gangs out of `free`, best fit (the fullest node that
     still fits), as the scheduler would pack them. Workers that fit nowhere take nothing."""

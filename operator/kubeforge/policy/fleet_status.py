@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubeforge.api.inferencefleet import InferenceFleetSpec
+from kubeforge.api.common import Condition
+from kubeforge.api.fleet_names import endpoint, selector_string
+from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
+from kubeforge.api.rollout import RolloutStatus
 from kubeforge.policy.conditions import ConditionUpdate, merge_conditions
 
 AUTOSCALER_CONDITIONS = ("MetricsUnavailable",)
@@ -153,6 +156,41 @@ def summarize_pods(pods: Sequence[Mapping[str, Any]]) -> PodSummary:
         crashing=crashing,
         crash_message=crash_message[:_MAX_MESSAGE],
     )
+
+
+@dataclass(frozen=True)
+class RevisionPods:
+    """One revision's pods as a rollout counts them."""
+
+    alive: int = 0
+    """Not finished and not being deleted."""
+    pending: int = 0
+    """Alive without a node yet: about to take free GPUs."""
+    terminating: int = 0
+    """Being deleted but still running (and holding GPUs) until they are gone."""
+
+
+def count_revision_pods(pods: Sequence[Mapping[str, Any]], revision_label: str) -> dict[str, RevisionPods]:
+    """The fleet's pods per revision (by their revision label)."""
+    alive: dict[str, int] = {}
+    pending: dict[str, int] = {}
+    terminating: dict[str, int] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        rev = str((meta.get("labels") or {}).get(revision_label, ""))
+        if meta.get("deletionTimestamp"):
+            # Not ready for its ReplicaSet any more, but still running until it is gone.
+            terminating[rev] = terminating.get(rev, 0) + 1
+            continue
+        alive[rev] = alive.get(rev, 0) + 1
+        if not (pod.get("spec") or {}).get("nodeName"):
+            pending[rev] = pending.get(rev, 0) + 1
+    return {
+        rev: RevisionPods(alive.get(rev, 0), pending.get(rev, 0), terminating.get(rev, 0))
+        for rev in {*alive, *terminating}
+    }
 
 
 def ready_threshold(spec: InferenceFleetSpec, desired: int) -> int:
@@ -312,20 +350,18 @@ def compute_status(
     revisions: Sequence[RevisionState],
     pods: PodSummary,
     metrics: MetricsHealth | None,
-    autoscaler: Mapping[str, Any] | None,
-    selector: str,
-    endpoint: Mapping[str, Any],
-    current_status: Mapping[str, Any],
+    autoscaler: AutoscalerStatus | None,
+    current: InferenceFleetStatus,
     now: datetime,
     serving: str | None = None,
     rollout: RolloutConditions | None = None,
-    rollout_status: Mapping[str, Any] | None = None,
+    rollout_status: RolloutStatus | None = None,
     extra: Sequence[ConditionUpdate] = (),
-) -> dict[str, Any]:
+) -> InferenceFleetStatus:
     """The whole status the operator wants on the fleet. `revision` is the template's; `serving` the
     revision judged for `Ready` (the rollout's stable one; default the template's). `extra` conditions
     are merged as given."""
-    existing = list(current_status.get("conditions", []) or [])
+    existing = [c.to_wire() for c in current.conditions]
     if not spec.autoscaler_on:
         existing = [c for c in existing if c.get("type") not in AUTOSCALER_CONDITIONS]
     updates = condition_updates(
@@ -339,28 +375,27 @@ def compute_status(
     )
     updates.extend(extra)
     conditions = merge_conditions(existing, updates, now=now, generation=generation)
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "replicas": sum(r.replicas for r in revisions),
-        "readyReplicas": sum(r.ready for r in revisions),
-        "desiredReplicas": desired,
-        "selector": selector,
-        "revision": revision,
-        "endpoint": dict(endpoint),
-        "conditions": conditions,
-        "autoscaler": dict(autoscaler) if autoscaler is not None and spec.autoscaler_on else None,
-    }
-    if rollout_status is not None:
-        status["rollout"] = dict(rollout_status)
-    return status
+    return InferenceFleetStatus(
+        observed_generation=generation,
+        replicas=sum(r.replicas for r in revisions),
+        ready_replicas=sum(r.ready for r in revisions),
+        desired_replicas=desired,
+        selector=selector_string(name),
+        revision=revision,
+        endpoint=endpoint(spec, name=name, namespace=namespace),
+        conditions=[Condition.model_validate(c) for c in conditions],
+        autoscaler=autoscaler if spec.autoscaler_on else None,
+        rollout=rollout_status if rollout_status is not None else current.rollout,
+    )
 
 
 def invalid_status(
-    reason: str, message: str, *, generation: int | None, current_status: Mapping[str, Any], now: datetime
-) -> dict[str, Any]:
-    """Status of a fleet the operator cannot build: Degraded, not Ready, nothing created."""
+    reason: str, message: str, *, generation: int | None, current: InferenceFleetStatus, now: datetime
+) -> InferenceFleetStatus:
+    """Status of a fleet the operator cannot build: Degraded, not Ready, nothing created; the rest of
+    what is stored (replicas, rollout history, autoscaler memory) is kept for when the spec is fixed."""
     conditions = merge_conditions(
-        list(current_status.get("conditions", []) or []),
+        [c.to_wire() for c in current.conditions],
         [
             ConditionUpdate("Ready", "False", reason, message),
             ConditionUpdate("Degraded", "True", reason, message),
@@ -369,45 +404,9 @@ def invalid_status(
         now=now,
         generation=generation,
     )
-    return {"observedGeneration": generation, "conditions": conditions}
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The smallest JSON merge patch (RFC 7386) that makes `old` agree with `new`: a key `new` sets to
-    None is removed, nested objects are diffed, lists are replaced whole, and keys `new` does not
-    mention are left alone (another writer's, such as `status.rollout`). Empty when nothing changed."""
-    patch: dict[str, Any] = {}
-    for key, value in new.items():
-        before = old.get(key)
-        if value is None:
-            if key in old and before is not None:
-                patch[key] = None
-        elif isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif isinstance(value, Mapping):
-            cleaned = _drop_nulls(value)
-            if cleaned != before:
-                patch[key] = cleaned
-        elif value != before:
-            patch[key] = value
-    return patch
-
-
-def _drop_nulls(value: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (_drop_nulls(v) if isinstance(v, Mapping) else v) for k, v in value.items() if v is not None}
-
-
-def apply_merge_patch(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 applied, for tests and for keeping a local copy of what the server now has."""
-    out = dict(old)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping):
-            base = out.get(key)
-            out[key] = apply_merge_patch(base if isinstance(base, Mapping) else {}, value)
-        else:
-            out[key] = value
-    return out
+    return current.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": [Condition.model_validate(c) for c in conditions],
+        }
+    )

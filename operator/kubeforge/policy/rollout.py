@@ -30,7 +30,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
 from kubeforge.api.rollout import (
     AnalysisRun,
@@ -42,6 +41,7 @@ from kubeforge.api.rollout import (
     RolloutStatus,
 )
 from kubeforge.policy.conditions import ConditionUpdate, format_time, parse_time
+from kubeforge.policy.events import Event, EventType
 
 DEFAULT_STEPS: tuple[CanaryStep, ...] = (
     CanaryStep(weight=20, pause_seconds=60),
@@ -55,7 +55,8 @@ MIN_FAILED_KEPT = 10
 MOVING_REQUEUE_SECONDS = 5.0
 ACTIVE: frozenset[RolloutPhase | None] = frozenset({"Progressing", "Paused"})
 
-EventType = Literal["Normal", "Warning"]
+RolloutEvent = Event
+"""The rollout's events are plain Events; the name stays for readers of the state machine."""
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,6 @@ class RolloutInputs:
     unbounded."""
     analysis: AnalysisRun | None = None
     """The latest measurement (`AnalysisOutcome.record`); counted once, by its time."""
-
-
-@dataclass(frozen=True)
-class RolloutEvent:
-    type: EventType
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ from kubeforge.api.trainingjob import (
     WorkerCounts,
     job_name,
 )
+from kubeforge.policy import status as status_model
 from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import ConditionUpdate, Status, format_time, merge_conditions, parse_time
+from kubeforge.policy.events import Event as Event
 
 MAX_BACKOFF_SECONDS = 600.0
 # While only the GPU-hours counter moves, the status is written at most this often.
@@ -195,11 +197,8 @@ def node_view(node: Mapping[str, Any]) -> NodeView:
 
 
 def parse_status(raw: Mapping[str, Any] | None) -> TrainingJobStatus:
-    """The stored status, or an empty one when it is missing or unreadable (it is recomputed anyway)."""
-    try:
-        return TrainingJobStatus.model_validate(raw or {})
-    except ValueError:
-        return TrainingJobStatus()
+    """The stored status; fields that do not read are dropped (they are recomputed anyway)."""
+    return status_model.parse_status(TrainingJobStatus, raw)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,13 +226,6 @@ class Observed:
 @dataclass(frozen=True)
 class Failure:
     permanent: bool
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
     reason: str
     message: str
 
@@ -861,17 +853,3 @@ def _throttle_accounting(o: Observed, status: TrainingJobStatus) -> TrainingJobS
     if as_of is not None and o.now - as_of < GPU_HOURS_WRITE_INTERVAL:
         return same_otherwise
     return status
-
-
-def status_patch(old: Mapping[str, Any] | None, new: TrainingJobStatus) -> dict[str, Any] | None:
-    """A JSON merge patch turning the stored status into `new`, or None when nothing changed: the
-    top-level fields that changed (lists and objects whole), and null for fields that disappeared."""
-    wire = new.to_wire()
-    before = parse_status(old).to_wire()
-    if wire == before:
-        return None
-    patch: dict[str, Any] = {key: value for key, value in wire.items() if (old or {}).get(key) != value}
-    for key in old or {}:
-        if key not in wire:
-            patch[key] = None
-    return patch

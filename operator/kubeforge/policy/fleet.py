@@ -1,0 +1,610 @@
+"""One reconcile pass of an InferenceFleet, as one pure function: `decide(FleetObserved) -> FleetPlan`.
+
+The controller gathers a `FleetObserved` from its caches (the fleet, its Deployments, pods and
+ControllerRevisions, the autoscaler's metric when an evaluation is due), calls `decide`, and carries out
+the `FleetPlan` in its order. Every decision is made here or in the policies this calls: the replica count
+(`autoscaler`), how replicas move between revisions (`rollout`), the analysis verdict (`analysis`), the
+status (`fleet_status`), and which changes are news (`fleet_events`).
+
+Some inputs cost I/O that is only worth doing when a decision needs it. As TrainingJob does for gang
+admission, the plan then asks for it and is not to be carried out (`complete` is False); the controller
+fetches it and decides again with it. Each is asked at most once a pass, in this order:
+
+- `needs_capacity`: free GPUs bound a surge (a rollout is under way and pods ask for GPUs): the GPU
+  nodes and their free GPUs, from the caches' capacity ledger;
+- `measure`: the canary's analysis is due: what Prometheus says of it (and of the stable revision);
+- `needs_templates`: a revision to run has no Deployment left (a rollback to a drained revision): its
+  stored template, from its ControllerRevision (one of the two reads not served by the caches);
+- `needs_route`: the weights of the fleet's HTTPRoute are to be set: the route (the other such read).
+
+The plan names the children to write rather than building them. `kubeforge.builders` and
+`kubeforge.policy` are sibling layers that may not import each other (import contracts), and the
+builders already are the one place that knows what a child looks like. So an `Apply` says which child
+and from which spec (the fleet's, or a rebuilt revision's stored template), and the controller builds it,
+as TrainingJob's controller builds the Job its plan's `create_attempt` names. The HTTPRoute patch is
+rendered the same way from the plan's weights (`builders.inferencefleet.route_patch`); a route that
+already agrees is not written. The names the policy needs (Deployment and Service names, which fleet
+names are unusable) are `kubeforge.api.fleet_names`, shared with the builders.
+
+Writes are one ordered tuple because their order is part of the decision: scale-downs come before
+scale-ups whether a revision is applied whole or only scaled, so the replicas asked for never exceed the
+plan's surge, not even between two writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from kubeforge.api.common import Condition
+from kubeforge.api.fleet_names import (
+    deployment_name,
+    name_problem,
+    revision_service_name,
+    revision_service_problem,
+)
+from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
+from kubeforge.api.rollout import AnalysisRun, AnalysisSpec
+from kubeforge.policy import analysis, autoscaler, capacity
+from kubeforge.policy import rollout as rollouts
+from kubeforge.policy.analysis import MetricSample
+from kubeforge.policy.conditions import ConditionUpdate
+from kubeforge.policy.events import Event
+from kubeforge.policy.fleet_events import changed_conditions, condition_events, outcomes, scale_event
+from kubeforge.policy.fleet_status import (
+    MetricsHealth,
+    PodSummary,
+    RevisionPods,
+    RevisionState,
+    RolloutConditions,
+    compute_status,
+    invalid_status,
+)
+
+MAX_ROUNDS = 5
+"""Decisions a pass can take at most: one, and one more per kind of input a plan may ask for."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# What one pass saw.
+
+
+@dataclass(frozen=True)
+class FleetMemory:
+    """What the controller keeps of the autoscaler between passes. All of it can be lost: status has
+    the decision's memory, and the metrics condition waits for the next evaluation."""
+
+    decision: autoscaler.Decision | None = None
+    record: AutoscalerStatus | None = None
+    """`status.autoscaler` of the last evaluation."""
+    metrics: MetricsHealth | None = None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The cluster's GPU nodes and their free GPUs (`capacity.Ledger`), for the room a surge has."""
+
+    nodes: tuple[capacity.NodeInfo, ...] = ()
+    free: Mapping[str, int] = field(default_factory=dict)
+    """Free GPUs per schedulable node."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the metric source answered for the revisions a plan asked to measure."""
+
+    revision: str
+    canary: MetricSample = field(default_factory=MetricSample)
+    baseline: MetricSample | None = None
+    """None when there was no stable revision to compare with."""
+    error: str | None = None
+    """Why nothing could be measured (Prometheus unreachable or not configured)."""
+
+
+@dataclass(frozen=True)
+class RouteRead:
+    """The fleet's HTTPRoute, as read from the API server."""
+
+    route: Mapping[str, Any] | None = None
+    """None when there is no such HTTPRoute."""
+    read_error: str | None = None
+    """The API server's message when it could not be read."""
+    patch_error: str | None = None
+    """The API server's message when the weights the last plan asked for could not be written."""
+
+
+@dataclass(frozen=True)
+class FleetObserved:
+    """Everything one reconcile pass saw."""
+
+    name: str
+    namespace: str
+    generation: int | None
+    status: InferenceFleetStatus
+    """The stored status (`policy.status.parse_status`)."""
+    now: datetime
+    spec: InferenceFleetSpec | None
+    """None when the spec does not validate (`invalid` says why)."""
+    invalid: str = ""
+    revision: str = ""
+    """The template's revision (`builders.inferencefleet.revision(spec)`)."""
+    deployments: Mapping[str, RevisionState] = field(default_factory=dict)
+    """The fleet's Deployments, by revision."""
+    pods: PodSummary = field(default_factory=PodSummary)
+    revision_pods: Mapping[str, RevisionPods] = field(default_factory=dict)
+    templates_kept: Mapping[str, str | None] = field(default_factory=dict)
+    """The fleet's ControllerRevisions: name -> the revision they keep (their revision label)."""
+    memory: FleetMemory = field(default_factory=FleetMemory)
+    reading: autoscaler.Reading | None = None
+    """The autoscaler's metric, read this pass because an evaluation is due (None: none is due)."""
+    next_evaluation_in: float | None = None
+    """Seconds until the autoscaler's next evaluation; None with the autoscaler off."""
+    measured: tuple[str, float] | None = None
+    """The revision this process last measured, and how many seconds ago."""
+    # Asked for by a plan (see the module's docstring).
+    capacity: Capacity | None = None
+    measurement: Measurement | None = None
+    templates: Mapping[str, InferenceFleetSpec | None] = field(default_factory=dict)
+    """Stored templates of revisions to rebuild, as the fleet's spec with them; None when the stored one
+    is missing, unreadable or does not hash to its revision."""
+    route: RouteRead | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# What to do about it.
+
+ChildKind = Literal["Service", "PodDisruptionBudget", "ControllerRevision", "Deployment", "RevisionService"]
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Build a child with `kubeforge.builders.inferencefleet` and apply it (when it differs from the
+    cached one)."""
+
+    kind: ChildKind
+    spec: InferenceFleetSpec
+    """What it is built from: the fleet's spec, or a rebuilt revision's stored template."""
+    revision: str = ""
+    replicas: int = 0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Set `spec.replicas` of a revision's Deployment, leaving its template as it is."""
+
+    deployment: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: Literal["Deployment", "Service", "ControllerRevision"]
+    name: str
+    revision: str | None
+
+
+Write = Apply | Scale | Delete
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Measure `revision` (and `baseline`, the stable one, to compare) with `spec`'s queries."""
+
+    revision: str
+    baseline: str | None
+    spec: AnalysisSpec
+
+
+@dataclass(frozen=True)
+class RouteWeights:
+    """The fleet's backends of HTTPRoute `name` (as read: `route`) are to carry `weights` (percent per
+    revision) on `port`; backends of `revisions` (and the fleet's Service) are the fleet's."""
+
+    name: str
+    route: Mapping[str, Any]
+    port: int
+    weights: Mapping[str, int]
+    revisions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """What the controller does, in this order: the writes, the HTTPRoute's weights, the status (when
+    it differs from the stored one), the events, the metrics. A plan that is not `complete` asks for an
+    input instead and is not carried out."""
+
+    status: InferenceFleetStatus
+    writes: tuple[Write, ...] = ()
+    route: RouteWeights | None = None
+    events: tuple[Event, ...] = ()
+    transitions: tuple[Condition, ...] = ()
+    """Conditions whose status or reason changed (the transitions metric)."""
+    outcomes: tuple[str, ...] = ()
+    """Rollout outcomes to count (the rollout outcomes metric)."""
+    evaluation: autoscaler.Decision | None = None
+    """The autoscaler's decision of this pass, for its metrics and log."""
+    memory: FleetMemory = field(default_factory=FleetMemory)
+    """What to remember for the next pass."""
+    in_rollout: bool = False
+    """A rollout is under way (Progressing or Paused): freed GPUs may let its surge go on."""
+    requeue_after: float | None = None
+    needs_capacity: bool = False
+    measure: Measure | None = None
+    needs_templates: tuple[str, ...] = ()
+    needs_route: str | None = None
+    """The name of the HTTPRoute to read."""
+
+    @property
+    def complete(self) -> bool:
+        return (
+            not self.needs_capacity
+            and self.measure is None
+            and not self.needs_templates
+            and self.needs_route is None
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The decision.
+
+
+def decide(o: FleetObserved) -> FleetPlan:
+    """The plan for one reconcile pass. Pure: the same observation gives the same plan."""
+    spec = o.spec
+    if spec is None:
+        return _invalid(o, "InvalidSpec", o.invalid, FleetMemory(), None)
+    evaluation, memory, desired = _autoscale(o, spec)
+    problem = name_problem(o.name)
+    if problem is not None:
+        return _invalid(o, "InvalidName", problem, memory, evaluation)
+
+    moving = _moving(o, spec)
+    if moving and spec.resources.gpus > 0 and o.capacity is None:
+        return FleetPlan(status=o.status, needs_capacity=True)
+    surge = None
+    if moving and o.capacity is not None:
+        surge = capacity.fitting_pods(
+            spec.resources.gpus, spec.resources.gpu_type, o.capacity.nodes, o.capacity.free
+        )
+    inputs = rollouts.RolloutInputs(
+        spec=spec.rollout_spec,
+        status=o.status.rollout,
+        template_revision=o.revision,
+        total_replicas=desired,
+        now=o.now,
+        revisions=_rollout_revisions(o),
+        template_image=spec.image,
+        max_unavailable=rollouts.resolve_max_unavailable(spec.disruption.max_unavailable, desired),
+        surge_capacity=surge,
+    )
+    limits = spec.rollout_spec.analysis
+    if o.measurement is not None and limits is not None:
+        inputs = replace(inputs, analysis=_verdict(o.measurement, limits, o.now))
+    plan = rollouts.plan_rollout(inputs)
+    if (
+        o.measurement is None
+        and limits is not None
+        and plan.analyze is not None
+        and rollouts.analysis_due(plan.status, limits.interval_seconds, o.now)
+    ):
+        return FleetPlan(status=o.status, measure=Measure(plan.analyze, plan.baseline, limits))
+
+    rebuild = [r for r, n in plan.replicas.items() if n > 0 and r != o.revision and r not in o.deployments]
+    wanted = tuple(sorted(r for r in rebuild if r not in o.templates))
+    if wanted:
+        return FleetPlan(status=o.status, needs_templates=wanted)
+    writes, missing = _revision_writes(o, spec, plan)
+
+    extra: list[ConditionUpdate] = []
+    route: RouteWeights | None = None
+    if spec.rollout is not None and spec.rollout.http_route is not None:
+        backends, routed = _backends(o, spec, plan)
+        writes += backends
+        if routed is None:
+            if o.route is None:
+                return FleetPlan(status=o.status, needs_route=spec.rollout.http_route.name)
+            route, routed = _weights(o.route, spec.rollout.http_route.name, spec.port, plan)
+        extra.append(routed)
+    if missing and plan.degraded is None:
+        extra.append(ConditionUpdate("Degraded", "True", "RevisionNotFound", missing))
+
+    status = compute_status(
+        spec,
+        name=o.name,
+        namespace=o.namespace,
+        generation=o.generation,
+        revision=o.revision,
+        desired=desired,
+        revisions=_judged_revisions(o, plan),
+        pods=o.pods,
+        metrics=memory.metrics if spec.autoscaler_on else None,
+        autoscaler=_autoscaler_record(o, memory) if spec.autoscaler_on else None,
+        current=o.status,
+        now=o.now,
+        serving=plan.status.stable_revision or o.revision,
+        rollout=RolloutConditions(
+            active=plan.status.phase in rollouts.ACTIVE,
+            message=plan.status.message,
+            progressing=plan.progressing,
+            degraded=plan.degraded,
+        ),
+        rollout_status=plan.status,
+        extra=extra,
+    )
+    return _finish(
+        o,
+        status,
+        memory,
+        evaluation,
+        writes=tuple(writes),
+        route=route,
+        rollout_events=plan.events,
+        in_rollout=plan.status.phase in rollouts.ACTIVE,
+        rollout_due=_rollout_due(o, plan, limits),
+    )
+
+
+def _invalid(
+    o: FleetObserved, reason: str, message: str, memory: FleetMemory, evaluation: autoscaler.Decision | None
+) -> FleetPlan:
+    """A fleet the operator cannot build: Degraded, nothing written but the conditions."""
+    status = invalid_status(reason, message, generation=o.generation, current=o.status, now=o.now)
+    rollout = o.status.rollout
+    in_rollout = rollout is not None and rollout.phase in rollouts.ACTIVE
+    return _finish(o, status, memory, evaluation, in_rollout=in_rollout)
+
+
+def _finish(
+    o: FleetObserved,
+    status: InferenceFleetStatus,
+    memory: FleetMemory,
+    evaluation: autoscaler.Decision | None,
+    *,
+    writes: tuple[Write, ...] = (),
+    route: RouteWeights | None = None,
+    rollout_events: tuple[Event, ...] = (),
+    in_rollout: bool,
+    rollout_due: float | None = None,
+) -> FleetPlan:
+    """The plan around a decided status: the news in it, and when to come back."""
+    events = [*rollout_events, *condition_events(o.status.conditions, status.conditions)]
+    scaled = scale_event(evaluation) if evaluation is not None else None
+    if scaled is not None:
+        events.append(scaled)
+    waits = [w for w in (o.next_evaluation_in, rollout_due) if w is not None]
+    return FleetPlan(
+        status=status,
+        writes=writes,
+        route=route,
+        events=tuple(events),
+        transitions=changed_conditions(o.status.conditions, status.conditions),
+        outcomes=outcomes(rollout_events),
+        evaluation=evaluation,
+        memory=memory,
+        in_rollout=in_rollout,
+        requeue_after=max(0.0, min(waits)) if waits else None,
+    )
+
+
+# -- the autoscaler ------------------------------------------------------------------------------------
+
+
+def _autoscale(
+    o: FleetObserved, spec: InferenceFleetSpec
+) -> tuple[autoscaler.Decision | None, FleetMemory, int]:
+    """This pass's evaluation (when a reading is due), what to remember, and the replicas in force.
+
+    Between evaluations the count is the last decision (in memory, else `status.autoscaler`), else
+    what the Deployments run."""
+    auto = spec.autoscaling
+    if auto is None or not spec.autoscaler_on:
+        return None, FleetMemory(), spec.replicas
+    # During a rollout the fleet's replicas are split between revisions: the autoscaler decides the
+    # total, which is what the last pass asked for.
+    deployed = o.status.desired_replicas
+    if deployed is None and o.deployments:
+        deployed = sum(s.spec_replicas for s in o.deployments.values())
+    current = deployed if deployed is not None else auto.min_replicas
+    memory = o.memory
+    evaluation: autoscaler.Decision | None = None
+    if o.reading is not None:
+        observed = autoscaler.Observed(
+            ready=o.pods.ready,
+            current=current,
+            scheduled=o.pods.scheduled,
+            unschedulable=o.pods.unschedulable,
+        )
+        reading = autoscaler.per_replica(auto, o.reading, o.pods.ready)
+        evaluation = autoscaler.decide(auto, reading, observed, _autoscaler_memory(o), o.now)
+        memory = FleetMemory(
+            decision=evaluation,
+            record=AutoscalerStatus.model_validate(
+                autoscaler.status_record(auto, evaluation, observed, o.now)
+            ),
+            metrics=MetricsHealth(
+                unavailable=evaluation.metrics_unavailable,
+                reason=evaluation.unavailable_reason or "MetricsAvailable",
+                message=evaluation.message
+                if evaluation.metrics_unavailable
+                else f"{auto.metric or 'query'} read from Prometheus",
+            ),
+        )
+    last = memory.decision.memory if memory.decision is not None else _autoscaler_memory(o)
+    desired = autoscaler.baseline(auto, autoscaler.Observed(ready=0, current=current), last)
+    return evaluation, memory, desired
+
+
+def _autoscaler_record(o: FleetObserved, memory: FleetMemory) -> AutoscalerStatus | None:
+    """`status.autoscaler`: the last evaluation's, else what is stored (a restarted operator)."""
+    return memory.record if memory.record is not None else o.status.autoscaler
+
+
+def _autoscaler_memory(o: FleetObserved) -> autoscaler.Memory:
+    if o.memory.decision is not None:
+        return o.memory.decision.memory
+    return autoscaler.memory_from_status(o.status.autoscaler)
+
+
+# -- the rollout ---------------------------------------------------------------------------------------
+
+
+def _moving(o: FleetObserved, spec: InferenceFleetSpec) -> bool:
+    """Whether replicas may move between revisions, so that free GPUs bound the surge."""
+    previous = o.status.rollout
+    return (
+        previous is None
+        or previous.phase in rollouts.ACTIVE
+        or previous.stable_revision != o.revision
+        or len(o.deployments) > 1
+        or spec.rollout_spec.target_revision is not None
+    )
+
+
+def _rollout_revisions(o: FleetObserved) -> dict[str, rollouts.RevisionState]:
+    out: dict[str, rollouts.RevisionState] = {}
+    for rev, state in o.deployments.items():
+        pods = o.revision_pods.get(rev, RevisionPods())
+        out[rev] = rollouts.RevisionState(
+            replicas=state.spec_replicas,
+            ready=state.ready,
+            # Pods without a node yet, and pods asked for that the Deployment controller has not made
+            # yet: both are about to take free GPUs, which must not be counted twice for a surge.
+            pending=pods.pending + max(0, state.spec_replicas - pods.alive),
+            terminating=pods.terminating,
+        )
+    return out
+
+
+def _verdict(m: Measurement, limits: AnalysisSpec, now: datetime) -> AnalysisRun:
+    """The measurement judged against the analysis limits, as the rollout takes it."""
+    if m.error is not None:
+        outcome = analysis.unavailable(m.error)
+    else:
+        outcome = analysis.evaluate(m.canary, m.baseline, analysis.Thresholds.from_spec(limits))
+    return outcome.record(revision=m.revision, now=now)
+
+
+def _rollout_due(o: FleetObserved, plan: rollouts.RolloutPlan, limits: AnalysisSpec | None) -> float | None:
+    """Seconds until the rollout wants a pass; a measurement is due an interval after the last one,
+    whatever passes ran in between."""
+    due = plan.requeue_after
+    measured = o.measured
+    if due is not None and limits is not None and measured is not None and measured[0] == plan.analyze:
+        due = min(due, limits.interval_seconds - measured[1])
+    return due
+
+
+def _revision_writes(
+    o: FleetObserved, spec: InferenceFleetSpec, plan: rollouts.RolloutPlan
+) -> tuple[list[Write], str]:
+    """The fleet's Service, PDB and template, every revision Deployment at the replicas the plan asks
+    for, drained revisions removed and templates out of the history dropped; and a message naming the
+    revisions that could not be rebuilt ("" when none)."""
+    writes: list[Write] = [
+        Apply("Service", spec),
+        Apply("PodDisruptionBudget", spec),
+        Apply("ControllerRevision", spec, revision=o.revision),
+    ]
+
+    def shrinking_first(item: tuple[str, int]) -> tuple[bool, str]:
+        # Scale-downs before scale-ups: the replicas asked for never exceed the plan's surge, not even
+        # between two writes (and in a swap the old pod is deleted before the new one exists).
+        state = o.deployments.get(item[0])
+        return (item[1] >= (state.spec_replicas if state is not None else 0), item[0])
+
+    problems: list[str] = []
+    for rev, replicas in sorted(plan.replicas.items(), key=shrinking_first):
+        state = o.deployments.get(rev)
+        if rev == o.revision:
+            writes.append(Apply("Deployment", spec, revision=rev, replicas=replicas))
+        elif state is not None:
+            if state.spec_replicas != replicas:
+                writes.append(Scale(state.name, replicas))
+        elif replicas > 0:
+            stored = o.templates.get(rev)
+            if stored is None:
+                problems.append(f"the template of revision {rev} is not kept; it cannot be rebuilt")
+            else:
+                writes.append(Apply("Deployment", stored, revision=rev, replicas=replicas))
+    for gone in plan.delete:
+        state = o.deployments.get(gone)
+        if state is not None:
+            writes.append(Delete("Deployment", state.name, gone))
+            writes.append(Delete("Service", revision_service_name(o.name, gone), gone))
+    rollout = plan.status
+    keep = {
+        o.revision,
+        rollout.stable_revision,
+        rollout.canary_revision,
+        *(e.revision for e in rollout.history),
+    }
+    for name, rev_kept in sorted(o.templates_kept.items()):
+        if rev_kept not in keep:
+            writes.append(Delete("ControllerRevision", name, rev_kept))
+    return writes, "; ".join(problems)
+
+
+def _judged_revisions(o: FleetObserved, plan: rollouts.RolloutPlan) -> list[RevisionState]:
+    """The revisions the status counts: those the plan keeps that run or should, and the stable one."""
+    stable = plan.status.stable_revision or o.revision
+    judged: list[RevisionState] = []
+    for rev, wanted in plan.replicas.items():
+        state = o.deployments.get(rev)
+        if state is None:
+            if rev != o.revision:
+                continue
+            state = RevisionState(
+                revision=rev, name=deployment_name(o.name, rev), spec_replicas=wanted, current=False
+            )
+        if rev == stable or wanted or state.replicas or state.ready:
+            judged.append(state)
+    return judged
+
+
+# -- traffic -------------------------------------------------------------------------------------------
+
+
+def _serving(plan: rollouts.RolloutPlan) -> set[str]:
+    serving = {r for r, w in plan.weights.items() if w > 0}
+    return serving | {r for r in (plan.status.stable_revision, plan.status.canary_revision) if r}
+
+
+def _backends(
+    o: FleetObserved, spec: InferenceFleetSpec, plan: rollouts.RolloutPlan
+) -> tuple[list[Write], ConditionUpdate | None]:
+    """A Service per serving revision (the HTTPRoute's backends); `TrafficRouted` False when one
+    cannot have a name."""
+    services: list[Write] = []
+    for rev in sorted(_serving(plan)):
+        problem = revision_service_problem(o.name, rev)
+        if problem is not None:
+            return services, ConditionUpdate("TrafficRouted", "False", "InvalidBackendName", problem)
+        services.append(Apply("RevisionService", spec, revision=rev))
+    return services, None
+
+
+def _weights(
+    read: RouteRead, route_name: str, port: int, plan: rollouts.RolloutPlan
+) -> tuple[RouteWeights | None, ConditionUpdate]:
+    """The HTTPRoute's weights to set, and the `TrafficRouted` condition."""
+    if read.read_error is not None:
+        reason, message = "HTTPRouteUnreadable", f"HTTPRoute {route_name}: {read.read_error}"
+        return None, ConditionUpdate("TrafficRouted", "False", reason, message)
+    if read.route is None:
+        message = (
+            f"HTTPRoute {route_name} not found (is the Gateway API installed?); traffic is split by"
+            " ready replicas only"
+        )
+        return None, ConditionUpdate("TrafficRouted", "False", "HTTPRouteNotFound", message)
+    if read.patch_error is not None:
+        reason, message = "HTTPRoutePatchFailed", f"HTTPRoute {route_name}: {read.patch_error}"
+        return None, ConditionUpdate("TrafficRouted", "False", reason, message)
+    weights = dict(plan.weights)
+    revisions = frozenset({*plan.replicas, *_serving(plan)})
+    text = ", ".join(f"{r}={w}%" for r, w in sorted(weights.items()) if w > 0)
+    return (
+        RouteWeights(route_name, read.route, port, weights, revisions),
+        ConditionUpdate("TrafficRouted", "True", "WeightsSet", f"HTTPRoute {route_name}: {text}"),
+    )

@@ -1,0 +1,70 @@
+"""Which changes of an InferenceFleet are news: the Events a pass emits and the outcomes it counts.
+
+- A condition transition (status or reason changed) is an Event, Warning when the condition turned bad,
+  except the `Progressing` condition and the reasons the rollout announces with Events of its own; a
+  condition's first, healthy value (and a new fleet that is not Ready yet) is no news.
+- An autoscaler decision that changes the replica count is `ScaledUp` or `ScaledDown`.
+- The rollout's events ending a rollout count as its outcome in `kubeforge_rollout_outcomes_total`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from kubeforge.api.common import Condition
+from kubeforge.policy.autoscaler import Decision
+from kubeforge.policy.conditions import transitions
+from kubeforge.policy.events import Event
+
+WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailable"})
+WARNING_WHEN_FALSE = frozenset({"TrafficRouted", "Ready"})
+ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
+"""Condition reasons whose transitions the rollout announces with events of its own."""
+
+ROLLOUT_OUTCOMES: Mapping[str, str] = {
+    "Promoted": "Promoted",
+    "RolledBack": "RolledBack",
+    "RolloutAborted": "Aborted",
+    "ProgressDeadlineExceeded": "Aborted",
+}
+"""Event reasons that end a rollout, and the outcome each counts as."""
+
+
+def changed_conditions(before: Sequence[Condition], after: Sequence[Condition]) -> tuple[Condition, ...]:
+    """Conditions whose status or reason changed (each is counted in the transitions metric)."""
+    old = [c.to_wire() for c in before]
+    new = {c.type: c for c in after}
+    return tuple(new[str(c["type"])] for c in transitions(old, [c.to_wire() for c in after]))
+
+
+def condition_events(before: Sequence[Condition], after: Sequence[Condition]) -> tuple[Event, ...]:
+    """The Events for the condition transitions from `before` to `after`."""
+    known = {c.type for c in before}
+    events: list[Event] = []
+    for condition in changed_conditions(before, after):
+        ctype, status, reason = condition.type, condition.status, condition.reason
+        if ctype == "Progressing" or reason in ROLLOUT_REASONS:
+            continue
+        warning = (ctype in WARNING_WHEN_TRUE and status == "True") or (
+            ctype in WARNING_WHEN_FALSE and status == "False"
+        )
+        if ctype not in known and (not warning or ctype == "Ready"):
+            continue  # a condition's first, healthy value (or a new fleet not ready yet) is no news
+        events.append(
+            Event("Warning" if warning else "Normal", reason, f"{ctype}={status}: {condition.message}")
+        )
+    return tuple(events)
+
+
+def scale_event(decision: Decision) -> Event | None:
+    """`ScaledUp` / `ScaledDown` for an autoscaler decision that changes the count; None for a hold."""
+    if decision.direction == "hold":
+        return None
+    reason = "ScaledUp" if decision.direction == "up" else "ScaledDown"
+    message = f"{decision.previous} -> {decision.desired} replicas ({decision.reason}): {decision.message}"
+    return Event("Normal", reason, message)
+
+
+def outcomes(events: Iterable[Event]) -> tuple[str, ...]:
+    """The rollout outcomes the events announce, one per event that ends a rollout."""
+    return tuple(ROLLOUT_OUTCOMES[e.reason] for e in events if e.reason in ROLLOUT_OUTCOMES)
