@@ -225,6 +225,48 @@ def deployments_path(namespace: str) -> str:
     return f"/apis/apps/v1/namespaces/{namespace}/deployments"
 
 
+def fleet_equivalent(namespace: str, name: str, label: str) -> list[tuple[str, Obj]]:
+    """What a one-replica fleet is made of, written by hand: the Deployment, a Service in front of it,
+    a PodDisruptionBudget and a ControllerRevision keeping its template. The second baseline, so the
+    control plane's work for these objects is not counted as the operator's."""
+    dep = deployment(name)
+    dep["metadata"]["labels"][BENCH_LABEL] = label
+    dep["spec"]["template"]["metadata"]["labels"][BENCH_LABEL] = label
+    meta = {"name": name, "labels": {BENCH_LABEL: label}}
+    selector = {"app": name}
+    return [
+        (
+            f"/api/v1/namespaces/{namespace}/services",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": 8000}]},
+            },
+        ),
+        (
+            f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": meta,
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            },
+        ),
+        (
+            f"/apis/apps/v1/namespaces/{namespace}/controllerrevisions",
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ControllerRevision",
+                "metadata": meta,
+                "revision": 1,
+                "data": {"spec": dep["spec"]["template"]},
+            },
+        ),
+        (deployments_path(namespace), dep),
+    ]
+
+
 def interleave(first: list[tuple[str, Obj]], second: list[tuple[str, Obj]]) -> list[tuple[str, Obj]]:
     """Both lists evenly mixed, so neither kind waits behind all of the other's creations."""
     tagged = [(i / max(1, len(first)), 0, item) for i, item in enumerate(first)]
@@ -562,18 +604,26 @@ class Context:
         op.stop()
 
 
-def phase_baseline(ctx: Context) -> Obj:
+def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
+    """N Deployments (or, with `children`, each with the Service, PDB and ControllerRevision a fleet
+    has) created directly: the built-in controllers' time for the same pods."""
     api, ns, n = ctx.api, ctx.namespace, ctx.args.fleets
-    say(f"baseline: creating {n} Deployments ({ctx.args.threads} at a time)")
+    label = "baseline-children" if children else "baseline"
+    what = "Deployments with a Service, PDB and ControllerRevision each" if children else "Deployments"
+    say(f"{label}: creating {n} {what} ({ctx.args.threads} at a time)")
+    writes_list: list[tuple[str, Obj]] = []
+    for i in range(n):
+        if children:
+            writes_list.extend(fleet_equivalent(ns, f"basec-{i:05d}", label))
+        else:
+            writes_list.append((deployments_path(ns), deployment(f"base-{i:05d}")))
     before = apiserver_requests(api)
     started = time.monotonic()
-    stats = create_all(
-        ctx.cluster, [(deployments_path(ns), deployment(f"base-{i:05d}")) for i in range(n)], ctx.args.threads
-    )
-    say(f"baseline: {n} Deployments created in {stats.seconds:.1f}s ({stats.retries} retried)")
+    stats = create_all(ctx.cluster, writes_list, ctx.args.threads)
+    say(f"{label}: {len(writes_list)} objects created in {stats.seconds:.1f}s ({stats.retries} retried)")
 
     def available() -> tuple[int, int, str]:
-        found = items(api, deployments_path(ns), f"{BENCH_LABEL}=baseline")
+        found = items(api, deployments_path(ns), f"{BENCH_LABEL}={label}")
         ready = sum(
             1
             for d in found
@@ -582,26 +632,40 @@ def phase_baseline(ctx: Context) -> Obj:
         )
         return ready, n, f"{ready}/{n} available"
 
-    ready_s = wait_until("baseline", available, since=started, timeout=ctx.args.timeout)
+    ready_s = wait_until(label, available, since=started, timeout=ctx.args.timeout)
     during = promtext.delta(apiserver_requests(api), before)
 
-    say("baseline: deleting the Deployments")
+    say(f"{label}: deleting what it created")
     deleted = time.monotonic()
-    api.request(
-        "DELETE",
-        deployments_path(ns),
-        body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
-        params={"labelSelector": f"{BENCH_LABEL}=baseline"},
-    )
+    collections = [deployments_path(ns)]
+    if children:
+        collections += [
+            f"/api/v1/namespaces/{ns}/services",
+            f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
+            f"/apis/apps/v1/namespaces/{ns}/controllerrevisions",
+        ]
+    for path in collections:
+        if path.endswith("/services"):
+            # Services have no collection delete: one by one.
+            for svc in items(api, path, f"{BENCH_LABEL}={label}"):
+                api.request("DELETE", f"{path}/{svc['metadata']['name']}")
+            continue
+        api.request(
+            "DELETE",
+            path,
+            body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
+            params={"labelSelector": f"{BENCH_LABEL}={label}"},
+        )
 
     def pods_gone() -> tuple[int, int, str]:
-        left = len(items(api, f"/api/v1/namespaces/{ns}/pods", f"{BENCH_LABEL}=baseline"))
+        left = len(items(api, f"/api/v1/namespaces/{ns}/pods", f"{BENCH_LABEL}={label}"))
         return n - left, n, f"{left} pods left"
 
-    gone_s = wait_until("baseline delete", pods_gone, since=deleted, timeout=ctx.args.timeout)
+    gone_s = wait_until(f"{label} delete", pods_gone, since=deleted, timeout=ctx.args.timeout)
     verbs = by_verb(during)
     return {
         "deployments": n,
+        "with_children": children,
         "create_seconds": round(stats.seconds, 2),
         "create_retries": stats.retries,
         "create_retry_codes": stats.retry_codes,
@@ -609,6 +673,7 @@ def phase_baseline(ctx: Context) -> Obj:
         "delete_to_pods_gone_seconds": round(gone_s, 2),
         "apiserver_requests_until_available": {k: int(v) for k, v in sorted(verbs.items())},
         "apiserver_writes_until_available": int(writes(verbs)),
+        "apiserver_writes_by_resource_until_available": write_breakdown(during),
     }
 
 
@@ -643,10 +708,30 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
         text = f"fleets Ready {ready}/{n}, jobs Succeeded {done}/{m}" + (f" ({other})" if other else "")
         return ready + done, n + m, text
 
-    def rss() -> str:
-        return ", ".join(f"{k} RSS {v:.0f} MiB" for k, v in ctx.sampler.current_mib().items())
+    def progress() -> str:
+        # Where the time goes: the operator's part (children applied, work queued) against the cluster's
+        # (pods created, bound, ready), so a slow run says which side is slow.
+        memory = ", ".join(f"{k} RSS {v:.0f} MiB" for k, v in ctx.sampler.current_mib().items())
+        if not ctx.args.trace:
+            return memory
+        requests = op.scrape().requests() or {}
+        applied = int(requests.get(("APPLY", "deployments"), 0))
+        pods = items(api, f"/api/v1/namespaces/{ns}/pods", "")
+        bound = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName"))
+        ready_pods = sum(
+            1
+            for p in pods
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+        )
+        return (
+            f"operator applied {applied} Deployments; pods {len(pods)} created, {bound} bound,"
+            f" {ready_pods} ready; {memory}"
+        )
 
-    total_s = wait_until("kubeforge", converged, since=started, timeout=ctx.args.timeout, detail=rss)
+    total_s = wait_until("kubeforge", converged, since=started, timeout=ctx.args.timeout, detail=progress)
     cpu = cpu_delta(cpu_seconds(op.pid), cpu_before)
     during = promtext.delta(apiserver_requests(api), before)
     scrape = op.scrape()
@@ -662,6 +747,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
         **{k: round(v, 2) for k, v in reached.items()},
         "apiserver_requests_until_converged": {k: int(v) for k, v in sorted(verbs.items())},
         "apiserver_writes_until_converged": int(writes(verbs)),
+        "apiserver_writes_by_resource_until_converged": write_breakdown(during),
         "operator_cpu_seconds_until_converged": cpu,
         "reconcile": reconcile_latency(scrape),
     }
@@ -990,6 +1076,9 @@ def table(results: Obj) -> str:
     if base:
         t.add(f"baseline: {base['deployments']} Deployments available", fmt_s(base_s))
         t.add("baseline: delete until pods gone", fmt_s(base["delete_to_pods_gone_seconds"]))
+        same: Obj = results.get("baseline_children") or {}
+        if same:
+            t.add("baseline: same + Service, PDB, ControllerRevision each", fmt_s(same["available_seconds"]))
     else:
         t.add("baseline", "skipped" if results["config"]["skip_baseline"] else "not measured")
     limit = min(TARGET_TOTAL_SECONDS, TARGET_RATIO * base_s) if base_s else TARGET_TOTAL_SECONDS
@@ -1003,6 +1092,9 @@ def table(results: Obj) -> str:
         if base_s:
             ratio = total / base_s
             t.add("  ratio to baseline", f"{ratio:.2f}x", f"<= {TARGET_RATIO}x", ratio <= TARGET_RATIO)
+        same_s = (results.get("baseline_children") or {}).get("available_seconds")
+        if same_s:
+            t.add("  ratio to the same objects created directly", f"{total / same_s:.2f}x")
         t.add("  operator CPU time until then", fmt_s(kf.get("operator_cpu_seconds_until_converged")))
     else:
         t.add("kubeforge: fleets Ready + jobs Succeeded", "not measured", target)
@@ -1120,6 +1212,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "build" / "bench-results" / "scale.json")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-failover", action="store_true")
+    parser.add_argument(
+        "--skip-children-baseline",
+        action="store_true",
+        help="skip the second baseline (each Deployment with the Service, PDB and ControllerRevision a"
+        " fleet has, created directly)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="progress lines also count the operator's Deployment applies and the pods created, bound and"
+        " ready (one extra LIST of the pods per line: a diagnostic, it adds load)",
+    )
     parser.add_argument("--max-concurrent-reconciles", type=int, help="passed to the operator")
     parser.add_argument(
         "--all-namespaces",
@@ -1196,6 +1300,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.skip_baseline:
             results["baseline"] = phase_baseline(ctx)
             time.sleep(args.settle_seconds)
+            if not args.skip_children_baseline:
+                results["baseline_children"] = phase_baseline(ctx, children=True)
+                time.sleep(args.settle_seconds)
 
         op = ctx.operator("operator")
         say(f"operator started (pid {op.pid}): {' '.join(op.command()[3:])}")
