@@ -126,7 +126,7 @@ def test_chart_installs_and_its_rbac_runs_the_operator(
             {
                 "apiVersion": "kubeforge.dev/v1alpha1",
                 "kind": "InferenceFleet",
-                "metadata": {"name": "rbac-check", "namespace": namespace},
+                "metadata": {"name": "rbac-check-fleet", "namespace": namespace},
                 "spec": {
                     "model": {"name": "tiny"},
                     "image": "ghcr.io/example/server:1",
@@ -143,7 +143,7 @@ def test_chart_installs_and_its_rbac_runs_the_operator(
         wait_for(lambda: phase() == "Succeeded", timeout=120, description="TrainingJob Succeeded")
 
         def fleet_ready() -> bool:
-            fleet = kubectl.get("inferencefleet", "rbac-check", namespace) or {}
+            fleet = kubectl.get("inferencefleet", "rbac-check-fleet", namespace) or {}
             conditions = fleet.get("status", {}).get("conditions", [])
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 

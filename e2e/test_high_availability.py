@@ -19,7 +19,7 @@ import pytest
 
 from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import fleet, get_fleet, wait_ready
+from kubeforge_e2e.workloads import fleet, get_fleet, is_true, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -263,3 +263,38 @@ def test_a_restarted_operator_writes_nothing_for_converged_objects(
         assert reads <= 12, "one list per cache (and the pod probe), no per-object reads"
     finally:
         second.stop()
+
+
+def test_a_fleet_and_a_trainingjob_of_one_name_do_not_fight_over_a_service(
+    cluster: LocalCluster, crds: None, namespace: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Both kinds name their Service after themselves. The first keeps it; the second is told why it
+    cannot go on (a Warning Event naming the conflict) and never writes the other's Service."""
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        extra_args=["--namespace", namespace],
+        env=cluster.env(),
+    )
+    operator.start()
+    try:
+        kubectl.apply(fleet("clash", replicas=1, resources={"gpus": 1, "gpuType": "L4"}), namespace)
+        wait_ready(kubectl, namespace, "clash")
+        service = kubectl.get("service", "clash", namespace)
+        kubectl.apply(
+            {**_gang("clash"), "spec": {**_gang("clash")["spec"], "resources": {"gpus": 1}}}, namespace
+        )
+
+        def warned() -> bool:
+            events = items(kubectl, "events", namespace)
+            return any(
+                e.get("reason") == "NameConflict" and e["involvedObject"].get("kind") == "TrainingJob"
+                for e in events
+            )
+
+        wait_for(warned, timeout=30, description="a NameConflict Warning on the TrainingJob")
+        after = kubectl.get("service", "clash", namespace)
+        assert after["metadata"]["resourceVersion"] == service["metadata"]["resourceVersion"]
+        assert is_true(get_fleet(kubectl, namespace, "clash"), "Ready")
+    finally:
+        operator.stop()

@@ -307,3 +307,21 @@ async def test_apply_if_changed_writes_only_what_differs_and_repairs_what_others
     changed = json.loads(json.dumps(fresh))
     changed["spec"]["replicas"] = 3
     assert await restarted.apply_if_changed(changed, cached) is not None
+
+
+async def test_a_child_controlled_by_another_owner_is_never_written() -> None:
+    from kubeforge.kube.client import NotOursError
+
+    kube, server = fake_kube()
+    desired = deployment("a", 1)
+    desired["metadata"].pop("resourceVersion")
+    desired["metadata"]["ownerReferences"] = [
+        {"kind": "TrainingJob", "name": "a", "uid": "tj", "controller": True}
+    ]
+    theirs = json.loads(json.dumps(desired))
+    theirs["metadata"]["ownerReferences"] = [
+        {"kind": "InferenceFleet", "name": "a", "uid": "fl", "controller": True}
+    ]
+    with pytest.raises(NotOursError, match="not controlled by this object"):
+        await kube.apply_if_changed(desired, projections.child(theirs))
+    assert server.applied == []

@@ -17,6 +17,7 @@ from kubeforge.controllers.runtime import (
     label_keys,
     owner_keys,
 )
+from kubeforge.kube.client import NotOursError
 from kubeforge.kube.informer import Caches, Informer, Obj, Source
 from kubeforge.kube.kinds import POD, TRAININGJOB, Kind
 from kubeforge.kube.projections import owned_resource, pod
@@ -37,6 +38,8 @@ class RecordingController:
     def __init__(self, *, fail_times: int = 0, delay: float = 0.0, requeue: float | None = None) -> None:
         self.passes: list[str] = []
         self.forgotten: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []
+        self.not_ours = False
         self.fail_times = fail_times
         self.delay = delay
         self.requeue = requeue
@@ -50,6 +53,8 @@ class RecordingController:
         try:
             self.passes.append(obj["metadata"]["name"])
             await asyncio.sleep(self.delay)
+            if self.not_ours:
+                raise NotOursError("Service ns/a exists and is not controlled by this object")
             if self.fail_times > 0:
                 self.fail_times -= 1
                 raise RuntimeError("boom")
@@ -59,6 +64,9 @@ class RecordingController:
 
     async def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
+
+    async def warn(self, obj: Obj, reason: str, message: str) -> None:
+        self.warnings.append((obj["metadata"]["name"], reason))
 
 
 def setup(controller: RecordingController, workers: int = 4) -> tuple[Caches, Informer, Runtime]:
@@ -199,3 +207,16 @@ async def test_backoff_grows_and_is_capped(failures: int) -> None:
     queue.forget(("ns", "a"))
     assert queue.add_rate_limited(("ns", "a")) == 0.5
     await queue.shutdown()
+
+
+async def test_a_name_taken_by_another_owner_is_a_warning_on_the_object_and_is_retried() -> None:
+    ctrl = RecordingController()
+    ctrl.not_ours = True
+    _, jobs, runtime = setup(ctrl)
+    runtime.start()
+    jobs._apply("ADDED", trainingjob("a"))
+    await settle()
+    assert ctrl.warnings == [("a", "NameConflict")]
+    await settle(0.6)
+    assert len(ctrl.passes) == 2, "retried with backoff"
+    await runtime.stop()

@@ -157,6 +157,9 @@ class InferenceFleetController:
         # The plan's waits count from when the pass observed; the I/O since has taken some of them.
         return max(0.0, plan.requeue_after - (self._monotonic() - observed_at))
 
+    async def warn(self, obj: Obj, reason: str, message: str) -> None:
+        await self.kube.event(obj, type_="Warning", reason=reason, message=message)
+
     async def forget(self, namespace: str, name: str) -> None:
         self._fleets.pop((namespace, name), None)
         self._waiting.discard((namespace, name))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kubeforge.kube.client import NotOursError
 from kubeforge.kube.informer import Caches, Obj
 from kubeforge.kube.kinds import Kind
 from kubeforge.metrics import exposition
@@ -62,6 +63,10 @@ class Controller(Protocol):
 
     async def forget(self, namespace: str, name: str) -> None:
         """The object is gone: drop what is kept about it in memory."""
+        ...
+
+    async def warn(self, obj: Obj, reason: str, message: str) -> None:
+        """Tell the object's owner why a pass failed (a Warning Event)."""
         ...
 
 
@@ -231,6 +236,7 @@ class Runtime:
         namespace, name = key
         started = time.monotonic()
         result = "success"
+        obj: Obj | None = None
         try:
             obj = self.caches.get(self.controller.kind, name, namespace or None)
             if obj is None:
@@ -241,6 +247,14 @@ class Runtime:
             requeue = await self.controller.reconcile(obj)
         except asyncio.CancelledError:
             raise
+        except NotOursError as error:
+            # Not transient: the user must rename something. Say so on the object, retry with backoff.
+            result = "error"
+            exposition.RECONCILE_ERRORS.labels(self.name).inc()
+            delay = self.queue.add_rate_limited(key)
+            log.warning("%s %s/%s: %s (retrying in %.0fs)", self.controller.kind.kind, *key, error, delay)
+            if obj is not None:
+                await self.controller.warn(obj, "NameConflict", str(error))
         except Exception:
             result = "error"
             exposition.RECONCILE_ERRORS.labels(self.name).inc()

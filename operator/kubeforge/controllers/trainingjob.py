@@ -58,6 +58,9 @@ class TrainingJobController:
             Watch(NODE, self._capacity_keys),
         )
 
+    async def warn(self, obj: Obj, reason: str, message: str) -> None:
+        await self.kube.event(obj, type_="Warning", reason=reason, message=message)
+
     async def forget(self, namespace: str, name: str) -> None:
         self._waiting.discard((namespace, name))
         self._reserved.pop(f"{namespace}/{name}", None)

@@ -81,6 +81,17 @@ def unchanged(desired: Mapping[str, Any], cached: Mapping[str, Any] | None) -> b
 WriteObserver = Callable[[Obj], None]
 
 
+class NotOursError(Exception):
+    """A child's name is taken by an object another owner controls: the operator never takes it over."""
+
+
+def _controller_uid(obj: Mapping[str, Any]) -> str | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
 class Kube:
     """The operator's API client. One instance per process; coroutine-safe.
 
@@ -191,7 +202,15 @@ class Kube:
 
     async def apply_if_changed(self, obj: Obj, cached: Obj | None) -> Obj | None:
         """Apply unless the cached child already carries this desired object and nobody changed its spec
-        since our last write of it (its generation is the one that write produced). None: nothing sent."""
+        since our last write of it (its generation is the one that write produced). None: nothing sent.
+        Raises NotOursError when the cached object of that name is controlled by another owner (say a
+        fleet and a TrainingJob of the same name both want a Service called so)."""
+        if cached is not None and _controller_uid(cached) != _controller_uid(obj):
+            meta = obj["metadata"]
+            raise NotOursError(
+                f"{obj['kind']} {meta.get('namespace')}/{meta['name']} exists and is not controlled by this "
+                "object; rename one of them (the operator never takes over an object it did not create)"
+            )
         if unchanged(obj, cached):
             assert cached is not None
             ours = self._generations.get(_child_key(obj))
