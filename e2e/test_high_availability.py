@@ -122,6 +122,15 @@ def test_only_the_leader_writes_and_the_standby_is_ready(pair: Pair, kubectl: Ku
     assert writes(standby) == lease_writes, "a standby writes nothing but its campaign"
     assert metric(standby, "kubeforge_cache_objects", resource="inferencefleets") == 1
 
+    # SIGTERM: the leader stops its workers, then releases the Lease; the standby takes it at its next
+    # retry (2 s), not a lease duration (15 s) later.
+    leader.send(signal.SIGTERM)
+    terminated = time.monotonic()
+    successor = next(i for i in pair.processes if i != identity)
+    wait_for(lambda: pair.holder(kubectl) == successor, timeout=10, description="the standby leading")
+    assert time.monotonic() - terminated < 5
+    leader.reap()
+
 
 def test_standby_finishes_a_canary_rollout_after_the_leader_is_killed(pair: Pair, kubectl: Kubectl) -> None:
     namespace = pair.namespace
