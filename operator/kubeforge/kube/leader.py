@@ -336,17 +336,18 @@ class LeaderElector:
     def _standby_wait(self) -> float:
         """How long a replica that does not lead waits before its next attempt.
 
-        While someone else holds a live Lease, it polls every retry period without jitter, so it sees
-        each renewal within one period, and it wakes exactly when the record it saw expires by its own
-        clock: failover then takes at most lease duration + retry period after the leader's last
-        renewal (client-go's jittered polling adds up to two jittered periods to that). Jitter stays
+        While someone else holds a live Lease, it polls every half retry period without jitter (a GET a
+        second by default, cheap), so it sees each renewal, and a release on SIGTERM, within that, and it
+        wakes exactly when the record it saw expires by its own clock: failover then takes at most lease
+        duration + half a retry period after the leader's last renewal, and about a second after a
+        release (client-go's jittered polling adds up to two jittered periods to either). Jitter stays
         for a free or expired Lease, where several replicas may try at once."""
         cfg = self._config
         jittered = cfg.retry_period * (1 + JITTER_FACTOR * self._rand())
         if self._record is None or not self._record.holder or self._holds() or not self._valid():
             return jittered
         expires_in = self._observed_at + self._record.lease_duration_seconds - self._clock.monotonic()
-        return max(0.0, min(cfg.retry_period, expires_in + EXPIRY_MARGIN))
+        return max(0.0, min(cfg.retry_period / 2, expires_in + EXPIRY_MARGIN))
 
     async def _renew_until_lost(self) -> None:
         cfg = self._config
