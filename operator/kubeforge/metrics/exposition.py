@@ -126,18 +126,6 @@ WORKQUEUE_WORK_SECONDS = Histogram(
     buckets=_DURATION_BUCKETS,
     registry=REGISTRY,
 )
-WORKQUEUE_UNFINISHED_SECONDS = Gauge(
-    "workqueue_unfinished_work_seconds",
-    "How many seconds of work has been done that is in progress.",
-    ["name"],
-    registry=REGISTRY,
-)
-WORKQUEUE_LONGEST_SECONDS = Gauge(
-    "workqueue_longest_running_processor_seconds",
-    "How many seconds has the longest running processor for workqueue been running.",
-    ["name"],
-    registry=REGISTRY,
-)
 RECONCILE_TOTAL = Counter(
     "controller_runtime_reconcile_total",
     "Total number of reconciliations per controller (result: success, error, requeue_after).",
