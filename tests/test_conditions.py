@@ -13,6 +13,7 @@ from kubeforge.policy.conditions import (
     find_condition,
     format_time,
     is_true,
+    kstatus_conditions,
     merge_conditions,
     parse_time,
     transitions,
@@ -100,3 +101,43 @@ def test_merge_is_idempotent_and_keyed_by_type(
 def test_time_round_trip() -> None:
     assert parse_time(format_time(T0)) == T0
     assert parse_time(None) is None
+
+
+_kstatus_pair = st.tuples(
+    st.builds(
+        ConditionUpdate,
+        type=st.just("Reconciling"),
+        status=st.sampled_from(["True", "False", "Unknown"]),
+        reason=st.sampled_from(["A", "B"]),
+    ),
+    st.builds(
+        ConditionUpdate,
+        type=st.just("Stalled"),
+        status=st.sampled_from(["True", "False", "Unknown"]),
+        reason=st.sampled_from(["A", "B"]),
+        message=st.sampled_from(["", "why"]),
+    ),
+)
+
+
+@given(_kstatus_pair)
+def test_reconciling_and_stalled_are_never_both_true(pair: tuple[ConditionUpdate, ConditionUpdate]) -> None:
+    """kstatus takes the first True one in list order (`Reconciling` sorts first): a stall must win."""
+    reconciling, stalled = kstatus_conditions(*pair)
+    assert stalled == pair[1]
+    assert not (reconciling.status == "True" and stalled.status == "True")
+    if stalled.status == "True" and pair[0].status == "True":
+        assert (reconciling.status, reconciling.reason, reconciling.message) == (
+            "False",
+            "Stalled",
+            stalled.message,
+        )
+    else:
+        assert reconciling == pair[0]
+
+
+def test_kstatus_conditions_take_the_two_types_in_order() -> None:
+    with pytest.raises(ValueError, match="Reconciling and a Stalled"):
+        kstatus_conditions(
+            ConditionUpdate("Stalled", "True", "A"), ConditionUpdate("Reconciling", "True", "B")
+        )

@@ -10,11 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
+from kubeforge.api.rollout import RolloutPhase, RolloutStatus
+from kubeforge.policy.conditions import ConditionUpdate
 from kubeforge.policy.fleet_status import (
     MetricsHealth,
     PodSummary,
     RevisionPods,
     RevisionState,
+    RolloutConditions,
     compute_status,
     count_revision_pods,
     invalid_status,
@@ -178,6 +181,11 @@ class TestOtherConditions:
         )
         assert status_diff(first, later) is None
 
+    def test_invalid_is_stalled_not_reconciling(self) -> None:
+        st_ = invalid_status("InvalidName", "bad", generation=5, current=status(spec(), [rev(1, 3)]), now=T0)
+        assert cond(st_, "Stalled") == ("True", "InvalidName")
+        assert cond(st_, "Reconciling") == ("False", "Stalled")
+
     def test_invalid_keeps_the_rest_of_the_status(self) -> None:
         before = status(spec(), [rev(3)])
         st_ = invalid_status("InvalidName", "bad", generation=5, current=before, now=T0)
@@ -299,3 +307,102 @@ def test_pods_per_revision() -> None:
         "kubeforge.dev/revision",
     )
     assert counts == {"a": RevisionPods(alive=2, pending=1, terminating=1), "b": RevisionPods(1, 1, 0)}
+
+
+def rollout_status(
+    phase: RolloutPhase, progressing: ConditionUpdate, degraded: ConditionUpdate | None = None
+) -> InferenceFleetStatus:
+    """A fleet whose stable revision serves 3 replicas while the rollout is in `phase`."""
+    message = f"rollout {phase}"
+    return compute_status(
+        spec(),
+        name="chat",
+        namespace="ns",
+        generation=4,
+        revision="new",
+        desired=3,
+        revisions=[rev(3)],
+        pods=PodSummary(),
+        metrics=None,
+        autoscaler=None,
+        current=InferenceFleetStatus(),
+        now=T0,
+        serving=REV,
+        rollout=RolloutConditions(
+            active=phase in ("Progressing", "Paused"),
+            message=message,
+            progressing=progressing,
+            degraded=degraded,
+        ),
+        rollout_status=RolloutStatus(phase=phase, canary_revision="new", message=message),
+    )
+
+
+class TestGitOpsConditions:
+    """`Reconciling` and `Stalled` (kstatus) per rollout phase; the real kstatus and Argo CD verdicts on
+    statuses the controller writes are in test_gitops_health.py."""
+
+    @pytest.mark.parametrize(
+        ("phase", "progressing", "degraded", "reconciling", "stalled"),
+        [
+            ("Progressing", ("True", "RolloutProgressing"), None, ("True", "RolloutProgressing"), "False"),
+            ("Paused", ("True", "RolloutPaused"), None, ("True", "RolloutPaused"), "False"),
+            ("Promoted", ("False", "RolloutComplete"), None, ("False", "Reconciled"), "False"),
+            ("Promoted", ("True", "RolloutProgressing"), None, ("True", "RolloutProgressing"), "False"),
+            ("Aborted", ("False", "Aborted"), "RolloutAborted", ("False", "Reconciled"), "RolloutAborted"),
+            ("Aborted", ("False", "Aborted"), None, ("False", "Reconciled"), "RolloutAborted"),
+            ("RolledBack", ("False", "RolledBack"), "RolledBack", ("False", "Reconciled"), "RolledBack"),
+        ],
+        ids=["progressing", "paused", "promoted", "draining", "self-aborted", "user-aborted", "rolled-back"],
+    )
+    def test_per_phase(
+        self,
+        phase: RolloutPhase,
+        progressing: tuple[str, str],
+        degraded: str | None,
+        reconciling: tuple[str, str],
+        stalled: str,
+    ) -> None:
+        st_ = rollout_status(
+            phase,
+            ConditionUpdate("Progressing", progressing[0], progressing[1], "m"),  # type: ignore[arg-type]
+            ConditionUpdate("Degraded", "True", degraded, "m") if degraded else None,
+        )
+        assert cond(st_, "Reconciling") == reconciling
+        assert cond(st_, "Stalled") == (("True", stalled) if stalled != "False" else ("False", "AsExpected"))
+
+    def test_a_stall_wins_over_scaling(self) -> None:
+        """Draining the canary after an abort moves replicas, but the verdict is the abort."""
+        st_ = compute_status(
+            spec(),
+            name="chat",
+            namespace="ns",
+            generation=4,
+            revision=REV,
+            desired=3,
+            revisions=[rev(1, 3)],
+            pods=PodSummary(),
+            metrics=None,
+            autoscaler=None,
+            current=InferenceFleetStatus(),
+            now=T0,
+            rollout=RolloutConditions(False, "aborted", ConditionUpdate("Progressing", "False", "Aborted")),
+            rollout_status=RolloutStatus(phase="Aborted", message="aborted"),
+        )
+        assert cond(st_, "Progressing") == ("True", "Scaling")
+        assert cond(st_, "Stalled") == ("True", "RolloutAborted")
+        assert cond(st_, "Reconciling") == ("False", "Stalled")
+
+    @pytest.mark.parametrize(
+        ("revisions", "reconciling"),
+        [([rev(3)], ("False", "Reconciled")), ([rev(1, 3)], ("True", "Scaling"))],
+        ids=["steady", "scaling"],
+    )
+    def test_without_a_rollout(self, revisions: list[RevisionState], reconciling: tuple[str, str]) -> None:
+        st_ = status(spec(), revisions)
+        assert cond(st_, "Reconciling") == reconciling
+        assert cond(st_, "Stalled") == ("False", "AsExpected")
+
+    def test_a_failed_deployment_stalls(self) -> None:
+        failed = rev(1, 3, failure="ProgressDeadlineExceeded: too slow")
+        assert cond(status(spec(), [failed]), "Stalled") == ("True", "DeploymentFailed")

@@ -184,7 +184,7 @@ def test_all_workers_running_is_running_and_ready() -> None:
     assert plan.status.workers.ready == 2
     assert plan.status.workers_ready == "2/2"
     assert _cond(plan, "Ready") == ("True", "AllWorkersReady")
-    assert _cond(plan, "Reconciling")[0] == "False"
+    assert _cond(plan, "Reconciling") == ("True", "Running")  # kstatus: InProgress until it finishes
     assert _cond(plan, "Stalled")[0] == "False"
     assert [e.reason for e in plan.events] == ["Running"]
 

@@ -3,7 +3,7 @@
 # e2e/versions.env, each in its own throwaway module (so their dependency graphs never mix) and cached
 # by version. A second run finds every binary in the cache and builds nothing.
 #
-# Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm (default: all)
+# Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm kstatus (default: all)
 # Prints the directory holding the binaries on its last line of stdout.
 set -euo pipefail
 
@@ -123,12 +123,28 @@ build_helm() {
   touch "${bindir}/.${stamp}"
 }
 
+build_kstatus() {
+  # Our own checker (e2e/tools/kstatus/main.go) over kstatus, the library Flux judges health with: the
+  # stamp carries the source's hash, so an edit of main.go rebuilds it.
+  local v="${CLI_UTILS_VERSION}" src="${here}/kstatus/main.go" sum stamp dir
+  sum="$(sha256sum "${src}" | cut -c1-12)"
+  stamp="kstatus-${v}-${sum}"
+  if have "${stamp}" kstatus-check; then log "kstatus (cli-utils ${v}): cached"; return; fi
+  dir="$(new_module kstatus)"
+  cp "${src}" "${dir}/main.go"
+  (cd "${dir}" && go get "sigs.k8s.io/cli-utils@${v}" >/dev/null 2>&1 && go mod tidy >/dev/null 2>&1)
+  with_progress "kstatus-check (cli-utils ${v})" bash -c "cd '${dir}' && go build -trimpath -ldflags '-s -w' \
+    -o '${bindir}/kstatus-check' ."
+  rm -f "${bindir}"/.kstatus-*
+  touch "${bindir}/.${stamp}"
+}
+
 components=("$@")
-(( ${#components[@]} )) || components=(etcd kwok helm kubernetes)
+(( ${#components[@]} )) || components=(etcd kwok helm kubernetes kstatus)
 total=$SECONDS
 for c in "${components[@]}"; do
   case "${c}" in
-    kubernetes|etcd|kwok|helm) "build_${c}" ;;
+    kubernetes|etcd|kwok|helm|kstatus) "build_${c}" ;;
     *) echo "unknown component: ${c}" >&2; exit 2 ;;
   esac
 done

@@ -1,7 +1,12 @@
 """Condition bookkeeping as Kubernetes API conventions define it, in pure functions.
 
 `lastTransitionTime` moves only when a condition's status flips, so a reconcile that sees nothing new
-writes nothing new, and Argo CD / Flux (kstatus) read `Ready` the way they read built-in kinds.
+writes nothing new.
+
+Both kinds also write the two conditions kstatus (sigs.k8s.io/cli-utils, what Flux and `kubectl wait`
+style tooling read) defines, through `kstatus_conditions`: `Reconciling` (work towards the spec is under
+way: InProgress) and `Stalled` (the spec cannot be reached without a change: Failed). kstatus reads
+`status.observedGeneration` first, then the first of the two that is True, and only then `Ready`.
 """
 
 from __future__ import annotations
@@ -64,6 +69,17 @@ def merge_conditions(
             condition["observedGeneration"] = generation
         by_type[update.type] = condition
     return [by_type[key] for key in sorted(by_type)]
+
+
+def kstatus_conditions(reconciling: ConditionUpdate, stalled: ConditionUpdate) -> list[ConditionUpdate]:
+    """`Reconciling` and `Stalled`, never both True: kstatus takes whichever True one comes first in the
+    list (sorted by type, so `Reconciling`), and a stall is the verdict a pipeline must see. A stalled
+    object that still moves replicas (draining a rolled-back canary) is therefore not `Reconciling`."""
+    if reconciling.type != "Reconciling" or stalled.type != "Stalled":
+        raise ValueError("kstatus_conditions takes a Reconciling and a Stalled update")
+    if stalled.status == "True" and reconciling.status == "True":
+        reconciling = ConditionUpdate("Reconciling", "False", "Stalled", stalled.message)
+    return [reconciling, stalled]
 
 
 def find_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:

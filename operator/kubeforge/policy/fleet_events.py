@@ -1,8 +1,9 @@
 """Which changes of an InferenceFleet are news: the Events a pass emits and the outcomes it counts.
 
 - A condition transition (status or reason changed) is an Event, Warning when the condition turned bad,
-  except the `Progressing` condition and the reasons the rollout announces with Events of its own; a
-  condition's first, healthy value (and a new fleet that is not Ready yet) is no news.
+  except `Progressing`, the kstatus conditions that restate it and `Degraded` (`Reconciling`,
+  `Stalled`), and the reasons the rollout announces with Events of its own; a condition's first,
+  healthy value (and a new fleet that is not Ready yet) is no news.
 - An autoscaler decision that changes the replica count is `ScaledUp` or `ScaledDown`.
 - The rollout's events ending a rollout count as its outcome in `kubeforge_rollout_outcomes_total`.
 """
@@ -18,6 +19,8 @@ from kubeforge.policy.events import Event
 
 WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailable"})
 WARNING_WHEN_FALSE = frozenset({"TrafficRouted", "Ready"})
+SILENT_TYPES = frozenset({"Progressing", "Reconciling", "Stalled"})
+"""Condition types whose transitions are no Event: another condition or the rollout already says it."""
 ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
 """Condition reasons whose transitions the rollout announces with events of its own."""
 
@@ -43,7 +46,7 @@ def condition_events(before: Sequence[Condition], after: Sequence[Condition]) ->
     events: list[Event] = []
     for condition in changed_conditions(before, after):
         ctype, status, reason = condition.type, condition.status, condition.reason
-        if ctype == "Progressing" or reason in ROLLOUT_REASONS:
+        if ctype in SILENT_TYPES or reason in ROLLOUT_REASONS:
             continue
         warning = (ctype in WARNING_WHEN_TRUE and status == "True") or (
             ctype in WARNING_WHEN_FALSE and status == "False"

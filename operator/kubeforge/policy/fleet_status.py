@@ -16,6 +16,15 @@ With a rollout (`RolloutConditions`, from `policy.rollout.plan_rollout`), `Ready
 stable revision and is False (reason `RolloutInProgress`) while a canary is walking its steps;
 `Progressing` is the rollout's; `Degraded` is the rollout's when it has a reason (`RolledBack`,
 `RolloutAborted`, `RevisionNotFound`), else the Deployments' and pods' as above.
+
+For GitOps tools (`gitops_conditions`; kstatus reads them before `Ready`):
+
+- `Reconciling`: True exactly when `Progressing` is (a canary walking or paused, old revisions
+  draining, replicas converging), unless the fleet is `Stalled`.
+- `Stalled`: True while the rollout of the desired revision is `Aborted` or `RolledBack` (it stays so
+  until the spec changes: a new template, `retryAt`, `abortRevision` removed, or `targetRevision` back to
+  a good revision), while `targetRevision` names a revision that does not exist, while a Deployment
+  reports ProgressDeadlineExceeded or ReplicaFailure, and while the spec cannot be built (`invalid_status`).
 """
 
 from __future__ import annotations
@@ -29,13 +38,19 @@ from kubeforge.api.common import Condition
 from kubeforge.api.fleet_names import endpoint, selector_string
 from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
 from kubeforge.api.rollout import RolloutStatus
-from kubeforge.policy.conditions import ConditionUpdate, merge_conditions
+from kubeforge.policy.conditions import ConditionUpdate, kstatus_conditions, merge_conditions
 
 AUTOSCALER_CONDITIONS = ("MetricsUnavailable",)
 CRASH_REASONS = frozenset(
     {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"}
 )
 _MAX_MESSAGE = 512
+STALLED_PHASES = {"Aborted": "RolloutAborted", "RolledBack": "RolledBack"}
+"""Rollout phases in which the desired revision will not serve until the spec changes, and the
+`Stalled` reason each gives."""
+STALLING_DEGRADED = frozenset({"RevisionNotFound", "DeploymentFailed"})
+"""`Degraded` reasons that no amount of waiting fixes (kstatus reads a Deployment past its progress
+deadline as Failed too)."""
 
 
 @dataclass(frozen=True)
@@ -374,6 +389,8 @@ def compute_status(
         rollout=rollout,
     )
     updates.extend(extra)
+    rollout_now = rollout_status if rollout_status is not None else current.rollout
+    updates.extend(gitops_conditions(updates, rollout_now))
     conditions = merge_conditions(existing, updates, now=now, generation=generation)
     return InferenceFleetStatus(
         observed_generation=generation,
@@ -385,21 +402,49 @@ def compute_status(
         endpoint=endpoint(spec, name=name, namespace=namespace),
         conditions=[Condition.model_validate(c) for c in conditions],
         autoscaler=autoscaler if spec.autoscaler_on else None,
-        rollout=rollout_status if rollout_status is not None else current.rollout,
+        rollout=rollout_now,
     )
+
+
+def gitops_conditions(
+    updates: Sequence[ConditionUpdate], rollout: RolloutStatus | None
+) -> list[ConditionUpdate]:
+    """`Reconciling` and `Stalled` (kstatus) from the fleet's other conclusions (the last update of a
+    type wins, as in `merge_conditions`) and the rollout's phase."""
+    latest = {u.type: u for u in updates}
+    progressing = latest.get("Progressing")
+    degraded = latest.get("Degraded")
+    phase = rollout.phase if rollout is not None else None
+    if rollout is not None and phase in STALLED_PHASES:
+        why = rollout.message or f"the rollout of {rollout.canary_revision or 'the desired revision'} ended"
+        stalled = ConditionUpdate("Stalled", "True", STALLED_PHASES[phase], why[:_MAX_MESSAGE])
+    elif degraded is not None and degraded.status == "True" and degraded.reason in STALLING_DEGRADED:
+        stalled = ConditionUpdate("Stalled", "True", degraded.reason, degraded.message[:_MAX_MESSAGE])
+    else:
+        stalled = ConditionUpdate("Stalled", "False", "AsExpected", "")
+    if progressing is not None and progressing.status == "True":
+        reconciling = ConditionUpdate("Reconciling", "True", progressing.reason, progressing.message)
+    else:
+        reconciling = ConditionUpdate("Reconciling", "False", "Reconciled", "")
+    return kstatus_conditions(reconciling, stalled)
 
 
 def invalid_status(
     reason: str, message: str, *, generation: int | None, current: InferenceFleetStatus, now: datetime
 ) -> InferenceFleetStatus:
-    """Status of a fleet the operator cannot build: Degraded, not Ready, nothing created; the rest of
-    what is stored (replicas, rollout history, autoscaler memory) is kept for when the spec is fixed."""
+    """Status of a fleet the operator cannot build: Degraded and Stalled (kstatus: Failed), not Ready,
+    nothing created; the rest of what is stored (replicas, rollout history, autoscaler memory) is kept
+    for when the spec is fixed."""
     conditions = merge_conditions(
         [c.to_wire() for c in current.conditions],
         [
             ConditionUpdate("Ready", "False", reason, message),
             ConditionUpdate("Degraded", "True", reason, message),
             ConditionUpdate("Progressing", "False", reason, message),
+            *kstatus_conditions(
+                ConditionUpdate("Reconciling", "False", "Stalled", message),
+                ConditionUpdate("Stalled", "True", reason, message),
+            ),
         ],
         now=now,
         generation=generation,

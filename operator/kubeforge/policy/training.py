@@ -29,7 +29,14 @@ from kubeforge.api.trainingjob import (
 )
 from kubeforge.policy import status as status_model
 from kubeforge.policy.capacity import Admission
-from kubeforge.policy.conditions import ConditionUpdate, Status, format_time, merge_conditions, parse_time
+from kubeforge.policy.conditions import (
+    ConditionUpdate,
+    Status,
+    format_time,
+    kstatus_conditions,
+    merge_conditions,
+    parse_time,
+)
 from kubeforge.policy.events import Event as Event
 
 MAX_BACKOFF_SECONDS = 600.0
@@ -697,6 +704,10 @@ def _admitted_of(status: TrainingJobStatus) -> tuple[Status, str, str]:
 # Status.
 
 
+UNDER_WAY_PHASES: frozenset[str] = frozenset({"Pending", "Queued", "Running", "Restarting"})
+"""Phases in which the job is `Reconciling`: the gang is starting, waiting or running towards its end."""
+
+
 def _condition_updates(v: _Verdict, counts: WorkerCounts) -> list[ConditionUpdate]:
     phase = v.phase
     all_ready = phase == "Running" and counts.active > 0 and counts.ready >= counts.active
@@ -710,20 +721,24 @@ def _condition_updates(v: _Verdict, counts: WorkerCounts) -> list[ConditionUpdat
         ready = ConditionUpdate(
             "Ready", "False", v.reason if phase != "Running" else "WorkersNotReady", v.message
         )
-    progressing = phase in ("Pending", "Queued", "Restarting")
+    # kstatus (Flux) reads a TrainingJob the way it reads a batch Job: InProgress until it finishes,
+    # Current once Succeeded, Failed once Failed. A suspended job is InProgress through `Ready=False`.
+    under_way = phase in UNDER_WAY_PHASES
     return [
         ready,
-        ConditionUpdate(
-            "Reconciling",
-            "True" if progressing else "False",
-            v.reason if progressing else phase,
-            v.message if progressing else "",
-        ),
-        ConditionUpdate(
-            "Stalled",
-            "True" if phase == "Failed" else "False",
-            v.reason if phase == "Failed" else phase,
-            v.message if phase == "Failed" else "",
+        *kstatus_conditions(
+            ConditionUpdate(
+                "Reconciling",
+                "True" if under_way else "False",
+                v.reason if under_way else phase,
+                v.message if under_way else "",
+            ),
+            ConditionUpdate(
+                "Stalled",
+                "True" if phase == "Failed" else "False",
+                v.reason if phase == "Failed" else phase,
+                v.message if phase == "Failed" else "",
+            ),
         ),
         ConditionUpdate("Admitted", *v.admitted),
         ConditionUpdate(
