@@ -2,10 +2,10 @@
 functions write.
 
 - Argo CD: the chart's `argocd/health.lua`, run in a real Lua 5.1 interpreter (the dialect Argo CD
-  embeds), from the `lupa` wheel (a dev dependency, so it is always there).
+  embeds), from the `lupa` wheel (a pinned dev dependency, so it is always there).
 - Flux: kstatus itself (sigs.k8s.io/cli-utils), through the small checker `e2e/tools/build.sh kstatus`
-  builds into the binary cache (`make unit` builds it first); skipped with the command to run when the
-  cache does not have it. The e2e tests (e2e/test_gitops_health.py) use it on a live cluster.
+  builds into the binary cache (built on first use, about 10 s). e2e/test_gitops_health.py uses both on
+  a live cluster.
 
 The fleets are driven through the controller against the in-memory API of test_fleet_controller.py, so
 each status is what a reconcile writes; `metadata.generation` is bumped on every spec change, as the
@@ -14,20 +14,17 @@ API server does.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lupa import lua51  # type: ignore[import-untyped]  # lupa ships no type hints
 
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.training import Plan, decide
+from kubeforge_e2e.gitops import HEALTH_LUA, argocd_health, kstatus
 from test_chart import helm, helm_env, only, render
 from test_fleet_controller import NS, Clock, FakeKube, FakeSource, controller
 from test_fleet_rollout import fleet, replicas, rev, rollout
@@ -35,34 +32,12 @@ from test_trainingjob_policy import FITS, NO_FIT, _failed_worker, _job, _obs, _p
 
 __all__ = ["helm", "helm_env"]  # fixtures used by name below
 
-ROOT = Path(__file__).resolve().parents[1]
-HEALTH_LUA = ROOT / "charts" / "kubeforge" / "argocd" / "health.lua"
-CACHE = Path(os.environ.get("KUBEFORGE_CACHE", str(Path.home() / ".cache" / "kubeforge")))
-KSTATUS = CACHE / "bin" / "kstatus-check"
-
 Obj = dict[str, Any]
 
 
-def argocd_health(obj: Obj) -> tuple[str, str]:
-    """What Argo CD shows for `obj`: the chart's Lua with `obj` as its global, as Argo CD runs it."""
-    lua = lua51.LuaRuntime()
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(HEALTH_LUA.read_text())
-    return str(result["status"]), str(result["message"])
-
-
-def kstatus(obj: Obj) -> str:
-    """What kstatus (Flux's health checks) computes for `obj`: Current, InProgress, Failed, ..."""
-    if not os.access(KSTATUS, os.X_OK):
-        pytest.skip(f"{KSTATUS} not built: run `bash e2e/tools/build.sh kstatus` (or `make tools`)")
-    done = subprocess.run(
-        [str(KSTATUS)], input=json.dumps(obj), capture_output=True, text=True, timeout=30, check=True
-    )
-    return str(json.loads(done.stdout)["status"])
-
-
 def verdicts(obj: Obj) -> tuple[str, str]:
-    return kstatus(obj), argocd_health(obj)[0]
+    """(kstatus status, Argo CD health status)."""
+    return kstatus(obj)[0], argocd_health(obj)[0]
 
 
 # -- InferenceFleet ------------------------------------------------------------------------------------
