@@ -48,7 +48,9 @@ def status(
     pods: PodSummary | None = None,
     metrics: MetricsHealth | None = None,
     current: InferenceFleetStatus | None = None,
+    **rollout: Any,
 ) -> InferenceFleetStatus:
+    """`compute_status` at T0; `rollout` passes `rollout=` and `rollout_status=` through."""
     return compute_status(
         s,
         name="chat",
@@ -62,6 +64,7 @@ def status(
         autoscaler=AutoscalerStatus(desired_replicas=desired, reason="Steady"),
         current=current or InferenceFleetStatus(),
         now=T0,
+        **rollout,
     )
 
 
@@ -314,26 +317,10 @@ def rollout_status(
 ) -> InferenceFleetStatus:
     """A fleet whose stable revision serves 3 replicas while the rollout is in `phase`."""
     message = f"rollout {phase}"
-    return compute_status(
+    return status(
         spec(),
-        name="chat",
-        namespace="ns",
-        generation=4,
-        revision="new",
-        desired=3,
-        revisions=[rev(3)],
-        pods=PodSummary(),
-        metrics=None,
-        autoscaler=None,
-        current=InferenceFleetStatus(),
-        now=T0,
-        serving=REV,
-        rollout=RolloutConditions(
-            active=phase in ("Progressing", "Paused"),
-            message=message,
-            progressing=progressing,
-            degraded=degraded,
-        ),
+        [rev(3)],
+        rollout=RolloutConditions(phase in ("Progressing", "Paused"), message, progressing, degraded),
         rollout_status=RolloutStatus(phase=phase, canary_revision="new", message=message),
     )
 
@@ -373,19 +360,9 @@ class TestGitOpsConditions:
 
     def test_a_stall_wins_over_scaling(self) -> None:
         """Draining the canary after an abort moves replicas, but the verdict is the abort."""
-        st_ = compute_status(
+        st_ = status(
             spec(),
-            name="chat",
-            namespace="ns",
-            generation=4,
-            revision=REV,
-            desired=3,
-            revisions=[rev(1, 3)],
-            pods=PodSummary(),
-            metrics=None,
-            autoscaler=None,
-            current=InferenceFleetStatus(),
-            now=T0,
+            [rev(1, 3)],
             rollout=RolloutConditions(False, "aborted", ConditionUpdate("Progressing", "False", "Aborted")),
             rollout_status=RolloutStatus(phase="Aborted", message="aborted"),
         )
