@@ -313,13 +313,17 @@ def test_pods_per_revision() -> None:
 
 
 def rollout_status(
-    phase: RolloutPhase, progressing: ConditionUpdate, degraded: ConditionUpdate | None = None
+    phase: RolloutPhase,
+    progressing: ConditionUpdate,
+    degraded: ConditionUpdate | None = None,
+    current: InferenceFleetStatus | None = None,
 ) -> InferenceFleetStatus:
     """A fleet whose stable revision serves 3 replicas while the rollout is in `phase`."""
     message = f"rollout {phase}"
     return status(
         spec(),
         [rev(3)],
+        current=current,
         rollout=RolloutConditions(phase in ("Progressing", "Paused"), message, progressing, degraded),
         rollout_status=RolloutStatus(phase=phase, canary_revision="new", message=message),
     )
@@ -350,13 +354,15 @@ class TestGitOpsConditions:
         reconciling: tuple[str, str],
         stalled: str,
     ) -> None:
-        st_ = rollout_status(
-            phase,
+        updates = (
             ConditionUpdate("Progressing", progressing[0], progressing[1], "m"),  # type: ignore[arg-type]
             ConditionUpdate("Degraded", "True", degraded, "m") if degraded else None,
         )
+        st_ = rollout_status(phase, *updates)
         assert cond(st_, "Reconciling") == reconciling
         assert cond(st_, "Stalled") == (("True", stalled) if stalled != "False" else ("False", "AsExpected"))
+        again = rollout_status(phase, *updates, current=st_)
+        assert status_diff(st_, again) is None, "the same conclusions write nothing"
 
     def test_a_stall_wins_over_scaling(self) -> None:
         """Draining the canary after an abort moves replicas, but the verdict is the abort."""
