@@ -3,10 +3,11 @@
 `lastTransitionTime` moves only when a condition's status flips, so a reconcile that sees nothing new
 writes nothing new.
 
-Both kinds also write the two conditions kstatus (sigs.k8s.io/cli-utils, what Flux and `kubectl wait`
-style tooling read) defines, through `kstatus_conditions`: `Reconciling` (work towards the spec is under
-way: InProgress) and `Stalled` (the spec cannot be reached without a change: Failed). kstatus reads
-`status.observedGeneration` first, then the first of the two that is True, and only then `Ready`.
+Both kinds also write the two conditions kstatus (sigs.k8s.io/cli-utils, what Flux reads) defines:
+`Reconciling` (work towards the spec is under way: InProgress) and `Stalled` (the spec cannot be reached
+without a change to it: Failed). kstatus reads `status.observedGeneration` first, then the first of the
+two that is True, and only then `Ready`. A fleet derives them from its other conditions, so it goes
+through `kstatus_conditions`; a TrainingJob's come from exclusive phases.
 """
 
 from __future__ import annotations

@@ -29,14 +29,7 @@ from kubeforge.api.trainingjob import (
 )
 from kubeforge.policy import status as status_model
 from kubeforge.policy.capacity import Admission
-from kubeforge.policy.conditions import (
-    ConditionUpdate,
-    Status,
-    format_time,
-    kstatus_conditions,
-    merge_conditions,
-    parse_time,
-)
+from kubeforge.policy.conditions import ConditionUpdate, Status, format_time, merge_conditions, parse_time
 from kubeforge.policy.events import Event as Event
 
 MAX_BACKOFF_SECONDS = 600.0
@@ -723,22 +716,22 @@ def _condition_updates(v: _Verdict, counts: WorkerCounts) -> list[ConditionUpdat
         )
     # kstatus (Flux) reads a TrainingJob the way it reads a batch Job: InProgress until it finishes,
     # Current once Succeeded, Failed once Failed. A suspended job is InProgress through `Ready=False`.
+    # Failed is not under way, so Reconciling and Stalled are never both True (kstatus would take the
+    # first in list order).
     under_way = phase in UNDER_WAY_PHASES
     return [
         ready,
-        *kstatus_conditions(
-            ConditionUpdate(
-                "Reconciling",
-                "True" if under_way else "False",
-                v.reason if under_way else phase,
-                v.message if under_way else "",
-            ),
-            ConditionUpdate(
-                "Stalled",
-                "True" if phase == "Failed" else "False",
-                v.reason if phase == "Failed" else phase,
-                v.message if phase == "Failed" else "",
-            ),
+        ConditionUpdate(
+            "Reconciling",
+            "True" if under_way else "False",
+            v.reason if under_way else phase,
+            v.message if under_way else "",
+        ),
+        ConditionUpdate(
+            "Stalled",
+            "True" if phase == "Failed" else "False",
+            v.reason if phase == "Failed" else phase,
+            v.message if phase == "Failed" else "",
         ),
         ConditionUpdate("Admitted", *v.admitted),
         ConditionUpdate(
