@@ -10,6 +10,7 @@ status or Events. A query that cannot be confined is refused with a condition an
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,14 @@ def test_a_fleet_cannot_read_another_namespaces_metrics(
     )
     try:
         tried = attacks(other)
+
         # Each attack, unconfined, reads the other tenant's series.
+        def reads_theirs(query: str) -> bool:
+            return (prometheus.query(query) or 0) >= THEIRS
+
         for name, query in tried.items():
             wait_for(
-                lambda q=query: (prometheus.query(q) or 0) >= THEIRS,
+                partial(reads_theirs, query),
                 timeout=30,
                 interval=0.5,
                 description=f"attack {name} reading {other} directly from Prometheus",
@@ -109,7 +114,7 @@ def test_a_fleet_cannot_read_another_namespaces_metrics(
             return condition(obj, "MetricsUnavailable") is not None and bool(record(kubectl, namespace, name))
 
         for name in fleets:
-            wait_for(lambda n=name: evaluated(n), timeout=60, interval=1, description=f"{name} evaluated")
+            wait_for(partial(evaluated, name), timeout=60, interval=1, description=f"{name} evaluated")
 
         leaked = (f"query {THEIRS:g} ", f"query {THEIRS + OURS:g} ")
         for _ in range(5):  # several evaluations (1 s apart) of every attack
