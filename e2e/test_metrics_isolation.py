@@ -5,11 +5,13 @@ A real Prometheus scrapes series of two namespaces from the load simulator: the 
 2). Fleets in the test's namespace try five ways to read the other's through `autoscaling.query`. Each
 attack, sent to Prometheus as written, does read the other tenant's series (checked first, so the test
 cannot pass on a query that reads nothing anyway); through the operator, none of it reaches the fleet's
-status or Events. A query that cannot be confined is refused with a condition and an Event saying why."""
+status, Events, log or /metrics. A query that cannot be confined is refused with a condition and an
+Event saying why."""
 
 from __future__ import annotations
 
 import time
+import urllib.request
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,12 @@ def test_a_fleet_cannot_read_another_namespaces_metrics(
         # Nothing the other tenant's series hold shows up in this namespace's Events.
         for event in events(kubectl, namespace):
             assert not any(text in event.get("message", "") for text in leaked), event
+        # ... nor in the operator's log or its own /metrics.
+        log = operator.log_path.read_text(errors="replace")
+        assert not any(text in log for text in leaked)
+        with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+            exposition = response.read().decode()
+        assert other not in exposition
     finally:
         loadsim.stop_replay("other-tenant")
         loadsim.stop_replay("this-tenant")
