@@ -364,9 +364,11 @@ class TestRevisionQueries:
         assert sel == 'namespace="ns",kubeforge_dev_inferencefleet="chat",kubeforge_dev_revision="abc"'
         assert queries.error_rate is not None
         assert queries.latency_p95 is not None
-        assert f'http_requests_total{{{sel},code=~"5.."}}[30s]' in queries.error_rate
+        # Matchers are printed sorted (the query is parsed to confine it to the namespace).
+        sorted_sel = ",".join(sorted(sel.split(",")))
+        assert 'http_requests_total{code=~"5..",handler!~' in queries.error_rate
         assert "or vector(0)" in queries.error_rate
-        assert f"vllm:e2e_request_latency_seconds_bucket{{{sel}}}[30s]" in queries.latency_p95
+        assert f"vllm:e2e_request_latency_seconds_bucket{{{sorted_sel}}}[30s]" in queries.latency_p95
 
     def test_only_the_metrics_a_limit_needs_and_custom_queries(self) -> None:
         spec = AnalysisSpec.model_validate(
@@ -374,7 +376,8 @@ class TestRevisionQueries:
         )
         queries = revision_queries(spec, "ns", "chat", "abc")
         assert queries.latency_p95 is None
-        assert queries.error_rate == f"my_errors{{{revision_selector('ns', 'chat', 'abc')}}}[7s]"
+        sel = ",".join(sorted(revision_selector("ns", "chat", "abc").split(",")))
+        assert queries.error_rate == f"my_errors{{{sel}}}[7s]"
 
     def test_default_window_is_at_least_thirty_seconds_and_two_intervals(self) -> None:
         assert AnalysisSpec.model_validate({"maxErrorRate": 0.1, "intervalSeconds": 5}).window == 30

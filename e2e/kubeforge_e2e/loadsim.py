@@ -3,14 +3,17 @@
 For every fleet it is told about (`POST /fleets {"namespace", "name", "rps"}` or `set_load()`), it reads
 the fleet's *ready* pods from the local cluster's API (the harness's own credentials, never an ambient
 kubeconfig) and exposes, on `/metrics`, the series those pods would: per pod, labelled `namespace`,
-`kubeforge_dev_inferencefleet`, `kubeforge_dev_revision`, `pod` and `model_name` (the label convention
+`kubeforge_dev_inferencefleet`, `kubeforge_dev_revision` and `pod` (the label convention
 the operator's default queries select on):
 
-- `vllm:e2e_request_latency_seconds` and `http_request_duration_seconds` histograms,
-- `vllm:time_to_first_token_seconds` histogram,
-- `vllm:num_requests_waiting`, `vllm:num_requests_running`, `http_requests_in_flight` gauges,
-- `vllm:request_success_total`, `http_requests_total{code}` counters,
-- `DCGM_FI_DEV_GPU_UTIL` (percent),
+- vLLM's engine metrics (labels `engine`, `model_name`): the `vllm:e2e_request_latency_seconds` and
+  `vllm:time_to_first_token_seconds` histograms, the `vllm:num_requests_waiting` and
+  `vllm:num_requests_running` gauges, `vllm:request_success_total{finished_reason}`;
+- vLLM's HTTP layer (prometheus-fastapi-instrumentator): `http_requests_total{handler,method,status}`
+  with status codes grouped as `2xx`/`5xx`, `http_request_duration_seconds{handler,method}`; and an
+  `http_requests_in_flight` gauge;
+- `DCGM_FI_DEV_GPU_UTIL` (percent), one series per GPU (`gpus` per replica) with dcgm-exporter's labels:
+  the `namespace` and `pod` it measures, no fleet label,
 
 plus fleet-level `kubeforge_loadsim_offered_rps` (what a gateway in front would see, usable as a
 scale-to-zero activation query).
@@ -26,6 +29,10 @@ for as long as the fleet is too small and drains once it is large enough. A back
 Run alone: `python -m kubeforge_e2e.loadsim --port 9400 --kubeconfig .cluster/kubeconfig` (only the
 project's own kubeconfig is accepted), then `POST /fleets` to offer load.
 
+Fixture pages (`tests/fixtures/exposition/*.prom`: vLLM, prometheus-fastapi-instrumentator,
+starlette_exporter, Go promhttp, dcgm-exporter) are served beside the simulated fleets with `replay()` or
+`POST /replays {"key", "file" | "text", "labels"}`, their counters growing at the fixture's rates.
+
 Per-revision knobs (`POST /faults {"namespace", "name", "revision", "errorRate", "extraLatency"}`) inject
 errors or latency into one revision, for rollout tests.
 """
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -134,6 +142,8 @@ class FleetModel:
     slots: int = 4
     max_queue_seconds: float = 30.0
     model_name: str = "sim-model"
+    gpus: int = 1
+    """GPUs per replica: dcgm-exporter publishes one series per GPU."""
     backlog: float = 0.0
     pods: dict[str, PodSeries] = field(default_factory=dict)
     ready: list[PodInfo] = field(default_factory=list)
@@ -273,43 +283,65 @@ def render(fleets: Sequence[FleetModel]) -> str:
             out.append(f"{name}{_labels(labels)} {_fmt(value)}")
 
     per_pod: list[tuple[dict[str, str], PodSeries]] = []
+    engine: list[tuple[dict[str, str], PodSeries]] = []
+    gpu_rows: list[tuple[dict[str, str], float]] = []
     for fleet in fleets:
         for pod in fleet.ready:
             series = fleet.pods[pod.name]
-            labels = {
+            # The labels a Kubernetes pod scrape adds to what the server exports (see the module doc).
+            target = {
                 "namespace": fleet.namespace,
                 "kubeforge_dev_inferencefleet": fleet.name,
                 "kubeforge_dev_revision": series.revision,
                 "pod": pod.name,
-                "model_name": fleet.model_name,
             }
-            per_pod.append((labels, series))
-    e2e = [(lab, s.buckets, s.count, s.total) for lab, s in per_pod]
-    histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency.", e2e)
-    histogram("http_request_duration_seconds", "HTTP request duration.", e2e)
+            per_pod.append((target, series))
+            engine.append(({**target, "engine": "0", "model_name": fleet.model_name}, series))
+            gpu_rows += [
+                (dcgm_labels(fleet.namespace, pod.name, i), series.utilization) for i in range(fleet.gpus)
+            ]
+    histogram(
+        "vllm:e2e_request_latency_seconds",
+        "Histogram of e2e request latency in seconds.",
+        [(lab, s.buckets, s.count, s.total) for lab, s in engine],
+    )
     histogram(
         "vllm:time_to_first_token_seconds",
-        "Time to first token.",
-        [(lab, s.ttft_buckets, s.ttft_count, s.ttft_total) for lab, s in per_pod],
+        "Histogram of time to first token in seconds.",
+        [(lab, s.ttft_buckets, s.ttft_count, s.ttft_total) for lab, s in engine],
     )
     simple(
-        "vllm:num_requests_waiting", "gauge", "Requests waiting.", [(lab, s.waiting) for lab, s in per_pod]
+        "vllm:num_requests_waiting",
+        "gauge",
+        "Number of requests waiting to be processed.",
+        [(lab, s.waiting) for lab, s in engine],
     )
     simple(
-        "vllm:num_requests_running", "gauge", "Requests running.", [(lab, s.running) for lab, s in per_pod]
+        "vllm:num_requests_running",
+        "gauge",
+        "Number of requests in model execution batches.",
+        [(lab, s.running) for lab, s in engine],
+    )
+    simple(
+        "vllm:request_success_total",
+        "counter",
+        "Count of successfully processed requests.",
+        [({**lab, "finished_reason": "stop"}, s.ok) for lab, s in engine],
+    )
+    # vLLM's HTTP layer: prometheus-fastapi-instrumentator, status codes grouped ("2xx", "5xx").
+    handler = {"handler": "/v1/chat/completions", "method": "POST"}
+    rows = [({**lab, **handler, "status": "2xx"}, s.ok) for lab, s in per_pod]
+    rows += [({**lab, **handler, "status": "5xx"}, s.errors) for lab, s in per_pod]
+    simple("http_requests_total", "counter", "Total number of requests by method, status and handler.", rows)
+    histogram(
+        "http_request_duration_seconds",
+        "Latency with only few buckets by handler.",
+        [({**lab, **handler}, s.buckets, s.count, s.total) for lab, s in per_pod],
     )
     simple(
         "http_requests_in_flight", "gauge", "Requests in flight.", [(lab, s.running) for lab, s in per_pod]
     )
-    simple(
-        "vllm:request_success_total", "counter", "Successful requests.", [(lab, s.ok) for lab, s in per_pod]
-    )
-    rows = [({**lab, "code": "200"}, s.ok) for lab, s in per_pod]
-    rows += [({**lab, "code": "503"}, s.errors) for lab, s in per_pod]
-    simple("http_requests_total", "counter", "HTTP requests by status code.", rows)
-    simple(
-        "DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilisation (%).", [(lab, s.utilization) for lab, s in per_pod]
-    )
+    simple("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %).", gpu_rows)
     simple(
         "kubeforge_loadsim_offered_rps",
         "gauge",
@@ -317,6 +349,75 @@ def render(fleets: Sequence[FleetModel]) -> str:
         [({"namespace": f.namespace, "kubeforge_dev_inferencefleet": f.name}, f.rps) for f in fleets],
     )
     return "\n".join(out) + "\n"
+
+
+def dcgm_labels(namespace: str, pod: str, gpu: int) -> dict[str, str]:
+    """One GPU's labels as dcgm-exporter writes them with Kubernetes mapping on: the device's, then the
+    `namespace`, `pod` and `container` of the pod the kubelet gave the GPU to. No fleet label: the
+    exporter knows pods, not their labels."""
+    return {
+        "gpu": str(gpu),
+        "UUID": f"GPU-sim-{pod}-{gpu}",
+        "device": f"nvidia{gpu}",
+        "modelName": "NVIDIA A100-SXM4-80GB",
+        "Hostname": "kwok-node",
+        "container": "server",
+        "namespace": namespace,
+        "pod": pod,
+    }
+
+
+# -- replaying exposition fixtures --------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\S+)?$")
+_LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_GROWING = ("counter", "histogram", "summary")
+
+
+@dataclass
+class Replay:
+    """A fixture page (`tests/fixtures/exposition/*.prom`) served as a live server would serve it.
+
+    The fixture's counts are one second of traffic: every counter, histogram and summary count is
+    multiplied by the seconds since the replay started, so `rate()` reads the fixture's numbers back;
+    gauges and `_created` timestamps are served as written. `labels` are set on every sample (what a
+    Kubernetes scrape adds to an application's series); a fixture whose series carry their own
+    `namespace`/`pod` (dcgm-exporter) is replayed without them."""
+
+    text: str
+    labels: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def render(self, now: float | None = None) -> str:
+        elapsed = max((now if now is not None else time.monotonic()) - self.started, 0.0)
+        kinds: dict[str, str] = {}
+        out: list[str] = []
+        for line in self.text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, family, kind = line.split(maxsplit=3)
+                kinds[family] = kind
+                out.append(line)
+                continue
+            match = _SAMPLE.match(line)
+            if line.startswith("#") or match is None:
+                out.append(line)
+                continue
+            name, body, value = match.group(1), match.group(2) or "{}", float(match.group(3))
+            labels = dict(_LABEL_PAIR.findall(body)) | self.labels
+            if _growing(name, labels, kinds):
+                value *= elapsed
+            out.append(f"{name}{_labels(labels)} {_fmt(value)}")
+        return "\n".join(out) + "\n"
+
+
+def _growing(name: str, labels: dict[str, str], kinds: dict[str, str]) -> bool:
+    """Is this sample a count that grows with traffic (not a gauge, a `_created` or a quantile)?"""
+    if name.endswith("_created") or "quantile" in labels:
+        return False
+    families = [name] + [
+        name.removesuffix(x) for x in ("_total", "_bucket", "_count", "_sum") if name.endswith(x)
+    ]
+    return any(kinds.get(family) in _GROWING for family in families)
 
 
 def api_lister(api: Any) -> Lister:
@@ -357,6 +458,7 @@ class LoadSimulator:
         self.tick = tick
         self.pod_refresh = pod_refresh
         self._fleets: dict[tuple[str, str], FleetModel] = {}
+        self._replays: dict[str, Replay] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server = ThreadingHTTPServer((host, port), self._handler())
@@ -428,9 +530,19 @@ class LoadSimulator:
                 "p95": fleet.p95(),
             }
 
+    def replay(self, key: str, text: str, labels: dict[str, str] | None = None) -> None:
+        """Serve a fixture page (see `Replay`) beside the simulated fleets until `stop_replay(key)`."""
+        with self._lock:
+            self._replays[key] = Replay(text, dict(labels or {}))
+
+    def stop_replay(self, key: str) -> None:
+        with self._lock:
+            self._replays.pop(key, None)
+
     def metrics_text(self) -> str:
         with self._lock:
-            return render(list(self._fleets.values()))
+            replays = [r.render() for r in self._replays.values()]
+            return render(list(self._fleets.values())) + "".join(replays)
 
     # -- the model loop ----------------------------------------------------------------------------
 
@@ -495,8 +607,12 @@ class LoadSimulator:
                             str(body["namespace"]),
                             str(body["name"]),
                             float(body["rps"]),
-                            **{k: v for k, v in body.items() if k in ("service_seconds", "slots")},
+                            **{k: v for k, v in body.items() if k in ("service_seconds", "slots", "gpus")},
                         )
+                    elif self.path.startswith("/replays"):
+                        text = Path(str(body["file"])).read_text() if "file" in body else str(body["text"])
+                        labels = {str(k): str(v) for k, v in (body.get("labels") or {}).items()}
+                        sim.replay(str(body["key"]), text, labels)
                     elif self.path.startswith("/faults"):
                         sim.set_fault(
                             str(body["namespace"]),

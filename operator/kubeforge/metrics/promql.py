@@ -31,6 +31,7 @@ import httpx
 
 from kubeforge.api.inferencefleet import Autoscaling, MetricName
 from kubeforge.api.rollout import AnalysisSpec
+from kubeforge.metrics import scope
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
 
@@ -53,27 +54,57 @@ def selector(namespace: str, name: str, convention: LabelConvention = LabelConve
     return f'{convention.namespace}="{_escape(namespace)}",{convention.fleet}="{_escape(name)}"'
 
 
-# `{sel}` is the fleet's matchers, `{w}` the window. Alternatives joined by `or`: vLLM first, then the
-# generic HTTP names (prometheus_client / most HTTP middlewares), so one fleet needs no configuration.
-def _p95(histogram: str) -> str:
-    return "histogram_quantile(0.95, sum by (le) (rate(" + histogram + "{{{sel}}}[{w}])))"
+# `{sel}` is the fleet's matchers, `{w}` the window. Alternatives joined by `or`, first match wins: vLLM's
+# own series, then prometheus-fastapi-instrumentator and Go's promhttp (both `http_requests_total` and
+# `http_request_duration_seconds`, with `status="5xx"` and `code="503"` respectively), then
+# starlette_exporter (`starlette_*`, `status_code="503"`), so one fleet needs no configuration.
+# Probe and scrape endpoints are left out: a scrape every second would otherwise pass for traffic.
+_PROBES = "/metrics|/health|/healthz|/livez|/readyz|/ping|/version"
+_HTTP = f'{{sel}},handler!~"{_PROBES}"'
+_STARLETTE = f'{{sel}},path!~"{_PROBES}"'
 
+
+def _p95(histogram: str, matchers: str = "{sel}") -> str:
+    return "histogram_quantile(0.95, sum by (le) (rate(" + histogram + "{{" + matchers + "}}[{w}])))"
+
+
+def _sum(function: str, series: str, matchers: str = "{sel}") -> str:
+    return f"sum({function}({series}{{{{{matchers}}}}}[{{w}}]))"
+
+
+def _either(*alternatives: str) -> str:
+    return " or ".join(alternatives)
+
+
+REQUEST_RATE_QUERY = _either(
+    _sum("rate", "vllm:e2e_request_latency_seconds_count"),
+    _sum("rate", "http_requests_total", _HTTP),
+    _sum("rate", "starlette_requests_total", _STARLETTE),
+)
+"""The fleet's total request rate: the capacity floor of latency metrics and the idle signal."""
+
+GPU_PODS = '{ns},pod=~"{pod}"'
+"""dcgm-exporter's series carry the `namespace` and `pod` of the pod using the GPU (Kubernetes mapping
+on, scraped with `honor_labels`), not the fleet's labels: the fleet's pods are selected by name."""
 
 DEFAULT_QUERIES: dict[MetricName, str] = {
-    "latencyP95": _p95("vllm:e2e_request_latency_seconds_bucket")
-    + " or "
-    + _p95("http_request_duration_seconds_bucket"),
+    "latencyP95": _either(
+        _p95("vllm:e2e_request_latency_seconds_bucket"),
+        _p95("http_request_duration_seconds_bucket", _HTTP),
+        _p95("starlette_request_duration_seconds_bucket", _STARLETTE),
+    ),
     "ttftP95": _p95("vllm:time_to_first_token_seconds_bucket"),
-    "queueDepth": "sum(avg_over_time(vllm:num_requests_waiting{{{sel}}}[{w}]))",
-    "concurrency": (
-        "sum(avg_over_time(vllm:num_requests_running{{{sel}}}[{w}]))"
-        " or sum(avg_over_time(http_requests_in_flight{{{sel}}}[{w}]))"
+    "queueDepth": _sum("avg_over_time", "vllm:num_requests_waiting"),
+    "concurrency": _either(
+        _sum("avg_over_time", "vllm:num_requests_running"),
+        _sum("avg_over_time", "http_requests_in_flight"),
+        _sum("avg_over_time", "http_requests_inprogress"),
+        _sum("avg_over_time", "starlette_requests_in_progress"),
     ),
-    "requestsPerSecond": (
-        "sum(rate(vllm:e2e_request_latency_seconds_count{{{sel}}}[{w}]))"
-        " or sum(rate(http_request_duration_seconds_count{{{sel}}}[{w}]))"
-    ),
-    "gpuUtilization": "sum(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))",
+    "requestsPerSecond": REQUEST_RATE_QUERY,
+    # One series per GPU: averaged over each pod's GPUs, then summed over pods, so the total is in
+    # replicas' worth of percent whatever `resources.gpus` is (a 2-GPU replica at 50% adds 50).
+    "gpuUtilization": "sum(avg by (pod) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{{" + GPU_PODS + "}}[{w}])))",
 }
 """Per metric name: a query returning one number: a latency quantile, or for the load metrics the
 fleet's *total* (summed over its pods), which the autoscaler divides by its ready pods. A total, not an
@@ -81,21 +112,44 @@ average over pods, because right after a scale-up the new pods have not reported
 the old pods times the new ready count would count their load twice and overshoot (Knative's KPA
 divides the observed total by the target for the same reason)."""
 
-REQUEST_RATE_QUERY = (
-    "sum(rate(vllm:e2e_request_latency_seconds_count{{{sel}}}[{w}]))"
-    " or sum(rate(http_request_duration_seconds_count{{{sel}}}[{w}]))"
-)
-"""The fleet's total request rate: the capacity floor of latency metrics and the idle signal."""
-
 ERROR_RATE_QUERY = (
-    '(sum(rate(http_requests_total{{{sel},code=~"5.."}}[{w}])) or vector(0))'
-    " / sum(rate(http_requests_total{{{sel}}}[{w}]))"
+    "("
+    + _either(
+        'sum(rate(http_requests_total{{{sel},code=~"5..",handler!~"' + _PROBES + '"}}[{w}])'
+        ' or rate(http_requests_total{{{sel},status=~"5..",handler!~"' + _PROBES + '"}}[{w}]))',
+        'sum(rate(starlette_requests_total{{{sel},status_code=~"5..",path!~"' + _PROBES + '"}}[{w}]))',
+        "vector(0)",
+    )
+    + ") / ("
+    + _either(
+        _sum("rate", "http_requests_total", _HTTP), _sum("rate", "starlette_requests_total", _STARLETTE)
+    )
+    + ")"
 )
-"""A revision's share of failed requests (HTTP 5xx), 0..1. A server that never failed has no 5xx series
-at all, hence the `or vector(0)`; no requests at all divide by nothing and read as no data."""
+"""A revision's share of failed requests (HTTP 5xx), 0..1. `5..` matches promhttp's `code="503"`, the
+instrumentator's grouped `status="5xx"` and starlette_exporter's `status_code="503"` alike. A server
+that never failed has no 5xx series at all, hence the `or vector(0)`; no requests at all divide by
+nothing and read as no data."""
 
 LATENCY_QUERY = DEFAULT_QUERIES["latencyP95"]
-"""A revision's p95 request latency, seconds (vLLM's histogram, else the generic HTTP one)."""
+"""A revision's p95 request latency, seconds (vLLM's histogram, else the generic HTTP ones)."""
+
+
+def fleet_pods_regex(name: str) -> str:
+    """The names of a fleet's pods: `<fleet>-<revision>-<replicaset hash>-<suffix>` (PromQL regexes
+    are anchored, so fleet `a` does not match the pods of fleet `a-b`)."""
+    return name.replace(".", "[.]") + "-[0-9a-f]{10}-[0-9a-z]+-[0-9a-z]+"
+
+
+def _fill(
+    template: str, namespace: str, name: str, sel: str, window: str, convention: LabelConvention
+) -> str:
+    return template.format(
+        sel=sel,
+        w=window,
+        ns=f'{convention.namespace}="{_escape(namespace)}"',
+        pod=fleet_pods_regex(name),
+    )
 
 
 def revision_selector(
@@ -124,15 +178,20 @@ def revision_queries(
     wants_errors = spec.max_error_rate is not None or spec.max_error_rate_increase is not None
     wants_latency = spec.max_latency_p95 is not None or spec.max_latency_increase_ratio is not None
 
-    def render(custom: str | None, default: str) -> str:
+    def render(custom: str | None, default: str, field: str) -> str:
         if custom is None:
-            return default.format(sel=sel, w=window)
-        text = _SELECTOR_RE.sub(lambda _: sel, custom)
-        return _WINDOW_RE.sub(lambda _: window, text)
+            text = _fill(default, namespace, name, sel, window, convention)
+        else:
+            text = _WINDOW_RE.sub(lambda _: window, _SELECTOR_RE.sub(lambda _: sel, custom))
+        return confined(text, namespace, field if custom is not None else None, convention)
 
     return RevisionQueries(
-        error_rate=render(spec.error_rate_query, ERROR_RATE_QUERY) if wants_errors else None,
-        latency_p95=render(spec.latency_query, LATENCY_QUERY) if wants_latency else None,
+        error_rate=render(spec.error_rate_query, ERROR_RATE_QUERY, "analysis.errorRateQuery")
+        if wants_errors
+        else None,
+        latency_p95=render(spec.latency_query, LATENCY_QUERY, "analysis.latencyQuery")
+        if wants_latency
+        else None,
     )
 
 
@@ -165,20 +224,41 @@ def fleet_queries(
 
     def render(window: int) -> str:
         if spec.query is not None:
-            return render_custom(spec.query, sel, window)
+            return confined(
+                render_custom(spec.query, sel, window), namespace, "autoscaling.query", convention
+            )
         assert spec.metric is not None  # the CRD's CEL rule: exactly one of metric and query
-        return DEFAULT_QUERIES[spec.metric].format(sel=sel, w=f"{window}s")
+        text = _fill(DEFAULT_QUERIES[spec.metric], namespace, name, sel, f"{window}s", convention)
+        return confined(text, namespace, None, convention)
 
     activation = None
     stz = spec.scale_to_zero
     if stz is not None and stz.enabled and stz.activation_query:
-        activation = render_custom(stz.activation_query, sel, stable_w)
+        activation = confined(
+            render_custom(stz.activation_query, sel, stable_w),
+            namespace,
+            "autoscaling.scaleToZero.activationQuery",
+            convention,
+        )
+    rate = _fill(REQUEST_RATE_QUERY, namespace, name, sel, f"{stable_w}s", convention)
     return FleetQueries(
         stable=render(stable_w),
         panic=render(panic_w),
-        rate=REQUEST_RATE_QUERY.format(sel=sel, w=f"{stable_w}s"),
+        rate=confined(rate, namespace, None, convention),
         activation=activation,
     )
+
+
+def confined(
+    query: str, namespace: str, field: str | None, convention: LabelConvention = LabelConvention()
+) -> str:
+    """`query` reading only the namespace's series (see `kubeforge.metrics.scope`); a query that cannot
+    be confined is a MetricsError `QueryRefusedError` naming the field, never sent to Prometheus."""
+    try:
+        return scope.confine(query, namespace, label=convention.namespace)
+    except scope.QueryRefusedError as error:
+        where = field or "a built-in query"
+        raise MetricsError("QueryRefused", f"{where} refused: {error}") from error
 
 
 class MetricsError(Exception):
@@ -267,7 +347,10 @@ class PrometheusSource:
 
     async def read(self, spec: Autoscaling, namespace: str, name: str) -> Reading:
         """The stable and panic values, the request rate, and the activation rate, queried together."""
-        queries = fleet_queries(spec, namespace, name, self.convention)
+        try:
+            queries = fleet_queries(spec, namespace, name, self.convention)
+        except MetricsError as error:
+            return Reading(error=error.reason, message=error.message)
         names = ["stable", "panic", "rate"] + (["activation"] if queries.activation else [])
         texts = [queries.stable, queries.panic, queries.rate] + (
             [queries.activation] if queries.activation else []
