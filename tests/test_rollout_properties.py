@@ -7,6 +7,8 @@ is free, and become ready a few ticks later; scale-downs remove Pending, then un
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -91,6 +93,7 @@ def _simulate(
     *,
     total: int,
     spare: int,
+    totals: Callable[[int], int] | None = None,
     max_unavailable: int,
     load_ticks: int,
     verdicts: list[Verdict] | None,
@@ -100,7 +103,10 @@ def _simulate(
         rollout = rollout.model_copy(
             update={"analysis": RolloutSpec.model_validate({"analysis": {"maxErrorRate": 0.1}}).analysis}
         )
-    cluster = Cluster(slots=total + spare, load_ticks=load_ticks)
+    """Run `ticks` reconciles; `totals(tick)` is the autoscaler's total at each (default: `total`), and
+    the cluster has room for the largest total plus `spare` pods."""
+    at = totals or (lambda _: total)
+    cluster = Cluster(slots=max(at(i) for i in range(ticks)) + spare, load_ticks=load_ticks)
     cluster.desired[OLD] = total
     cluster.scheduled[OLD] = [load_ticks] * total
     cluster.pending[OLD] = 0
@@ -109,6 +115,7 @@ def _simulate(
     plans = []
     now = T0
     for i in range(ticks):
+        total = at(i)
         plan = plan_rollout(
             RolloutInputs(
                 spec=rollout,
@@ -238,3 +245,46 @@ def test_no_free_gpus_and_no_budget_stalls_then_aborts_with_a_reason() -> None:
     assert plans[-1].status.phase == "Aborted"
     assert any(e.reason == "ProgressDeadlineExceeded" for p in plans for e in p.events)
     assert cluster.ready(OLD) == 3
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    weights=st.lists(st.integers(1, 99), min_size=1, max_size=3, unique=True),
+    pause=st.one_of(st.none(), st.integers(700, 3000)),
+    schedule=st.lists(st.integers(1, 8), min_size=2, max_size=6),
+    every=st.integers(3, 120),
+    spare=st.integers(0, 2),
+    load_ticks=st.integers(0, 3),
+)
+def test_autoscaling_never_aborts_a_step_waiting_on_a_long_pause_or_a_promote(
+    weights: list[int], pause: int | None, schedule: list[int], every: int, spare: int, load_ticks: int
+) -> None:
+    """Issue 9.9: the total moves mid-step (long after the progress deadline of 600 s has passed since
+    the step began) while the step waits on its pause or on a manual promote: progress is judged against
+    the current targets, so the rollout carries on and completes (or keeps waiting for the promote)."""
+    steps = [
+        {"weight": w} if pause is None else {"weight": w, "pauseSeconds": pause} for w in sorted(weights)
+    ]
+    rollout = RolloutSpec.model_validate({"steps": steps})
+    pause_ticks = 0 if pause is None else pause // int(TICK.total_seconds())
+    ticks = len(steps) * (pause_ticks + 40) + len(schedule) * every
+    plans, cluster = _simulate(
+        rollout,
+        total=schedule[0],
+        totals=lambda i: schedule[min(i // every, len(schedule) - 1)],
+        spare=spare,
+        max_unavailable=1,
+        load_ticks=load_ticks,
+        verdicts=None,
+        ticks=ticks,
+    )
+    assert not [e for p in plans for e in p.events if e.reason == "ProgressDeadlineExceeded"]
+    assert all(p.status.phase != "Aborted" for p in plans)
+    final, total = plans[-1], schedule[-1]
+    if pause is None:
+        assert final.status.phase == "Paused", final.status.message
+        assert final.status.current_step == 0
+        assert cluster.ready(NEW) == math.ceil(total * min(weights) / 100)
+    else:
+        assert final.status.phase == "Promoted", final.status.message
+        assert cluster.ready(NEW) == total

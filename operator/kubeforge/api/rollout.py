@@ -265,6 +265,10 @@ class RolloutStatus(KubeModel):
     """When the current step began."""
     step_ready_at: str | None = None
     """When the current step's replicas were first all ready; its pause counts from here."""
+    step_targets: dict[str, int] | None = None
+    """Replicas the current step asks of each revision. When they change (the autoscaler moved the
+    fleet's total, free GPUs came or went), the progress deadline counts from that moment, not from the
+    step's start."""
     last_progress_at: str | None = None
     """Last time the canary's ready replicas changed (for the progress deadline)."""
     aborted_at: str | None = None
