@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from kubeforge.api.rollout import AnalysisRun, RolloutSpec, RolloutStatus, Verdict
+from kubeforge.policy.analysis import MetricSample, Thresholds, evaluate
 from kubeforge.policy.conditions import format_time
 from kubeforge.policy.rollout import RevisionState, RolloutInputs, RolloutPlan, plan_rollout
 
@@ -98,6 +100,7 @@ def _simulate(
     load_ticks: int,
     verdicts: list[Verdict] | None,
     ticks: int,
+    healthy_metrics: bool = False,
 ) -> tuple[list[RolloutPlan], Cluster]:
     if verdicts is not None:
         rollout = rollout.model_copy(
@@ -131,7 +134,7 @@ def _simulate(
         )
         ready_before = cluster.total_ready()
         cluster.apply(plan)
-        if plan.status.phase not in ("RolledBack", "Aborted"):
+        if plan.status.phase not in ("RolledBack", "Aborted") and rollout.strategy != "Recreate":
             floor = max(0, total - max_unavailable)
             assert cluster.total_ready() >= min(ready_before, floor), (i, plan)
         assert sum(plan.weights.values()) == 100
@@ -139,6 +142,12 @@ def _simulate(
         # Restart safety: the status always goes through the wire.
         status = RolloutStatus.model_validate(plan.status.to_wire())
         analysis = None
+        if healthy_metrics and plan.analyze is not None and rollout.analysis is not None:
+            # Every revision serving has healthy data, the stable one too when it has ready pods.
+            good = MetricSample(error_rate=0.0, latency_p95=0.1)
+            baseline = good if plan.baseline and cluster.ready(plan.baseline) else None
+            outcome = evaluate(good, baseline, Thresholds.from_spec(rollout.analysis))
+            analysis = outcome.record(revision=plan.analyze, now=now)
         if verdicts is not None and plan.analyze is not None:
             analysis = AnalysisRun(
                 time=format_time(now), revision=plan.analyze, verdict=verdicts[i % len(verdicts)]
@@ -288,3 +297,54 @@ def test_autoscaling_never_aborts_a_step_waiting_on_a_long_pause_or_a_promote(
     else:
         assert final.status.phase == "Promoted", final.status.message
         assert cluster.ready(NEW) == total
+
+
+LIMITS = {
+    "maxErrorRate": 0.05,
+    "maxLatencyP95": 1.0,
+    "maxErrorRateIncrease": 0.01,
+    "maxLatencyIncreaseRatio": 0.2,
+}
+
+
+def _valid(wire: dict[str, object]) -> RolloutSpec | None:
+    try:
+        return RolloutSpec.model_validate(wire)
+    except ValidationError:
+        return None
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    strategy=st.sampled_from(["Canary", "Rolling", "Recreate"]),
+    weights=st.lists(st.integers(1, 100), max_size=3, unique=True),
+    limits=st.sets(st.sampled_from(sorted(LIMITS)), min_size=1),
+    total=st.integers(1, 6),
+    spare=st.integers(1, 2),
+    load_ticks=st.integers(0, 2),
+)
+def test_every_valid_spec_finishes_with_a_healthy_revision(
+    strategy: str, weights: list[int], limits: set[str], total: int, spare: int, load_ticks: int
+) -> None:
+    """Issue 9.11: whatever limits the analysis has, a spec the API accepts can complete. A baseline-only
+    analysis at a step where no stable pod serves (a last step of 100%, Rolling, Recreate) could never
+    pass, and the API refuses it. (With no GPU free at all, a one-replica fleet swaps its only stable pod
+    away and a baseline-only step cannot be judged: that is the cluster's limit, not the spec's.)"""
+    steps = [{"weight": w, "pauseSeconds": 10} for w in sorted(weights)] if strategy == "Canary" else []
+    rollout = _valid({"strategy": strategy, "steps": steps, "analysis": {k: LIMITS[k] for k in limits}})
+    assume(rollout is not None)
+    assert rollout is not None
+    plans, cluster = _simulate(
+        rollout,
+        total=total,
+        spare=spare,
+        max_unavailable=1,
+        load_ticks=load_ticks,
+        verdicts=None,
+        ticks=80,
+        healthy_metrics=True,
+    )
+    final = plans[-1]
+    assert final.status.phase == "Promoted", final.status.message
+    assert final.status.stable_revision == NEW
+    assert cluster.ready(NEW) == total

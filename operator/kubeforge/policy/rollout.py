@@ -718,7 +718,8 @@ def update_history(
     limit: int,
 ) -> list[RevisionHistoryEntry]:
     """The revision history: the stable and canary revisions added when new (numbered from 1), phases
-    brought up to date, the oldest others dropped beyond `limit`."""
+    brought up to date, `promotedAt` set the first time a revision is stable, the oldest others dropped
+    beyond `limit`."""
     failed_set = set(failed)
     entries = {e.revision: e for e in sorted(history, key=lambda e: e.number)}
     number = max((e.number for e in entries.values()), default=0)
@@ -732,6 +733,9 @@ def update_history(
     out: list[RevisionHistoryEntry] = []
     for revision, entry in entries.items():
         new_phase: RevisionPhase
+        promoted_at = entry.promoted_at
+        if revision == stable and promoted_at is None:
+            promoted_at = format_time(now)
         if revision in failed_set:
             new_phase = "Failed"
         elif revision == stable:
@@ -739,10 +743,17 @@ def update_history(
         elif revision == canary:
             new_phase = "Aborted" if phase == "Aborted" else "Canary"
         elif entry.phase in ("Stable", "Canary"):
-            new_phase = "Superseded"
+            # Left without being promoted is not the same as replaced after serving: `undo` tells them
+            # apart.
+            new_phase = "Superseded" if promoted_at is not None else "Abandoned"
         else:
             new_phase = entry.phase
-        out.append(entry if entry.phase == new_phase else entry.model_copy(update={"phase": new_phase}))
+        update: dict[str, object] = {}
+        if entry.phase != new_phase:
+            update["phase"] = new_phase
+        if entry.promoted_at != promoted_at:
+            update["promoted_at"] = promoted_at
+        out.append(entry.model_copy(update=update) if update else entry)
     while len(out) > limit:
         victim = next((e for e in out if e.revision not in (stable, canary)), None)
         if victim is None:
