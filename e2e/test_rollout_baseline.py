@@ -4,29 +4,16 @@ stable pod serving at a 10% step when a GPU is free, or swaps in place when none
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from kubeforge_e2e import GpuSpec, Kubectl, KubectlError, LocalCluster, NodeSpec, wait_for
-from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import IMAGE, fleet, start_operator
+from kubeforge_e2e.workloads import IMAGE, fleet
+from test_fleet import operator  # noqa: F401  (the operator alone: no analysis, no Prometheus)
 from test_rollout import ready_by_revision, replicas_by_revision, revision_of, rollout_of, steady_fleet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster, crds: None, namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    """No analysis here, so no Prometheus: the operator alone."""
-    proc = start_operator(cluster, namespace, tmp_path_factory.mktemp("small-operator"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 BASELINE_ONLY = {"maxErrorRateIncrease": 0.01}
@@ -57,12 +44,12 @@ def test_unfinishable_baseline_only_analysis_is_refused_naming_the_field(
     kubectl.apply(fleet("ok2", rollout={"steps": [{"weight": 10}], "analysis": BASELINE_ONLY}), namespace)
 
 
+@pytest.mark.usefixtures("operator")
 @pytest.mark.parametrize(("gpus_on_node", "stable_kept"), [(2, 1), (1, 0)], ids=["gpu-free", "no-gpu-free"])
 def test_one_replica_at_ten_percent(
     cluster: LocalCluster,
     kubectl: Kubectl,
     namespace: str,
-    operator: OperatorProcess,
     gpus_on_node: int,
     stable_kept: int,
 ) -> None:

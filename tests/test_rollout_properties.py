@@ -95,11 +95,11 @@ def _simulate(
     *,
     total: int,
     spare: int,
-    totals: Callable[[int], int] | None = None,
-    max_unavailable: int,
     load_ticks: int,
-    verdicts: list[Verdict] | None,
     ticks: int,
+    max_unavailable: int = 1,
+    verdicts: list[Verdict] | None = None,
+    totals: Callable[[int], int] | None = None,
     healthy_metrics: bool = False,
 ) -> tuple[list[RolloutPlan], Cluster]:
     if verdicts is not None:
@@ -282,9 +282,7 @@ def test_autoscaling_never_aborts_a_step_waiting_on_a_long_pause_or_a_promote(
         total=schedule[0],
         totals=lambda i: schedule[min(i // every, len(schedule) - 1)],
         spare=spare,
-        max_unavailable=1,
         load_ticks=load_ticks,
-        verdicts=None,
         ticks=ticks,
     )
     assert not [e for p in plans for e in p.events if e.reason == "ProgressDeadlineExceeded"]
@@ -338,9 +336,7 @@ def test_every_valid_spec_finishes_with_a_healthy_revision(
         rollout,
         total=total,
         spare=spare,
-        max_unavailable=1,
         load_ticks=load_ticks,
-        verdicts=None,
         ticks=80,
         healthy_metrics=True,
     )
