@@ -1,6 +1,8 @@
-"""Rollout guarantees end to end, where the API server and the scheduler decide: a baseline-only
-analysis that could never finish is refused by the CRD (issue 9.11), and a fleet of one replica keeps its
-stable pod serving at a 10% step when a GPU is free, or swaps in place when none is (issue 9.10)."""
+"""Rollout guarantees end to end, where the API server, the scheduler and the command line decide: a
+baseline-only analysis that could never finish is refused by the CRD (issue 9.11), a fleet of one
+replica keeps its stable pod serving at a 10% step when a GPU is free, or swaps in place when none is
+(issue 9.10), and `kubeforge rollout undo` goes back to the last revision promoted, never to a canary
+that was abandoned (issue 9.12)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,17 @@ from typing import Any
 import pytest
 
 from kubeforge_e2e import GpuSpec, Kubectl, KubectlError, LocalCluster, NodeSpec, wait_for
-from kubeforge_e2e.workloads import IMAGE, fleet
+from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet
 from test_fleet import operator  # noqa: F401  (the operator alone: no analysis, no Prometheus)
-from test_rollout import ready_by_revision, replicas_by_revision, revision_of, rollout_of, steady_fleet
+from test_rollout import (
+    cli,
+    ready_by_revision,
+    replicas_by_revision,
+    revision_of,
+    rollout_of,
+    steady_fleet,
+    wait_phase,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -97,3 +107,36 @@ def test_one_replica_at_ten_percent(
     finally:
         if cluster.get_node(node) is not None:
             cluster.delete_node(node)
+
+
+@pytest.mark.usefixtures("operator")
+def test_undo_goes_back_to_the_last_promoted_revision_never_an_abandoned_canary(
+    cluster: LocalCluster, kubectl: Kubectl, namespace: str
+) -> None:
+    name = "undo"
+    body = {
+        "replicas": 2,
+        "resources": {"cpu": "100m"},
+        "placement": {"spreadZones": False, "spreadNodes": False},
+        "rollout": {"steps": [{"weight": 50}]},
+    }
+    v1 = steady_fleet(kubectl, None, namespace, name, body)
+    # v2 is abandoned at its step: v3 replaces the template before anyone promotes v2.
+    v2_body, v3_body = {**body, "image": IMAGE + "-v2"}, {**body, "image": IMAGE + "-v3"}
+    v2, v3 = revision_of(fleet(name, **v2_body)["spec"]), revision_of(fleet(name, **v3_body)["spec"])
+    kubectl.apply(fleet(name, **v2_body), namespace)
+    wait_phase(kubectl, namespace, name, "Paused", canaryRevision=v2, canaryWeight=50)
+    kubectl.apply(fleet(name, **v3_body), namespace)
+    wait_phase(kubectl, namespace, name, "Paused", canaryRevision=v3, canaryWeight=50)
+    cli(kubectl, cluster, namespace, "rollout", "promote", name)
+    ro = wait_phase(kubectl, namespace, name, "Promoted", stableRevision=v3)
+    history = {e["revision"]: e for e in ro["history"]}
+    assert history[v2]["phase"] == "Abandoned"
+    assert "promotedAt" not in history[v2]
+    assert "promotedAt" in history[v1]
+    assert history[v1]["phase"] == "Superseded"
+    assert "promotedAt" in history[v3]
+
+    cli(kubectl, cluster, namespace, "rollout", "undo", name)
+    assert get_fleet(kubectl, namespace, name)["spec"]["rollout"]["targetRevision"] == v1
+    wait_phase(kubectl, namespace, name, "Paused", canaryRevision=v1, canaryWeight=50)
