@@ -13,11 +13,14 @@ Rules, in the order they apply:
 4. `abortRevision` naming the canary aborts it (`Aborted`) for as long as it is set; a rollout that
    aborted itself stays `Aborted` until `retryAt` is later than `abortedAt`, or the template changes.
 5. Otherwise the canary walks its steps. A step starts (unless `paused`), moves replicas towards its
-   weight, and completes once its replicas are ready, its pause is over and a measurement taken at that
-   weight passed (or a `promote` approval covers it). After the last step it is promoted.
-6. At any point `failureLimit` consecutive failed measurements roll back (all replicas and traffic to
-   stable at once, the revision marked failed); `inconclusiveLimit` consecutive measurements without
-   data, or a step with no progress for `progressDeadlineSeconds`, abort.
+   targets (`step_targets`: both revisions rounded up, so a small fleet keeps a baseline), and completes
+   once its replicas are ready, its pause is over and a measurement taken at that weight passed (or a
+   `promote` approval covers it). After the last step it is promoted.
+6. At any point `failureLimit` failed measurements in a row (only a pass breaks the row) roll back
+   (all replicas and traffic to stable at once, the revision marked failed); `inconclusiveLimit`
+   measurements without data in a row, or a step with no progress for `progressDeadlineSeconds`
+   (counted from the later of the step's start, the canary's last change of ready pods and the last
+   change of the step's targets), abort.
 
 Replica moves between revisions (`plan_moves`) never ask for more pods than the free capacity allows,
 and only remove ready pods while the fleet keeps `total` ready pods (when the surge fits) or
