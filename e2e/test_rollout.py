@@ -113,10 +113,12 @@ def wait_phase(
 
 
 def steady_fleet(
-    kubectl: Kubectl, loadsim: LoadSimulator, namespace: str, name: str, body: dict[str, Any]
+    kubectl: Kubectl, loadsim: LoadSimulator | None, namespace: str, name: str, body: dict[str, Any]
 ) -> str:
-    """Apply a fleet, offer it load, wait until it serves with nothing rolling out; its revision."""
-    loadsim.set_load(namespace, name, RPS, **MODEL)
+    """Apply a fleet, offer it load (unless no simulator is given), wait until it serves with nothing
+    rolling out; its revision."""
+    if loadsim is not None:
+        loadsim.set_load(namespace, name, RPS, **MODEL)
     kubectl.apply(fleet(name, **body), namespace)
     wait_ready(kubectl, namespace, name)
     ro = wait_phase(kubectl, namespace, name, "Promoted")

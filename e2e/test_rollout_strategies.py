@@ -489,7 +489,8 @@ def test_autoscaler_changing_the_total_mid_step_keeps_the_canary_split(
     api: Api, kubectl: Kubectl, namespace: str, operator: OperatorProcess, loadsim: LoadSimulator
 ) -> None:
     """Requests per second per replica, target 5: 20 rps holds 4 replicas, 30 rps wants 6. A canary held at
-    a 25% step (no pause: it waits for a promote) runs ceil(total * 25%) pods: 1 of 4, then 2 of 6.
+    a 25% step (no pause: it waits for a promote) runs ceil(total * 25%) canary pods and ceil(total * 75%)
+    stable ones (both round up, so the stable revision keeps its share): 3 + 1 of 4, then 5 + 2 of 6.
 
     The bounds are [4, 6] on purpose: this test is about the split, not the autoscaler's arithmetic. (A
     per-replica rate averaged over a window that still remembers fewer replicas, multiplied by the ready
@@ -515,14 +516,15 @@ def test_autoscaler_changing_the_total_mid_step_keeps_the_canary_split(
     canary = revision_of(new_body)
 
     # The Service's share of the canary: its ready pods over all ready pods, in whole percents.
-    traffic = {4: 25, 6: 33}
+    traffic = {4: 25, 6: 29}
 
     def split_ok(s: Sample, total: int) -> bool:
         want = math.ceil(total * weight / 100)
+        kept = math.ceil(total * (100 - weight) / 100)
         return (
             s.fleet["status"].get("desiredReplicas") == total
-            and (s.of(stable).spec_replicas, s.of(canary).spec_replicas) == (total - want, want)
-            and (s.of(stable).ready, s.of(canary).ready) == (total - want, want)
+            and (s.of(stable).spec_replicas, s.of(canary).spec_replicas) == (kept, want)
+            and (s.of(stable).ready, s.of(canary).ready) == (kept, want)
             and s.rollout.get("canaryWeight") == traffic[total]
         )
 
@@ -550,10 +552,13 @@ def test_autoscaler_changing_the_total_mid_step_keeps_the_canary_split(
         # The operator writes the revision Deployments before the fleet's status, so a sample can see
         # the new total in the Deployments while status.desiredReplicas still says the old one: the
         # total a sample shows is the larger of the two.
-        total = max(int(s.fleet["status"].get("desiredReplicas") or 0), s.spec_replicas)
-        totals.add(total)
-        assert total <= autoscaling["maxReplicas"], f"more than maxReplicas asked: {s.revisions}"
+        desired = int(s.fleet["status"].get("desiredReplicas") or 0)
+        totals.add(desired)
+        assert desired <= autoscaling["maxReplicas"]
+        # Both revisions round up: at most one pod above the total.
+        assert s.spec_replicas <= autoscaling["maxReplicas"] + 1, f"more pods asked: {s.revisions}"
         # Whatever the total, the canary is never asked for more than its share.
+        total = max(desired, s.spec_replicas)
         assert s.of(canary).spec_replicas <= math.ceil(total * weight / 100), s.revisions
 
     at_six = watch(
@@ -562,7 +567,7 @@ def test_autoscaler_changing_the_total_mid_step_keeps_the_canary_split(
         name,
         lambda s: split_ok(s, 6),
         timeout=90,
-        description="25% of 6: 4 stable + 2 canary",
+        description="25% of 6: 5 stable + 2 canary",
         check=consistent,
     )[-1]
     took = at_six.at - raised
@@ -584,4 +589,4 @@ def test_autoscaler_changing_the_total_mid_step_keeps_the_canary_split(
         '{"spec":{"rollout":{"promote":{"revision":"' + canary + '","step":0}}}}',
     )
     watch(api, namespace, name, promoted_alone(canary, 6), timeout=60, description=f"{canary} promoted at 6")
-    print(f"\nautoscaled 4 -> 6 mid-step in {took:.1f}s; split 3/1 -> 4/2 at {weight}%")
+    print(f"\nautoscaled 4 -> 6 mid-step in {took:.1f}s; split 3/1 -> 5/2 at {weight}%")

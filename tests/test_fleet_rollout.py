@@ -126,6 +126,43 @@ async def test_good_revision_is_promoted_and_a_drained_one_is_rebuilt_from_its_t
     await ctrl.forget(NS, "chat")
 
 
+async def test_an_upgrade_from_the_former_revision_hash_starts_no_rollout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 9.14: a fleet deployed by an operator that hashed templates with every default included keeps
+    its revision (Deployment name, stable revision) when the operator is upgraded; the next template
+    change gets a hash of the new kind and rolls out over it."""
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    with monkeypatch.context() as old_operator:
+        old_operator.setattr(build, "revision", build.legacy_revision)
+        ctrl = controller(kube, source, clock)
+        await steady(kube, ctrl, CANARY)
+        await ctrl.forget(NS, "chat")
+    legacy = build.legacy_revision(InferenceFleetSpec.model_validate(CANARY))
+    assert legacy != rev(CANARY)
+    assert replicas(kube) == {legacy: 4}
+
+    upgraded = controller(kube, source, clock)
+    events = len(kube.events)
+    for _ in range(3):
+        await upgraded.reconcile(fleet(kube))
+        kube.run_deployment()
+        clock.now += timedelta(seconds=2)
+    assert replicas(kube) == {legacy: 4}
+    status = rollout(kube)
+    assert (status["phase"], status["stableRevision"]) == ("Promoted", legacy)
+    assert fleet(kube)["status"]["revision"] == legacy
+    assert not [e for e in kube.events[events:] if e["reason"] == "RolloutStarted"]
+
+    new_spec = {**CANARY, "image": "img2"}
+    source.samples = {rev(new_spec): MetricSample(0.0, 0.2), legacy: MetricSample(0.0, 0.2)}
+    fleet(kube)["spec"] = new_spec
+    await upgraded.reconcile(fleet(kube))
+    assert rollout(kube)["canaryRevision"] == rev(new_spec)
+    assert rollout(kube)["stableRevision"] == legacy
+    await upgraded.forget(NS, "chat")
+
+
 async def test_missing_httproute_is_a_condition_and_an_event_and_a_present_one_is_weighted() -> None:
     kube, source, clock = FakeKube(), FakeSource(), Clock()
     ctrl = controller(kube, source, clock)

@@ -90,7 +90,8 @@ def test_cel_rules_are_in_the_schema() -> None:
     rules = _rules(schema)
     assert any("isSorted()" in rule and "exists_one" in rule for rule in rules)
     assert any("self.strategy == 'Canary'" in rule for rule in rules)
-    assert all(rule["fieldPath"] == ".steps" for rule in schema["x-kubernetes-validations"])
+    assert all(rule["fieldPath"] in (".steps", ".analysis") for rule in schema["x-kubernetes-validations"])
+    assert any("self.steps[size(self.steps) - 1].weight < 100" in rule for rule in rules)
     analysis = schema["properties"]["analysis"]
     assert any("has(self.maxErrorRate)" in rule for rule in _rules(analysis))
     # The model's own config (camelCase, docstrings) survives alongside the rules.
@@ -111,7 +112,7 @@ def test_cel_rules_are_in_the_schema() -> None:
 def test_rules_guard_absent_fields() -> None:
     """CEL on a missing field errors instead of passing; every rule checks `has()` first."""
     for rule in _rules(openapi_schema(RolloutSpec)):
-        assert rule.startswith("!has(self.steps)")
+        assert rule.startswith(("!has(self.steps)", "!has(self.analysis)"))
 
 
 def test_status_schema_and_round_trip() -> None:
@@ -135,3 +136,34 @@ def test_status_schema_and_round_trip() -> None:
         }
     )
     assert RolloutStatus.model_validate(status.to_wire()) == status
+
+
+RELATIVE: dict[str, Any] = {"maxErrorRateIncrease": 0.01}
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        {"strategy": "Rolling", "analysis": RELATIVE},
+        {"strategy": "Recreate", "analysis": {"maxLatencyIncreaseRatio": 0.2}},
+        {"steps": [{"weight": 10}, {"weight": 100, "pauseSeconds": 60}], "analysis": RELATIVE},
+    ],
+)
+def test_baseline_only_analysis_is_refused_where_no_stable_pod_runs(wire: dict[str, Any]) -> None:
+    """Issue 9.11: the last step would have no baseline to compare with, so it could never pass."""
+    with pytest.raises(ValidationError, match="only baseline limits"):
+        RolloutSpec.model_validate(wire)
+
+
+ACCEPTED: list[dict[str, Any]] = [
+    {"analysis": RELATIVE},  # the default steps end at 50%
+    {"steps": [{"weight": 10}, {"weight": 99}], "analysis": RELATIVE},
+    {"strategy": "Rolling", "analysis": {**RELATIVE, "maxErrorRate": 0.05}},
+    {"steps": [{"weight": 100}], "analysis": {**RELATIVE, "maxLatencyP95": 2.0}},
+    {"strategy": "Recreate"},
+]
+
+
+@pytest.mark.parametrize("wire", ACCEPTED)
+def test_baseline_limits_with_a_baseline_or_an_absolute_limit_are_accepted(wire: dict[str, Any]) -> None:
+    RolloutSpec.model_validate(wire)

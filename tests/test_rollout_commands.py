@@ -24,8 +24,16 @@ T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def _history(*entries: tuple[str, int, str]) -> list[dict[str, Any]]:
+    """History entries; those that served as stable (phase Stable or Superseded) have `promotedAt`."""
     return [
-        {"revision": r, "number": n, "phase": p, "createdAt": "2026-01-01T00:00:00Z"} for r, n, p in entries
+        {
+            "revision": r,
+            "number": n,
+            "phase": p,
+            "createdAt": "2026-01-01T00:00:00Z",
+            **({"promotedAt": f"2026-01-01T00:00:0{n}Z"} if p in ("Stable", "Superseded") else {}),
+        }
+        for r, n, p in entries
     ]
 
 
@@ -111,6 +119,24 @@ def test_commands_need_a_rollout_in_progress(command: Any) -> None:
         (IN_PROGRESS, 3, None),  # the template's own revision: drop the pin
         (SETTLED, None, "aaa"),  # previous, skipping the failed one
         (SETTLED, 1, "aaa"),
+        # Issue 9.12: never to a canary that did not serve as stable.
+        (
+            {
+                "phase": "Promoted",
+                "stableRevision": "ccc",
+                "history": _history(
+                    ("aaa", 1, "Superseded"),
+                    ("bbb", 2, "Abandoned"),
+                    ("ddd", 3, "Aborted"),
+                    ("ccc", 4, "Stable"),
+                ),
+            },
+            None,
+            "aaa",
+        ),
+        # An aborted or rolled-back template: the stable revision is the last one promoted.
+        ({**IN_PROGRESS, "phase": "Aborted"}, None, "bbb"),
+        ({**IN_PROGRESS, "phase": "RolledBack", "failedRevisions": ["ccc"]}, None, "bbb"),
     ],
 )
 def test_undo(status: dict[str, Any], to_revision: int | None, expected: str | None) -> None:
@@ -126,7 +152,7 @@ def test_undo(status: dict[str, Any], to_revision: int | None, expected: str | N
         (
             {"phase": "Promoted", "stableRevision": "ccc", "history": _history(("ccc", 1, "Stable"))},
             None,
-            "no previous",
+            "no earlier revision that served as stable",
         ),
     ],
 )
@@ -168,3 +194,37 @@ def test_patches_drive_the_operator() -> None:
     resumed = merge(aborted, resume_patch(fleet(after_abort, aborted["spec"]["rollout"]), now=T0))
     assert "abortRevision" not in resumed["spec"]["rollout"]
     assert reconcile(after_abort, resumed["spec"]["rollout"])["phase"] in ("Progressing", "Paused")
+
+
+def test_undo_after_an_abandoned_canary_goes_to_the_last_promoted_revision() -> None:
+    """Issue 9.12, through the state machine: bbb is stable, ccc is abandoned mid-canary for ddd, ddd is
+    promoted. History says ccc never served as stable, and `undo` goes back to bbb, not ccc."""
+    rollout = RolloutSpec.model_validate({"steps": [{"weight": 50, "pauseSeconds": 0}]})
+
+    def reconcile(status: RolloutStatus | None, template: str, revisions: dict[str, int]) -> RolloutStatus:
+        plan = plan_rollout(
+            RolloutInputs(
+                spec=rollout,
+                status=status,
+                template_revision=template,
+                total_replicas=2,
+                now=T0,
+                revisions={r: RevisionState(n, n) for r, n in revisions.items()},
+            )
+        )
+        return RolloutStatus.model_validate(plan.status.to_wire())
+
+    status = reconcile(None, "bbb", {"bbb": 2})
+    status = reconcile(status, "ccc", {"bbb": 2})
+    assert status.canary_revision == "ccc"
+    status = reconcile(status, "ddd", {"bbb": 1, "ccc": 1})  # template changed mid-canary
+    status = reconcile(status, "ddd", {"bbb": 1, "ddd": 1})
+    assert status.stable_revision == "ddd"
+    history = {e.revision: e for e in status.history}
+    assert history["bbb"].phase == "Superseded"
+    assert history["bbb"].promoted_at is not None
+    assert history["ccc"].phase == "Abandoned"
+    assert history["ccc"].promoted_at is None
+    assert history["ddd"].promoted_at is not None
+    fleet_now = fleet(status.to_wire(), template="ddd")
+    assert undo_patch(fleet_now) == {"spec": {"rollout": {"targetRevision": "bbb"}}}

@@ -7,13 +7,17 @@ is free, and become ready a few ticks later; scale-downs remove Pending, then un
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from kubeforge.api.rollout import AnalysisRun, RolloutSpec, RolloutStatus, Verdict
+from kubeforge.policy.analysis import MetricSample, Thresholds, evaluate
 from kubeforge.policy.conditions import format_time
 from kubeforge.policy.rollout import RevisionState, RolloutInputs, RolloutPlan, plan_rollout
 
@@ -91,16 +95,21 @@ def _simulate(
     *,
     total: int,
     spare: int,
-    max_unavailable: int,
     load_ticks: int,
-    verdicts: list[Verdict] | None,
     ticks: int,
+    max_unavailable: int = 1,
+    verdicts: list[Verdict] | None = None,
+    totals: Callable[[int], int] | None = None,
+    healthy_metrics: bool = False,
 ) -> tuple[list[RolloutPlan], Cluster]:
     if verdicts is not None:
         rollout = rollout.model_copy(
             update={"analysis": RolloutSpec.model_validate({"analysis": {"maxErrorRate": 0.1}}).analysis}
         )
-    cluster = Cluster(slots=total + spare, load_ticks=load_ticks)
+    """Run `ticks` reconciles; `totals(tick)` is the autoscaler's total at each (default: `total`), and
+    the cluster has room for the largest total plus `spare` pods."""
+    at = totals or (lambda _: total)
+    cluster = Cluster(slots=max(at(i) for i in range(ticks)) + spare, load_ticks=load_ticks)
     cluster.desired[OLD] = total
     cluster.scheduled[OLD] = [load_ticks] * total
     cluster.pending[OLD] = 0
@@ -109,6 +118,7 @@ def _simulate(
     plans = []
     now = T0
     for i in range(ticks):
+        total = at(i)
         plan = plan_rollout(
             RolloutInputs(
                 spec=rollout,
@@ -124,7 +134,7 @@ def _simulate(
         )
         ready_before = cluster.total_ready()
         cluster.apply(plan)
-        if plan.status.phase not in ("RolledBack", "Aborted"):
+        if plan.status.phase not in ("RolledBack", "Aborted") and rollout.strategy != "Recreate":
             floor = max(0, total - max_unavailable)
             assert cluster.total_ready() >= min(ready_before, floor), (i, plan)
         assert sum(plan.weights.values()) == 100
@@ -132,6 +142,12 @@ def _simulate(
         # Restart safety: the status always goes through the wire.
         status = RolloutStatus.model_validate(plan.status.to_wire())
         analysis = None
+        if healthy_metrics and plan.analyze is not None and rollout.analysis is not None:
+            # Every revision serving has healthy data, the stable one too when it has ready pods.
+            good = MetricSample(error_rate=0.0, latency_p95=0.1)
+            baseline = good if plan.baseline and cluster.ready(plan.baseline) else None
+            outcome = evaluate(good, baseline, Thresholds.from_spec(rollout.analysis))
+            analysis = outcome.record(revision=plan.analyze, now=now)
         if verdicts is not None and plan.analyze is not None:
             analysis = AnalysisRun(
                 time=format_time(now), revision=plan.analyze, verdict=verdicts[i % len(verdicts)]
@@ -238,3 +254,93 @@ def test_no_free_gpus_and_no_budget_stalls_then_aborts_with_a_reason() -> None:
     assert plans[-1].status.phase == "Aborted"
     assert any(e.reason == "ProgressDeadlineExceeded" for p in plans for e in p.events)
     assert cluster.ready(OLD) == 3
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    weights=st.lists(st.integers(1, 99), min_size=1, max_size=3, unique=True),
+    pause=st.one_of(st.none(), st.integers(700, 3000)),
+    schedule=st.lists(st.integers(1, 8), min_size=2, max_size=6),
+    every=st.integers(3, 120),
+    spare=st.integers(0, 2),
+    load_ticks=st.integers(0, 3),
+)
+def test_autoscaling_never_aborts_a_step_waiting_on_a_long_pause_or_a_promote(
+    weights: list[int], pause: int | None, schedule: list[int], every: int, spare: int, load_ticks: int
+) -> None:
+    """Issue 9.9: the total moves mid-step (long after the progress deadline of 600 s has passed since
+    the step began) while the step waits on its pause or on a manual promote: progress is judged against
+    the current targets, so the rollout carries on and completes (or keeps waiting for the promote)."""
+    steps = [
+        {"weight": w} if pause is None else {"weight": w, "pauseSeconds": pause} for w in sorted(weights)
+    ]
+    rollout = RolloutSpec.model_validate({"steps": steps})
+    pause_ticks = 0 if pause is None else pause // int(TICK.total_seconds())
+    ticks = len(steps) * (pause_ticks + 40) + len(schedule) * every
+    plans, cluster = _simulate(
+        rollout,
+        total=schedule[0],
+        totals=lambda i: schedule[min(i // every, len(schedule) - 1)],
+        spare=spare,
+        load_ticks=load_ticks,
+        ticks=ticks,
+    )
+    assert not [e for p in plans for e in p.events if e.reason == "ProgressDeadlineExceeded"]
+    assert all(p.status.phase != "Aborted" for p in plans)
+    final, total = plans[-1], schedule[-1]
+    if pause is None:
+        assert final.status.phase == "Paused", final.status.message
+        assert final.status.current_step == 0
+        assert cluster.ready(NEW) == math.ceil(total * min(weights) / 100)
+    else:
+        assert final.status.phase == "Promoted", final.status.message
+        assert cluster.ready(NEW) == total
+
+
+LIMITS = {
+    "maxErrorRate": 0.05,
+    "maxLatencyP95": 1.0,
+    "maxErrorRateIncrease": 0.01,
+    "maxLatencyIncreaseRatio": 0.2,
+}
+
+
+def _valid(wire: dict[str, object]) -> RolloutSpec | None:
+    try:
+        return RolloutSpec.model_validate(wire)
+    except ValidationError:
+        return None
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    strategy=st.sampled_from(["Canary", "Rolling", "Recreate"]),
+    weights=st.lists(st.integers(1, 100), max_size=3, unique=True),
+    limits=st.sets(st.sampled_from(sorted(LIMITS)), min_size=1),
+    total=st.integers(1, 6),
+    spare=st.integers(1, 2),
+    load_ticks=st.integers(0, 2),
+)
+def test_every_valid_spec_finishes_with_a_healthy_revision(
+    strategy: str, weights: list[int], limits: set[str], total: int, spare: int, load_ticks: int
+) -> None:
+    """Issue 9.11: whatever limits the analysis has, a spec the API accepts can complete. A baseline-only
+    analysis at a step where no stable pod serves (a last step of 100%, Rolling, Recreate) could never
+    pass, and the API refuses it. (With no GPU free at all, a one-replica fleet swaps its only stable pod
+    away and a baseline-only step cannot be judged: that is the cluster's limit, not the spec's.)"""
+    steps = [{"weight": w, "pauseSeconds": 10} for w in sorted(weights)] if strategy == "Canary" else []
+    rollout = _valid({"strategy": strategy, "steps": steps, "analysis": {k: LIMITS[k] for k in limits}})
+    assume(rollout is not None)
+    assert rollout is not None
+    plans, cluster = _simulate(
+        rollout,
+        total=total,
+        spare=spare,
+        load_ticks=load_ticks,
+        ticks=80,
+        healthy_metrics=True,
+    )
+    final = plans[-1]
+    assert final.status.phase == "Promoted", final.status.message
+    assert final.status.stable_revision == NEW
+    assert cluster.ready(NEW) == total

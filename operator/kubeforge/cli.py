@@ -196,7 +196,9 @@ def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the cluster")
     parser.add_argument("--context", help="context within --kubeconfig")
     parser.add_argument("--full", action="store_true", help="promote: approve every remaining step")
-    parser.add_argument("--to-revision", type=int, help="undo: history revision number (default: previous)")
+    parser.add_argument(
+        "--to-revision", type=int, help="undo: history revision number (default: the last one promoted)"
+    )
     parser.add_argument("--clear", action="store_true", help="undo: drop a rollback pin, follow the template")
 
 

@@ -31,7 +31,7 @@ from kubeforge.api.common import KubeModel
 RolloutStrategy = Literal["Canary", "Rolling", "Recreate"]
 RolloutPhase = Literal["Progressing", "Paused", "Promoted", "Aborted", "RolledBack"]
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
-RevisionPhase = Literal["Stable", "Canary", "Superseded", "Failed", "Aborted"]
+RevisionPhase = Literal["Stable", "Canary", "Superseded", "Failed", "Aborted", "Abandoned"]
 
 REVISION_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """A revision name: a DNS label, since it is the suffix of the revision's Deployment."""
@@ -137,6 +137,18 @@ class HTTPRouteRef(KubeModel):
     """Name of the HTTPRoute, in the fleet's namespace."""
 
 
+BASELINE_ONLY_MESSAGE = (
+    "rollout.analysis has only baseline limits (maxErrorRateIncrease, maxLatencyIncreaseRatio), which"
+    " cannot judge a step where the stable revision serves nothing (strategy Rolling or Recreate, or a"
+    " last step of weight 100): add maxErrorRate or maxLatencyP95, or end the Canary steps below 100"
+)
+
+
+def relative_only(analysis: AnalysisSpec | None) -> bool:
+    """Whether the analysis compares with the stable revision only (no absolute limit)."""
+    return analysis is not None and analysis.max_error_rate is None and analysis.max_latency_p95 is None
+
+
 class RolloutSpec(KubeModel):
     """How a new revision (a change of image, command, args, env, resources or model) replaces the
     running one."""
@@ -152,6 +164,14 @@ class RolloutSpec(KubeModel):
             "!has(self.steps) || size(self.steps) == 0 || !has(self.strategy) || self.strategy == 'Canary'",
             "rollout.steps is only for the Canary strategy",
             ".steps",
+        ),
+        (
+            "!has(self.analysis) || has(self.analysis.maxErrorRate) || has(self.analysis.maxLatencyP95)"
+            " || ((!has(self.strategy) || self.strategy == 'Canary')"
+            " && (!has(self.steps) || size(self.steps) == 0"
+            " || self.steps[size(self.steps) - 1].weight < 100))",
+            BASELINE_ONLY_MESSAGE,
+            ".analysis",
         ),
     )
 
@@ -197,6 +217,12 @@ class RolloutSpec(KubeModel):
             raise ValueError("rollout.steps weights must be strictly increasing")
         if self.steps and self.strategy != "Canary":
             raise ValueError("rollout.steps is only for the Canary strategy")
+        # The last step runs no stable pod (Rolling and Recreate are one step to 100%): a baseline
+        # limit has nothing to compare with there, so the rollout could never pass it.
+        if relative_only(self.analysis) and (
+            self.strategy != "Canary" or (self.steps and self.steps[-1].weight == 100)
+        ):
+            raise ValueError(BASELINE_ONLY_MESSAGE)
         return self
 
 
@@ -233,8 +259,12 @@ class RevisionHistoryEntry(KubeModel):
     created_at: str
     """When the operator first saw it."""
     phase: RevisionPhase
-    """`Stable`, `Canary`, `Superseded` (replaced by a newer stable), `Failed` (rolled back by analysis,
-    never promoted again) or `Aborted`."""
+    """`Stable`, `Canary`, `Superseded` (served as stable, then replaced by a newer stable), `Failed`
+    (rolled back by analysis, never promoted again), `Aborted`, or `Abandoned` (a canary replaced by a
+    newer template before it was promoted)."""
+    promoted_at: str | None = None
+    """When the revision first served as stable; absent when it never did (a canary abandoned,
+    aborted or rolled back). `kubeforge rollout undo` goes back only to revisions that have it."""
 
 
 class RolloutStatus(KubeModel):
@@ -265,6 +295,10 @@ class RolloutStatus(KubeModel):
     """When the current step began."""
     step_ready_at: str | None = None
     """When the current step's replicas were first all ready; its pause counts from here."""
+    step_targets: dict[str, int] | None = None
+    """Replicas the current step asks of each revision. When they change (the autoscaler moved the
+    fleet's total, free GPUs came or went), the progress deadline counts from that moment, not from the
+    step's start."""
     last_progress_at: str | None = None
     """Last time the canary's ready replicas changed (for the progress deadline)."""
     aborted_at: str | None = None

@@ -19,7 +19,7 @@ the policy; they are re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,21 +66,64 @@ disruption, autoscaling, rollout) applies to every revision and changes in place
 
 
 def revision(spec: InferenceFleetSpec) -> str:
-    """Hash of everything that makes a serving pod different."""
+    """Hash of what the user wrote in the serving template, normalised: a field left out and a field
+    written with its default value are the same, and the operator's defaults never enter it, so an
+    operator upgrade that adds a defaulted field (or a defaulted sub-field) changes no revision."""
+    return stable_hash(user_template(spec))
+
+
+def user_template(spec: InferenceFleetSpec) -> dict[str, Any]:
+    """The revision-making fields as the user wrote them: values equal to their default left out, at
+    every depth (quantities are already strings, label maps are sorted by the hash)."""
+    wire = spec.model_dump(by_alias=True, exclude_defaults=True, exclude_none=True, mode="json")
+    return {key: wire[key] for key in TEMPLATE_FIELDS if key in wire and wire[key] not in ({}, [])}
+
+
+# The keys each template field had when revisions were hashed with every default included (kubeforge
+# up to this change). Frozen here so that the legacy hash of a template never changes again.
+_LEGACY_KEYS: dict[str, frozenset[str]] = {
+    "resources": frozenset({"gpus", "gpuType", "cpu", "memory"}),
+    "model": frozenset({"name", "uri"}),
+    "podMetadata": frozenset({"labels", "annotations"}),
+    "securityContext": frozenset({"runAsUser", "runAsGroup", "fsGroup"}),
+}
+
+
+def legacy_revision(spec: InferenceFleetSpec) -> str:
+    """The revision the same template had under the former hash (every default included). A fleet
+    whose running revision is this keeps it (`template_revision`): an upgrade re-rolls nothing."""
+
+    def keep(field: str, wire: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in wire.items() if k in _LEGACY_KEYS[field]}
+
     return stable_hash(
         {
             "image": spec.image,
             "command": spec.command,
             "args": spec.args,
             "env": [e.to_wire() for e in spec.env],
-            "resources": spec.resources.to_wire(),
-            "model": spec.model.to_wire(),
+            "resources": keep("resources", spec.resources.to_wire()),
+            "model": keep("model", spec.model.to_wire()),
             "port": spec.port,
             "readinessPath": spec.readiness_path,
-            "podMetadata": spec.pod_metadata.to_wire(),
-            "securityContext": spec.security_context.to_wire() if spec.security_context else None,
+            "podMetadata": keep("podMetadata", spec.pod_metadata.to_wire()),
+            "securityContext": keep("securityContext", spec.security_context.to_wire())
+            if spec.security_context
+            else None,
         }
     )
+
+
+def template_revision(spec: InferenceFleetSpec, known: Iterable[str | None]) -> str:
+    """The revision of the template: `revision(spec)`, unless the fleet already runs or remembers this
+    very template under its legacy hash (`known`: its Deployments, stable, canary and history), in which
+    case that name is kept so the upgrade neither starts a rollout nor renames a Deployment."""
+    current = revision(spec)
+    names = set(known)
+    if current in names:
+        return current
+    legacy = legacy_revision(spec)
+    return legacy if legacy in names else current
 
 
 def spread_constraints(spec: InferenceFleetSpec, name: str) -> list[dict[str, Any]]:
@@ -258,7 +301,7 @@ def spec_of_revision(
         spec = InferenceFleetSpec.model_validate(wire)
     except ValidationError:
         return None
-    return spec if revision(spec) == rev else None
+    return spec if rev in (revision(spec), legacy_revision(spec)) else None
 
 
 # -- Gateway API ---------------------------------------------------------------------------------------

@@ -205,10 +205,16 @@ class InferenceFleetController:
             for c in self.caches.list(CONTROLLER_REVISION, namespace, labels=labels)
             if _owned_by(c, uid)
         }
+        deployed = {s.revision: s for s in deployments}
+        rollout = observed.status.rollout
+        known = [*deployed, *kept.values()]
+        if rollout is not None:
+            known += [rollout.stable_revision, rollout.canary_revision]
+            known += [e.revision for e in rollout.history]
         return replace(
             observed,
-            revision=build.revision(spec),
-            deployments={s.revision: s for s in deployments},
+            revision=build.template_revision(spec, known),
+            deployments=deployed,
             pods=summarize_pods(pods),
             revision_pods=count_revision_pods(pods, build.REVISION_LABEL),
             templates_kept=kept,

@@ -13,11 +13,14 @@ Rules, in the order they apply:
 4. `abortRevision` naming the canary aborts it (`Aborted`) for as long as it is set; a rollout that
    aborted itself stays `Aborted` until `retryAt` is later than `abortedAt`, or the template changes.
 5. Otherwise the canary walks its steps. A step starts (unless `paused`), moves replicas towards its
-   weight, and completes once its replicas are ready, its pause is over and a measurement taken at that
-   weight passed (or a `promote` approval covers it). After the last step it is promoted.
-6. At any point `failureLimit` consecutive failed measurements roll back (all replicas and traffic to
-   stable at once, the revision marked failed); `inconclusiveLimit` consecutive measurements without
-   data, or a step with no progress for `progressDeadlineSeconds`, abort.
+   targets (`step_targets`: both revisions rounded up, so a small fleet keeps a baseline), and completes
+   once its replicas are ready, its pause is over and a measurement taken at that weight passed (or a
+   `promote` approval covers it). After the last step it is promoted.
+6. At any point `failureLimit` failed measurements in a row (only a pass breaks the row) roll back
+   (all replicas and traffic to stable at once, the revision marked failed); `inconclusiveLimit`
+   measurements without data in a row, or a step with no progress for `progressDeadlineSeconds`
+   (counted from the later of the step's start, the canary's last change of ready pods and the last
+   change of the step's targets), abort.
 
 Replica moves between revisions (`plan_moves`) never ask for more pods than the free capacity allows,
 and only remove ready pods while the fleet keeps `total` ready pods (when the surge fits) or
@@ -192,9 +195,7 @@ def plan_moves(
     cur = {n: max(0, state[n].replicas) for n in names}
     ready = {n: max(0, min(state[n].ready, cur[n])) for n in names}
     target = {n: max(0, targets.get(n, 0)) for n in names}
-    need = sum(max(0, target[n] - cur[n]) for n in names)
-    stuck = sum(max(0, state[n].pending) for n in names if target[n] >= cur[n])
-    spare = None if surge_capacity is None else surge_capacity - stuck
+    need, spare = _surge_room(current, targets, surge_capacity)
     surging = max_surge is None and (spare is None or spare >= need)
     floor = total if surging else max(0, total - max_unavailable)
     budget = max(0, sum(ready.values()) - floor)
@@ -221,6 +222,53 @@ def plan_moves(
         new[n] += add
         allowance -= add
     return new
+
+
+def _surge_room(
+    current: Mapping[str, RevisionState], targets: Mapping[str, int], surge_capacity: int | None
+) -> tuple[int, int | None]:
+    """Pods still to add to reach `targets`, and the pods the free GPUs can take (None: unbounded)
+    once the Pending pods of growing revisions have taken theirs."""
+    names = {*current, *targets}
+    state = {n: current.get(n, RevisionState()) for n in names}
+    need = sum(max(0, targets.get(n, 0) - max(0, state[n].replicas)) for n in names)
+    stuck = sum(max(0, state[n].pending) for n in names if targets.get(n, 0) >= max(0, state[n].replicas))
+    return need, None if surge_capacity is None else surge_capacity - stuck
+
+
+def surge_fits(
+    current: Mapping[str, RevisionState], targets: Mapping[str, int], surge_capacity: int | None
+) -> bool:
+    """Whether the free GPUs take every pod still to add to reach `targets`."""
+    need, spare = _surge_room(current, targets, surge_capacity)
+    return spare is None or spare >= need
+
+
+def step_targets(
+    stable: str,
+    canary: str,
+    *,
+    total: int,
+    weight: int,
+    current: Mapping[str, RevisionState],
+    surge_capacity: int | None,
+) -> dict[str, int]:
+    """Replicas of each revision at a canary step.
+
+    The canary gets `ceil(total * weight / 100)` and the stable revision `ceil(total * (100 - weight)
+    / 100)`, as Argo Rollouts counts a basic canary: both round up, so a small fleet keeps a baseline
+    (one replica at 10% runs one stable and one canary pod) at the cost of at most one pod above
+    `total`. When the free GPUs cannot take that extra pod, the stable revision gets only what is left
+    (`total` minus the canary) and the pods swap in place within the disruption budget."""
+    canary_count = canary_replicas(total, weight)
+    rest = total - canary_count
+    if weight >= 100 or stable == canary:
+        return {stable: rest, canary: canary_count}
+    kept = min(total, math.ceil(total * (100 - weight) / 100))
+    surged = {stable: kept, canary: canary_count}
+    if kept > rest and surge_fits(current, surged, surge_capacity):
+        return surged
+    return {stable: rest, canary: canary_count}
 
 
 def recreate_targets(current: Mapping[str, RevisionState], desired: str, total: int) -> dict[str, int]:
@@ -277,6 +325,7 @@ class _Work:
     inconclusive: int
     step_started: datetime | None
     step_ready: datetime | None
+    step_targets: dict[str, int] | None
     last_progress: datetime | None
     aborted_at: datetime | None
     message: str = ""
@@ -295,6 +344,7 @@ class _Work:
             inconclusive=status.consecutive_inconclusive,
             step_started=parse_time(status.step_started_at),
             step_ready=parse_time(status.step_ready_at),
+            step_targets=dict(status.step_targets) if status.step_targets is not None else None,
             last_progress=parse_time(status.last_progress_at),
             aborted_at=parse_time(status.aborted_at),
         )
@@ -307,12 +357,14 @@ class _Work:
         self.last_analysis = None
         self.failures = self.inconclusive = 0
         self.step_started = self.step_ready = self.last_progress = self.aborted_at = None
+        self.step_targets = None
 
     def clear_canary(self) -> None:
         self.canary = None
         self.step = self.total_steps = None
         self.failures = self.inconclusive = 0
         self.step_started = self.step_ready = self.last_progress = self.aborted_at = None
+        self.step_targets = None
 
 
 @dataclass
@@ -447,9 +499,14 @@ class _Planner:
             work.inconclusive += 1
 
     def targets(self, desired: str, weight: int) -> dict[str, int]:
-        stable = self.work.stable or desired
-        canary = canary_replicas(self.total, weight)
-        return {stable: self.total - canary, desired: canary}
+        return step_targets(
+            self.work.stable or desired,
+            desired,
+            total=self.total,
+            weight=weight,
+            current=self.inp.revisions,
+            surge_capacity=self.inp.surge_capacity,
+        )
 
     def reached(self, desired: str, targets: Mapping[str, int]) -> bool:
         if self.total == 0:
@@ -526,6 +583,13 @@ class _Planner:
             weight = steps[step].weight if work.step_started is not None else 0
             targets = self.targets(desired, weight)
             self.move(targets, desired)
+            if work.step_started is not None:
+                if work.step_targets is not None and work.step_targets != targets:
+                    # The autoscaler moved the total (or free GPUs came or went): progress is judged
+                    # against the new targets from now on, not from when the step (perhaps paused for
+                    # long) began.
+                    work.last_progress = now
+                work.step_targets = dict(targets)
             reached = work.step_started is not None and self.reached(desired, targets)
             if work.step_started is not None and not reached and self.total > 0:
                 since = max(work.step_started, work.last_progress or work.step_started)
@@ -549,6 +613,7 @@ class _Planner:
             work.step = step
             work.step_started = work.last_progress = now
             work.step_ready = None
+            work.step_targets = None
             self.emit(
                 "Normal", "StepAdvanced", f"{desired}: step {step + 1}/{len(steps)}, {steps[step].weight}%"
             )
@@ -656,7 +721,8 @@ def update_history(
     limit: int,
 ) -> list[RevisionHistoryEntry]:
     """The revision history: the stable and canary revisions added when new (numbered from 1), phases
-    brought up to date, the oldest others dropped beyond `limit`."""
+    brought up to date, `promotedAt` set the first time a revision is stable, the oldest others dropped
+    beyond `limit`."""
     failed_set = set(failed)
     entries = {e.revision: e for e in sorted(history, key=lambda e: e.number)}
     number = max((e.number for e in entries.values()), default=0)
@@ -670,6 +736,9 @@ def update_history(
     out: list[RevisionHistoryEntry] = []
     for revision, entry in entries.items():
         new_phase: RevisionPhase
+        promoted_at = entry.promoted_at
+        if revision == stable and promoted_at is None:
+            promoted_at = format_time(now)
         if revision in failed_set:
             new_phase = "Failed"
         elif revision == stable:
@@ -677,10 +746,17 @@ def update_history(
         elif revision == canary:
             new_phase = "Aborted" if phase == "Aborted" else "Canary"
         elif entry.phase in ("Stable", "Canary"):
-            new_phase = "Superseded"
+            # Left without being promoted is not the same as replaced after serving: `undo` tells them
+            # apart.
+            new_phase = "Superseded" if promoted_at is not None else "Abandoned"
         else:
             new_phase = entry.phase
-        out.append(entry if entry.phase == new_phase else entry.model_copy(update={"phase": new_phase}))
+        update: dict[str, object] = {}
+        if entry.phase != new_phase:
+            update["phase"] = new_phase
+        if entry.promoted_at != promoted_at:
+            update["promoted_at"] = promoted_at
+        out.append(entry.model_copy(update=update) if update else entry)
     while len(out) > limit:
         victim = next((e for e in out if e.revision not in (stable, canary)), None)
         if victim is None:
@@ -773,6 +849,7 @@ def _finish(planner: _Planner) -> RolloutPlan:
         consecutive_inconclusive=work.inconclusive,
         step_started_at=format_time(work.step_started) if work.step_started else None,
         step_ready_at=format_time(work.step_ready) if work.step_ready else None,
+        step_targets=work.step_targets,
         last_progress_at=format_time(work.last_progress) if work.last_progress else None,
         aborted_at=format_time(work.aborted_at) if work.aborted_at else None,
         message=work.message,
@@ -829,5 +906,7 @@ __all__ = [
     "recreate_targets",
     "resolve_max_unavailable",
     "split_weights",
+    "step_targets",
+    "surge_fits",
     "update_history",
 ]

@@ -19,6 +19,8 @@ from kubeforge.api.rollout import RolloutStatus
 from kubeforge.policy.conditions import format_time
 
 ACTIVE_PHASES = ("Progressing", "Paused")
+UNSETTLED_PHASES = (*ACTIVE_PHASES, "Aborted", "RolledBack")
+"""Phases in which the stable revision serves but the template's does not (yet, or no more)."""
 
 
 class RolloutCommandError(ValueError):
@@ -95,23 +97,30 @@ def abort_patch(fleet: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def undo_patch(fleet: Mapping[str, Any], *, to_revision: int | None = None) -> dict[str, Any]:
-    """Roll back: run revision number `to_revision` from the history (default: the previous one; during
-    a rollout, the stable one) through the same steps and analysis. Pins `targetRevision`; undoing to
-    the template's own revision removes the pin."""
+    """Roll back: run revision number `to_revision` from the history through the same steps and
+    analysis. Without a number: while the template's revision is not the one serving (a rollout in
+    progress, aborted or rolled back), back to the stable revision; once it serves, the last revision
+    promoted before it (one with `promotedAt`), never a canary that was abandoned, aborted or failed.
+    Pins `targetRevision`; undoing to the template's own revision removes the pin."""
     status = rollout_status(fleet)
     history = sorted(status.history, key=lambda e: e.number)
     if to_revision is None:
-        if status.phase in ACTIVE_PHASES and status.stable_revision is not None:
+        if status.phase in UNSETTLED_PHASES and status.stable_revision is not None:
             target = status.stable_revision
         else:
             previous = [
                 e
                 for e in history
-                if e.revision != status.stable_revision and e.revision not in status.failed_revisions
+                if e.promoted_at is not None
+                and e.revision != status.stable_revision
+                and e.revision not in status.failed_revisions
             ]
             if not previous:
-                raise RolloutCommandError(f"{_name(fleet)} has no previous revision to go back to")
-            target = previous[-1].revision
+                raise RolloutCommandError(
+                    f"{_name(fleet)} has no earlier revision that served as stable (history entries with"
+                    " promotedAt); pick one with --to-revision"
+                )
+            target = max(previous, key=lambda e: (e.promoted_at or "", e.number)).revision
     else:
         found = [e for e in history if e.number == to_revision]
         if not found:
