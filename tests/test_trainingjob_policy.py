@@ -844,101 +844,51 @@ def _failure_of(plan: Plan) -> tuple[str | None, str, str]:
     return plan.status.phase, _cond(plan, kind)[1], plan.status.message or ""
 
 
+def _ended(index: int, code: int, at: int | None, **fields: Any) -> dict[str, Any]:
+    """Worker `index` exited `code`, `at` seconds after T0 (None: no finishedAt)."""
+    finished = None if at is None else T0 + timedelta(seconds=at)
+    return _raw_pod(index, exit_code=code, finished=finished, **fields)
+
+
+KILLED = {"deleted": T0 + timedelta(seconds=9)}  # deleted by the Job controller, ends by a signal
+
+
 @pytest.mark.parametrize(
     ("permanent", "pods", "expected"),
     [
-        # Worker 1 exits 3; the Job controller kills worker 0 a second later (SIGTERM, 143), and 143 is
-        # listed as permanent: the kill is not the failure.
-        (
-            [143],
-            [
-                _raw_pod(
-                    0, exit_code=143, finished=T0 + timedelta(seconds=11), deleted=T0 + timedelta(seconds=10)
-                ),
-                _raw_pod(1, exit_code=3, finished=T0 + timedelta(seconds=10)),
-            ],
-            ("Restarting", "WorkerFailed", "worker 1 (tj-a0-1-x) exited with code 3"),
-        ),
-        # Worker 2 exits 42 (permanent); torchrun on its peers exits 1 when the rendezvous breaks.
+        # Worker 1 exits 3; the Job controller kills worker 0 a second later (SIGTERM), 143 is "permanent".
+        ([143], [_ended(0, 143, 11, **KILLED), _ended(1, 3, 10)], ("Restarting", "WorkerFailed", "1", 3)),
+        # Worker 2 exits 42 (permanent); torchrun on a peer exits 1 when the rendezvous breaks.
         (
             [42],
-            [
-                _raw_pod(0, exit_code=1, finished=T0 + timedelta(seconds=12)),
-                _raw_pod(1, exit_code=137, finished=T0 + timedelta(seconds=13), deleted=T0),
-                _raw_pod(2, exit_code=42, finished=T0 + timedelta(seconds=10)),
-            ],
-            ("Failed", "PermanentExitCode", "worker 2 (tj-a0-2-x) exited with code 42"),
+            [_ended(0, 1, 12), _ended(1, 137, 13, **KILLED), _ended(2, 42, 10)],
+            ("Failed", "PermanentExitCode", "2", 42),
         ),
         # Worker 1 exits 1 (retryable); its peer's torchrun exits 2 afterwards, and 2 is permanent.
-        (
-            [2],
-            [
-                _raw_pod(0, exit_code=2, finished=T0 + timedelta(seconds=11)),
-                _raw_pod(1, exit_code=1, finished=T0 + timedelta(seconds=10)),
-            ],
-            ("Restarting", "WorkerFailed", "worker 1 (tj-a0-1-x) exited with code 1"),
-        ),
+        ([2], [_ended(0, 2, 11), _ended(1, 1, 10)], ("Restarting", "WorkerFailed", "1", 1)),
         # The same second (timestamps have second precision): the worker that ended on its own is first.
-        (
-            [143],
-            [
-                _raw_pod(0, exit_code=143, finished=T0 + timedelta(seconds=10), deleted=T0),
-                _raw_pod(1, exit_code=5, finished=T0 + timedelta(seconds=10)),
-            ],
-            ("Restarting", "WorkerFailed", "worker 1 (tj-a0-1-x) exited with code 5"),
-        ),
+        ([143], [_ended(0, 143, 10, **KILLED), _ended(1, 5, 10)], ("Restarting", "WorkerFailed", "1", 5)),
         # Two own failures in the same second: the one that started first, then the lower rank.
         (
             [7],
-            [
-                _raw_pod(
-                    0, exit_code=1, finished=T0 + timedelta(seconds=10), started=T0 + timedelta(seconds=1)
-                ),
-                _raw_pod(1, exit_code=7, finished=T0 + timedelta(seconds=10), started=T0),
-            ],
-            ("Failed", "PermanentExitCode", "worker 1 (tj-a0-1-x) exited with code 7"),
+            [_ended(0, 1, 10, started=T0 + timedelta(seconds=1)), _ended(1, 7, 10)],
+            ("Failed", "PermanentExitCode", "1", 7),
         ),
-        (
-            [7],
-            [
-                _raw_pod(0, exit_code=1, finished=T0 + timedelta(seconds=10)),
-                _raw_pod(1, exit_code=7, finished=T0 + timedelta(seconds=10)),
-            ],
-            ("Restarting", "WorkerFailed", "worker 0 (tj-a0-0-x) exited with code 1"),
-        ),
+        ([7], [_ended(0, 1, 10), _ended(1, 7, 10)], ("Restarting", "WorkerFailed", "0", 1)),
         # A worker without finishedAt (its container never ran) comes after one that has it.
-        (
-            [1],
-            [
-                _raw_pod(0, exit_code=1, finished=None, started=None),
-                _raw_pod(1, exit_code=9, finished=T0 + timedelta(seconds=10)),
-            ],
-            ("Restarting", "WorkerFailed", "worker 1 (tj-a0-1-x) exited with code 9"),
-        ),
+        ([1], [_ended(0, 1, None, started=None), _ended(1, 9, 10)], ("Restarting", "WorkerFailed", "1", 9)),
         # No finishedAt anywhere: startedAt, then rank.
         (
             [4],
-            [
-                _raw_pod(0, exit_code=1, finished=None, started=T0 + timedelta(seconds=2)),
-                _raw_pod(1, exit_code=4, finished=None, started=T0),
-            ],
-            ("Failed", "PermanentExitCode", "worker 1 (tj-a0-1-x) exited with code 4"),
+            [_ended(0, 1, None, started=T0 + timedelta(seconds=2)), _ended(1, 4, None)],
+            ("Failed", "PermanentExitCode", "1", 4),
         ),
         # A worker evicted first (DisruptionTarget) is a retryable failure whatever it exited with, and
         # the peer that failed because of it does not make it permanent.
         (
             [1, 143],
-            [
-                _raw_pod(
-                    0,
-                    exit_code=143,
-                    finished=T0 + timedelta(seconds=10),
-                    deleted=T0 + timedelta(seconds=9),
-                    disruption="EvictionByEvictionAPI",
-                ),
-                _raw_pod(1, exit_code=1, finished=T0 + timedelta(seconds=12)),
-            ],
-            ("Restarting", "WorkerDisrupted", "worker 0 (tj-a0-0-x) was stopped from outside"),
+            [_ended(0, 143, 10, disruption="EvictionByEvictionAPI", **KILLED), _ended(1, 1, 12)],
+            ("Restarting", "WorkerDisrupted", "0", None),
         ),
     ],
     ids=[
@@ -954,14 +904,16 @@ def _failure_of(plan: Plan) -> tuple[str | None, str, str]:
     ],
 )
 def test_the_first_worker_to_fail_decides(
-    permanent: list[int], pods: list[dict[str, Any]], expected: tuple[str, str, str]
+    permanent: list[int], pods: list[dict[str, Any]], expected: tuple[str, str, str, int | None]
 ) -> None:
     spec = _spec(workers=len(pods), policy={"permanentExitCodes": permanent})
     job = job_view(_raw_job(failed=True), "tj-uid")
     plan = decide(_obs(spec, _running(), jobs=(job,), pods=_seen(*pods)))
     phase, reason, message = _failure_of(plan)
     assert (phase, reason) == expected[:2]
-    assert expected[2] in message
+    worker, code = expected[2:]
+    how = "was stopped from outside" if code is None else f"exited with code {code}"
+    assert f"worker {worker} (tj-a0-{worker}-x) {how}" in message
     assert plan.status.restarts == (1 if phase == "Restarting" else 0)
     # Seen again (the Job not deleted yet): the same decision, no second restart.
     again = decide(_obs(spec, plan.status, jobs=(job,), pods=_seen(*pods), now=NOW + timedelta(seconds=1)))
@@ -1192,26 +1144,13 @@ def test_kueue_readmits_the_same_attempt_and_the_deadline_skips_the_queued_time(
     assert resumed.create_attempt is None
     assert _cond(resumed, "Admitted") == ("True", "KueueAdmitted")
     assert resumed.requeue_after == pytest.approx(100)
-    near = decide(
-        _obs(
-            spec,
-            resumed.status,
-            jobs=(readmitted,),
-            pods=(_pod(0), _pod(1)),
-            now=later + timedelta(seconds=90),
-        )
-    )
-    assert near.status.phase == "Running"
-    over = decide(
-        _obs(
-            spec,
-            resumed.status,
-            jobs=(readmitted,),
-            pods=(_pod(0), _pod(1)),
-            now=later + timedelta(seconds=100),
-        )
-    )
-    assert _cond(over, "Failed") == ("True", "DeadlineExceeded")
+
+    def after(seconds: int) -> Plan:
+        now = later + timedelta(seconds=seconds)
+        return decide(_obs(spec, resumed.status, jobs=(readmitted,), pods=(_pod(0), _pod(1)), now=now))
+
+    assert after(90).status.phase == "Running"
+    assert _cond(after(100), "Failed") == ("True", "DeadlineExceeded")
 
 
 def test_user_suspend_pauses_the_deadline_clock() -> None:
@@ -1232,25 +1171,14 @@ def test_user_suspend_pauses_the_deadline_clock() -> None:
     assert resumed.create_attempt == 0
     assert resumed.status.active_since == format_time(later)
     assert resumed.requeue_after is None or resumed.requeue_after <= 200
+    workers = (_pod(0), _pod(1))
     running = decide(
-        _obs(
-            spec,
-            resumed.status,
-            jobs=(_job(start_time=later),),
-            pods=(_pod(0), _pod(1)),
-            now=later + timedelta(seconds=199),
-        )
+        _obs(spec, resumed.status, jobs=(_job(),), pods=workers, now=later + timedelta(seconds=199))
     )
     assert running.status.phase == "Running"
     assert running.requeue_after == pytest.approx(1)
     over = decide(
-        _obs(
-            spec,
-            resumed.status,
-            jobs=(_job(start_time=later),),
-            pods=(_pod(0), _pod(1)),
-            now=later + timedelta(seconds=200),
-        )
+        _obs(spec, resumed.status, jobs=(_job(),), pods=workers, now=later + timedelta(seconds=200))
     )
     assert _cond(over, "Failed") == ("True", "DeadlineExceeded")
 
