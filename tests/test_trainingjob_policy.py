@@ -1272,3 +1272,12 @@ def test_any_order_of_a_kueue_stop_is_queued_never_a_failure(
     # From T0 to the suspension, or to when the operator saw it if the Job's condition came later.
     assert seen_at is not None
     assert 20 <= status.active_seconds <= 20 + seen_at
+
+
+def test_a_job_suspended_from_outside_without_a_queue_name_is_queued_too() -> None:
+    """Kueue with `manageJobsWithoutQueueName` suspends Jobs that name no queue: the same rules hold."""
+    job = job_view(_raw_job(suspend=True, suspended_at=NOW), "tj-uid")
+    pods = _seen(_raw_pod(0, exit_code=143, finished=NOW, deleted=NOW), _raw_pod(1, deleted=NOW))
+    plan = decide(_obs(_spec(policy={"permanentExitCodes": [143]}), _running(), jobs=(job,), pods=pods))
+    assert (plan.status.phase, plan.status.restarts, plan.delete_jobs) == ("Queued", 0, ())
+    assert "waits in its queue to be admitted again" in (plan.status.message or "")

@@ -832,9 +832,11 @@ def _requeued_by_kueue(
     )
     reason = job.suspend_reason if own else SUSPENDED_BY_KUEUE
     detail = f" ({job.suspend_reason}: {job.suspend_message})" if own and job.suspend_message else ""
+    # Without queueName, Kueue still manages the Job when it runs with manageJobsWithoutQueueName.
+    queue = f"queue {spec.queue_name!r}" if spec.queue_name else "its queue"
     message = (
         f"Kueue suspended the Job {job.name}{detail}: its workers were stopped and the workload waits in "
-        f"queue {spec.queue_name!r} to be admitted again (not a failure; `kubectl get workloads` says why)"
+        f"{queue} to be admitted again (not a failure; `kubectl get workloads` says why)"
     )
     return _Verdict(
         phase="Queued",
