@@ -164,6 +164,7 @@ def test_kueue_preemption_queues_the_job_and_readmission_resumes_it(
     assert status["restarts"] == 0
     assert _condition(status, "Admitted")["reason"] == "SuspendedByKueue"
     assert _condition(status, "Failed")["status"] == "False"
+    assert status["workers"]["failed"] == 0  # stopped by the suspension, not failed
     assert "activeSince" not in status
     ran = status["activeSeconds"]
     assert 5 <= ran < deadline

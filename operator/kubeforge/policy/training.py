@@ -535,7 +535,8 @@ def _verdict(o: Observed) -> _Verdict:
     current = next((j for j in owned if j.name == current_name and not j.deleting), None)
     stale = tuple(sorted(j.name for j in owned if j.name != current_name and not j.deleting))
     pods = [p for p in o.pods if current is not None and p.job_uid == current.uid]
-    counts = worker_counts(spec, pods)
+    # Workers stopped by a suspension did not fail: they are not counted as failed.
+    counts = worker_counts(spec, [p for p in pods if current is None or not suspend_casualty(p, current)])
     start = parse_time(st.start_time)
     base: dict[str, Any] = {"restarts": restarts, "start_time": start, "counts": counts}
     gang_ours = spec.gang and not spec.queue_name
