@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
+from kubeforge.kube import projections
 from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import format_time, parse_time
 from kubeforge.policy.status import status_diff
@@ -767,7 +768,11 @@ def _raw_pod(
         conditions.append({"type": "DisruptionTarget", "status": "True", "reason": disruption})
     meta: dict[str, Any] = {
         "name": f"tj-a{attempt}-{index}-x",
-        "labels": {"kubeforge.dev/attempt": str(attempt)},
+        "labels": {
+            "app.kubernetes.io/managed-by": "kubeforge",
+            "kubeforge.dev/trainingjob": "tj",
+            "kubeforge.dev/attempt": str(attempt),
+        },
         "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
         "ownerReferences": [{"kind": "Job", "uid": f"job-{attempt}", "controller": True}],
     }
@@ -1283,3 +1288,21 @@ def test_a_job_suspended_from_outside_without_a_queue_name_is_queued_too() -> No
     plan = decide(_obs(_spec(policy={"permanentExitCodes": [143]}), _running(), jobs=(job,), pods=pods))
     assert (plan.status.phase, plan.status.restarts, plan.delete_jobs) == ("Queued", 0, ())
     assert "waits in its queue to be admitted again" in (plan.status.message or "")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _ended(0, 143, 11, disruption="PreemptionByScheduler", **KILLED),
+        _ended(1, 1, None, started=None),
+        _raw_pod(2, deleted=T0),
+        _raw_pod(3),
+    ],
+    ids=["killed-disrupted", "no-timestamps", "deleting", "running"],
+)
+def test_the_pod_cache_keeps_what_the_decision_reads(raw: dict[str, Any]) -> None:
+    """The informer stores projections, not whole pods: finishedAt, startedAt, the deletion timestamp and
+    the DisruptionTarget condition must survive the projection."""
+    cached = projections.pod({**raw, "apiVersion": "v1", "kind": "Pod"})
+    assert cached is not None
+    assert pod_view(cached) == pod_view(raw)
