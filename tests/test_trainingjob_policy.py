@@ -1306,3 +1306,13 @@ def test_the_pod_cache_keeps_what_the_decision_reads(raw: dict[str, Any]) -> Non
     cached = projections.pod({**raw, "apiVersion": "v1", "kind": "Pod"})
     assert cached is not None
     assert pod_view(cached) == pod_view(raw)
+
+
+def test_a_finished_worker_being_deleted_holds_nothing() -> None:
+    """Only workers still running while they are deleted or evicted make the decision wait."""
+    done = _pod(0, phase="Succeeded", deleting=True, exit_code=0, end=NOW - timedelta(seconds=1))
+    plan = decide(_obs(status=_running(), jobs=(_job(),), pods=(done, _pod(1))))
+    assert plan.status.phase == "Pending"
+    evicted = decide(_obs(status=_running(), jobs=(_job(),), pods=(_pod(0, deleting=True), _pod(1))))
+    assert evicted.status.phase == "Running"
+    assert evicted.requeue_after == 5

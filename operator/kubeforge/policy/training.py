@@ -426,7 +426,7 @@ def classify_failure(
         if left > 0 and any(_unaware(p) for p in pods):
             return Settling(left)
         return Failure(False, "WorkerFailed", f"the attempt's Job {job.name} failed: {job.failure_message}")
-    if not job.suspended and any(p.stopped_from_outside and p.node is not None for p in pods):
+    if not job.suspended and any(p.stopped_from_outside and not p.terminal and p.node for p in pods):
         # Workers are being deleted or evicted and the Job has not said why: Kueue's suspension is on its
         # way, or the Job controller is about to fail the Job. Either way it is not ours to judge yet.
         return Settling(STOPPING_RECHECK_SECONDS)
