@@ -158,10 +158,12 @@ class FakeKube:
     def run_pods(
         self, job: Obj, *, phase: str = "Running", exit_code: int | None = None, failed_index: int = -1
     ) -> None:
-        """The Job controller and scheduler: one bound pod per index."""
+        """The Job controller and scheduler: one bound pod per index. With a failed index, the Job fails
+        (backoffLimit 0) and the Job controller is stopping the other workers (deleted, still running)."""
         template = job["spec"]["template"]
         for index in range(job["spec"]["completions"]):
             pod_phase = "Failed" if index == failed_index else phase
+            stopping = failed_index >= 0 and pod_phase == "Running"
             state: Obj = {"running": {}}
             if pod_phase in ("Failed", "Succeeded"):
                 code = exit_code if pod_phase == "Failed" else 0
@@ -173,6 +175,7 @@ class FakeKube:
                     "metadata": {
                         "name": f"{job['metadata']['name']}-{index}",
                         "namespace": job["metadata"]["namespace"],
+                        **({"deletionTimestamp": format_time(datetime.now(UTC))} if stopping else {}),
                         "labels": dict(template["metadata"]["labels"]),
                         "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
                         "ownerReferences": [

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
+from kubeforge.kube import projections
 from kubeforge.policy.capacity import Admission
-from kubeforge.policy.conditions import format_time
+from kubeforge.policy.conditions import format_time, parse_time
 from kubeforge.policy.status import status_diff
 from kubeforge.policy.training import (
     GPU_HOURS_WRITE_INTERVAL,
@@ -262,7 +263,9 @@ def _failed_worker(code: int, index: int = 1) -> PodView:
 
 
 def test_worker_failure_restarts_the_whole_gang_status_first() -> None:
-    plan = decide(_obs(status=_running(), jobs=(_job(failed=True),), pods=(_pod(0), _failed_worker(1))))
+    # Worker 1 failed; the Job controller failed the Job and is stopping worker 0.
+    pods = (_pod(0, deleting=True), _failed_worker(1))
+    plan = decide(_obs(status=_running(), jobs=(_job(failed=True),), pods=pods))
     assert plan.status.phase == "Restarting"
     assert plan.status.restarts == 1
     assert plan.status.attempt == 1
@@ -727,3 +730,589 @@ def test_any_world_converges_and_keeps_the_invariants(
         jobs, pods = _apply(plan, jobs, pods)
     else:
         pytest.fail(f"no fixed point: last plan {plan}")
+
+
+# ------------------------------------------------------------- first failure decides (issue 9, item 6)
+#
+# Snapshots as the API server serves them: a worker's container status, its deletion timestamp and
+# conditions, read through `pod_view`, so the fields the decision needs are the ones a real pod carries.
+
+T0 = NOW - timedelta(seconds=30)
+
+
+def _raw_pod(
+    index: int,
+    *,
+    attempt: int = 0,
+    exit_code: int | None = None,
+    finished: datetime | None = None,
+    started: datetime | None = T0,
+    reason: str = "Error",
+    deleted: datetime | None = None,
+    disruption: str | None = None,
+    node: str | None = None,
+) -> dict[str, Any]:
+    """One worker pod: Running until it has an exit code, then Failed with its container terminated."""
+    container: dict[str, Any] = {"name": "worker", "ready": exit_code is None, "restartCount": 0}
+    if exit_code is None:
+        container["state"] = {"running": {"startedAt": format_time(started)}} if started else {}
+    else:
+        terminated: dict[str, Any] = {"exitCode": exit_code, "reason": reason}
+        if started is not None:
+            terminated["startedAt"] = format_time(started)
+        if finished is not None:
+            terminated["finishedAt"] = format_time(finished)
+        container["state"] = {"terminated": terminated}
+    conditions = [{"type": "Ready", "status": "True" if exit_code is None else "False"}]
+    if disruption is not None:
+        conditions.append({"type": "DisruptionTarget", "status": "True", "reason": disruption})
+    meta: dict[str, Any] = {
+        "name": f"tj-a{attempt}-{index}-x",
+        "labels": {
+            "app.kubernetes.io/managed-by": "kubeforge",
+            "kubeforge.dev/trainingjob": "tj",
+            "kubeforge.dev/attempt": str(attempt),
+        },
+        "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+        "ownerReferences": [{"kind": "Job", "uid": f"job-{attempt}", "controller": True}],
+    }
+    if deleted is not None:
+        meta["deletionTimestamp"] = format_time(deleted + timedelta(seconds=30))  # + grace period
+    return {
+        "metadata": meta,
+        "spec": {
+            "nodeName": node or f"h100-{index % 2}",
+            "containers": [{"name": "worker", "resources": {"limits": {"nvidia.com/gpu": "4"}}}],
+        },
+        "status": {
+            "phase": "Running" if exit_code is None else "Failed",
+            "startTime": format_time(T0),
+            "conditions": conditions,
+            "containerStatuses": [container],
+        },
+    }
+
+
+def _raw_job(
+    attempt: int = 0,
+    *,
+    failed: bool = False,
+    failed_at: datetime | None = None,
+    suspend: bool = False,
+    suspended_at: datetime | None = None,
+    reason: str = "JobSuspended",
+    message: str = "Job suspended",
+) -> dict[str, Any]:
+    conditions: list[dict[str, Any]] = []
+    if failed:
+        conditions.append(
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "limit",
+                "lastTransitionTime": format_time(failed_at or T0),
+            }
+        )
+    if suspended_at is not None:
+        conditions.append(
+            {
+                "type": "Suspended",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": format_time(suspended_at),
+            }
+        )
+    status: dict[str, Any] = {"conditions": conditions}
+    if not suspend:
+        status["startTime"] = format_time(T0)
+    return {
+        "metadata": {
+            "name": f"tj-a{attempt}",
+            "uid": f"job-{attempt}",
+            "creationTimestamp": format_time(T0),
+            "labels": {"kueue.x-k8s.io/queue-name": "team-a"},
+            "ownerReferences": [{"uid": "tj-uid", "controller": True}],
+        },
+        "spec": {"suspend": suspend},
+        "status": status,
+    }
+
+
+def _seen(*pods: dict[str, Any]) -> tuple[PodView, ...]:
+    return tuple(pod_view(p) for p in pods)
+
+
+def _failure_of(plan: Plan) -> tuple[str | None, str, str]:
+    kind = "Failed" if plan.status.phase == "Failed" else "Reconciling"
+    return plan.status.phase, _cond(plan, kind)[1], plan.status.message or ""
+
+
+def _ended(index: int, code: int, at: int | None, **fields: Any) -> dict[str, Any]:
+    """Worker `index` exited `code`, `at` seconds after T0 (None: no finishedAt)."""
+    finished = None if at is None else T0 + timedelta(seconds=at)
+    return _raw_pod(index, exit_code=code, finished=finished, **fields)
+
+
+KILLED = {"deleted": T0 + timedelta(seconds=9)}  # deleted by the Job controller, ends by a signal
+
+
+@pytest.mark.parametrize(
+    ("permanent", "pods", "expected"),
+    [
+        # Worker 1 exits 3; the Job controller kills worker 0 a second later (SIGTERM), 143 is "permanent".
+        ([143], [_ended(0, 143, 11, **KILLED), _ended(1, 3, 10)], ("Restarting", "WorkerFailed", "1", 3)),
+        # Worker 2 exits 42 (permanent); torchrun on a peer exits 1 when the rendezvous breaks.
+        (
+            [42],
+            [_ended(0, 1, 12), _ended(1, 137, 13, **KILLED), _ended(2, 42, 10)],
+            ("Failed", "PermanentExitCode", "2", 42),
+        ),
+        # Worker 1 exits 1 (retryable); its peer's torchrun exits 2 afterwards, and 2 is permanent.
+        ([2], [_ended(0, 2, 11), _ended(1, 1, 10)], ("Restarting", "WorkerFailed", "1", 1)),
+        # The same second (timestamps have second precision): the worker that ended on its own is first.
+        ([143], [_ended(0, 143, 10, **KILLED), _ended(1, 5, 10)], ("Restarting", "WorkerFailed", "1", 5)),
+        # Two own failures in the same second: the one that started first, then the lower rank.
+        (
+            [7],
+            [_ended(0, 1, 10, started=T0 + timedelta(seconds=1)), _ended(1, 7, 10)],
+            ("Failed", "PermanentExitCode", "1", 7),
+        ),
+        ([7], [_ended(0, 1, 10), _ended(1, 7, 10)], ("Restarting", "WorkerFailed", "0", 1)),
+        # A worker without finishedAt (its container never ran) comes after one that has it.
+        ([1], [_ended(0, 1, None, started=None), _ended(1, 9, 10)], ("Restarting", "WorkerFailed", "1", 9)),
+        # No finishedAt anywhere: startedAt, then rank.
+        (
+            [4],
+            [_ended(0, 1, None, started=T0 + timedelta(seconds=2)), _ended(1, 4, None)],
+            ("Failed", "PermanentExitCode", "1", 4),
+        ),
+        # A worker evicted first (DisruptionTarget) is a retryable failure whatever it exited with, and
+        # the peer that failed because of it does not make it permanent.
+        (
+            [1, 143],
+            [_ended(0, 143, 10, disruption="EvictionByEvictionAPI", **KILLED), _ended(1, 1, 12)],
+            ("Restarting", "WorkerDisrupted", "0", None),
+        ),
+    ],
+    ids=[
+        "killed-peer-143",
+        "torchrun-peers-exit-1",
+        "peer-exit-permanent-after",
+        "tie-own-before-killed",
+        "tie-started-first",
+        "tie-rank",
+        "missing-finished",
+        "missing-all-timestamps",
+        "evicted-first",
+    ],
+)
+def test_the_first_worker_to_fail_decides(
+    permanent: list[int], pods: list[dict[str, Any]], expected: tuple[str, str, str, int | None]
+) -> None:
+    spec = _spec(workers=len(pods), policy={"permanentExitCodes": permanent})
+    job = job_view(_raw_job(failed=True), "tj-uid")
+    plan = decide(_obs(spec, _running(), jobs=(job,), pods=_seen(*pods)))
+    phase, reason, message = _failure_of(plan)
+    assert (phase, reason) == expected[:2]
+    worker, code = expected[2:]
+    how = "was stopped from outside" if code is None else f"exited with code {code}"
+    assert f"worker {worker} (tj-a0-{worker}-x) {how}" in message
+    assert plan.status.restarts == (1 if phase == "Restarting" else 0)
+    # Seen again (the Job not deleted yet): the same decision, no second restart.
+    again = decide(_obs(spec, plan.status, jobs=(job,), pods=_seen(*pods), now=NOW + timedelta(seconds=1)))
+    assert again.status.restarts == plan.status.restarts
+    assert not again.restarted
+
+
+def test_a_failure_waits_for_the_reports_of_peers_still_running() -> None:
+    """Kubelets report on their own schedule: worker 1's failure arrives first although worker 0 failed
+    a second earlier with a permanent code. The decision waits for worker 0's report."""
+    spec = _spec(policy={"permanentExitCodes": [42]})
+    job = job_view(_raw_job(failed=True), "tj-uid")
+    first_report = _seen(_raw_pod(0), _raw_pod(1, exit_code=1, finished=NOW - timedelta(seconds=2)))
+    waiting = decide(_obs(spec, _running(), jobs=(job,), pods=first_report))
+    assert waiting.status.phase == "Running"
+    assert waiting.status.restarts == 0
+    assert waiting.delete_jobs == ()
+    assert waiting.events == ()
+    assert waiting.requeue_after == pytest.approx(8)
+    both = _seen(
+        _raw_pod(0, exit_code=42, finished=NOW - timedelta(seconds=3)),
+        _raw_pod(1, exit_code=1, finished=NOW - timedelta(seconds=2)),
+    )
+    plan = decide(_obs(spec, waiting.status, jobs=(job,), pods=both, now=NOW + timedelta(seconds=1)))
+    assert _failure_of(plan)[:2] == ("Failed", "PermanentExitCode")
+    assert "worker 0" in (plan.status.message or "")
+    # A peer that never reports does not hold the decision longer than the settle window.
+    late = decide(_obs(spec, waiting.status, jobs=(job,), pods=first_report, now=NOW + timedelta(seconds=8)))
+    assert _failure_of(late)[:2] == ("Restarting", "WorkerFailed")
+    assert late.status.restarts == 1
+
+
+# One worker fails first; its peers are killed by the Job controller (deleted, 143/137) or exit 1 when
+# torchrun's rendezvous breaks, each at least as late; every report reaches the operator after a delay
+# of its own, and the Job's Failed condition at any point.
+peer_fates = st.sampled_from(["killed-143", "killed-137", "torchrun-1", "torchrun-2"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    first=st.integers(0, 3),
+    code=st.sampled_from([1, 2, 3, 42]),
+    fates=st.lists(peer_fates, min_size=3, max_size=3),
+    after=st.lists(st.integers(0, 4), min_size=3, max_size=3),
+    delays=st.lists(st.integers(0, 6), min_size=4, max_size=4),
+    job_failed_at=st.integers(0, 12),
+    permanent=st.sets(st.sampled_from([1, 2, 42, 137, 143]), max_size=3),
+)
+def test_any_report_order_is_judged_on_the_first_failure(
+    first: int,
+    code: int,
+    fates: list[str],
+    after: list[int],
+    delays: list[int],
+    job_failed_at: int,
+    permanent: set[int],
+) -> None:
+    workers = 4
+    spec = _spec(workers=workers, policy={"permanentExitCodes": sorted(permanent), "maxRestarts": 3})
+    t_fail = T0 + timedelta(seconds=10)
+    ended: dict[int, dict[str, Any]] = {first: _raw_pod(first, exit_code=code, finished=t_fail)}
+    peers = [i for i in range(workers) if i != first]
+    for peer, fate, gap in zip(peers, fates, after, strict=True):
+        kind, _, exit_code = fate.partition("-")
+        if kind == "killed":  # the Job controller deletes it after seeing the failure: same second or later
+            ended[peer] = _raw_pod(
+                peer, exit_code=int(exit_code), finished=t_fail + timedelta(seconds=gap), deleted=t_fail
+            )
+        else:  # torchrun notices the broken rendezvous at least a second later
+            ended[peer] = _raw_pod(
+                peer, exit_code=int(exit_code), finished=t_fail + timedelta(seconds=1 + gap)
+            )
+    arrival: dict[int, datetime] = {}
+    for i in range(workers):
+        finished = parse_time(ended[i]["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"])
+        assert finished is not None
+        arrival[i] = finished + timedelta(seconds=delays[i])
+    status = _running()
+    decision: Plan | None = None
+    for tick in range(0, 25):
+        now = t_fail + timedelta(seconds=tick)
+        pods = _seen(*(ended[i] if arrival[i] <= now else _raw_pod(i) for i in range(workers)))
+        failed_at = t_fail + timedelta(seconds=job_failed_at)
+        job = job_view(_raw_job(failed=tick >= job_failed_at, failed_at=failed_at), "tj-uid")
+        plan = decide(_obs(spec, status, jobs=(job,), pods=pods, now=now, nodes=None))
+        if plan.status.phase in ("Restarting", "Failed"):
+            decision = plan
+            break
+        assert plan.status.restarts == 0
+        status = plan.status
+    assert decision is not None, "never decided"
+    phase, reason, message = _failure_of(decision)
+    assert f"worker {first} (tj-a0-{first}-x) exited with code {code}" in message
+    if code in permanent:
+        assert (phase, reason, decision.status.restarts) == ("Failed", "PermanentExitCode", 0)
+    else:
+        assert (phase, reason, decision.status.restarts) == ("Restarting", "WorkerFailed", 1)
+
+
+# ------------------------------------------------------------- Kueue suspension (issue 9, item 5)
+
+KUEUE_RUNNING = _status(
+    phase="Running",
+    startTime=format_time(T0),
+    activeSince=format_time(T0),
+    conditions=[
+        {
+            "type": "Admitted",
+            "status": "True",
+            "reason": "KueueAdmitted",
+            "message": "admitted by Kueue queue 'team-a'",
+            "lastTransitionTime": format_time(T0),
+        }
+    ],
+)
+
+
+def _kueue_spec(**fields: Any) -> TrainingJobSpec:
+    return _spec(queueName="team-a", policy={"permanentExitCodes": [137, 143]}, **fields)
+
+
+def test_kueue_suspending_a_running_job_queues_it_without_a_restart() -> None:
+    suspended_at = NOW - timedelta(seconds=5)
+    job = job_view(_raw_job(suspend=True, suspended_at=suspended_at), "tj-uid")
+    # What the Job controller's stop leaves: one worker killed by SIGTERM, one SIGKILLed after the grace
+    # period, one still terminating, one evicted (DisruptionTarget) that the kubelet reports as 143.
+    pods = _seen(
+        _raw_pod(0, exit_code=143, finished=suspended_at + timedelta(seconds=1), deleted=suspended_at),
+        _raw_pod(1, exit_code=137, finished=suspended_at + timedelta(seconds=3), deleted=suspended_at),
+        _raw_pod(2, deleted=suspended_at),
+        _raw_pod(3, exit_code=143, finished=suspended_at, disruption="PreemptionByScheduler"),
+    )
+    spec = _kueue_spec(workers=4)
+    plan = decide(_obs(spec, KUEUE_RUNNING, jobs=(job,), pods=pods))
+    assert plan.status.phase == "Queued"
+    assert plan.status.restarts == 0
+    assert plan.delete_jobs == ()
+    assert plan.create_attempt is None
+    assert not plan.restarted
+    assert _cond(plan, "Admitted") == ("False", "SuspendedByKueue")
+    assert _cond(plan, "Reconciling") == ("True", "SuspendedByKueue")
+    assert _cond(plan, "Failed")[0] == "False"
+    assert plan.status.workers is not None
+    assert plan.status.workers.failed == 0  # stopped, not failed
+    assert "Kueue suspended the Job tj-a0" in (plan.status.message or "")
+    [event] = plan.events
+    assert (event.type, event.reason) == ("Normal", "SuspendedByKueue")
+    # The active stretch ended at the suspension, not when the operator noticed it.
+    assert plan.status.active_since is None
+    assert plan.status.active_seconds == int((suspended_at - T0).total_seconds())
+    # The next passes, while the pods go, change nothing.
+    again = decide(_obs(spec, plan.status, jobs=(job,), pods=pods, now=NOW + timedelta(seconds=1)))
+    assert status_diff(plan.status, again.status) is None
+    gone = decide(_obs(spec, plan.status, jobs=(job,), now=NOW + timedelta(seconds=30)))
+    assert status_diff(plan.status, gone.status) is None
+    assert gone.events == ()
+
+
+def test_kueue_reason_on_the_job_is_passed_on() -> None:
+    raw = _raw_job(
+        suspend=True, suspended_at=NOW, reason="Preempted", message="Preempted to accommodate a workload"
+    )
+    plan = decide(_obs(_kueue_spec(), KUEUE_RUNNING, jobs=(job_view(raw, "tj-uid"),)))
+    assert plan.status.phase == "Queued"
+    assert _cond(plan, "Admitted") == ("False", "Preempted")
+    assert "(Preempted: Preempted to accommodate a workload)" in (plan.status.message or "")
+
+
+def test_workers_stopped_before_the_suspension_is_seen_are_not_a_failure() -> None:
+    """The pod cache is ahead of the Job cache: the workers are already being killed, the Job still reads
+    unsuspended. Nothing is decided until the Job says why."""
+    stopping = _seen(
+        _raw_pod(0, exit_code=143, finished=NOW - timedelta(seconds=1), deleted=NOW - timedelta(seconds=2)),
+        _raw_pod(1, deleted=NOW - timedelta(seconds=2)),
+    )
+    spec = _kueue_spec()
+    plan = decide(_obs(spec, KUEUE_RUNNING, jobs=(job_view(_raw_job(), "tj-uid"),), pods=stopping))
+    assert plan.status.phase == "Running"
+    assert plan.status.restarts == 0
+    assert plan.delete_jobs == ()
+    assert plan.requeue_after is not None
+    seen = job_view(_raw_job(suspend=True), "tj-uid")  # suspended, its condition not written yet
+    plan = decide(_obs(spec, plan.status, jobs=(seen,), pods=stopping))
+    assert (plan.status.phase, plan.status.restarts) == ("Queued", 0)
+
+
+@pytest.mark.parametrize(
+    ("finished", "restart"), [(-5, True), (0, False), (2, False)], ids=["before", "same-second", "after"]
+)
+def test_a_worker_that_failed_on_its_own_before_the_suspension_still_counts(
+    finished: int, restart: bool
+) -> None:
+    suspended_at = NOW - timedelta(seconds=10)
+    job = job_view(_raw_job(suspend=True, suspended_at=suspended_at), "tj-uid")
+    pods = _seen(
+        _raw_pod(0, exit_code=1, finished=suspended_at + timedelta(seconds=finished)),
+        _raw_pod(1, exit_code=143, finished=suspended_at + timedelta(seconds=1), deleted=suspended_at),
+    )
+    plan = decide(_obs(_kueue_spec(), KUEUE_RUNNING, jobs=(job,), pods=pods))
+    assert (plan.status.phase == "Restarting") is restart
+    assert plan.status.restarts == (1 if restart else 0)
+    if not restart:
+        assert plan.status.phase == "Queued"
+
+
+def test_kueue_readmits_the_same_attempt_and_the_deadline_skips_the_queued_time() -> None:
+    spec = _kueue_spec(activeDeadlineSeconds=600)
+    t = T0
+    # Ran 500 s, then Kueue suspended it.
+    running = decide(
+        _obs(spec, KUEUE_RUNNING, jobs=(_job(),), pods=(_pod(0), _pod(1)), now=t + timedelta(seconds=500))
+    )
+    assert running.status.phase == "Running"
+    assert running.requeue_after == pytest.approx(100)
+    suspended_at = t + timedelta(seconds=500)
+    job = job_view(_raw_job(suspend=True, suspended_at=suspended_at), "tj-uid")
+    queued = decide(_obs(spec, running.status, jobs=(job,), now=suspended_at + timedelta(seconds=2)))
+    assert queued.status.phase == "Queued"
+    assert queued.status.active_seconds == 500
+    # An hour in the queue, with an operator restart in between (the status is all it keeps).
+    stored = parse_status(queued.status.model_dump(by_alias=True, exclude_none=True))
+    later = suspended_at + timedelta(hours=1)
+    still = decide(_obs(spec, stored, jobs=(job,), now=later))
+    assert still.status.phase == "Queued"
+    assert status_diff(stored, still.status) is None
+    # Kueue admits it again: the same Job, unsuspended; no restart, the clock resumes.
+    readmitted = _job(start_time=later)
+    resumed = decide(_obs(spec, still.status, jobs=(readmitted,), pods=(_pod(0), _pod(1)), now=later))
+    assert (resumed.status.phase, resumed.status.restarts, resumed.status.job_name) == ("Running", 0, "tj-a0")
+    assert resumed.create_attempt is None
+    assert _cond(resumed, "Admitted") == ("True", "KueueAdmitted")
+    assert resumed.requeue_after == pytest.approx(100)
+
+    def after(seconds: int) -> Plan:
+        now = later + timedelta(seconds=seconds)
+        return decide(_obs(spec, resumed.status, jobs=(readmitted,), pods=(_pod(0), _pod(1)), now=now))
+
+    assert after(90).status.phase == "Running"
+    assert _cond(after(100), "Failed") == ("True", "DeadlineExceeded")
+
+
+def test_user_suspend_pauses_the_deadline_clock() -> None:
+    spec = _spec(activeDeadlineSeconds=600)
+    status = _status(phase="Running", startTime=format_time(T0), activeSince=format_time(T0))
+    suspended = decide(
+        _obs(
+            _spec(activeDeadlineSeconds=600, suspend=True),
+            status,
+            jobs=(_job(),),
+            now=T0 + timedelta(seconds=400),
+        )
+    )
+    assert suspended.status.phase == "Suspended"
+    assert (suspended.status.active_seconds, suspended.status.active_since) == (400, None)
+    later = T0 + timedelta(hours=2)
+    resumed = decide(_obs(spec, suspended.status, admission=FITS, now=later))
+    assert resumed.create_attempt == 0
+    assert resumed.status.active_since == format_time(later)
+    assert resumed.requeue_after is None or resumed.requeue_after <= 200
+    workers = (_pod(0), _pod(1))
+    running = decide(
+        _obs(spec, resumed.status, jobs=(_job(),), pods=workers, now=later + timedelta(seconds=199))
+    )
+    assert running.status.phase == "Running"
+    assert running.requeue_after == pytest.approx(1)
+    over = decide(
+        _obs(spec, resumed.status, jobs=(_job(),), pods=workers, now=later + timedelta(seconds=200))
+    )
+    assert _cond(over, "Failed") == ("True", "DeadlineExceeded")
+
+
+def test_a_status_from_before_active_seconds_keeps_its_clock() -> None:
+    """An operator upgrade: a running job whose status has only `startTime` keeps counting from it."""
+    spec = _spec(activeDeadlineSeconds=600)
+    old = _status(phase="Running", startTime=format_time(NOW - timedelta(seconds=500)))
+    plan = decide(_obs(spec, old, jobs=(_job(),), pods=(_pod(0), _pod(1))))
+    assert plan.status.active_since == format_time(NOW - timedelta(seconds=500))
+    assert plan.requeue_after == pytest.approx(100)
+
+
+# The stop Kueue causes, as a set of event streams the operator's two caches see in any interleaving:
+# the Job (Kueue sets spec.suspend, then the Job controller writes its Suspended condition) and each
+# worker pod (deleted, maybe marked DisruptionTarget, terminated by the kubelet with 143 or 137, removed).
+pod_endings = st.sampled_from(["143", "137", "none", "disrupted-143"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    workers=st.integers(1, 4),
+    endings=st.lists(pod_endings, min_size=4, max_size=4),
+    removed=st.lists(st.booleans(), min_size=4, max_size=4),
+    data=st.data(),
+)
+def test_any_order_of_a_kueue_stop_is_queued_never_a_failure(
+    workers: int, endings: list[str], removed: list[bool], data: st.DataObject
+) -> None:
+    spec = _kueue_spec(workers=workers, activeDeadlineSeconds=3600)
+    t_s = T0 + timedelta(seconds=20)
+    streams: list[list[tuple[str, int]]] = [[("suspend", -1), ("condition", -1)]]
+    for i in range(workers):
+        events = [("delete", i)]
+        if endings[i] != "none":
+            events.append(("terminate", i))
+        if removed[i]:
+            events.append(("remove", i))
+        streams.append(events)
+    job_state = {"suspend": False, "condition": False}
+    pod_state: dict[int, dict[str, Any] | None] = {i: _raw_pod(i) for i in range(workers)}
+    status = KUEUE_RUNNING
+    tick = 0
+    seen_at: int | None = None
+    while any(streams):
+        live = [s for s in streams if s]
+        stream = data.draw(st.sampled_from(live))
+        kind, i = stream.pop(0)
+        tick += 1
+        if kind in job_state:
+            job_state[kind] = True
+        elif kind == "delete":
+            disrupted = endings[i].startswith("disrupted")
+            pod_state[i] = _raw_pod(i, deleted=t_s, disruption="PreemptionByScheduler" if disrupted else None)
+        elif kind == "terminate":
+            code = int(endings[i].rpartition("-")[2])
+            disrupted = endings[i].startswith("disrupted")
+            pod_state[i] = _raw_pod(
+                i,
+                exit_code=code,
+                finished=t_s + timedelta(seconds=1),
+                deleted=t_s,
+                disruption="PreemptionByScheduler" if disrupted else None,
+            )
+        else:
+            pod_state[i] = None
+        job = job_view(
+            _raw_job(
+                suspend=job_state["suspend"],
+                suspended_at=t_s if job_state["suspend"] and job_state["condition"] else None,
+            ),
+            "tj-uid",
+        )
+        pods = _seen(*(p for p in pod_state.values() if p is not None))
+        if job.suspended and seen_at is None:
+            seen_at = tick
+        plan = decide(_obs(spec, status, jobs=(job,), pods=pods, now=t_s + timedelta(seconds=tick)))
+        assert plan.status.restarts == 0
+        # Pending only when the pods are gone before the Job's suspension reached the cache: it then
+        # reads as workers still to be started, until the next Job event.
+        assert plan.status.phase in ("Running", "Queued", "Pending"), plan.status.message
+        if plan.status.phase == "Pending":
+            assert len(pods) < workers
+            assert not job.suspended
+        assert plan.delete_jobs == ()
+        assert plan.create_attempt is None
+        status = plan.status
+    assert status.phase == "Queued"
+    assert [c.reason for c in status.conditions if c.type == "Admitted"] == ["SuspendedByKueue"]
+    assert status.active_since is None
+    # From T0 to the suspension, or to when the operator saw it if the Job's condition came later.
+    assert seen_at is not None
+    assert 20 <= status.active_seconds <= 20 + seen_at
+
+
+def test_a_job_suspended_from_outside_without_a_queue_name_is_queued_too() -> None:
+    """Kueue with `manageJobsWithoutQueueName` suspends Jobs that name no queue: the same rules hold."""
+    job = job_view(_raw_job(suspend=True, suspended_at=NOW), "tj-uid")
+    pods = _seen(_raw_pod(0, exit_code=143, finished=NOW, deleted=NOW), _raw_pod(1, deleted=NOW))
+    plan = decide(_obs(_spec(policy={"permanentExitCodes": [143]}), _running(), jobs=(job,), pods=pods))
+    assert (plan.status.phase, plan.status.restarts, plan.delete_jobs) == ("Queued", 0, ())
+    assert "waits in its queue to be admitted again" in (plan.status.message or "")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _ended(0, 143, 11, disruption="PreemptionByScheduler", **KILLED),
+        _ended(1, 1, None, started=None),
+        _raw_pod(2, deleted=T0),
+        _raw_pod(3),
+    ],
+    ids=["killed-disrupted", "no-timestamps", "deleting", "running"],
+)
+def test_the_pod_cache_keeps_what_the_decision_reads(raw: dict[str, Any]) -> None:
+    """The informer stores projections, not whole pods: finishedAt, startedAt, the deletion timestamp and
+    the DisruptionTarget condition must survive the projection."""
+    cached = projections.pod({**raw, "apiVersion": "v1", "kind": "Pod"})
+    assert cached is not None
+    assert pod_view(cached) == pod_view(raw)
+
+
+def test_a_finished_worker_being_deleted_holds_nothing() -> None:
+    """Only workers still running while they are deleted or evicted make the decision wait."""
+    done = _pod(0, phase="Succeeded", deleting=True, exit_code=0, end=NOW - timedelta(seconds=1))
+    plan = decide(_obs(status=_running(), jobs=(_job(),), pods=(done, _pod(1))))
+    assert plan.status.phase == "Pending"
+    evicted = decide(_obs(status=_running(), jobs=(_job(),), pods=(_pod(0, deleting=True), _pod(1))))
+    assert evicted.status.phase == "Running"
+    assert evicted.requeue_after == 5

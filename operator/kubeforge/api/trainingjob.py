@@ -182,8 +182,8 @@ class TrainingJobSpec(KubeModel):
     suspend: bool = False
     """True removes the workers and keeps the job (and its restart count); false starts it again."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
-    """Fail the job when it has been running this long since `status.startTime`, across restarts (the
-    clock restarts on resume, as a Job's does)."""
+    """Fail the job when it has been active (Pending, Running or Restarting) this long in total, across
+    restarts; time Queued (for GPUs or Kueue) or Suspended does not count (`status.activeSeconds`)."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     """Delete the TrainingJob (and its children) this long after it succeeded or failed."""
     priority_class_name: str | None = Field(
@@ -255,7 +255,13 @@ class TrainingJobStatus(KubeModel):
     job_name: str | None = None
     """Name of the current attempt's Job."""
     start_time: str | None = None
-    """When the job was first admitted (reset on resume); `activeDeadlineSeconds` counts from here."""
+    """When the job was first admitted (reset on resume)."""
+    active_seconds: int = 0
+    """Seconds the job was active (Pending, Running, Restarting) before `activeSince`, over all attempts;
+    `activeDeadlineSeconds` counts this plus the current stretch. Time Queued or Suspended is not
+    added."""
+    active_since: str | None = None
+    """Start of the current active stretch; unset while Queued, Suspended or finished."""
     completion_time: str | None = None
     """When the job succeeded or failed."""
     next_attempt_time: str | None = None

@@ -10,9 +10,10 @@ resumes from the status and the children it finds, and never double-counts or fo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubeforge.api.names import COMPLETION_INDEX_ANNOTATION as COMPLETION_INDEX_ANNOTATION
@@ -37,6 +38,18 @@ MAX_BACKOFF_SECONDS = 600.0
 GPU_HOURS_WRITE_INTERVAL = timedelta(seconds=60)
 # Waiting for a deleted Job to go away before its name is reused.
 DELETION_POLL_SECONDS = 1.0
+# After the first worker of an attempt failed, how long to wait for the reports of its peers before
+# judging: kubelets report on their own schedules, so the first report is not always the first failure.
+FAILURE_SETTLE_SECONDS = 10.0
+# While workers are being stopped from outside (deleted, evicted) and the Job has not said why yet.
+STOPPING_RECHECK_SECONDS = 5.0
+# 128 + SIGKILL and 128 + SIGTERM: what a container that was killed exits with.
+SIGNAL_EXIT_CODES = frozenset({137, 143})
+# Phases in which `activeDeadlineSeconds` runs.
+ACTIVE_PHASES = frozenset({"Pending", "Running", "Restarting"})
+# The Job controller's own reason for a suspended Job; anything else there was written by whoever
+# suspended it (Kueue), and is passed on.
+JOB_SUSPENDED_REASON = "JobSuspended"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -60,10 +73,27 @@ class PodView:
     gpus: int = 0
     unschedulable: str | None = None
     """The scheduler's message while the pod cannot be placed."""
+    finished: datetime | None = None
+    """When the worker container terminated (`finishedAt`), if it did."""
+    started: datetime | None = None
+    """When the worker container started (`startedAt`), if known."""
+    disruption: str | None = None
+    """Reason of a true `DisruptionTarget` condition: the pod is being stopped from outside (preemption,
+    eviction, taint manager, kubelet shutdown)."""
 
     @property
     def terminal(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def stopped_from_outside(self) -> bool:
+        """Deleted or disrupted: whatever it exits with says nothing about the training code."""
+        return self.deleting or self.disruption is not None
+
+    @property
+    def signalled(self) -> bool:
+        """Exited 137/143 (SIGKILL/SIGTERM) other than by the kernel's OOM killer."""
+        return self.exit_code in SIGNAL_EXIT_CODES and self.reason != "OOMKilled"
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,12 @@ class JobView:
     start_time: datetime | None = None
     created: datetime | None = None
     completion_time: datetime | None = None
+    failed_at: datetime | None = None
+    """When the Job controller declared the Job failed."""
+    suspended_at: datetime | None = None
+    """When the Job controller recorded the suspension (its `Suspended` condition), once it has."""
+    suspend_reason: str = ""
+    suspend_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +156,8 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         ((worker or {}).get("lastState") or {}).get("terminated")
     )
     exit_code = _int(terminated.get("exitCode")) if terminated else None
+    running = ((worker or {}).get("state") or {}).get("running") or {}
+    started = parse_time((terminated or {}).get("startedAt") or running.get("startedAt"))
     ends = [
         parse_time(s.get("state", {}).get("terminated", {}).get("finishedAt"))
         for s in statuses
@@ -152,7 +190,17 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         end=end,
         gpus=gpus,
         unschedulable=_unschedulable(pod),
+        finished=parse_time((terminated or {}).get("finishedAt")),
+        started=started,
+        disruption=_disruption(pod),
     )
+
+
+def _disruption(pod: Mapping[str, Any]) -> str | None:
+    condition = _conditions_true(pod, "DisruptionTarget")
+    if condition is None:
+        return None
+    return str(condition.get("reason") or "DisruptionTarget")
 
 
 def _unschedulable(pod: Mapping[str, Any]) -> str | None:
@@ -169,6 +217,7 @@ def job_view(job: Mapping[str, Any], owner_uid: str) -> JobView:
         ref.get("uid") == owner_uid and ref.get("controller") for ref in meta.get("ownerReferences") or []
     )
     failed = _conditions_true(job, "Failed", "FailureTarget")
+    suspended = _conditions_true(job, "Suspended") or {}
     return JobView(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
@@ -181,6 +230,10 @@ def job_view(job: Mapping[str, Any], owner_uid: str) -> JobView:
         start_time=parse_time(status.get("startTime")),
         created=parse_time(meta.get("creationTimestamp")),
         completion_time=parse_time(status.get("completionTime")),
+        failed_at=parse_time((failed or {}).get("lastTransitionTime")),
+        suspended_at=parse_time(suspended.get("lastTransitionTime")),
+        suspend_reason=str(suspended.get("reason") or ""),
+        suspend_message=str(suspended.get("message") or ""),
     )
 
 
@@ -292,60 +345,156 @@ def _worker(pod: PodView) -> str:
     return f"worker {pod.index}" if pod.index is not None else f"pod {pod.name}"
 
 
+@dataclass(frozen=True)
+class Settling:
+    """Workers of the attempt are ending, but the verdict is not in yet: wait (keep the phase) and look
+    again after `recheck_after` seconds, or sooner when a pod or the Job changes."""
+
+    recheck_after: float
+
+
+_LATE = datetime.max.replace(tzinfo=UTC)
+
+
+def failure_order(pods: Iterable[PodView]) -> list[PodView]:
+    """Failed workers, the first to fail first: by the worker container's `finishedAt`, a worker that
+    ended on its own before one that was killed (timestamps have second precision, so the worker whose
+    failure made the Job controller kill its peers often shares their second), then by `startedAt`, then
+    by rank. A worker without `finishedAt` (never started, its node lost) comes after those with one."""
+
+    def key(p: PodView) -> tuple[Any, ...]:
+        return (
+            p.finished or _LATE,
+            p.stopped_from_outside or p.signalled,
+            p.started or _LATE,
+            p.index is None,
+            p.index or 0,
+            p.name,
+        )
+
+    return sorted((p for p in pods if p.phase == "Failed"), key=key)
+
+
+def suspend_casualty(pod: PodView, job: JobView) -> bool:
+    """A worker of a suspended Job that ended because of the suspend: stopped from outside or by a
+    signal, or finished no earlier than the suspension (second precision: the same second counts as the
+    suspend's). Only a worker that failed on its own before the suspension is a failure."""
+    if not job.suspended:
+        return False
+    if pod.stopped_from_outside or pod.signalled:
+        return True
+    if job.suspended_at is None:
+        return False
+    return pod.finished is None or pod.finished >= job.suspended_at
+
+
 def classify_failure(
     spec: TrainingJobSpec,
     job: JobView,
     pods: Sequence[PodView],
     nodes: Mapping[str, NodeView] | None,
     now: datetime,
-) -> Failure | None:
-    """Why the current attempt is over without success, or None while it is healthy.
+) -> Failure | Settling | None:
+    """Why the current attempt is over without success, `Settling` while that is not known yet, or None
+    while it is healthy.
 
-    A failed worker pod, a failed Job, or a worker whose node is gone or NotReady for longer than
-    `nodeLossTimeoutSeconds`. An exit code listed in `permanentExitCodes` makes the failure permanent."""
+    The verdict is judged on the first worker to fail (`failure_order`), never on the peers the Job
+    controller or torchrun killed afterwards: its exit code decides whether the failure is permanent
+    (`permanentExitCodes`), and one failed attempt is one restart. A worker that was stopped from outside
+    (deleted, `DisruptionTarget`) is a retryable failure whatever it exited with, and only once the Job
+    says it failed; before that it may be a suspension in progress. Workers that ended because Kueue (or
+    anyone) suspended the Job are no failure at all. A failed Job, or a worker whose node is gone or
+    NotReady for longer than `nodeLossTimeoutSeconds`, is a retryable failure too."""
     if job.complete:
         return None
-    failed = sorted(
-        (p for p in pods if p.phase == "Failed"), key=lambda p: (p.index is None, p.index or 0, p.name)
-    )
-    permanent = set(spec.policy.permanent_exit_codes)
-    for pod in failed:
-        if pod.exit_code is not None and pod.exit_code in permanent:
-            return Failure(
-                True,
-                "PermanentExitCode",
-                f"{_worker(pod)} ({pod.name}) exited with code {pod.exit_code}, listed in "
-                "spec.policy.permanentExitCodes: not retried",
-            )
-    # Prefer a worker that exited on its own over one the Job controller killed after the first failure.
-    for pod in sorted(failed, key=lambda p: p.exit_code is None or p.reason == "DeadlineExceeded"):
-        if pod.exit_code is not None and pod.exit_code != 0:
-            return Failure(
-                False, "WorkerFailed", f"{_worker(pod)} ({pod.name}) exited with code {pod.exit_code}"
-            )
-    if nodes is not None:
-        timeout = timedelta(seconds=spec.policy.node_loss_timeout_seconds)
-        for pod in sorted(pods, key=lambda p: (p.index is None, p.index or 0, p.name)):
-            if pod.terminal or pod.node is None:
-                continue
-            node = nodes.get(pod.node)
-            if node is None:
-                return Failure(
-                    False, "NodeLost", f"{_worker(pod)} ({pod.name}) lost its node {pod.node} (deleted)"
-                )
-            if not node.ready and (node.since is None or now - node.since >= timeout):
-                return Failure(
-                    False,
-                    "NodeLost",
-                    f"{_worker(pod)} ({pod.name}) lost its node {pod.node} "
-                    f"(NotReady for more than {spec.policy.node_loss_timeout_seconds}s)",
-                )
+    failed = [p for p in failure_order(pods) if not suspend_casualty(p, job)]
     if failed:
-        pod = failed[0]
-        why = pod.reason or "failed"
-        return Failure(False, "WorkerFailed", f"{_worker(pod)} ({pod.name}) failed: {why}")
-    if job.failed:
+        first = failed[0]
+        waiting = _settling(job, pods, first, now)
+        if waiting is None:
+            return _judge(spec, first)
+        # A lost node does not wait for reports that will never come.
+        return _node_loss(spec, pods, nodes, now) or waiting
+    failure = _node_loss(spec, pods, nodes, now)
+    if failure is not None:
+        return failure
+    if job.failed and not job.suspended:
+        # The Job failed because a worker did; if the pod cache has not caught up with the Job's, wait
+        # (a little) for that worker's report rather than judge without it.
+        since = job.failed_at or now
+        left = (since + timedelta(seconds=FAILURE_SETTLE_SECONDS) - now).total_seconds()
+        if left > 0 and any(_unaware(p) for p in pods):
+            return Settling(left)
         return Failure(False, "WorkerFailed", f"the attempt's Job {job.name} failed: {job.failure_message}")
+    if not job.suspended and any(p.stopped_from_outside and not p.terminal and p.node for p in pods):
+        # Workers are being deleted or evicted and the Job has not said why: Kueue's suspension is on its
+        # way, or the Job controller is about to fail the Job. Either way it is not ours to judge yet.
+        return Settling(STOPPING_RECHECK_SECONDS)
+    return None
+
+
+def _settling(job: JobView, pods: Sequence[PodView], first: PodView, now: datetime) -> Settling | None:
+    """Wait for the peers' reports before judging, unless everything is in: a failure is judged once no
+    worker is still running unaware of it (every other worker has ended or is being stopped), or
+    `FAILURE_SETTLE_SECONDS` after the first failure."""
+    if first.stopped_from_outside and not job.failed:
+        return Settling(STOPPING_RECHECK_SECONDS)  # see classify_failure: not ours to judge yet
+    if not any(_unaware(p) for p in pods):
+        return None
+    since = first.finished or first.end
+    if since is None:
+        return None
+    left = (since + timedelta(seconds=FAILURE_SETTLE_SECONDS) - now).total_seconds()
+    return Settling(left) if left > 0 else None
+
+
+def _unaware(pod: PodView) -> bool:
+    """A worker still running as if nothing happened: its report may still be on its way."""
+    return not pod.terminal and not pod.stopped_from_outside and pod.node is not None
+
+
+def _judge(spec: TrainingJobSpec, first: PodView) -> Failure:
+    if first.stopped_from_outside:
+        how = f"DisruptionTarget: {first.disruption}" if first.disruption else "deleted"
+        return Failure(
+            False, "WorkerDisrupted", f"{_worker(first)} ({first.name}) was stopped from outside ({how})"
+        )
+    if first.exit_code is not None and first.exit_code in set(spec.policy.permanent_exit_codes):
+        return Failure(
+            True,
+            "PermanentExitCode",
+            f"{_worker(first)} ({first.name}) exited with code {first.exit_code}, listed in "
+            "spec.policy.permanentExitCodes: not retried",
+        )
+    if first.exit_code is not None and first.exit_code != 0:
+        return Failure(
+            False, "WorkerFailed", f"{_worker(first)} ({first.name}) exited with code {first.exit_code}"
+        )
+    why = first.reason or "failed"
+    return Failure(False, "WorkerFailed", f"{_worker(first)} ({first.name}) failed: {why}")
+
+
+def _node_loss(
+    spec: TrainingJobSpec, pods: Sequence[PodView], nodes: Mapping[str, NodeView] | None, now: datetime
+) -> Failure | None:
+    if nodes is None:
+        return None
+    timeout = timedelta(seconds=spec.policy.node_loss_timeout_seconds)
+    for pod in sorted(pods, key=lambda p: (p.index is None, p.index or 0, p.name)):
+        if pod.terminal or pod.node is None:
+            continue
+        node = nodes.get(pod.node)
+        if node is None:
+            return Failure(
+                False, "NodeLost", f"{_worker(pod)} ({pod.name}) lost its node {pod.node} (deleted)"
+            )
+        if not node.ready and (node.since is None or now - node.since >= timeout):
+            return Failure(
+                False,
+                "NodeLost",
+                f"{_worker(pod)} ({pod.name}) lost its node {pod.node} "
+                f"(NotReady for more than {spec.policy.node_loss_timeout_seconds}s)",
+            )
     return None
 
 
@@ -386,7 +535,8 @@ def _verdict(o: Observed) -> _Verdict:
     current = next((j for j in owned if j.name == current_name and not j.deleting), None)
     stale = tuple(sorted(j.name for j in owned if j.name != current_name and not j.deleting))
     pods = [p for p in o.pods if current is not None and p.job_uid == current.uid]
-    counts = worker_counts(spec, pods)
+    # Workers stopped by a suspension did not fail: they are not counted as failed.
+    counts = worker_counts(spec, [p for p in pods if current is None or not suspend_casualty(p, current)])
     start = parse_time(st.start_time)
     base: dict[str, Any] = {"restarts": restarts, "start_time": start, "counts": counts}
     gang_ours = spec.gang and not spec.queue_name
@@ -411,22 +561,21 @@ def _verdict(o: Observed) -> _Verdict:
 
     everything = tuple(sorted({*stale, *((current.name,) if current is not None else ())}))
 
-    # 3. The deadline counts from the first admission, across restarts.
+    # 3. The deadline counts active time only, across restarts (not the time queued or suspended).
     deadline = spec.active_deadline_seconds
-    if deadline is not None and start is not None and not spec.suspend:
-        remaining = (start + timedelta(seconds=deadline) - now).total_seconds()
-        if remaining <= 0:
-            return _Verdict(
-                phase="Failed",
-                reason="DeadlineExceeded",
-                message=f"the job ran longer than spec.activeDeadlineSeconds ({deadline}s)",
-                admitted=("False", "Finished", "the job has finished"),
-                completion_time=now,
-                job=current.name if current is not None else None,
-                delete_jobs=everything,
-                status_first=True,
-                **base,
-            )
+    used = active_seconds(st, now, current)
+    if deadline is not None and not spec.suspend and used >= deadline:
+        return _Verdict(
+            phase="Failed",
+            reason="DeadlineExceeded",
+            message=f"the job ran longer than spec.activeDeadlineSeconds ({deadline}s)",
+            admitted=("False", "Finished", "the job has finished"),
+            completion_time=now,
+            job=current.name if current is not None else None,
+            delete_jobs=everything,
+            status_first=True,
+            **base,
+        )
 
     # 4. Suspend: the pods go, the job and its restart count stay; the deadline clock stops.
     if spec.suspend:
@@ -445,6 +594,18 @@ def _verdict(o: Observed) -> _Verdict:
     # 5. The current attempt failed, or lost a node: fail, or restart the whole gang.
     if current is not None:
         failure = classify_failure(spec, current, pods, o.nodes, now)
+        if isinstance(failure, Settling):
+            held = st.phase or "Pending"
+            return _Verdict(
+                phase=held,
+                reason=_reason_of(st, held),
+                message=st.message or "",
+                admitted=_admitted_of(st),
+                job=current.name,
+                delete_jobs=stale,
+                requeue_after=failure.recheck_after,
+                **base,
+            )
         if failure is not None:
             if failure.permanent or restarts >= spec.policy.max_restarts:
                 reason = failure.reason if failure.permanent else "BackoffLimitExceeded"
@@ -509,6 +670,8 @@ def _verdict(o: Observed) -> _Verdict:
 
     # 7. The attempt is there: waiting for Kueue, starting, or running.
     if current is not None:
+        if current.suspended and _ran(st):
+            return _requeued_by_kueue(spec, current, stale, base)
         if current.suspended:
             return _Verdict(
                 phase="Queued",
@@ -540,7 +703,7 @@ def _verdict(o: Observed) -> _Verdict:
                 0.0, (since + timedelta(seconds=spec.policy.schedule_timeout_seconds) - now).total_seconds()
             )
         if deadline is not None:
-            left = max(0.0, (started + timedelta(seconds=deadline) - now).total_seconds())
+            left = max(0.0, deadline - used)
             requeue = left if requeue is None else min(requeue, left)
         if running >= spec.workers:
             attempt_note = f" (attempt {restarts + 1})" if restarts else ""
@@ -645,6 +808,46 @@ def _verdict(o: Observed) -> _Verdict:
 
 
 _CREATED: tuple[Status, str, str] = ("True", "Created", "the workers were created without gang admission")
+SUSPENDED_BY_KUEUE = "SuspendedByKueue"
+_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+
+
+def _ran(status: TrainingJobStatus) -> bool:
+    """Whether Kueue had admitted the current attempt (so a suspended Job now is Kueue taking it back)."""
+    return status.phase in ("Pending", "Running") or _admitted_of(status)[1] in (
+        "KueueAdmitted",
+        SUSPENDED_BY_KUEUE,
+    )
+
+
+def _requeued_by_kueue(
+    spec: TrainingJobSpec, job: JobView, stale: tuple[str, ...], base: dict[str, Any]
+) -> _Verdict:
+    """Kueue suspended a Job it had admitted (preemption, a quota change, a deactivated workload): the
+    Job controller stops the workers, and the workload waits in its queue again. Not a failure: no
+    restart is counted and the same attempt resumes when Kueue admits it again. Kueue writes why on its
+    Workload; the Job's `Suspended` condition is passed on when it says more than the Job controller's
+    default."""
+    own = (
+        job.suspend_reason not in ("", JOB_SUSPENDED_REASON) and _REASON.match(job.suspend_reason) is not None
+    )
+    reason = job.suspend_reason if own else SUSPENDED_BY_KUEUE
+    detail = f" ({job.suspend_reason}: {job.suspend_message})" if own and job.suspend_message else ""
+    # Without queueName, Kueue still manages the Job when it runs with manageJobsWithoutQueueName.
+    queue = f"queue {spec.queue_name!r}" if spec.queue_name else "its queue"
+    message = (
+        f"Kueue suspended the Job {job.name}{detail}: its workers were stopped and the workload waits in "
+        f"{queue} to be admitted again (not a failure; `kubectl get workloads` says why)"
+    )
+    return _Verdict(
+        phase="Queued",
+        reason=reason,
+        message=message,
+        admitted=("False", reason, message),
+        job=job.name,
+        delete_jobs=stale,
+        **base,
+    )
 
 
 def _starting(running: int, workers: int) -> str:
@@ -784,6 +987,43 @@ def _time(value: datetime | None) -> str | None:
     return format_time(value) if value is not None else None
 
 
+def _active_since(status: TrainingJobStatus) -> datetime | None:
+    since = parse_time(status.active_since)
+    if since is None and status.phase in ACTIVE_PHASES and not status.active_seconds:
+        # A status written before `activeSince` existed: the stretch began at `startTime`.
+        since = parse_time(status.start_time)
+    return since
+
+
+def _stretch_end(now: datetime, since: datetime, job: JobView | None) -> datetime:
+    """Where the current active stretch ends if it ends now: at the Job's suspension when Kueue suspended
+    it (the operator may see that late), else now."""
+    if job is not None and job.suspended and job.suspended_at is not None and since <= job.suspended_at:
+        return min(job.suspended_at, now)
+    return now
+
+
+def active_seconds(status: TrainingJobStatus, now: datetime, job: JobView | None = None) -> float:
+    """Seconds the job has been active so far: the stored total plus the current stretch."""
+    since = _active_since(status)
+    if since is None:
+        return float(status.active_seconds)
+    return status.active_seconds + max(0.0, (_stretch_end(now, since, job) - since).total_seconds())
+
+
+def _active_clock(o: Observed, phase: str) -> tuple[int, str | None]:
+    """`activeSeconds` and `activeSince` after this pass: a stretch starts when the job becomes active
+    and is added to the total when it stops (queued, suspended, finished)."""
+    st = o.status
+    since = _active_since(st)
+    if phase in ACTIVE_PHASES:
+        return st.active_seconds, format_time(since or o.now)
+    if since is None:
+        return st.active_seconds, None
+    current = next((j for j in o.jobs if j.owned and j.name == job_name(o.name, st.restarts)), None)
+    return int(active_seconds(st, o.now, current)), None
+
+
 def decide(o: Observed) -> Plan:
     """The plan for one reconcile pass. Pure: the same observation gives the same plan."""
     v = _verdict(o)
@@ -791,6 +1031,7 @@ def decide(o: Observed) -> Plan:
         return Plan(status=o.status, needs_admission=True, delete_jobs=v.delete_jobs)
     counts = v.counts or WorkerCounts(desired=o.spec.workers)
     gpu_hours, as_of = _accounting(o)
+    active_total, active_since = _active_clock(o, v.phase)
     conditions = merge_conditions(
         [c.to_wire() for c in o.status.conditions],
         _condition_updates(v, counts),
@@ -812,6 +1053,8 @@ def decide(o: Observed) -> Plan:
             "nextAttemptTime": _time(v.next_attempt_time) if v.phase == "Restarting" else None,
             "gpuHours": gpu_hours,
             "gpuHoursAsOf": as_of,
+            "activeSeconds": active_total,
+            "activeSince": active_since,
             "observedGeneration": o.generation,
         }
     )
