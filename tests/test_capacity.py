@@ -9,19 +9,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubeforge.policy.capacity import (
+    GPU_POD_TOLERATIONS,
+    Claim,
     Demand,
     Ledger,
     NodeInfo,
     PodInfo,
     admit,
+    admit_claims,
     demand_of,
     fitting_pods,
     free_gpus,
+    matches,
     node_info,
     placeable,
     pod_info,
-    reserve,
+    tolerations_of,
     unplaced,
+    usable,
 )
 
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -64,32 +69,61 @@ def _raw_node(
     }
 
 
+GPU_TAINT = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+
+
 class TestNodeInfo:
     def test_ready_gpu_node(self) -> None:
         assert node_info(_raw_node()) == NodeInfo("n", H100, 8, True)
 
     @pytest.mark.parametrize(
         "raw",
-        [
-            _raw_node(ready="False"),
-            _raw_node(ready="Unknown"),
-            _raw_node(unschedulable=True),
-            _raw_node(taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]),
-            _raw_node(taints=[{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
-        ],
-        ids=["not-ready", "unknown", "cordoned", "not-ready-taint", "foreign-taint"],
+        [_raw_node(ready="False"), _raw_node(ready="Unknown"), _raw_node(unschedulable=True)],
+        ids=["not-ready", "unknown", "cordoned"],
     )
     def test_unschedulable(self, raw: dict[str, Any]) -> None:
         assert node_info(raw).schedulable is False
 
-    def test_tolerated_taints(self) -> None:
-        raw = _raw_node(
-            taints=[
-                {"key": "nvidia.com/gpu", "effect": "NoSchedule"},
-                {"key": "spot", "effect": "PreferNoSchedule"},
-            ]
+    @pytest.mark.parametrize(
+        ("taints", "usable_for_workers"),
+        [
+            ([GPU_TAINT], True),
+            ([GPU_TAINT, {"key": "spot", "effect": "PreferNoSchedule"}], True),
+            ([{"key": "nvidia.com/gpu", "effect": "NoExecute"}], False),
+            ([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoExecute"}], False),
+            ([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}], False),
+            ([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}], False),
+            ([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}], False),
+            ([{"key": "nvidia.com/gpu", "effect": "SomethingNew"}], True),
+        ],
+        ids=[
+            "gpu-noschedule",
+            "soft",
+            "gpu-noexecute",
+            "gpu-noexecute-value",
+            "not-ready",
+            "unreachable",
+            "foreign",
+            "unknown-effect-is-not-hard",
+        ],
+    )
+    def test_taints_count_against_what_the_builders_tolerate(
+        self, taints: list[dict[str, str]], usable_for_workers: bool
+    ) -> None:
+        """Tolerations are the ones the TrainingJob builder puts on a worker, not a list of its own."""
+        from kubeforge.api.trainingjob import TrainingJobSpec
+        from kubeforge.builders.trainingjob import Owner, build_pod_template
+
+        spec = TrainingJobSpec.model_validate(
+            {"image": "x", "workers": 2, "resources": {"gpus": 4, "gpuType": "H100"}}
         )
-        assert node_info(raw).schedulable is True
+        template = build_pod_template(spec, Owner("tj", "ns", "uid"), 0)
+        tolerations = tolerations_of(template["spec"]["tolerations"])
+        node = node_info(_raw_node(taints=taints))
+        assert usable(node, tolerations) is usable_for_workers
+        demand = demand_of("ns/tj", 1, 4, "H100")
+        verdict = Ledger.of([node], []).admit(demand, gpu_type="H100", tolerations=tolerations)
+        assert verdict.fits is usable_for_workers
 
     def test_no_gpus(self) -> None:
         raw = _raw_node()
@@ -251,19 +285,63 @@ def _pack(free: dict[str, int], nodes: list[NodeInfo], demand: Demand) -> dict[s
     return left
 
 
-@given(nodes_strategy, demands, demands)
-def test_an_admitted_gang_and_the_next_one_fit_together(
-    nodes: list[NodeInfo], first: Demand, second: Demand
+def test_a_spreading_scheduler_cannot_strand_an_admitted_gang() -> None:
+    """The case the best-fit guess got wrong: `a` (4 x 1 GPU) was counted packed on one node, so `b`
+    (1 x 8) was admitted into the other; LeastAllocated spreads `a` over both and `b` never fits."""
+    nodes = [_node("h100-0", H100, 8), _node("h100-1", H100, 8)]
+    first = Demand("ns/a", 4, 1, (H100,))
+    assert admit(first, nodes, [], tolerations=GPU_POD_TOLERATIONS).fits
+    verdict = admit(Demand("ns/b", 1, 8, (H100,)), nodes, [], [first], tolerations=GPU_POD_TOLERATIONS)
+    assert not verdict.fits
+    assert "counting 4 unplaced pods wherever they land" in verdict.message
+
+
+@st.composite
+def _rounds(draw: st.DrawFn) -> tuple[list[NodeInfo], list[Demand], list[int]]:
+    nodes = draw(nodes_strategy)
+    gangs = [
+        Demand(f"ns/g{i}", d.workers, d.gpus, d.products)
+        for i, d in enumerate(draw(st.lists(demands, min_size=2, max_size=4)))
+    ]
+    choices = draw(st.lists(st.integers(0, 1000), min_size=40, max_size=40))
+    return nodes, gangs, choices
+
+
+@given(_rounds())
+def test_admitted_gangs_always_place_whatever_nodes_the_scheduler_picks(
+    world: tuple[list[NodeInfo], list[Demand], list[int]],
 ) -> None:
-    second = Demand("ns/other", second.workers, second.gpus, second.products)
-    if not admit(first, nodes, []).fits:
-        return
-    if not admit(second, nodes, [], [first]).fits:
-        return
-    # Both admitted: placing the first as reserve() does leaves room for every worker of the second.
-    after_first = reserve(free_gpus(nodes, []), nodes, [first])
-    assert sum(after_first.values()) == sum(free_gpus(nodes, []).values()) - first.workers * first.gpus
-    assert _pack(after_first, nodes, second) is not None
+    """Gangs arrive one by one; between arrivals, and after the last, an adversary (hypothesis) binds
+    unplaced workers of admitted gangs to any node that can take them, in any order. Every worker of
+    every admitted gang always finds a node."""
+    nodes, arrivals, choices = world
+    picks = iter(choices)
+    free = free_gpus(nodes, [])
+    admitted: dict[str, Demand] = {}
+
+    def bind_some(count: int) -> None:
+        for _ in range(count):
+            waiting = [d for d in admitted.values() if d.workers > 0]
+            if not waiting:
+                return
+            gang = waiting[next(picks, 0) % len(waiting)]
+            spots = sorted(
+                n.name
+                for n in nodes
+                if usable(n, GPU_POD_TOLERATIONS) and matches(n, gang.products) and free[n.name] >= gang.gpus
+            )
+            assert spots, f"{gang.key} was admitted but one of its workers fits nowhere"
+            spot = spots[next(picks, 0) % len(spots)]
+            free[spot] -= gang.gpus
+            admitted[gang.key] = Demand(gang.key, gang.workers - 1, gang.gpus, gang.products)
+
+    for gang in arrivals:
+        claims = [Claim(d.key, d.workers, d.gpus, d.products, True) for d in admitted.values()]
+        verdict = admit_claims(gang, nodes, free, claims, GPU_POD_TOLERATIONS)
+        if verdict.fits:
+            admitted[gang.key] = gang
+        bind_some(next(picks, 0) % 5)
+    bind_some(1000)
 
 
 @pytest.mark.parametrize(
