@@ -15,8 +15,10 @@ from kubeforge.policy.capacity import (
     Ledger,
     NodeInfo,
     PodInfo,
+    Quota,
     admit,
     admit_claims,
+    claims_of,
     demand_of,
     fitting_pods,
     free_gpus,
@@ -24,6 +26,10 @@ from kubeforge.policy.capacity import (
     node_info,
     placeable,
     pod_info,
+    pod_products,
+    quota_of,
+    quota_verdict,
+    surge_room,
     tolerations_of,
     unplaced,
     usable,
@@ -395,3 +401,129 @@ def test_the_ledger_kept_event_by_event_equals_a_fresh_count(events: list[tuple[
         for attempt in (0, 1):
             demand = Demand(job, 4, 2, None)
             assert ledger.unplaced(demand, attempt) == unplaced(demand, attempt, pods)
+    waiting = sorted(p.name for p in pods if p.node is None and not p.terminal and p.gpus > 0)
+    assert sorted(p.name for p in ledger.unbound) == waiting
+
+
+# ------------------------------------------------------------------ one capacity for fleets and gangs
+
+
+def test_a_fleet_surge_is_not_offered_the_gpus_an_admitted_gang_still_has_to_place() -> None:
+    nodes = [_node("h100-0", H100, 8), _node("h100-1", H100, 8)]
+    free = free_gpus(nodes, [])
+    assert surge_room(4, "H100", nodes, free) == 4
+    gang = demand_of("ns/tj", 2, 4, "H100")  # admitted, no worker bound yet
+    claims = claims_of([gang], [])
+    assert surge_room(4, "H100", nodes, free, claims, GPU_POD_TOLERATIONS) == 2
+    # Once the gang is bound, it is counted where it is and the rest is offered.
+    ledger = Ledger.of(nodes, [_pod("h100-0", 4, job="ns/tj"), _pod("h100-1", 4, job="ns/tj")])
+    bound = claims_of([ledger.unplaced(gang, 0)], ledger.unbound)
+    assert surge_room(4, "H100", nodes, ledger.free(), bound, GPU_POD_TOLERATIONS) == 2
+    # An L4 gang takes nothing from an H100 surge.
+    l4 = claims_of([demand_of("ns/l4", 2, 4, "L4")], [])
+    assert surge_room(4, "H100", nodes, free, l4, GPU_POD_TOLERATIONS) == 4
+
+
+def test_unbound_gpu_pods_are_not_ignored_by_admission() -> None:
+    """A fleet's Pending pod may land on either node: a gang needing one whole node each must wait."""
+    nodes = [_node("h100-0", H100, 8), _node("h100-1", H100, 8)]
+    pending = PodInfo("ns", "fleet-x", None, 1, False, owner="ns/fleet", products=(H100,))
+    verdict = admit(demand_of("ns/tj", 2, 8, "H100"), nodes, [pending], tolerations=GPU_POD_TOLERATIONS)
+    assert not verdict.fits
+    assert "counting 1 unplaced pod wherever they land" in verdict.message
+    # A Pending pod that only accepts L4 nodes does not stand in the way.
+    elsewhere = PodInfo("ns", "fleet-y", None, 1, False, owner="ns/fleet", products=(L4,))
+    assert admit(demand_of("ns/tj", 2, 8, "H100"), nodes, [elsewhere], tolerations=GPU_POD_TOLERATIONS).fits
+    # A fleet's own Pending pods are its rollout's business, not a claim on its surge.
+    ledger = Ledger.of(nodes, [pending])
+    assert claims_of([], ledger.unbound, skip="ns/fleet") == []
+
+
+def test_capacity_it_cannot_see_is_unknown_not_free() -> None:
+    ledger = Ledger.of([_node("h100-0", H100, 8)], [])
+    ledger.scope = ("team-a",)
+    verdict = ledger.admit(demand_of("team-a/tj", 1, 8, "H100"))
+    assert (verdict.fits, verdict.reason) == (False, "CapacityUnknown")
+    assert "free GPUs are unknown" in verdict.message
+    assert "team-a" in verdict.message
+    assert ledger.admit(demand_of("team-a/cpu", 1, 0, None)).fits  # no GPUs, nothing to know
+
+
+@pytest.mark.parametrize(
+    ("spec", "products"),
+    [
+        ({}, None),
+        ({"nodeSelector": {"nvidia.com/gpu.product": L4}}, (L4,)),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "nvidia.com/gpu.product", "operator": "In", "values": [H100]}
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                }
+            },
+            (H100,),
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "nvidia.com/gpu.product", "operator": "In", "values": [H100]}
+                                    ]
+                                },
+                                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                            ]
+                        }
+                    }
+                }
+            },
+            None,
+        ),
+    ],
+    ids=["none", "node-selector", "affinity", "or-term-without-product"],
+)
+def test_where_an_unbound_pod_may_land(spec: dict[str, Any], products: tuple[str, ...] | None) -> None:
+    assert pod_products(spec) == products
+
+
+@pytest.mark.parametrize(
+    ("quotas", "needs", "held", "promised", "verdict"),
+    [
+        ([], 16, 0, 0, None),
+        ([Quota("gpus", 16, 0)], 16, 0, 0, None),
+        ([Quota("gpus", 16, 8)], 16, 0, 0, "has 8 of 16 requests.nvidia.com/gpu left (8 used)"),
+        ([Quota("gpus", 16, 8)], 16, 8, 0, None),  # the used 8 are this gang's own leaving workers
+        ([Quota("gpus", 16, 0)], 16, 0, 8, "8 promised to admitted gangs"),
+        ([Quota("gpus", 8, 0)], 16, 0, 0, "more than the quota will ever hold"),
+        ([Quota("a", 32, 0), Quota("b", 8, 0)], 16, 0, 0, "ResourceQuota b allows 8"),
+    ],
+)
+def test_quota_verdict(
+    quotas: list[Quota], needs: int, held: int, promised: int, verdict: str | None
+) -> None:
+    found = quota_verdict(quotas, needs, held, promised)
+    if verdict is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert verdict in found
+
+
+def test_quota_of_reads_only_unscoped_gpu_quotas() -> None:
+    hard = {"hard": {"requests.nvidia.com/gpu": "8"}}
+    used = {"used": {"requests.nvidia.com/gpu": "2"}}
+    assert quota_of({"metadata": {"name": "q"}, "spec": hard, "status": used}) == Quota("q", 8, 2)
+    assert quota_of({"metadata": {"name": "q"}, "spec": {"hard": {"cpu": "8"}}}) is None
+    assert quota_of({"metadata": {"name": "q"}, "spec": {**hard, "scopes": ["BestEffort"]}}) is None

@@ -1,0 +1,170 @@
+"""Gang admission against the real kube-scheduler and API server: two gangs are never admitted for the same
+GPUs whatever nodes the scheduler picks, a namespace's ResourceQuota on GPUs is respected before admission,
+and a gang that cannot place its workers gives its GPUs back within the operator owner's bound and spends
+a restart doing so.
+
+Each test gets a fresh namespace and its own operator process (watching that namespace); kwok plays the
+workers as in `test_trainingjob.py`, whose helpers these tests reuse.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubeforge_e2e import Kubectl, LocalCluster, wait_for
+from kubeforge_e2e.operator import OperatorProcess
+from test_trainingjob import Obj, _condition, _events, _manifest, _status, _wait_phase
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+SCHEDULE_TIMEOUT_BOUND = 10
+"""The operator owner's bound (`--max-schedule-timeout-seconds`), far below what the specs ask."""
+
+
+@pytest.fixture
+def operator(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        extra_args=[
+            "--namespace",
+            namespace,
+            "--resync-seconds",
+            "2",
+            f"--max-schedule-timeout-seconds={SCHEDULE_TIMEOUT_BOUND}",
+        ],
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(80)}")
+
+
+def _admitted(status: Obj) -> bool:
+    condition = _condition(status, "Admitted")
+    return condition.get("status") == "True" and condition.get("reason") == "GangAdmitted"
+
+
+def test_gangs_each_over_half_the_h100s_are_never_admitted_together(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    """Mixed shapes on the two 8-GPU H100 nodes: 3 x 3 GPUs (9) and 2 x 5 GPUs (10), created together,
+    round after round. The scheduler spreads the first gang's workers as it likes; whichever gang is
+    admitted first, the other waits (Queued, InsufficientCapacity) and then runs: never both holding
+    workers (so never both Running), never a deadlock or a schedule timeout."""
+    shapes = {"small": (3, 3), "large": (2, 5)}
+    for round_ in range(4):
+        names = {f"{kind}-{round_}": shape for kind, shape in shapes.items()}
+        kubectl.apply(
+            [
+                _manifest(n, run_seconds=3, workers=w, resources={"gpus": g, "gpuType": "H100"})
+                for n, (w, g) in names.items()
+            ],
+            namespace,
+        )
+        seen_queued = False
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            # What the scheduler placed, not what the statuses say (they trail the pods by a pass): the
+            # unfinished workers of only one gang at a time. The second gang's GPUs are free once the
+            # first's workers have ended, a moment before its status says Succeeded.
+            owners = {
+                p["metadata"]["labels"]["kubeforge.dev/trainingjob"]
+                for p in kubectl.json("get", "pods", "-n", namespace)["items"]
+                if p["status"].get("phase") in ("Pending", "Running")
+                and not p["metadata"].get("deletionTimestamp")
+            }
+            assert len(owners) <= 1, f"round {round_}: workers of {sorted(owners)} at once"
+            statuses = {n: _status(kubectl, namespace, n) for n in names}
+            for status in statuses.values():
+                if status.get("phase") == "Queued":
+                    assert _condition(status, "Admitted")["reason"] == "InsufficientCapacity"
+                    seen_queued = True
+            if all(s.get("phase") == "Succeeded" for s in statuses.values()):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"round {round_}: not both Succeeded in time: {statuses}")
+        assert seen_queued, f"round {round_}: the second gang never waited"
+        assert all(s.get("restarts") == 0 for s in statuses.values())
+        kubectl("delete", "trainingjob", "--all", "-n", namespace, "--wait=true")
+
+
+def test_a_gang_its_gpu_quota_cannot_hold_is_not_admitted(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    def quota(gpus: int) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "gpus"},
+            "spec": {"hard": {"requests.nvidia.com/gpu": str(gpus)}},
+        }
+
+    kubectl.apply(quota(4), namespace)
+    name = "big"
+    kubectl.apply(_manifest(name, run_seconds=3), namespace)  # 2 workers x 4 GPUs = 8 > 4
+    status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
+    admitted = _condition(status, "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", "QuotaExceeded")
+    assert "ResourceQuota gpus allows 4 requests.nvidia.com/gpu" in admitted["message"]
+    assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
+    wait_for(
+        lambda: any(
+            r == "QuotaExceeded" and "ResourceQuota gpus" in m
+            for _, r, m in _events(kubectl, namespace, name)
+        ),
+        timeout=30,
+        description="a QuotaExceeded Event naming the quota",
+    )
+    # The quota is raised: the gang is admitted and runs.
+    kubectl.apply(quota(8), namespace)
+    status = _wait_phase(kubectl, namespace, name, "Running", timeout=60)
+    assert _admitted(status)
+
+
+def test_an_unplaceable_gang_releases_its_gpus_within_the_operator_bound_and_spends_restarts(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    """Admission counts GPUs; 500 CPUs per worker fit no node, so the admitted workers stay Pending. The
+    spec asks for a 10-minute schedule timeout, the operator's bound is 10 s: the placement is released
+    after about 10 s, counted as a restart, and with no restarts left the job fails."""
+    name = "stuck"
+    manifest = _manifest(
+        name,
+        resources={"gpus": 4, "gpuType": "H100", "cpu": "500"},
+        policy={"scheduleTimeoutSeconds": 600, "maxRestarts": 1, "backoffSeconds": 0},
+    )
+    kubectl.apply(manifest, namespace)
+    status = _wait_phase(kubectl, namespace, name, "Pending", timeout=60)
+    assert _admitted(status)
+    admitted_at = time.monotonic()
+
+    def timed_out() -> Obj | None:
+        current = _status(kubectl, namespace, name)
+        return current if current.get("restarts", 0) >= 1 else None
+
+    first = wait_for(timed_out, timeout=SCHEDULE_TIMEOUT_BOUND + 30, description="the first schedule timeout")
+    assert time.monotonic() - admitted_at < SCHEDULE_TIMEOUT_BOUND + 15
+    assert any(r == "ScheduleTimeout" for _, r, _ in _events(kubectl, namespace, name)), first
+    failed = _wait_phase(kubectl, namespace, name, "Failed", timeout=SCHEDULE_TIMEOUT_BOUND + 40)
+    assert failed["restarts"] == 1
+    assert "no restarts left" in failed["message"]
+    # Released: no worker of the job is left holding (or waiting for) GPUs.
+    wait_for(
+        lambda: (
+            not [
+                p
+                for p in kubectl.json("get", "pods", "-n", namespace)["items"]
+                if not p["metadata"].get("deletionTimestamp")
+            ]
+        ),
+        timeout=30,
+        description="the workers gone",
+    )
