@@ -18,6 +18,7 @@ from kubeforge.policy.capacity import (
     Quota,
     admit,
     admit_claims,
+    binds,
     claims_of,
     demand_of,
     fitting_pods,
@@ -527,3 +528,17 @@ def test_quota_of_reads_only_unscoped_gpu_quotas() -> None:
     assert quota_of({"metadata": {"name": "q"}, "spec": hard, "status": used}) == Quota("q", 8, 2)
     assert quota_of({"metadata": {"name": "q"}, "spec": {"hard": {"cpu": "8"}}}) is None
     assert quota_of({"metadata": {"name": "q"}, "spec": {**hard, "scopes": ["BestEffort"]}}) is None
+
+
+def test_a_pod_binding_is_news_for_waiting_gangs_and_surges() -> None:
+    def pod(gpus: str | None, node: str | None) -> dict[str, Any]:
+        resources = {"requests": {"nvidia.com/gpu": gpus}} if gpus else {}
+        spec: dict[str, Any] = {"containers": [{"resources": resources}]}
+        if node:
+            spec["nodeName"] = node
+        return {"metadata": {"namespace": "ns", "name": "p"}, "spec": spec, "status": {"phase": "Pending"}}
+
+    assert binds(pod("1", None), pod("1", "h100-0"))
+    assert not binds(pod("1", "h100-0"), pod("1", "h100-0"))
+    assert not binds(None, pod("1", "h100-0"))
+    assert not binds(pod(None, None), pod(None, "h100-0"))

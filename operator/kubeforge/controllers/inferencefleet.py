@@ -120,7 +120,9 @@ class InferenceFleetController:
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(INFERENCEFLEET_LABEL)(old, new))
-        if self._waiting and old is not None and (new is None or capacity.pod_info(new).terminal):
+        # GPUs freed, or a claim on them became exact (a pod bound), may let a surge go on.
+        freed = old is not None and (new is None or capacity.pod_info(new).terminal)
+        if self._waiting and (freed or capacity.binds(old, new)):
             keys |= self._waiting
         return keys
 

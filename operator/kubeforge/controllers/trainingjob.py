@@ -56,6 +56,7 @@ class TrainingJobController:
             Watch(SERVICE, owner_keys(TRAININGJOB)),
             Watch(POD, self._pod_keys),
             Watch(NODE, self._capacity_keys),
+            Watch(RESOURCE_QUOTA, self._quota_keys),
         )
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
@@ -69,9 +70,14 @@ class TrainingJobController:
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(TRAININGJOB_LABEL)(old, new))
-        if _frees_gpus(old, new):
+        if self._waiting and (_frees_gpus(old, new) or capacity.binds(old, new)):
             keys |= self._waiting
         return keys
+
+    def _quota_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        """A quota changed: gangs of its namespace waiting for it (or for GPUs) look again."""
+        namespace = ((new or old or {}).get("metadata") or {}).get("namespace")
+        return {key for key in self._waiting if key[0] == namespace}
 
     def _capacity_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         if old is not None and new is not None and _node_capacity(old) == _node_capacity(new):
@@ -286,6 +292,7 @@ def _node_capacity(node: Mapping[str, Any]) -> tuple[Any, ...]:
     info = capacity.node_info(node)
     return (
         info.schedulable,
+        info.taints,
         info.gpus,
         info.product,
         (node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE),

@@ -256,6 +256,15 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
     )
 
 
+def binds(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """A GPU pod was just bound to a node: from now on it is counted where it is, not wherever it might
+    land, which can give room to a waiting gang or surge."""
+    if old is None or new is None:
+        return False
+    before, after = pod_info(old), pod_info(new)
+    return before.node is None and after.node is not None and after.gpus > 0
+
+
 def matches(node: NodeInfo, products: tuple[str, ...] | None) -> bool:
     if node.gpus <= 0:
         return False
