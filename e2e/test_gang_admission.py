@@ -18,6 +18,7 @@ import pytest
 from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
 from test_trainingjob import Obj, _condition, _events, _manifest, _status, _wait_phase
+from test_trainingjob import spare_nodes as spare_nodes  # a fixture: GPU nodes of their own
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -168,3 +169,66 @@ def test_an_unplaceable_gang_releases_its_gpus_within_the_operator_bound_and_spe
         timeout=30,
         description="the workers gone",
     )
+
+
+def test_a_gpu_taint_the_workers_do_not_tolerate_offers_no_gpus(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    spare_nodes: tuple[str, list[str]],
+) -> None:
+    """Three 4-GPU nodes of a product of their own; one is tainted `nvidia.com/gpu=present:NoExecute`
+    (the workers tolerate only `NoSchedule` of that key). A gang of 3 x 4 GPUs is not admitted into a
+    node its pods could never run on; once the taint goes, it is admitted and runs."""
+    product, names = spare_nodes
+    kubectl("taint", "nodes", names[0], "nvidia.com/gpu=present:NoExecute")
+    name = "tainted"
+    kubectl.apply(
+        _manifest(name, run_seconds=3, workers=3, resources={"gpus": 4, "gpuType": product}), namespace
+    )
+    status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
+    assert _condition(status, "Admitted")["reason"] == "InsufficientCapacity"
+    assert "only 2 workers would fit" in status["message"]
+    assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
+    kubectl("taint", "nodes", names[0], "nvidia.com/gpu=present:NoExecute-")
+    status = _wait_phase(kubectl, namespace, name, "Running", timeout=60)
+    assert _admitted(status)
+
+
+def test_an_admitted_gang_is_never_stranded_by_where_the_scheduler_spreads_another(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    spare_nodes: tuple[str, list[str]],
+) -> None:
+    """Three 4-GPU nodes: `spread` (4 x 1 GPU) and `whole` (2 x 4 GPUs) fit together only if the first is
+    packed on one node, and the scheduler's default scoring spreads it. Admission must not count on the
+    packing: no worker of an admitted gang is ever left Unschedulable, both finish, no schedule timeout."""
+    product, _ = spare_nodes
+    shapes = {"spread": (4, 1), "whole": (2, 4)}
+    for round_ in range(3):
+        names = [f"{kind}-{round_}" for kind in shapes]
+        kubectl.apply(
+            [
+                _manifest(n, run_seconds=4, workers=w, resources={"gpus": g, "gpuType": product})
+                for n, (w, g) in zip(names, shapes.values(), strict=True)
+            ],
+            namespace,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            for pod in kubectl.json("get", "pods", "-n", namespace)["items"]:
+                stuck = [
+                    c
+                    for c in pod["status"].get("conditions") or []
+                    if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+                ]
+                assert not stuck, f"round {round_}: {pod['metadata']['name']} admitted but unschedulable"
+            statuses = [_status(kubectl, namespace, n) for n in names]
+            if all(s.get("phase") == "Succeeded" for s in statuses):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"round {round_}: not both Succeeded in time: {statuses}")
+        assert all(s.get("restarts") == 0 for s in statuses)
+        kubectl("delete", "trainingjob", "--all", "-n", namespace, "--wait=true")
