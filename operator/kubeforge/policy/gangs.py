@@ -25,7 +25,7 @@ QueueOrder = tuple[int, str, str]
 class Gangs:
     admitted: dict[str, tuple[Demand, int]] = field(default_factory=dict)
     """`<namespace>/<name>` -> (all its workers, current attempt), for gangs admitted by kubeforge
-    whose attempt is Pending or Running."""
+    whose attempt is still being placed (Pending)."""
     queued: list[tuple[QueueOrder, Demand]] = field(default_factory=list)
     """Gangs waiting for GPUs (not for quota or a reservation limit), in no particular order."""
 
@@ -39,6 +39,10 @@ def gangs_of(
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         if key == skip or meta.get("deletionTimestamp"):
+            continue
+        # Cheap test first: this runs over every TrainingJob for each admission and each fleet surge.
+        # A Running gang has every worker on a node, so it claims nothing beyond what its pods hold.
+        if (obj.get("status") or {}).get("phase") not in ("Pending", "Queued"):
             continue
         status = status_model.parse_status(TrainingJobStatus, obj.get("status"))
         admitted = next((c for c in status.conditions if c.type == "Admitted"), None)
@@ -57,10 +61,6 @@ def gangs_of(
         ):
             order = (-priority(spec), str(meta.get("creationTimestamp") or ""), key)
             out.queued.append((order, whole))
-        elif (
-            status.phase in ("Pending", "Running")
-            and admitted.status == "True"
-            and admitted.reason == "GangAdmitted"
-        ):
+        elif status.phase == "Pending" and admitted.status == "True" and admitted.reason == "GangAdmitted":
             out.admitted[key] = (whole, status.attempt)
     return out
