@@ -450,46 +450,27 @@ def test_capacity_it_cannot_see_is_unknown_not_free() -> None:
     assert ledger.admit(demand_of("team-a/cpu", 1, 0, None)).fits  # no GPUs, nothing to know
 
 
+def _required(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}
+            }
+        }
+    }
+
+
+_H100_TERM = {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": [H100]}]}
+
+
 @pytest.mark.parametrize(
     ("spec", "products"),
     [
         ({}, None),
         ({"nodeSelector": {"nvidia.com/gpu.product": L4}}, (L4,)),
+        (_required(_H100_TERM), (H100,)),
         (
-            {
-                "affinity": {
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchExpressions": [
-                                        {"key": "nvidia.com/gpu.product", "operator": "In", "values": [H100]}
-                                    ]
-                                }
-                            ]
-                        }
-                    }
-                }
-            },
-            (H100,),
-        ),
-        (
-            {
-                "affinity": {
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchExpressions": [
-                                        {"key": "nvidia.com/gpu.product", "operator": "In", "values": [H100]}
-                                    ]
-                                },
-                                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
-                            ]
-                        }
-                    }
-                }
-            },
+            _required(_H100_TERM, {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}),
             None,
         ),
     ],

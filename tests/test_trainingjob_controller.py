@@ -396,21 +396,26 @@ async def test_a_gang_its_namespace_quota_cannot_hold_is_not_admitted(
         assert [e[1] for e in kube.events] == ["QuotaExceeded"]
 
 
+async def _first_then_second(kube: FakeKube, controller: TrainingJobController) -> Obj:
+    """Reconcile `first` then `second` once each; only `first` may be admitted. The second's status."""
+    kube.add(_trainingjob("first"))
+    kube.add(_trainingjob("second"))
+    for name in ("first", "second"):
+        obj = await kube.get(*TJ, name, "ns")
+        assert obj is not None
+        await controller.reconcile(obj)
+    assert [j["metadata"]["name"] for j in kube.jobs()] == ["first-a0"]
+    status: Obj = kube.objects[(*TJ, "ns", "second")]["status"]
+    return status
+
+
 async def test_gangs_admitted_but_not_created_count_against_the_quota() -> None:
     """The first gang's pods do not exist yet, so the quota's `used` does not show them: the second gang
     must not be admitted into the same quota."""
     kube = FakeKube()
     kube.nodes(4)
     kube.add(_quota(16))
-    kube.add(_trainingjob("first"))
-    kube.add(_trainingjob("second"))
-    controller = _controller(kube)
-    for name in ("first", "second"):
-        obj = await kube.get(*TJ, name, "ns")
-        assert obj is not None
-        await controller.reconcile(obj)
-    assert [j["metadata"]["name"] for j in kube.jobs()] == ["first-a0"]
-    second = kube.objects[(*TJ, "ns", "second")]["status"]
+    second = await _first_then_second(kube, _controller(kube))
     assert second["phase"] == "Queued"
     assert "16 promised to admitted gangs" in second["message"]
 
@@ -418,16 +423,8 @@ async def test_gangs_admitted_but_not_created_count_against_the_quota() -> None:
 async def test_a_namespace_holds_at_most_the_operator_cap_reserved_but_unplaced() -> None:
     kube = FakeKube()
     kube.nodes(4)
-    kube.add(_trainingjob("first"))
-    kube.add(_trainingjob("second"))
     config = OperatorConfig(resync_seconds=1, max_unplaced_gpus_per_namespace=24)
-    controller = TrainingJobController(cast(Kube, kube), kube.caches(), config)
-    for name in ("first", "second"):
-        obj = await kube.get(*TJ, name, "ns")
-        assert obj is not None
-        await controller.reconcile(obj)
-    assert [j["metadata"]["name"] for j in kube.jobs()] == ["first-a0"]
-    second = kube.objects[(*TJ, "ns", "second")]["status"]
+    second = await _first_then_second(kube, TrainingJobController(cast(Kube, kube), kube.caches(), config))
     condition = next(c for c in second["conditions"] if c["type"] == "Admitted")
     assert condition["reason"] == "NamespaceReservationLimit"
     assert "at most 24 GPUs" in condition["message"]
