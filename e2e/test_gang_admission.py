@@ -9,14 +9,16 @@ workers as in `test_trainingjob.py`, whose helpers these tests reuse.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubeforge_e2e import Kubectl, LocalCluster, wait_for
+from kubeforge_e2e import Helm, Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
+from test_chart_install import CHART, _token_kubeconfig
 from test_trainingjob import Obj, _condition, _events, _manifest, _status, _wait_phase
 from test_trainingjob import spare_nodes as spare_nodes  # a fixture: GPU nodes of their own
 
@@ -232,3 +234,42 @@ def test_an_admitted_gang_is_never_stranded_by_where_the_scheduler_spreads_anoth
             pytest.fail(f"round {round_}: not both Succeeded in time: {statuses}")
         assert all(s.get("restarts") == 0 for s in statuses)
         kubectl("delete", "trainingjob", "--all", "-n", namespace, "--wait=true")
+
+
+def test_an_operator_that_cannot_see_every_namespace_says_capacity_is_unknown(
+    cluster: LocalCluster, kubectl: Kubectl, helm: Helm, namespace: str, crds: None, tmp_path: Path
+) -> None:
+    """The chart installed with `watchNamespaces` gives the operator a Role in that namespace only: it
+    cannot list pods elsewhere, so it does not admit a gang into GPUs it cannot see are free; it says
+    so in the status and an Event. Run with the chart's own ServiceAccount."""
+    release = f"kf-{secrets.token_hex(3)}"
+    helm(
+        "install", release, str(CHART), "-n", namespace, "--set", "image.tag=e2e",
+        "--set", f"watchNamespaces={{{namespace}}}", "--set", "replicaCount=0",
+    )  # fmt: skip
+    try:
+        [deployment] = kubectl.json(
+            "get", "deployment", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}"
+        )["items"]
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        kubeconfig = _token_kubeconfig(cluster, kubectl, namespace, account, tmp_path / "kubeconfig")
+        proc = OperatorProcess(kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace])
+        proc.start()
+        try:
+            name = "blind"
+            kubectl.apply(_manifest(name, run_seconds=2), namespace)
+            status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
+            admitted = _condition(status, "Admitted")
+            assert (admitted["status"], admitted["reason"]) == ("False", "CapacityUnknown")
+            assert "free GPUs are unknown" in admitted["message"]
+            assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
+            wait_for(
+                lambda: any(r == "CapacityUnknown" for _, r, _ in _events(kubectl, namespace, name)),
+                timeout=30,
+                description="a CapacityUnknown Event",
+            )
+        finally:
+            proc.stop()
+            print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(40)}")
+    finally:
+        helm("uninstall", release, "-n", namespace, "--wait=false", check=False)
