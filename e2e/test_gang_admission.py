@@ -49,6 +49,21 @@ def operator(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) 
         print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(80)}")
 
 
+def _refused(kubectl: Kubectl, namespace: str, name: str, reason: str, says: str) -> None:
+    """The gang waits in Queued, not admitted for `reason`, says `says` in its Admitted condition and in
+    an Event, and no Job (no worker) was created."""
+    status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
+    admitted = _condition(status, "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", reason)
+    assert says in admitted["message"]
+    assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
+    wait_for(
+        lambda: any(r == reason and says in m for _, r, m in _events(kubectl, namespace, name)),
+        timeout=30,
+        description=f"a {reason} Event",
+    )
+
+
 def _admitted(status: Obj) -> bool:
     condition = _condition(status, "Admitted")
     return condition.get("status") == "True" and condition.get("reason") == "GangAdmitted"
@@ -113,19 +128,7 @@ def test_a_gang_its_gpu_quota_cannot_hold_is_not_admitted(
     kubectl.apply(quota(4), namespace)
     name = "big"
     kubectl.apply(_manifest(name, run_seconds=3), namespace)  # 2 workers x 4 GPUs = 8 > 4
-    status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
-    admitted = _condition(status, "Admitted")
-    assert (admitted["status"], admitted["reason"]) == ("False", "QuotaExceeded")
-    assert "ResourceQuota gpus allows 4 requests.nvidia.com/gpu" in admitted["message"]
-    assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
-    wait_for(
-        lambda: any(
-            r == "QuotaExceeded" and "ResourceQuota gpus" in m
-            for _, r, m in _events(kubectl, namespace, name)
-        ),
-        timeout=30,
-        description="a QuotaExceeded Event naming the quota",
-    )
+    _refused(kubectl, namespace, name, "QuotaExceeded", "ResourceQuota gpus allows 4 requests.nvidia.com/gpu")
     # The quota is raised: the gang is admitted and runs.
     kubectl.apply(quota(8), namespace)
     status = _wait_phase(kubectl, namespace, name, "Running", timeout=60)
@@ -258,16 +261,7 @@ def test_an_operator_that_cannot_see_every_namespace_says_capacity_is_unknown(
         try:
             name = "blind"
             kubectl.apply(_manifest(name, run_seconds=2), namespace)
-            status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
-            admitted = _condition(status, "Admitted")
-            assert (admitted["status"], admitted["reason"]) == ("False", "CapacityUnknown")
-            assert "free GPUs are unknown" in admitted["message"]
-            assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
-            wait_for(
-                lambda: any(r == "CapacityUnknown" for _, r, _ in _events(kubectl, namespace, name)),
-                timeout=30,
-                description="a CapacityUnknown Event",
-            )
+            _refused(kubectl, namespace, name, "CapacityUnknown", "free GPUs are unknown")
         finally:
             proc.stop()
             print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(40)}")

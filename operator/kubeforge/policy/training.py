@@ -624,7 +624,7 @@ def _verdict(o: Observed) -> _Verdict:
             return _Verdict(
                 phase="Queued",
                 reason=o.admission.reason,
-                message=f"waiting for GPUs: {o.admission.message}",
+                message=f"{_WAITING_FOR.get(o.admission.reason, 'waiting for GPUs')}: {o.admission.message}",
                 admitted=("False", o.admission.reason, o.admission.message),
                 delete_jobs=stale,
                 next_attempt_time=None,
@@ -659,6 +659,12 @@ def _verdict(o: Observed) -> _Verdict:
 
 
 _CREATED: tuple[Status, str, str] = ("True", "Created", "the workers were created without gang admission")
+
+
+_WAITING_FOR = {
+    "QuotaExceeded": "waiting for room in the namespace's GPU quota",
+    "NamespaceReservationLimit": "waiting for the namespace's admitted gangs to be placed",
+}
 
 
 def schedule_timeout(o: Observed) -> int:
