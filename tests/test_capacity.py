@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from kubeforge.policy.capacity import (
     NodeInfo,
     PodInfo,
     Quota,
+    Taint,
     admit,
     admit_claims,
     binds,
@@ -303,50 +305,75 @@ def test_a_spreading_scheduler_cannot_strand_an_admitted_gang() -> None:
     assert "counting 4 unplaced pods wherever they land" in verdict.message
 
 
+Arrival = Demand | tuple[int, str | None]
+"""A gang asking for admission, or a fleet surging pods of (GPUs, gpuType) as far as it is offered."""
+
+_TAINTS = st.sampled_from(
+    [(), (Taint("nvidia.com/gpu", "", "NoSchedule"),), (Taint("nvidia.com/gpu", "", "NoExecute"),)]
+)
+
+
 @st.composite
-def _rounds(draw: st.DrawFn) -> tuple[list[NodeInfo], list[Demand], list[int]]:
-    nodes = draw(nodes_strategy)
-    gangs = [
-        Demand(f"ns/g{i}", d.workers, d.gpus, d.products)
-        for i, d in enumerate(draw(st.lists(demands, min_size=2, max_size=4)))
-    ]
-    choices = draw(st.lists(st.integers(0, 1000), min_size=40, max_size=40))
-    return nodes, gangs, choices
+def _rounds(draw: st.DrawFn) -> tuple[list[NodeInfo], list[Arrival], list[int]]:
+    nodes = [replace(n, taints=draw(_TAINTS)) for n in draw(nodes_strategy)]
+    arrivals: list[Arrival] = []
+    for i in range(draw(st.integers(2, 5))):
+        if draw(st.booleans()):
+            d = draw(demands)
+            arrivals.append(Demand(f"ns/g{i}", d.workers, d.gpus, d.products))
+        else:
+            arrivals.append((draw(st.integers(1, 8)), draw(st.sampled_from(["H100", "L4", None]))))
+    choices = draw(st.lists(st.integers(0, 1000), min_size=60, max_size=60))
+    return nodes, arrivals, choices
 
 
 @given(_rounds())
 def test_admitted_gangs_always_place_whatever_nodes_the_scheduler_picks(
-    world: tuple[list[NodeInfo], list[Demand], list[int]],
+    world: tuple[list[NodeInfo], list[Arrival], list[int]],
 ) -> None:
-    """Gangs arrive one by one; between arrivals, and after the last, an adversary (hypothesis) binds
-    unplaced workers of admitted gangs to any node that can take them, in any order. Every worker of
-    every admitted gang always finds a node."""
+    """Gangs ask for admission and fleets surge as far as they are offered, one after the other; between
+    arrivals, and after the last, an adversary (hypothesis) binds any pending pod (a gang's worker or a
+    surge pod) to any node that can take it (its GPU type, taints it tolerates, free GPUs), in any order.
+    Every worker of every admitted gang always finds a node; surge pods may wait."""
     nodes, arrivals, choices = world
     picks = iter(choices)
     free = free_gpus(nodes, [])
-    admitted: dict[str, Demand] = {}
+    pending: dict[str, Claim] = {}
 
     def bind_some(count: int) -> None:
         for _ in range(count):
-            waiting = [d for d in admitted.values() if d.workers > 0]
+            waiting = sorted(k for k, c in pending.items() if c.pods > 0)
             if not waiting:
                 return
-            gang = waiting[next(picks, 0) % len(waiting)]
+            claim = pending[waiting[next(picks, 0) % len(waiting)]]
             spots = sorted(
                 n.name
                 for n in nodes
-                if usable(n, GPU_POD_TOLERATIONS) and matches(n, gang.products) and free[n.name] >= gang.gpus
+                if usable(n, GPU_POD_TOLERATIONS)
+                and matches(n, claim.products)
+                and free[n.name] >= claim.gpus
             )
-            assert spots, f"{gang.key} was admitted but one of its workers fits nowhere"
+            if not spots:
+                assert not claim.protected, f"{claim.key} was admitted but one of its workers fits nowhere"
+                del pending[claim.key]  # a surge pod nothing can take: it stays Pending, out of the game
+                continue
             spot = spots[next(picks, 0) % len(spots)]
-            free[spot] -= gang.gpus
-            admitted[gang.key] = Demand(gang.key, gang.workers - 1, gang.gpus, gang.products)
+            free[spot] -= claim.gpus
+            pending[claim.key] = replace(claim, pods=claim.pods - 1)
 
-    for gang in arrivals:
-        claims = [Claim(d.key, d.workers, d.gpus, d.products, True) for d in admitted.values()]
-        verdict = admit_claims(gang, nodes, free, claims, GPU_POD_TOLERATIONS)
-        if verdict.fits:
-            admitted[gang.key] = gang
+    for number, arrival in enumerate(arrivals):
+        claims = list(pending.values())
+        if isinstance(arrival, Demand):
+            if admit_claims(arrival, nodes, free, claims, GPU_POD_TOLERATIONS).fits:
+                pending[arrival.key] = Claim(
+                    arrival.key, arrival.workers, arrival.gpus, arrival.products, True
+                )
+        else:
+            gpus, gpu_type = arrival
+            room = surge_room(gpus, gpu_type, nodes, free, claims, GPU_POD_TOLERATIONS) or 0
+            products = demand_of("", 0, gpus, gpu_type).products
+            for pod in range(room):
+                pending[f"fleet-{number}-{pod}"] = Claim(f"fleet-{number}-{pod}", 1, gpus, products, False)
         bind_some(next(picks, 0) % 5)
     bind_some(1000)
 
