@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,19 +10,32 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubeforge.policy.capacity import (
+    GPU_POD_TOLERATIONS,
+    Claim,
     Demand,
     Ledger,
     NodeInfo,
     PodInfo,
+    Quota,
+    Taint,
     admit,
+    admit_claims,
+    binds,
+    claims_of,
     demand_of,
     fitting_pods,
     free_gpus,
+    matches,
     node_info,
     placeable,
     pod_info,
-    reserve,
+    pod_products,
+    quota_of,
+    quota_verdict,
+    surge_room,
+    tolerations_of,
     unplaced,
+    usable,
 )
 
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -64,32 +78,61 @@ def _raw_node(
     }
 
 
+GPU_TAINT = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
+
+
 class TestNodeInfo:
     def test_ready_gpu_node(self) -> None:
         assert node_info(_raw_node()) == NodeInfo("n", H100, 8, True)
 
     @pytest.mark.parametrize(
         "raw",
-        [
-            _raw_node(ready="False"),
-            _raw_node(ready="Unknown"),
-            _raw_node(unschedulable=True),
-            _raw_node(taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]),
-            _raw_node(taints=[{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
-        ],
-        ids=["not-ready", "unknown", "cordoned", "not-ready-taint", "foreign-taint"],
+        [_raw_node(ready="False"), _raw_node(ready="Unknown"), _raw_node(unschedulable=True)],
+        ids=["not-ready", "unknown", "cordoned"],
     )
     def test_unschedulable(self, raw: dict[str, Any]) -> None:
         assert node_info(raw).schedulable is False
 
-    def test_tolerated_taints(self) -> None:
-        raw = _raw_node(
-            taints=[
-                {"key": "nvidia.com/gpu", "effect": "NoSchedule"},
-                {"key": "spot", "effect": "PreferNoSchedule"},
-            ]
+    @pytest.mark.parametrize(
+        ("taints", "usable_for_workers"),
+        [
+            ([GPU_TAINT], True),
+            ([GPU_TAINT, {"key": "spot", "effect": "PreferNoSchedule"}], True),
+            ([{"key": "nvidia.com/gpu", "effect": "NoExecute"}], False),
+            ([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoExecute"}], False),
+            ([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}], False),
+            ([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}], False),
+            ([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}], False),
+            ([{"key": "nvidia.com/gpu", "effect": "SomethingNew"}], True),
+        ],
+        ids=[
+            "gpu-noschedule",
+            "soft",
+            "gpu-noexecute",
+            "gpu-noexecute-value",
+            "not-ready",
+            "unreachable",
+            "foreign",
+            "unknown-effect-is-not-hard",
+        ],
+    )
+    def test_taints_count_against_what_the_builders_tolerate(
+        self, taints: list[dict[str, str]], usable_for_workers: bool
+    ) -> None:
+        """Tolerations are the ones the TrainingJob builder puts on a worker, not a list of its own."""
+        from kubeforge.api.trainingjob import TrainingJobSpec
+        from kubeforge.builders.trainingjob import Owner, build_pod_template
+
+        spec = TrainingJobSpec.model_validate(
+            {"image": "x", "workers": 2, "resources": {"gpus": 4, "gpuType": "H100"}}
         )
-        assert node_info(raw).schedulable is True
+        template = build_pod_template(spec, Owner("tj", "ns", "uid"), 0)
+        tolerations = tolerations_of(template["spec"]["tolerations"])
+        node = node_info(_raw_node(taints=taints))
+        assert usable(node, tolerations) is usable_for_workers
+        demand = demand_of("ns/tj", 1, 4, "H100")
+        verdict = Ledger.of([node], []).admit(demand, gpu_type="H100", tolerations=tolerations)
+        assert verdict.fits is usable_for_workers
 
     def test_no_gpus(self) -> None:
         raw = _raw_node()
@@ -251,19 +294,88 @@ def _pack(free: dict[str, int], nodes: list[NodeInfo], demand: Demand) -> dict[s
     return left
 
 
-@given(nodes_strategy, demands, demands)
-def test_an_admitted_gang_and_the_next_one_fit_together(
-    nodes: list[NodeInfo], first: Demand, second: Demand
+def test_a_spreading_scheduler_cannot_strand_an_admitted_gang() -> None:
+    """The case the best-fit guess got wrong: `a` (4 x 1 GPU) was counted packed on one node, so `b`
+    (1 x 8) was admitted into the other; LeastAllocated spreads `a` over both and `b` never fits."""
+    nodes = [_node("h100-0", H100, 8), _node("h100-1", H100, 8)]
+    first = Demand("ns/a", 4, 1, (H100,))
+    assert admit(first, nodes, [], tolerations=GPU_POD_TOLERATIONS).fits
+    verdict = admit(Demand("ns/b", 1, 8, (H100,)), nodes, [], [first], tolerations=GPU_POD_TOLERATIONS)
+    assert not verdict.fits
+    assert "counting 4 unplaced pods wherever they land" in verdict.message
+
+
+Arrival = Demand | tuple[int, str | None]
+"""A gang asking for admission, or a fleet surging pods of (GPUs, gpuType) as far as it is offered."""
+
+_TAINTS = st.sampled_from(
+    [(), (Taint("nvidia.com/gpu", "", "NoSchedule"),), (Taint("nvidia.com/gpu", "", "NoExecute"),)]
+)
+
+
+@st.composite
+def _rounds(draw: st.DrawFn) -> tuple[list[NodeInfo], list[Arrival], list[int]]:
+    nodes = [replace(n, taints=draw(_TAINTS)) for n in draw(nodes_strategy)]
+    arrivals: list[Arrival] = []
+    for i in range(draw(st.integers(2, 5))):
+        if draw(st.booleans()):
+            d = draw(demands)
+            arrivals.append(Demand(f"ns/g{i}", d.workers, d.gpus, d.products))
+        else:
+            arrivals.append((draw(st.integers(1, 8)), draw(st.sampled_from(["H100", "L4", None]))))
+    choices = draw(st.lists(st.integers(0, 1000), min_size=60, max_size=60))
+    return nodes, arrivals, choices
+
+
+@given(_rounds())
+def test_admitted_gangs_always_place_whatever_nodes_the_scheduler_picks(
+    world: tuple[list[NodeInfo], list[Arrival], list[int]],
 ) -> None:
-    second = Demand("ns/other", second.workers, second.gpus, second.products)
-    if not admit(first, nodes, []).fits:
-        return
-    if not admit(second, nodes, [], [first]).fits:
-        return
-    # Both admitted: placing the first as reserve() does leaves room for every worker of the second.
-    after_first = reserve(free_gpus(nodes, []), nodes, [first])
-    assert sum(after_first.values()) == sum(free_gpus(nodes, []).values()) - first.workers * first.gpus
-    assert _pack(after_first, nodes, second) is not None
+    """Gangs ask for admission and fleets surge as far as they are offered, one after the other; between
+    arrivals, and after the last, an adversary (hypothesis) binds any pending pod (a gang's worker or a
+    surge pod) to any node that can take it (its GPU type, taints it tolerates, free GPUs), in any order.
+    Every worker of every admitted gang always finds a node; surge pods may wait."""
+    nodes, arrivals, choices = world
+    picks = iter(choices)
+    free = free_gpus(nodes, [])
+    pending: dict[str, Claim] = {}
+
+    def bind_some(count: int) -> None:
+        for _ in range(count):
+            waiting = sorted(k for k, c in pending.items() if c.pods > 0)
+            if not waiting:
+                return
+            claim = pending[waiting[next(picks, 0) % len(waiting)]]
+            spots = sorted(
+                n.name
+                for n in nodes
+                if usable(n, GPU_POD_TOLERATIONS)
+                and matches(n, claim.products)
+                and free[n.name] >= claim.gpus
+            )
+            if not spots:
+                assert not claim.protected, f"{claim.key} was admitted but one of its workers fits nowhere"
+                del pending[claim.key]  # a surge pod nothing can take: it stays Pending, out of the game
+                continue
+            spot = spots[next(picks, 0) % len(spots)]
+            free[spot] -= claim.gpus
+            pending[claim.key] = replace(claim, pods=claim.pods - 1)
+
+    for number, arrival in enumerate(arrivals):
+        claims = list(pending.values())
+        if isinstance(arrival, Demand):
+            if admit_claims(arrival, nodes, free, claims, GPU_POD_TOLERATIONS).fits:
+                pending[arrival.key] = Claim(
+                    arrival.key, arrival.workers, arrival.gpus, arrival.products, True
+                )
+        else:
+            gpus, gpu_type = arrival
+            room = surge_room(gpus, gpu_type, nodes, free, claims, GPU_POD_TOLERATIONS) or 0
+            products = demand_of("", 0, gpus, gpu_type).products
+            for pod in range(room):
+                pending[f"fleet-{number}-{pod}"] = Claim(f"fleet-{number}-{pod}", 1, gpus, products, False)
+        bind_some(next(picks, 0) % 5)
+    bind_some(1000)
 
 
 @pytest.mark.parametrize(
@@ -317,3 +429,124 @@ def test_the_ledger_kept_event_by_event_equals_a_fresh_count(events: list[tuple[
         for attempt in (0, 1):
             demand = Demand(job, 4, 2, None)
             assert ledger.unplaced(demand, attempt) == unplaced(demand, attempt, pods)
+    waiting = sorted(p.name for p in pods if p.node is None and not p.terminal and p.gpus > 0)
+    assert sorted(p.name for p in ledger.unbound) == waiting
+
+
+# ------------------------------------------------------------------ one capacity for fleets and gangs
+
+
+def test_a_fleet_surge_is_not_offered_the_gpus_an_admitted_gang_still_has_to_place() -> None:
+    nodes = [_node("h100-0", H100, 8), _node("h100-1", H100, 8)]
+    free = free_gpus(nodes, [])
+    assert surge_room(4, "H100", nodes, free) == 4
+    gang = demand_of("ns/tj", 2, 4, "H100")  # admitted, no worker bound yet
+    claims = claims_of([gang], [])
+    assert surge_room(4, "H100", nodes, free, claims, GPU_POD_TOLERATIONS) == 2
+    # Once the gang is bound, it is counted where it is and the rest is offered.
+    ledger = Ledger.of(nodes, [_pod("h100-0", 4, job="ns/tj"), _pod("h100-1", 4, job="ns/tj")])
+    bound = claims_of([ledger.unplaced(gang, 0)], ledger.unbound)
+    assert surge_room(4, "H100", nodes, ledger.free(), bound, GPU_POD_TOLERATIONS) == 2
+    # An L4 gang takes nothing from an H100 surge.
+    l4 = claims_of([demand_of("ns/l4", 2, 4, "L4")], [])
+    assert surge_room(4, "H100", nodes, free, l4, GPU_POD_TOLERATIONS) == 4
+
+
+def test_unbound_gpu_pods_are_not_ignored_by_admission() -> None:
+    """A fleet's Pending pod may land on either node: a gang needing one whole node each must wait."""
+    nodes = [_node("h100-0", H100, 8), _node("h100-1", H100, 8)]
+    pending = PodInfo("ns", "fleet-x", None, 1, False, owner="ns/fleet", products=(H100,))
+    verdict = admit(demand_of("ns/tj", 2, 8, "H100"), nodes, [pending], tolerations=GPU_POD_TOLERATIONS)
+    assert not verdict.fits
+    assert "counting 1 unplaced pod wherever they land" in verdict.message
+    # A Pending pod that only accepts L4 nodes does not stand in the way.
+    elsewhere = PodInfo("ns", "fleet-y", None, 1, False, owner="ns/fleet", products=(L4,))
+    assert admit(demand_of("ns/tj", 2, 8, "H100"), nodes, [elsewhere], tolerations=GPU_POD_TOLERATIONS).fits
+    # A fleet's own Pending pods are its rollout's business, not a claim on its surge.
+    ledger = Ledger.of(nodes, [pending])
+    assert claims_of([], ledger.unbound, skip="ns/fleet") == []
+
+
+def test_capacity_it_cannot_see_is_unknown_not_free() -> None:
+    ledger = Ledger.of([_node("h100-0", H100, 8)], [])
+    ledger.scope = ("team-a",)
+    verdict = ledger.admit(demand_of("team-a/tj", 1, 8, "H100"))
+    assert (verdict.fits, verdict.reason) == (False, "CapacityUnknown")
+    assert "free GPUs are unknown" in verdict.message
+    assert "team-a" in verdict.message
+    assert ledger.admit(demand_of("team-a/cpu", 1, 0, None)).fits  # no GPUs, nothing to know
+
+
+def _required(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}
+            }
+        }
+    }
+
+
+_H100_TERM = {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": [H100]}]}
+
+
+@pytest.mark.parametrize(
+    ("spec", "products"),
+    [
+        ({}, None),
+        ({"nodeSelector": {"nvidia.com/gpu.product": L4}}, (L4,)),
+        (_required(_H100_TERM), (H100,)),
+        (
+            _required(_H100_TERM, {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}),
+            None,
+        ),
+    ],
+    ids=["none", "node-selector", "affinity", "or-term-without-product"],
+)
+def test_where_an_unbound_pod_may_land(spec: dict[str, Any], products: tuple[str, ...] | None) -> None:
+    assert pod_products(spec) == products
+
+
+@pytest.mark.parametrize(
+    ("quotas", "needs", "held", "promised", "verdict"),
+    [
+        ([], 16, 0, 0, None),
+        ([Quota("gpus", 16, 0)], 16, 0, 0, None),
+        ([Quota("gpus", 16, 8)], 16, 0, 0, "has 8 of 16 requests.nvidia.com/gpu left (8 used)"),
+        ([Quota("gpus", 16, 8)], 16, 8, 0, None),  # the used 8 are this gang's own leaving workers
+        ([Quota("gpus", 16, 0)], 16, 0, 8, "8 promised to admitted gangs"),
+        ([Quota("gpus", 8, 0)], 16, 0, 0, "more than the quota will ever hold"),
+        ([Quota("a", 32, 0), Quota("b", 8, 0)], 16, 0, 0, "ResourceQuota b allows 8"),
+    ],
+)
+def test_quota_verdict(
+    quotas: list[Quota], needs: int, held: int, promised: int, verdict: str | None
+) -> None:
+    found = quota_verdict(quotas, needs, held, promised)
+    if verdict is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert verdict in found
+
+
+def test_quota_of_reads_only_unscoped_gpu_quotas() -> None:
+    hard = {"hard": {"requests.nvidia.com/gpu": "8"}}
+    used = {"used": {"requests.nvidia.com/gpu": "2"}}
+    assert quota_of({"metadata": {"name": "q"}, "spec": hard, "status": used}) == Quota("q", 8, 2)
+    assert quota_of({"metadata": {"name": "q"}, "spec": {"hard": {"cpu": "8"}}}) is None
+    assert quota_of({"metadata": {"name": "q"}, "spec": {**hard, "scopes": ["BestEffort"]}}) is None
+
+
+def test_a_pod_binding_is_news_for_waiting_gangs_and_surges() -> None:
+    def pod(gpus: str | None, node: str | None) -> dict[str, Any]:
+        resources = {"requests": {"nvidia.com/gpu": gpus}} if gpus else {}
+        spec: dict[str, Any] = {"containers": [{"resources": resources}]}
+        if node:
+            spec["nodeName"] = node
+        return {"metadata": {"namespace": "ns", "name": "p"}, "spec": spec, "status": {"phase": "Pending"}}
+
+    assert binds(pod("1", None), pod("1", "h100-0"))
+    assert not binds(pod("1", "h100-0"), pod("1", "h100-0"))
+    assert not binds(None, pod("1", "h100-0"))
+    assert not binds(pod(None, None), pod(None, "h100-0"))

@@ -37,6 +37,7 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("",), ("services",), ("get", "list", "watch", "create", "patch", "delete")),
     (("",), ("pods",), ("get", "list", "watch")),
+    (("",), ("resourcequotas",), ("get", "list", "watch")),
     (("",), ("events",), ("create", "patch")),
     (("events.k8s.io",), ("events",), ("create", "patch")),
     (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),
@@ -302,6 +303,8 @@ BASE_ARGS = [
     "json",
     "--max-concurrent-reconciles=10",
     "--resync-seconds=300",
+    "--max-schedule-timeout-seconds=300",
+    "--max-unplaced-gpus-per-namespace=0",
 ]
 LEADER_ARGS = [
     "--leader-elect",
@@ -345,6 +348,8 @@ LEADER_ARGS = [
                 "json",
                 "--max-concurrent-reconciles=10",
                 "--resync-seconds=300",
+                "--max-schedule-timeout-seconds=300",
+                "--max-unplaced-gpus-per-namespace=0",
                 *LEADER_ARGS,
                 "--all-namespaces",
                 "--verbose",
@@ -357,11 +362,15 @@ LEADER_ARGS = [
                 "leaderElection.leaseDurationSeconds=60",
                 "leaderElection.renewDeadlineSeconds=40",
                 "leaderElection.retryPeriodSeconds=5",
+                "gangAdmission.maxScheduleTimeoutSeconds=120",
+                "gangAdmission.maxUnplacedGpusPerNamespace=64",
             ],
             [
-                *BASE_ARGS[:-2],
+                *BASE_ARGS[:-4],
                 "--max-concurrent-reconciles=32",
                 "--resync-seconds=1800000",  # not 1.8e+06
+                "--max-schedule-timeout-seconds=120",
+                "--max-unplaced-gpus-per-namespace=64",
                 "--leader-elect",
                 f"--leader-election-namespace={NAMESPACE}",
                 f"--leader-election-id={RELEASE}",

@@ -11,13 +11,15 @@ from typing import Any, cast
 import pytest
 
 from fakecaches import FakeCaches
-from kubeforge.api.inferencefleet import Autoscaling
+from kubeforge.api.inferencefleet import Autoscaling, InferenceFleetSpec, InferenceFleetStatus
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.controllers.inferencefleet import InferenceFleetController
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.kube.client import Kube
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
+from kubeforge.policy.capacity import surge_room
+from kubeforge.policy.fleet import FleetObserved
 from kubeforge.policy.status import apply_merge_patch
 
 NS = "ns"
@@ -375,3 +377,48 @@ async def test_without_prometheus_url_metrics_are_unavailable(source: None) -> N
         "PrometheusNotConfigured",
     )
     await ctrl.forget(NS, "chat")
+
+
+async def test_a_surge_reads_the_capacity_gang_admission_reads() -> None:
+    """Two 8-GPU H100 nodes, one tainted `nvidia.com/gpu:NoExecute` (the fleet's pods tolerate only
+    `NoSchedule`), and an admitted gang whose 4-GPU worker is not placed yet: of the 4 two-GPU pods the
+    free node holds, the surge is offered only what leaves the gang's worker sure of a place."""
+    kube = FakeKube()
+    for name, taints in (("h0", []), ("h1", [{"key": "nvidia.com/gpu", "effect": "NoExecute"}])):
+        kube.objects[("Node", "", name)] = {
+            "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+            "spec": {"taints": taints},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "allocatable": {"nvidia.com/gpu": "8"},
+            },
+        }
+    spec = {**SPEC, "resources": {"gpus": 2, "gpuType": "H100"}}
+    fleet = InferenceFleetSpec.model_validate(spec)
+    observed = FleetObserved(
+        name="chat", namespace=NS, generation=1, status=InferenceFleetStatus(), now=Clock()(), spec=fleet
+    )
+
+    def room() -> int | None:
+        cap = controller(kube)._capacity(observed)
+        return surge_room(2, "H100", cap.nodes, cap.free, cap.claims, cap.tolerations)
+
+    assert room() == 4  # the tainted node offers nothing
+    kube.objects[("TrainingJob", NS, "tj")] = {
+        "metadata": {"name": "tj", "namespace": NS},
+        "spec": {"image": "x", "workers": 1, "resources": {"gpus": 4, "gpuType": "H100"}},
+        "status": {
+            "phase": "Pending",
+            "attempt": 0,
+            "conditions": [
+                {
+                    "type": "Admitted",
+                    "status": "True",
+                    "reason": "GangAdmitted",
+                    "message": "",
+                    "lastTransitionTime": "2026-03-01T00:00:00Z",
+                }
+            ],
+        },
+    }
+    assert room() == 1

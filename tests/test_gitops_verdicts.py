@@ -179,7 +179,12 @@ TRAINING_PHASES: dict[str, tuple[Callable[[], Plan], str, tuple[str, str]]] = {
         ("InProgress", "Progressing"),
     ),
     "restarting": (
-        lambda: decide(_obs(status=_running(), jobs=(_job(failed=True),), pods=(_pod(0), _failed_worker(1)))),
+        lambda: decide(
+            # The Job controller stops the surviving peer when the Job fails, as the real one does.
+            _obs(
+                status=_running(), jobs=(_job(failed=True),), pods=(_pod(0, deleting=True), _failed_worker(1))
+            )
+        ),
         "Restarting",
         ("InProgress", "Progressing"),
     ),

@@ -357,3 +357,77 @@ async def test_ttl_deletes_the_finished_trainingjob() -> None:
     await _settle(kube, _controller(kube))
     assert await kube.get(*TJ, "tj", "ns") is None
     assert ("Normal", "Succeeded") in [(t, r) for t, r, _ in kube.events]
+
+
+def _quota(hard: int, used: int = 0) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "gpus", "namespace": "ns"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": str(hard)}},
+        "status": {"used": {"requests.nvidia.com/gpu": str(used)}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("hard", "used", "admitted", "message"),
+    [
+        (
+            24,
+            16,
+            False,
+            "ResourceQuota gpus has 8 of 24 requests.nvidia.com/gpu left (16 used); the gang needs 16",
+        ),
+        (8, 0, False, "allows 8 requests.nvidia.com/gpu in this namespace; the gang needs 16, more than"),
+        (32, 16, True, ""),
+    ],
+)
+async def test_a_gang_its_namespace_quota_cannot_hold_is_not_admitted(
+    hard: int, used: int, admitted: bool, message: str
+) -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_quota(hard, used))
+    kube.add(_trainingjob())
+    tj = await _reconcile(kube)
+    assert bool(kube.jobs()) is admitted
+    if not admitted:
+        assert tj["status"]["phase"] == "Queued"
+        condition = next(c for c in tj["status"]["conditions"] if c["type"] == "Admitted")
+        assert (condition["status"], condition["reason"]) == ("False", "QuotaExceeded")
+        assert message in condition["message"]
+        assert [e[1] for e in kube.events] == ["QuotaExceeded"]
+
+
+async def _first_then_second(kube: FakeKube, controller: TrainingJobController) -> Obj:
+    """Reconcile `first` then `second` once each; only `first` may be admitted. The second's status."""
+    kube.add(_trainingjob("first"))
+    kube.add(_trainingjob("second"))
+    for name in ("first", "second"):
+        obj = await kube.get(*TJ, name, "ns")
+        assert obj is not None
+        await controller.reconcile(obj)
+    assert [j["metadata"]["name"] for j in kube.jobs()] == ["first-a0"]
+    status: Obj = kube.objects[(*TJ, "ns", "second")]["status"]
+    return status
+
+
+async def test_gangs_admitted_but_not_created_count_against_the_quota() -> None:
+    """The first gang's pods do not exist yet, so the quota's `used` does not show them: the second gang
+    must not be admitted into the same quota."""
+    kube = FakeKube()
+    kube.nodes(4)
+    kube.add(_quota(16))
+    second = await _first_then_second(kube, _controller(kube))
+    assert second["phase"] == "Queued"
+    assert "16 promised to admitted gangs" in second["message"]
+
+
+async def test_a_namespace_holds_at_most_the_operator_cap_reserved_but_unplaced() -> None:
+    kube = FakeKube()
+    kube.nodes(4)
+    config = OperatorConfig(resync_seconds=1, max_unplaced_gpus_per_namespace=24)
+    second = await _first_then_second(kube, TrainingJobController(cast(Kube, kube), kube.caches(), config))
+    condition = next(c for c in second["conditions"] if c["type"] == "Admitted")
+    assert condition["reason"] == "NamespaceReservationLimit"
+    assert "at most 24 GPUs" in condition["message"]

@@ -388,9 +388,35 @@ def test_schedule_timeout_releases_the_placement() -> None:
     assert plan.status.phase == "Queued"
     assert plan.status_first
     assert plan.delete_jobs == ("tj-a0",)
-    assert plan.status.restarts == 0
+    # A gang that cannot place is not left to try forever: the timeout spends a restart.
+    assert plan.status.restarts == 1
+    assert plan.restarted
     assert _cond(plan, "Admitted") == ("False", "ScheduleTimeout")
     assert plan.events[0].type == "Warning"
+
+
+def test_schedule_timeout_fails_the_job_when_no_restart_is_left() -> None:
+    job = _job(3, start_time=NOW - timedelta(seconds=301))
+    pods = (_pod(0, 3), _pod(1, 3, phase="Pending", node=None))
+    plan = decide(_obs(status=_status(phase="Pending", restarts=3, attempt=3), jobs=(job,), pods=pods))
+    assert plan.status.phase == "Failed"
+    assert "no restarts left" in (plan.status.message or "")
+    assert any(e.reason == "ScheduleTimeout" for e in plan.events)
+
+
+@pytest.mark.parametrize(("cap", "released"), [(None, False), (120, True), (600, False)])
+def test_the_operator_owner_bounds_the_schedule_timeout(cap: int | None, released: bool) -> None:
+    """spec.policy.scheduleTimeoutSeconds is 300 here; the operator's maximum wins when lower."""
+    job = _job(start_time=NOW - timedelta(seconds=150))
+    pods = (_pod(0), _pod(1, phase="Pending", node=None))
+    observed = replace(
+        _obs(status=_status(phase="Pending"), jobs=(job,), pods=pods), max_schedule_timeout_seconds=cap
+    )
+    plan = decide(observed)
+    assert (plan.status.phase == "Queued") is released
+    if not released:
+        assert plan.requeue_after is not None
+        assert plan.requeue_after <= (cap or 300) - 150
 
 
 def test_deleted_job_with_the_same_name_is_waited_for() -> None:

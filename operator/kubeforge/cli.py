@@ -120,6 +120,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.max_concurrent_reconciles < 1:
         print("kubeforge run: --max-concurrent-reconciles must be at least 1", file=sys.stderr)
         return 2
+    if args.max_schedule_timeout_seconds < 10:
+        print("kubeforge run: --max-schedule-timeout-seconds must be at least 10", file=sys.stderr)
+        return 2
+    if args.max_unplaced_gpus_per_namespace < 0:
+        print("kubeforge run: --max-unplaced-gpus-per-namespace must not be negative", file=sys.stderr)
+        return 2
     try:
         election = _leader_election(args)
     except ValueError as error:
@@ -130,6 +136,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         resync_seconds=args.resync_seconds,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
+        max_schedule_timeout_seconds=args.max_schedule_timeout_seconds,
+        max_unplaced_gpus_per_namespace=args.max_unplaced_gpus_per_namespace,
     )
     endpoints = Endpoints(args.metrics_port, args.health_port, args.bind_address)
     return asyncio.run(run_operator(access, config, endpoints, election))
@@ -232,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=10,
         help="reconciles running at once per kind (one per object at a time)",
+    )
+    run.add_argument(
+        "--max-schedule-timeout-seconds",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="an admitted gang that cannot place all its workers gives its GPUs back within this time, "
+        "whatever its spec.policy.scheduleTimeoutSeconds says (it counts as a restart)",
+    )
+    run.add_argument(
+        "--max-unplaced-gpus-per-namespace",
+        type=int,
+        default=0,
+        metavar="GPUS",
+        help="GPUs one namespace's admitted gangs may hold reserved but not yet placed (0: no limit)",
     )
     run.add_argument(
         "--leader-elect",

@@ -86,7 +86,8 @@ class TrainingPolicy(KubeModel):
     on when `workers` > 1."""
     schedule_timeout_seconds: int = Field(default=300, ge=10, le=86400)
     """A gang attempt whose workers are not all scheduled within this time gives its placement back and
-    waits in `Queued` again (not counted as a restart)."""
+    waits in `Queued` again; this counts as a restart. The operator's `--max-schedule-timeout-seconds`
+    caps it."""
     max_restarts: int = Field(default=3, ge=0, le=MAX_RESTARTS)
     """Whole-gang restarts after retryable failures (a worker's non-zero exit, a lost node)
     before `Failed`."""

@@ -47,11 +47,12 @@ from kubeforge.kube.kinds import (
     PDB,
     POD,
     SERVICE,
+    TRAININGJOB,
     Kind,
 )
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
-from kubeforge.policy import autoscaler, capacity
+from kubeforge.policy import autoscaler, capacity, gangs
 from kubeforge.policy import fleet as policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
@@ -119,7 +120,9 @@ class InferenceFleetController:
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(INFERENCEFLEET_LABEL)(old, new))
-        if self._waiting and old is not None and (new is None or capacity.pod_info(new).terminal):
+        # GPUs freed, or a claim on them became exact (a pod bound), may let a surge go on.
+        freed = old is not None and (new is None or capacity.pod_info(new).terminal)
+        if self._waiting and (freed or capacity.binds(old, new)):
             keys |= self._waiting
         return keys
 
@@ -225,14 +228,25 @@ class InferenceFleetController:
             return autoscaler.Reading(error="PrometheusNotConfigured", message=NO_PROMETHEUS)
         return await self.source.read(auto, namespace, name)
 
+    def _capacity(self, o: policy.FleetObserved) -> policy.Capacity:
+        """The capacity gang admission reads: free GPUs, the unplaced workers of admitted gangs and other
+        fleets' unbound pods, judged with the tolerations the fleet's pods really carry."""
+        assert o.spec is not None
+        ledger = self.caches.capacity()
+        admitted = gangs.gangs_of(self.caches.list(TRAININGJOB), lambda _: 0).admitted
+        unplaced = [ledger.unplaced(whole, attempt) for whole, attempt in admitted.values()]
+        claims = capacity.claims_of(unplaced, ledger.unbound, skip=f"{o.namespace}/{o.name}")
+        template = build.pod_template(o.spec, o.name, o.revision or "")
+        tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
+        return policy.Capacity(tuple(ledger.nodes), ledger.free(), tuple(claims), tolerations)
+
     async def _fetch(
         self, o: policy.FleetObserved, plan: policy.FleetPlan, fleet: _Fleet, observed_at: float
     ) -> policy.FleetObserved:
         """The input the plan asks for."""
         assert o.spec is not None
         if plan.needs_capacity:
-            ledger = self.caches.capacity()
-            return replace(o, capacity=policy.Capacity(tuple(ledger.nodes), ledger.free()))
+            return replace(o, capacity=self._capacity(o))
         if plan.measure is not None:
             fleet.measured = (plan.measure.revision, self._monotonic())
             measurement = await self._measure(o.namespace, o.name, plan.measure)

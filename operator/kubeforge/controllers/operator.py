@@ -41,6 +41,7 @@ from kubeforge.kube.kinds import (
     PDB,
     POD,
     PRIORITY_CLASS,
+    RESOURCE_QUOTA,
     SERVICE,
     TRAININGJOB,
 )
@@ -74,8 +75,8 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
     pod_namespaces: tuple[str, ...] = ()
     if namespaces and not await _pods_clusterwide(http):
         log.warning(
-            "pods of other namespaces are not readable: GPU capacity used outside %s is invisible to "
-            "gang admission and surge limits",
+            "pods of other namespaces are not readable: GPU capacity used outside %s is unknown, so "
+            "gangs are not admitted by kubeforge (use Kueue) and surge limits cannot see it",
             ", ".join(namespaces),
         )
         pod_namespaces = namespaces
@@ -90,8 +91,12 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
         Source(POD, projections.pod, None, pod_namespaces, (TRAININGJOB_LABEL, INFERENCEFLEET_LABEL)),
         Source(NODE, projections.node),
         Source(PRIORITY_CLASS, projections.priority_class),
+        Source(RESOURCE_QUOTA, projections.resource_quota, None, namespaces),
     )
-    return Caches(Informer(http, source) for source in sources)
+    caches = Caches(Informer(http, source) for source in sources)
+    # Gang admission says capacity is unknown rather than admitting into GPUs it cannot see are used.
+    caches.capacity().scope = pod_namespaces
+    return caches
 
 
 def build_controllers(kube: Kube, caches: Caches, config: OperatorConfig) -> list[Controller]:

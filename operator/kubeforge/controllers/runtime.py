@@ -41,6 +41,11 @@ class OperatorConfig:
     prometheus_url: str | None = None
     resync_seconds: float = 300.0
     max_concurrent_reconciles: int = 10
+    max_schedule_timeout_seconds: int = 300
+    """Cluster-wide bound on a gang's `spec.policy.scheduleTimeoutSeconds`: an admitted gang that cannot
+    place its workers gives its GPUs back within this time, whatever its spec says."""
+    max_unplaced_gpus_per_namespace: int = 0
+    """GPUs one namespace's admitted gangs may hold reserved but not yet placed; 0: no limit."""
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec
-from kubeforge.builders.trainingjob import Owner, build_job, build_service
+from kubeforge.builders.trainingjob import Owner, build_job, build_pod_template, build_service
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader
-from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, SERVICE, TRAININGJOB, Kind
+from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
 from kubeforge.metrics import exposition
-from kubeforge.policy import capacity, training
+from kubeforge.policy import capacity, gangs, training
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.status import status_diff
 
@@ -56,6 +56,7 @@ class TrainingJobController:
             Watch(SERVICE, owner_keys(TRAININGJOB)),
             Watch(POD, self._pod_keys),
             Watch(NODE, self._capacity_keys),
+            Watch(RESOURCE_QUOTA, self._quota_keys),
         )
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
@@ -69,9 +70,14 @@ class TrainingJobController:
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(TRAININGJOB_LABEL)(old, new))
-        if _frees_gpus(old, new):
+        if self._waiting and (_frees_gpus(old, new) or capacity.binds(old, new)):
             keys |= self._waiting
         return keys
+
+    def _quota_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        """A quota changed: gangs of its namespace waiting for it (or for GPUs) look again."""
+        namespace = ((new or old or {}).get("metadata") or {}).get("namespace")
+        return {key for key in self._waiting if key[0] == namespace}
 
     def _capacity_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         if old is not None and new is not None and _node_capacity(old) == _node_capacity(new):
@@ -112,6 +118,7 @@ class TrainingJobController:
             pods=pod_views,
             nodes=nodes,
             now=_now(),
+            max_schedule_timeout_seconds=self.config.max_schedule_timeout_seconds,
         )
         plan = training.decide(observed)
         key = f"{namespace}/{name}"
@@ -119,7 +126,7 @@ class TrainingJobController:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
-            admission = self._admit(obj, spec)
+            admission = self._admit(obj, spec, owner, status.restarts)
             plan = training.decide(replace(observed, admission=admission, now=_now()))
             if admission.fits:
                 self._waiting.discard((namespace, name))
@@ -136,55 +143,71 @@ class TrainingJobController:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
-    def _admit(self, obj: Obj, spec: TrainingJobSpec) -> capacity.Admission:
-        """Whether all workers fit now, counting what bound pods hold, what other admitted gangs have yet
-        to place, and the gangs queued before this one (oldest first) that fit."""
+    def _admit(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int) -> capacity.Admission:
+        """Whether all workers are sure to fit now (`policy.capacity`): after what pods hold, whatever
+        nodes the unplaced workers of admitted gangs and unbound pods land on, and the gangs queued before
+        this one (oldest first) that fit; within the namespace's GPU quota and reservation limit."""
         meta = obj["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
+        namespace = meta["namespace"]
+        key = f"{namespace}/{meta['name']}"
         demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
         if demand.gpus <= 0:
             return capacity.Admission(True, spec.workers, "needs no GPUs")
         ledger = self.caches.capacity()
-        others: dict[str, capacity.Demand] = {}
-        queued: list[tuple[tuple[int, str, str], capacity.Demand]] = []
-        for other in self.caches.list(TRAININGJOB):
-            other_meta = other.get("metadata") or {}
-            other_key = f"{other_meta.get('namespace')}/{other_meta.get('name')}"
-            if other_key == key or other_meta.get("deletionTimestamp"):
-                continue
-            other_status = training.parse_status(other.get("status"))
-            admitted = next((c for c in other_status.conditions if c.type == "Admitted"), None)
-            try:
-                other_spec = TrainingJobSpec.model_validate(other.get("spec") or {})
-            except ValidationError:
-                continue
-            whole = capacity.demand_of(
-                other_key, other_spec.workers, other_spec.resources.gpus, other_spec.resources.gpu_type
-            )
-            if (
-                other_status.phase == "Queued"
-                and admitted is not None
-                and admitted.reason == "InsufficientCapacity"
-                and not other_spec.suspend
-            ):
-                order = (
-                    -self._priority(other_spec),
-                    str(other_meta.get("creationTimestamp") or ""),
-                    other_key,
-                )
-                queued.append((order, whole))
-                continue
-            if other_status.phase not in ("Pending", "Running"):
-                continue
-            if admitted is None or admitted.status != "True" or admitted.reason != "GangAdmitted":
-                continue
-            others[other_key] = ledger.unplaced(whole, other_status.attempt)
-        for reserved_key, (reserved, attempt) in self._reserved.items():
-            if reserved_key != key and reserved_key not in others:
-                others[reserved_key] = ledger.unplaced(reserved, attempt)
+        found = gangs.gangs_of(self.caches.list(TRAININGJOB), self._priority, skip=key)
+        admitted = dict(found.admitted)
+        for reserved_key, held in self._reserved.items():
+            if reserved_key != key:
+                admitted.setdefault(reserved_key, held)
+        others = {k: ledger.unplaced(whole, n) for k, (whole, n) in admitted.items()}
+        refused = self._namespace_limits(ledger, demand, namespace, admitted, others)
+        if refused is not None:
+            return refused
         mine = (-self._priority(spec), str(meta.get("creationTimestamp") or ""), key)
-        ahead = [d for order, d in sorted(queued, key=lambda q: q[0]) if order < mine]
-        return ledger.admit(demand, others.values(), gpu_type=spec.resources.gpu_type, ahead=ahead)
+        ahead = [d for order, d in sorted(found.queued, key=lambda q: q[0]) if order < mine]
+        # The nodes a worker may use are judged by the tolerations its pods really carry.
+        template = build_pod_template(spec, owner, attempt)
+        tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
+        return ledger.admit(
+            demand, others.values(), gpu_type=spec.resources.gpu_type, ahead=ahead, tolerations=tolerations
+        )
+
+    def _namespace_limits(
+        self,
+        ledger: capacity.Ledger,
+        demand: capacity.Demand,
+        namespace: str,
+        admitted: Mapping[str, tuple[capacity.Demand, int]],
+        unplaced: Mapping[str, capacity.Demand],
+    ) -> capacity.Admission | None:
+        """The operator owner's cap on GPUs a namespace holds reserved but unplaced, and the namespace's
+        ResourceQuotas on GPU requests; None when both leave room for the whole gang."""
+        needs = demand.workers * demand.gpus
+        mine = [k for k in admitted if k.split("/", 1)[0] == namespace]
+        cap = self.config.max_unplaced_gpus_per_namespace
+        if cap:
+            reserved = sum(unplaced[k].workers * unplaced[k].gpus for k in mine)
+            if reserved + needs > cap:
+                return capacity.Admission(
+                    False,
+                    0,
+                    f"the namespace may hold at most {cap} GPUs admitted but not yet placed (the operator's "
+                    f"--max-unplaced-gpus-per-namespace); {reserved} are, and this gang needs {needs}",
+                    "NamespaceReservationLimit",
+                )
+        quotas = [q for q in map(capacity.quota_of, self.caches.list(RESOURCE_QUOTA, namespace)) if q]
+        if not quotas:
+            return None
+        # Admitted gangs whose pods the Job controller has not created yet are not in `used` yet.
+        promised = sum(
+            max(0, whole.workers - ledger.created(k, attempt)) * whole.gpus
+            for k, (whole, attempt) in admitted.items()
+            if k in mine
+        )
+        why = capacity.quota_verdict(quotas, needs, ledger.held(namespace, demand.key), promised)
+        if why is None:
+            return None
+        return capacity.Admission(False, 0, why, "QuotaExceeded")
 
     def _priority(self, spec: TrainingJobSpec) -> int:
         """The gang's PriorityClass value (the cluster's global default when it names none), as the
@@ -269,6 +292,7 @@ def _node_capacity(node: Mapping[str, Any]) -> tuple[Any, ...]:
     info = capacity.node_info(node)
     return (
         info.schedulable,
+        info.taints,
         info.gpus,
         info.product,
         (node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE),

@@ -31,6 +31,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("v1", "Event", "events"),
         Kind("v1", "Node", "nodes", namespaced=False),
         Kind("v1", "Namespace", "namespaces", namespaced=False),
+        Kind("v1", "ResourceQuota", "resourcequotas"),
         Kind("batch/v1", "Job", "jobs"),
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("apps/v1", "ReplicaSet", "replicasets"),
@@ -58,6 +59,7 @@ CONTROLLER_REVISION = kind("apps/v1", "ControllerRevision")
 PDB = kind("policy/v1", "PodDisruptionBudget")
 LEASE = kind("coordination.k8s.io/v1", "Lease")
 PRIORITY_CLASS = kind("scheduling.k8s.io/v1", "PriorityClass")
+RESOURCE_QUOTA = kind("v1", "ResourceQuota")
 TRAININGJOB = kind("kubeforge.dev/v1alpha1", "TrainingJob")
 INFERENCEFLEET = kind("kubeforge.dev/v1alpha1", "InferenceFleet")
 HTTPROUTE = kind("gateway.networking.k8s.io/v1", "HTTPRoute")

@@ -93,6 +93,17 @@ def pod(obj: Obj) -> Obj | None:
         projected_spec["initContainers"] = init
     if spec.get("nodeName"):
         projected_spec["nodeName"] = spec["nodeName"]
+    elif _holds_gpus(containers + init):
+        # Where an unbound GPU pod may land (its GPU product), for capacity; dropped once it is bound.
+        if spec.get("nodeSelector"):
+            projected_spec["nodeSelector"] = spec["nodeSelector"]
+        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+        if required:
+            projected_spec["affinity"] = {
+                "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}
+            }
     projected_status: Obj = {
         k: status[k] for k in ("phase", "reason", "message", "startTime") if status.get(k) is not None
     }
@@ -159,6 +170,21 @@ def priority_class(obj: Obj) -> Obj | None:
         "metadata": {k: meta[k] for k in ("name", "resourceVersion") if k in meta},
         "value": obj.get("value", 0),
         "globalDefault": bool(obj.get("globalDefault")),
+    }
+
+
+def resource_quota(obj: Obj) -> Obj | None:
+    """A ResourceQuota: only its GPU request limit and use matter (gang admission checks them)."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    key = f"requests.{GPU_RESOURCE}"
+    projected_spec: Obj = {k: spec[k] for k in ("scopes", "scopeSelector") if spec.get(k)}
+    projected_spec["hard"] = {k: v for k, v in (spec.get("hard") or {}).items() if k == key}
+    return {
+        **_head(obj),
+        "metadata": _meta(obj),
+        "spec": projected_spec,
+        "status": {"used": {k: v for k, v in (status.get("used") or {}).items() if k == key}},
     }
 
 

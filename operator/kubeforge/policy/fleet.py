@@ -84,11 +84,16 @@ class FleetMemory:
 
 @dataclass(frozen=True)
 class Capacity:
-    """The cluster's GPU nodes and their free GPUs (`capacity.Ledger`), for the room a surge has."""
+    """The cluster's GPU nodes, their free GPUs (`capacity.Ledger`) and the claims on them, for the room a
+    surge has: the same capacity gang admission reads."""
 
     nodes: tuple[capacity.NodeInfo, ...] = ()
     free: Mapping[str, int] = field(default_factory=dict)
     """Free GPUs per schedulable node."""
+    claims: tuple[capacity.Claim, ...] = ()
+    """Admitted gangs' unplaced workers and other fleets' unbound pods: a surge leaves them their room."""
+    tolerations: tuple[capacity.Toleration, ...] = capacity.GPU_POD_TOLERATIONS
+    """What the fleet's pods tolerate (from the builders): nodes with other taints offer nothing."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +270,13 @@ def decide(o: FleetObserved) -> FleetPlan:
         return FleetPlan(status=o.status, needs_capacity=True)
     surge = None
     if moving and o.capacity is not None:
-        surge = capacity.fitting_pods(
-            spec.resources.gpus, spec.resources.gpu_type, o.capacity.nodes, o.capacity.free
+        surge = capacity.surge_room(
+            spec.resources.gpus,
+            spec.resources.gpu_type,
+            o.capacity.nodes,
+            o.capacity.free,
+            o.capacity.claims,
+            o.capacity.tolerations,
         )
     inputs = rollouts.RolloutInputs(
         spec=spec.rollout_spec,

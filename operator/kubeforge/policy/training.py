@@ -274,6 +274,8 @@ class Observed:
     """None when the nodes were not listed (no worker is on a node)."""
     admission: Admission | None = None
     """The gang admission verdict, once the controller computed it for a plan that asked for it."""
+    max_schedule_timeout_seconds: int | None = None
+    """The operator owner's bound on `spec.policy.scheduleTimeoutSeconds`."""
 
 
 @dataclass(frozen=True)
@@ -648,16 +650,30 @@ def _verdict(o: Observed) -> _Verdict:
     if current is not None and gang_ours and not current.suspended:
         since = current.start_time or current.created or now
         placed = {p.index for p in pods if p.node is not None or p.terminal}
-        timeout = spec.policy.schedule_timeout_seconds
+        timeout = schedule_timeout(o)
         if len(placed) < spec.workers:
             remaining = (since + timedelta(seconds=timeout) - now).total_seconds()
             if remaining <= 0:
                 unplaced = spec.workers - len(placed)
                 message = (
-                    f"{unplaced} of {spec.workers} workers were not scheduled within "
-                    f"spec.policy.scheduleTimeoutSeconds ({timeout}s); "
-                    "released the placement and queued again"
+                    f"{unplaced} of {spec.workers} workers were not scheduled within {timeout}s; "
+                    "released the placement"
                 )
+                # A gang that cannot place is not left to hold GPUs forever: the timeout is a restart.
+                if restarts >= spec.policy.max_restarts:
+                    return _Verdict(
+                        phase="Failed",
+                        reason="ScheduleTimeout",
+                        message=f"{message}; no restarts left (spec.policy.maxRestarts: "
+                        f"{spec.policy.max_restarts})",
+                        admitted=("False", "Finished", "the job has finished"),
+                        completion_time=now,
+                        job=current.name,
+                        delete_jobs=everything,
+                        status_first=True,
+                        **base,
+                    )
+                message += f" and queued again (restart {restarts + 1} of {spec.policy.max_restarts})"
                 return _Verdict(
                     phase="Queued",
                     reason="ScheduleTimeout",
@@ -665,7 +681,7 @@ def _verdict(o: Observed) -> _Verdict:
                     admitted=("False", "ScheduleTimeout", message),
                     delete_jobs=everything,
                     status_first=True,
-                    **base,
+                    **(base | {"restarts": restarts + 1}),
                 )
 
     # 7. The attempt is there: waiting for Kueue, starting, or running.
@@ -699,9 +715,7 @@ def _verdict(o: Observed) -> _Verdict:
         requeue: float | None = None
         if gang_ours and running < spec.workers:
             since = current.start_time or current.created or now
-            requeue = max(
-                0.0, (since + timedelta(seconds=spec.policy.schedule_timeout_seconds) - now).total_seconds()
-            )
+            requeue = max(0.0, (since + timedelta(seconds=schedule_timeout(o)) - now).total_seconds())
         if deadline is not None:
             left = max(0.0, deadline - used)
             requeue = left if requeue is None else min(requeue, left)
@@ -772,9 +786,9 @@ def _verdict(o: Observed) -> _Verdict:
         if not o.admission.fits:
             return _Verdict(
                 phase="Queued",
-                reason="InsufficientCapacity",
-                message=f"waiting for GPUs: {o.admission.message}",
-                admitted=("False", "InsufficientCapacity", o.admission.message),
+                reason=o.admission.reason,
+                message=f"{_WAITING_FOR.get(o.admission.reason, 'waiting for GPUs')}: {o.admission.message}",
+                admitted=("False", o.admission.reason, o.admission.message),
                 delete_jobs=stale,
                 next_attempt_time=None,
                 restarts=restarts,
@@ -848,6 +862,19 @@ def _requeued_by_kueue(
         delete_jobs=stale,
         **base,
     )
+
+
+_WAITING_FOR = {
+    "QuotaExceeded": "waiting for room in the namespace's GPU quota",
+    "NamespaceReservationLimit": "waiting for the namespace's admitted gangs to be placed",
+}
+
+
+def schedule_timeout(o: Observed) -> int:
+    """`spec.policy.scheduleTimeoutSeconds`, bounded by the operator owner's maximum."""
+    timeout = o.spec.policy.schedule_timeout_seconds
+    cap = o.max_schedule_timeout_seconds
+    return timeout if cap is None else min(timeout, cap)
 
 
 def _starting(running: int, workers: int) -> str:
@@ -1080,7 +1107,7 @@ def decide(o: Observed) -> Plan:
         delete_self=delete_self,
         requeue_after=requeue,
         events=tuple(events),
-        restarted=v.phase == "Restarting" and v.restarts > o.status.restarts,
+        restarted=v.restarts > o.status.restarts,
     )
 
 

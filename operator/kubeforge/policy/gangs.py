@@ -1,0 +1,66 @@
+"""Which TrainingJobs hold admitted GPU room and which wait in the admission queue, read from their
+stored spec and status: what both gang admission and a fleet's surge count before they take GPUs.
+
+Read from the objects (not from memory) so that a restarted operator, or a fleet controller that never
+admitted anything, sees the same gangs as the pass that admitted them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
+from kubeforge.policy import status as status_model
+from kubeforge.policy.capacity import Demand, demand_of
+
+QueueOrder = tuple[int, str, str]
+"""(-priority, creationTimestamp, key): smaller is served first."""
+
+
+@dataclass(frozen=True)
+class Gangs:
+    admitted: dict[str, tuple[Demand, int]] = field(default_factory=dict)
+    """`<namespace>/<name>` -> (all its workers, current attempt), for gangs admitted by kubeforge
+    whose attempt is still being placed (Pending)."""
+    queued: list[tuple[QueueOrder, Demand]] = field(default_factory=list)
+    """Gangs waiting for GPUs (not for quota or a reservation limit), in no particular order."""
+
+
+def gangs_of(
+    objs: Iterable[Mapping[str, Any]], priority: Callable[[TrainingJobSpec], int], *, skip: str | None = None
+) -> Gangs:
+    """The admitted and queued gangs among TrainingJob objects (`skip`: the one being decided)."""
+    out = Gangs()
+    for obj in objs:
+        meta = obj.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if key == skip or meta.get("deletionTimestamp"):
+            continue
+        # Cheap test first: this runs over every TrainingJob for each admission and each fleet surge.
+        # A Running gang has every worker on a node, so it claims nothing beyond what its pods hold.
+        if (obj.get("status") or {}).get("phase") not in ("Pending", "Queued"):
+            continue
+        status = status_model.parse_status(TrainingJobStatus, obj.get("status"))
+        admitted = next((c for c in status.conditions if c.type == "Admitted"), None)
+        if admitted is None:
+            continue
+        try:
+            spec = TrainingJobSpec.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            continue
+        whole = demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
+        if (
+            status.phase == "Queued"
+            and admitted.reason == "InsufficientCapacity"
+            and not spec.suspend
+            and not spec.queue_name
+        ):
+            order = (-priority(spec), str(meta.get("creationTimestamp") or ""), key)
+            out.queued.append((order, whole))
+        elif status.phase == "Pending" and admitted.status == "True" and admitted.reason == "GangAdmitted":
+            out.admitted[key] = (whole, status.attempt)
+    return out
