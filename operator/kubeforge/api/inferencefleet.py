@@ -12,9 +12,22 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from kubeforge.api.common import Condition, EnvVar, KubeModel, PodMetadata, Resources, condition_list_schema
+from kubeforge.api.common import (
+    MAX_ARGS_ITEMS,
+    MAX_COMMAND_ITEMS,
+    MAX_ENV_VARS,
+    Arg,
+    Condition,
+    EnvVar,
+    KubeModel,
+    PodMetadata,
+    Resources,
+    check_process_totals,
+    condition_list_schema,
+    process_rules,
+)
 from kubeforge.api.crdgen import KindInfo, PrinterColumn, ScaleSubresource
 from kubeforge.api.rollout import RolloutSpec, RolloutStatus
 
@@ -42,6 +55,7 @@ IntOrPercent = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "pattern": PERCENT_PATTERN,
+            "maxLength": 4,
             "x-kubernetes-validations": [
                 {
                     "rule": "type(self) == int ? self >= 0 : self.matches('" + PERCENT_PATTERN + "')",
@@ -205,18 +219,25 @@ class SecurityContext(KubeModel):
 class InferenceFleetSpec(KubeModel):
     """Desired state of a serving fleet."""
 
+    model_config = ConfigDict(
+        **KubeModel.model_config, json_schema_extra={"x-kubernetes-validations": process_rules()}
+    )
+
     model: ModelRef
     """The model served."""
     image: str = Field(min_length=1, max_length=1024)
     """Container image of the model server, e.g. `vllm/vllm-openai:v0.8.5`."""
-    command: list[str] = Field(default_factory=list)
+    command: list[Arg] = Field(default_factory=list, max_length=MAX_COMMAND_ITEMS)
     """Entrypoint override."""
-    args: list[str] = Field(default_factory=list)
-    """Arguments to the entrypoint."""
-    env: list[EnvVar] = Field(default_factory=list)
-    """Extra environment; MODEL_NAME, MODEL_URI and PORT are set by kubeforge."""
+    args: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS_ITEMS)
+    """Arguments to the entrypoint. Each entry of `command` and `args` holds at most 4096 characters,
+    all of them together at most 65536."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV_VARS)
+    """Extra environment (at most 256 variables, their values 65536 characters together); MODEL_NAME,
+    MODEL_URI and PORT are set by kubeforge."""
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
-    """Labels and annotations added to every pod."""
+    """Labels and annotations added to every pod; reserved keys (kubeforge.dev/*, Kueue's, managed-by,
+    AppArmor and seccomp, service-mesh injection) are refused."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port the model server listens on (HTTP), exposed by the fleet's Service."""
     readiness_path: str = Field(default="/health", min_length=1, max_length=1024, pattern=r"^/")
@@ -241,6 +262,12 @@ class InferenceFleetSpec(KubeModel):
     """How a new revision (a change of the pod template) replaces the running one: canary steps gated
     by Prometheus analysis, automatic rollback, manual control. Without it a new revision replaces the
     old one as a Deployment would (`Rolling`, one pod above the desired count, no analysis)."""
+
+    @model_validator(mode="after")
+    def _process_fits(self) -> InferenceFleetSpec:
+        # The same totals as the CEL rules, for specs that did not come through the API server.
+        check_process_totals(self.command, self.args, self.env)
+        return self
 
     @property
     def autoscaler_on(self) -> bool:
