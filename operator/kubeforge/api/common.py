@@ -58,15 +58,15 @@ MAX_COMMAND_ITEMS = 256
 MAX_ARGS_ITEMS = 1024
 MAX_ARG_LENGTH = 4096
 """One entry of `command` or `args`."""
-MAX_COMMAND_CHARS = 65536
+MAX_COMMAND_CHARS = 32768
 """All of `command` and `args` together, in characters."""
 MAX_ENV_VARS = 256
 MAX_ENV_VALUE_LENGTH = 32768
-MAX_ENV_CHARS = 65536
+MAX_ENV_CHARS = 32768
 """All literal `env` values together, in characters."""
 MAX_POD_LABELS = 64
 MAX_POD_ANNOTATIONS = 64
-MAX_ANNOTATION_CHARS = 65536
+MAX_ANNOTATION_CHARS = 32768
 """All annotation keys and values of `podMetadata` together, in characters."""
 MAX_KEY_LENGTH = 317
 """A qualified key: a DNS subdomain prefix (253), `/`, a name (63)."""
@@ -220,7 +220,8 @@ class PodMetadata(KubeModel):
         max_length=MAX_POD_ANNOTATIONS,
         json_schema_extra={"x-kubernetes-validations": _key_rules("podMetadata.annotations")},
     )
-    """Annotations added to every pod (at most 64, 64 KiB together); reserved keys are refused."""
+    """Annotations added to every pod (at most 64, keys and values 32768 characters together); reserved
+    keys are refused."""
 
     @model_validator(mode="after")
     def _annotations_fit(self) -> PodMetadata:
@@ -250,18 +251,60 @@ class FieldSelector(KubeModel):
 
 
 class EnvVarSource(KubeModel):
+    """Exactly one source, as a pod's env takes it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "env[].valueFrom needs exactly one of secretKeyRef, configMapKeyRef or"
+                    " fieldRef",
+                }
+            ]
+        }
+    )
+
     secret_key_ref: KeySelector | None = None
     config_map_key_ref: KeySelector | None = None
     field_ref: FieldSelector | None = None
 
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        sources = (self.secret_key_ref, self.config_map_key_ref, self.field_ref)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("env[].valueFrom needs exactly one of secretKeyRef, configMapKeyRef or fieldRef")
+        return self
+
 
 class EnvVar(KubeModel):
+    """One variable: a literal `value` or a `valueFrom`, not both (a pod refuses both)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.value) && has(self.valueFrom))",
+                    "message": "env[].value and env[].valueFrom are exclusive",
+                    "fieldPath": ".valueFrom",
+                }
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
     """Variable name."""
     value: str | None = Field(default=None, max_length=MAX_ENV_VALUE_LENGTH)
     """Literal value."""
     value_from: EnvVarSource | None = None
     """Source for the value (a Secret key, a ConfigMap key, or a pod field)."""
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("env[].value and env[].valueFrom are exclusive")
+        return self
 
 
 Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH)]

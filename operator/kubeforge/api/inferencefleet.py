@@ -35,6 +35,12 @@ KIND = "InferenceFleet"
 
 PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
 
+MAX_REVISION_BYTES = 800 * 1024
+"""The largest ControllerRevision a fleet's pod template can make, in JSON bytes, given the CRD's bounds
+(a unit test builds the largest spec and measures it): well below the 1.5 MiB etcd takes. With at most
+`historyLimit` + 3 of them per fleet (the history, the template's, the stable and the canary revision),
+their count and bytes are capped."""
+
 
 def _check_int_or_percent(value: int | str) -> int | str:
     if isinstance(value, bool):
@@ -231,9 +237,9 @@ class InferenceFleetSpec(KubeModel):
     """Entrypoint override."""
     args: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS_ITEMS)
     """Arguments to the entrypoint. Each entry of `command` and `args` holds at most 4096 characters,
-    all of them together at most 65536."""
+    all of them together at most 32768."""
     env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV_VARS)
-    """Extra environment (at most 256 variables, their values 65536 characters together); MODEL_NAME,
+    """Extra environment (at most 256 variables, their values 32768 characters together); MODEL_NAME,
     MODEL_URI and PORT are set by kubeforge."""
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
     """Labels and annotations added to every pod; reserved keys (kubeforge.dev/*, Kueue's, managed-by,

@@ -169,13 +169,13 @@ class TrainingJobSpec(KubeModel):
     securityContext, priorityClassName) apply from the next attempt; the running one is not disturbed."""
     args: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS_ITEMS)
     """Arguments to the entrypoint. Each entry of `command` and `args` holds at most 4096 characters,
-    all of them together at most 65536."""
+    all of them together at most 32768."""
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=MAX_ENV_VARS,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    """Extra environment variables (at most 256, their values 65536 characters together). Variables
+    """Extra environment variables (at most 256, their values 32768 characters together). Variables
     kubeforge sets (MASTER_ADDR, WORLD_SIZE, NODE_RANK, PET_*, KUBEFORGE_*) cannot be overridden: a rank
     that disagrees with the pods would hang the job."""
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
