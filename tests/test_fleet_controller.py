@@ -19,6 +19,7 @@ from kubeforge.kube.client import Kube
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
 from kubeforge.policy.status import apply_merge_patch
+from podvalidation import refuse_unsupported_field_refs
 
 NS = "ns"
 
@@ -375,3 +376,44 @@ async def test_without_prometheus_url_metrics_are_unavailable(source: None) -> N
         "PrometheusNotConfigured",
     )
     await ctrl.forget(NS, "chat")
+
+
+class RefusingKube(FakeKube):
+    """A FakeKube whose applies are validated as the API server validates a pod template."""
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        refuse_unsupported_field_refs(obj)
+        return await super().apply(obj)
+
+
+BOGUS_ENV = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]
+
+
+async def test_a_child_the_api_server_refuses_is_invalid_spec_until_the_spec_changes() -> None:
+    kube = RefusingKube()
+    obj = kube.add_fleet("chat", {**SPEC, "env": BOGUS_ENV})
+    ctrl = controller(kube)
+    assert await ctrl.reconcile(obj) is None, "nothing to come back for until the spec changes"
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    assert cond(fleet, "Ready") == ("False", "InvalidSpec")
+    assert cond(fleet, "Degraded") == ("True", "InvalidSpec")
+    [degraded] = [c for c in fleet["status"]["conditions"] if c["type"] == "Degraded"]
+    assert degraded["message"].startswith('the API server refused a child object: Deployment.apps "chat-')
+    assert 'valueFrom.fieldRef.fieldPath: Unsupported value: "spec.bogus"' in degraded["message"]
+    assert fleet["status"]["observedGeneration"] == 1
+    assert [e["reason"] for e in kube.events if e["type"] == "Warning"] == ["InvalidSpec"]
+    assert kube.deployments() == []
+
+    # Watch events and resyncs of the same generation: no write is sent again, nothing is patched.
+    calls, patches = kube.apply_calls, kube.status_patches
+    for _ in range(3):
+        assert await ctrl.reconcile(fleet) is None
+    assert (kube.apply_calls, kube.status_patches) == (calls, patches)
+
+    # The user fixes the spec: a new generation builds the fleet.
+    fleet["spec"]["env"] = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    fleet["metadata"]["generation"] = 2
+    await ctrl.reconcile(fleet)
+    assert len(kube.deployments()) == 1
+    assert cond(fleet, "Degraded") != ("True", "InvalidSpec")
+    assert cond(fleet, "Ready") == ("False", "WaitingForReplicas")

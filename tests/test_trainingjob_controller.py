@@ -19,6 +19,7 @@ from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.controllers.trainingjob import TrainingJobController
 from kubeforge.kube.client import Kube
 from kubeforge.policy.conditions import format_time
+from podvalidation import refuse_unsupported_field_refs
 
 Obj = dict[str, Any]
 TJ = ("kubeforge.dev/v1alpha1", "TrainingJob")
@@ -354,3 +355,54 @@ async def test_ttl_deletes_the_finished_trainingjob() -> None:
     await _settle(kube, _controller(kube))
     assert await kube.get(*TJ, "tj", "ns") is None
     assert ("Normal", "Succeeded") in [(t, r) for t, r, _ in kube.events]
+
+
+class RefusingKube(FakeKube):
+    """A FakeKube whose applies are validated as the API server validates a pod template."""
+
+    async def apply(self, obj: Obj) -> Obj:
+        refuse_unsupported_field_refs(obj)
+        return await super().apply(obj)
+
+
+def _condition(obj: Obj, type_: str) -> tuple[str, str]:
+    [found] = [c for c in obj["status"]["conditions"] if c["type"] == type_]
+    return found["status"], found["reason"]
+
+
+async def test_a_job_the_api_server_refuses_is_invalid_spec_and_holds_no_gpus() -> None:
+    kube = RefusingKube()
+    kube.nodes(2)
+    bogus = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]
+    kube.add(_trainingjob("bad", env=bogus))
+    controller = _controller(kube)
+    await _settle(kube, controller, "bad")
+    bad = await kube.get(*TJ, "bad", "ns")
+    assert bad is not None
+    assert _condition(bad, "Ready") == ("False", "InvalidSpec")
+    assert _condition(bad, "Stalled") == ("True", "InvalidSpec")
+    assert _condition(bad, "Admitted") == ("False", "InvalidSpec")
+    assert 'Job.apps "bad-a0" is invalid' in bad["status"]["message"]
+    assert 'valueFrom.fieldRef.fieldPath: Unsupported value: "spec.bogus"' in bad["status"]["message"]
+    assert ("Warning", "InvalidSpec") in [(e[0], e[1]) for e in kube.events]
+    assert kube.jobs() == []
+
+    # Passes of the same generation (watch events, resyncs) send nothing.
+    kube.calls.clear()
+    for _ in range(3):
+        assert await controller.reconcile(bad) is None
+    assert kube.calls == []
+
+    # Its GPUs were never held: the next gang of the same size is admitted.
+    kube.add(_trainingjob("good"))
+    await _settle(kube, controller, "good")
+    assert [j["metadata"]["name"] for j in kube.jobs()] == ["good-a0"]
+
+    # Fixed spec, new generation: decided again, and now it waits for the GPUs like any gang.
+    kube.objects[(*TJ, "ns", "bad")]["spec"]["env"] = []
+    kube.objects[(*TJ, "ns", "bad")]["metadata"]["generation"] = 2
+    await _settle(kube, controller, "bad")
+    bad = await kube.get(*TJ, "bad", "ns")
+    assert bad is not None
+    assert _condition(bad, "Admitted") == ("False", "InsufficientCapacity")
+    assert _condition(bad, "Stalled")[1] != "InvalidSpec"

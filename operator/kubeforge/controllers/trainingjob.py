@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from lightkube import ApiError
 from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
@@ -22,9 +23,12 @@ from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, SERVICE, TRAININGJOB, Kind
+from kubeforge.kube.rejections import invalid_message
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, training
 from kubeforge.policy.conditions import transitions
+from kubeforge.policy.rejection import REASON as REJECTED
+from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
 from kubeforge.policy.status import status_diff
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,9 @@ class TrainingJobController:
         self._reserved: dict[str, tuple[capacity.Demand, int]] = {}
         """Gangs this process admitted whose Admitted condition the cache may not show yet: admission
         runs without awaiting, and this covers the writes still in flight."""
+        self._rejected: dict[str, tuple[int, str]] = {}
+        """Jobs whose children the API server refused as invalid (422), with that generation and the
+        message: until the spec changes, passes report it instead of sending the same write again."""
         self.watches: tuple[Watch, ...] = (
             Watch(JOB, owner_keys(TRAININGJOB)),
             Watch(SERVICE, owner_keys(TRAININGJOB)),
@@ -64,6 +71,7 @@ class TrainingJobController:
     async def forget(self, namespace: str, name: str) -> None:
         self._waiting.discard((namespace, name))
         self._reserved.pop(f"{namespace}/{name}", None)
+        self._rejected.pop(f"{namespace}/{name}", None)
 
     # -- what wakes whom -----------------------------------------------------------------------------
 
@@ -81,6 +89,36 @@ class TrainingJobController:
     # -- one pass ------------------------------------------------------------------------------------
 
     async def reconcile(self, obj: Obj) -> float | None:
+        """One pass; a child the API server refuses as invalid stops the passes at `InvalidSpec` until
+        the spec changes (see `kubeforge.policy.rejection`)."""
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        generation = int(meta.get("generation") or 0)
+        rejected = self._rejected.get(key)
+        if rejected is not None and rejected[0] != generation:
+            del self._rejected[key]
+            rejected = None
+        if rejected is None:
+            try:
+                return await self._reconcile(obj)
+            except ApiError as error:
+                server_message = invalid_message(error)
+                if server_message is None:
+                    raise
+                rejected = (generation, rejection_message(server_message))
+                self._rejected[key] = rejected
+                self._reserved.pop(key, None)
+                self._waiting.discard((meta["namespace"], meta["name"]))
+        status = training.parse_status(obj.get("status"))
+        new = rejected_trainingjob_status(status, rejected[1], generation=generation, now=_now())
+        patch = status_diff(status, new)
+        if patch is not None:
+            log.warning("TrainingJob %s: %s", key, rejected[1])
+            await self._write_status(obj, patch)
+            await self.kube.event(obj, type_="Warning", reason=REJECTED, message=rejected[1])
+        return None
+
+    async def _reconcile(self, obj: Obj) -> float | None:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
             return None  # garbage collection removes the children

@@ -1,0 +1,52 @@
+"""The part of the API server's pod-template validation the controller tests need: what a CRD cannot
+check, so only the server refuses it (HTTP 422), with a message shaped as the server's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx2
+from lightkube import ApiError
+
+# What kube-apiserver accepts in `env[].valueFrom.fieldRef.fieldPath` of a pod template.
+SUPPORTED_FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+)
+
+
+SUBSCRIPTED = ("metadata.labels[", "metadata.annotations[")
+
+
+def _template(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    spec = obj.get("spec")
+    return spec.get("template") if isinstance(spec, Mapping) else None
+
+
+def refuse_unsupported_field_refs(obj: Mapping[str, Any]) -> None:
+    """Raise the API server's 422 for a pod template whose env names a field a pod does not have."""
+    template = _template(obj)
+    if template is None:
+        return
+    for c, container in enumerate(template["spec"]["containers"]):
+        for e, var in enumerate(container.get("env") or []):
+            path = ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+            if path is None or path in SUPPORTED_FIELD_PATHS or path.startswith(SUBSCRIPTED):
+                continue
+            field = f"spec.template.spec.containers[{c}].env[{e}].valueFrom.fieldRef.fieldPath"
+            message = (
+                f'{obj["kind"]}.apps "{obj["metadata"]["name"]}" is invalid: {field}: Unsupported value: '
+                f'"{path}": supported values: {", ".join(f"{p!r}" for p in SUPPORTED_FIELD_PATHS)}'
+            )
+            status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422}
+            status.update(message=message, reason="Invalid")
+            request = httpx2.Request("PATCH", "https://127.0.0.1/apis")
+            raise ApiError(request=request, response=httpx2.Response(422, json=status, request=request))
