@@ -42,9 +42,11 @@ def refuse_unsupported_field_refs(obj: Mapping[str, Any]) -> None:
             if path is None or path in SUPPORTED_FIELD_PATHS or path.startswith(SUBSCRIPTED):
                 continue
             field = f"spec.template.spec.containers[{c}].env[{e}].valueFrom.fieldRef.fieldPath"
+            # Word for word what kube-apiserver v1.36 answers (seen in e2e/test_crd_validation.py).
+            group = obj["apiVersion"].split("/")[0]
             message = (
-                f'{obj["kind"]}.apps "{obj["metadata"]["name"]}" is invalid: {field}: Unsupported value: '
-                f'"{path}": supported values: {", ".join(f"{p!r}" for p in SUPPORTED_FIELD_PATHS)}'
+                f'{obj["kind"]}.{group} "{obj["metadata"]["name"]}" is invalid: {field}: Invalid value: '
+                f'"{path}": error converting fieldPath: field label not supported: {path}'
             )
             status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422}
             status.update(message=message, reason="Invalid")

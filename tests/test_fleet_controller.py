@@ -399,7 +399,7 @@ async def test_a_child_the_api_server_refuses_is_invalid_spec_until_the_spec_cha
     assert cond(fleet, "Degraded") == ("True", "InvalidSpec")
     [degraded] = [c for c in fleet["status"]["conditions"] if c["type"] == "Degraded"]
     assert degraded["message"].startswith('the API server refused a child object: Deployment.apps "chat-')
-    assert 'valueFrom.fieldRef.fieldPath: Unsupported value: "spec.bogus"' in degraded["message"]
+    assert 'valueFrom.fieldRef.fieldPath: Invalid value: "spec.bogus"' in degraded["message"]
     assert fleet["status"]["observedGeneration"] == 1
     assert [e["reason"] for e in kube.events if e["type"] == "Warning"] == ["InvalidSpec"]
     assert kube.deployments() == []

@@ -382,8 +382,8 @@ async def test_a_job_the_api_server_refuses_is_invalid_spec_and_holds_no_gpus() 
     assert _condition(bad, "Ready") == ("False", "InvalidSpec")
     assert _condition(bad, "Stalled") == ("True", "InvalidSpec")
     assert _condition(bad, "Admitted") == ("False", "InvalidSpec")
-    assert 'Job.apps "bad-a0" is invalid' in bad["status"]["message"]
-    assert 'valueFrom.fieldRef.fieldPath: Unsupported value: "spec.bogus"' in bad["status"]["message"]
+    assert 'Job.batch "bad-a0" is invalid' in bad["status"]["message"]
+    assert 'valueFrom.fieldRef.fieldPath: Invalid value: "spec.bogus"' in bad["status"]["message"]
     assert ("Warning", "InvalidSpec") in [(e[0], e[1]) for e in kube.events]
     assert kube.jobs() == []
 
