@@ -41,77 +41,44 @@ def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def _labels(**labels: str) -> dict[str, Any]:
-    return {"podMetadata": {"labels": labels}}
+def _meta(field: str, key: str, value: str = "x") -> dict[str, Any]:
+    return {"podMetadata": {field: {key: value}}}
 
 
-def _annotations(**annotations: str) -> dict[str, Any]:
-    return {"podMetadata": {"annotations": annotations}}
-
+# Reserved keys, one per class: (case, labels or annotations, key).
+RESERVED_KEYS = [
+    ("own-label", "labels", "kubeforge.dev/trainingjob"),
+    ("kueue-queue", "labels", "kueue.x-k8s.io/queue-name"),
+    ("kueue-priority", "labels", "kueue.x-k8s.io/priority-class"),
+    ("managed-by", "labels", "app.kubernetes.io/managed-by"),
+    ("apparmor", "annotations", "container.apparmor.security.beta.kubernetes.io/worker"),
+    ("seccomp", "annotations", "seccomp.security.alpha.kubernetes.io/pod"),
+    ("istio-inject", "annotations", "sidecar.istio.io/inject"),
+    ("linkerd-inject", "annotations", "linkerd.io/inject"),
+]
 
 # (case, spec change, field path the error names, words of the message)
 REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
-    (
-        "own-label",
-        {"podMetadata": {"labels": {"kubeforge.dev/trainingjob": "other"}}},
-        "spec.podMetadata.labels",
-        "podMetadata.labels may not set kubeforge.dev/trainingjob: keys under kubeforge.dev/*",
-    ),
-    (
-        "kueue-queue",
-        {"podMetadata": {"labels": {"kueue.x-k8s.io/queue-name": "other-team"}}},
-        "spec.podMetadata.labels",
-        "may not set kueue.x-k8s.io/queue-name",
-    ),
-    (
-        "kueue-priority",
-        {"podMetadata": {"labels": {"kueue.x-k8s.io/priority-class": "urgent"}}},
-        "spec.podMetadata.labels",
-        "may not set kueue.x-k8s.io/priority-class",
-    ),
-    (
-        "managed-by",
-        {"podMetadata": {"labels": {"app.kubernetes.io/managed-by": "someone"}}},
-        "spec.podMetadata.labels",
-        "may not set app.kubernetes.io/managed-by",
-    ),
-    (
-        "apparmor",
-        {
-            "podMetadata": {
-                "annotations": {"container.apparmor.security.beta.kubernetes.io/worker": "unconfined"}
-            }
-        },
-        "spec.podMetadata.annotations",
-        "may not set container.apparmor.security.beta.kubernetes.io/worker",
-    ),
-    (
-        "seccomp",
-        {"podMetadata": {"annotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}}},
-        "spec.podMetadata.annotations",
-        "may not set seccomp.security.alpha.kubernetes.io/pod",
-    ),
-    (
-        "istio-inject",
-        {"podMetadata": {"annotations": {"sidecar.istio.io/inject": "false"}}},
-        "spec.podMetadata.annotations",
-        "may not set sidecar.istio.io/inject",
-    ),
-    (
-        "linkerd-inject",
-        {"podMetadata": {"annotations": {"linkerd.io/inject": "disabled"}}},
-        "spec.podMetadata.annotations",
-        "may not set linkerd.io/inject",
+    *(
+        (
+            case,
+            _meta(field, key),
+            f"spec.podMetadata.{field}",
+            f"podMetadata.{field} may not set {key}: keys under kubeforge.dev/*, kueue.x-k8s.io/*,"
+            " app.kubernetes.io/managed-by, AppArmor and seccomp annotations and service-mesh injection"
+            " switches are set by the operator or the platform",
+        )
+        for case, field, key in RESERVED_KEYS
     ),
     (
         "malformed-key",
-        {"podMetadata": {"labels": {"Team Name": "nlp"}}},
+        _meta("labels", "Team Name"),
         "spec.podMetadata.labels",
         "podMetadata.labels has an invalid key Team Name; a key is [prefix/]name",
     ),
     (
         "long-label-value",
-        {"podMetadata": {"labels": {"team": "x" * 64}}},
+        _meta("labels", "team", "x" * 64),
         "spec.podMetadata.labels.team",
         "may not be more than 63",
     ),

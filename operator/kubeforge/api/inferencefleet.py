@@ -14,20 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from kubeforge.api.common import (
-    MAX_ARGS_ITEMS,
-    MAX_COMMAND_ITEMS,
-    MAX_ENV_VARS,
-    Arg,
-    Condition,
-    EnvVar,
-    KubeModel,
-    PodMetadata,
-    Resources,
-    check_process_totals,
-    condition_list_schema,
-    process_rules,
-)
+from kubeforge.api import common
+from kubeforge.api.common import Condition, EnvVar, KubeModel, PodMetadata, Resources, condition_list_schema
 from kubeforge.api.crdgen import KindInfo, PrinterColumn, ScaleSubresource
 from kubeforge.api.rollout import RolloutSpec, RolloutStatus
 
@@ -226,19 +214,19 @@ class InferenceFleetSpec(KubeModel):
     """Desired state of a serving fleet."""
 
     model_config = ConfigDict(
-        **KubeModel.model_config, json_schema_extra={"x-kubernetes-validations": process_rules()}
+        **KubeModel.model_config, json_schema_extra={"x-kubernetes-validations": common.process_rules()}
     )
 
     model: ModelRef
     """The model served."""
     image: str = Field(min_length=1, max_length=1024)
     """Container image of the model server, e.g. `vllm/vllm-openai:v0.8.5`."""
-    command: list[Arg] = Field(default_factory=list, max_length=MAX_COMMAND_ITEMS)
+    command: list[common.Arg] = Field(default_factory=list, max_length=common.MAX_COMMAND_ITEMS)
     """Entrypoint override."""
-    args: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS_ITEMS)
+    args: list[common.Arg] = Field(default_factory=list, max_length=common.MAX_ARGS_ITEMS)
     """Arguments to the entrypoint. Each entry of `command` and `args` holds at most 4096 characters,
     all of them together at most 32768."""
-    env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV_VARS)
+    env: list[EnvVar] = Field(default_factory=list, max_length=common.MAX_ENV_VARS)
     """Extra environment (at most 256 variables, their values 32768 characters together); MODEL_NAME,
     MODEL_URI and PORT are set by kubeforge."""
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
@@ -272,7 +260,7 @@ class InferenceFleetSpec(KubeModel):
     @model_validator(mode="after")
     def _process_fits(self) -> InferenceFleetSpec:
         # The same totals as the CEL rules, for specs that did not come through the API server.
-        check_process_totals(self.command, self.args, self.env)
+        common.check_process_totals(self.command, self.args, self.env)
         return self
 
     @property
