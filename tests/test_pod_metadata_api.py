@@ -35,7 +35,6 @@ from kubeforge.builders.inferencefleet import build_controller_revision
 RESERVED = [
     "kubeforge.dev/trainingjob",
     "kubeforge.dev/anything",
-    "x.kubeforge.dev/y",
     "kueue.x-k8s.io/queue-name",
     "kueue.x-k8s.io/priority-class",
     "app.kubernetes.io/managed-by",
@@ -50,7 +49,15 @@ RESERVED = [
     "kuma.io/sidecar-injection",
     "consul.hashicorp.com/connect-inject",
 ]
-ALLOWED = ["team", "app.kubernetes.io/name", "example.com/owner", "prometheus.io/scrape", "a", "A_b-c.d"]
+ALLOWED = [
+    "e2e.kubeforge.dev/run-seconds",
+    "team",
+    "app.kubernetes.io/name",
+    "example.com/owner",
+    "prometheus.io/scrape",
+    "a",
+    "A_b-c.d",
+]
 MALFORMED = ["", "Bad Key", "-team", "team-", "a/b/c", "UPPER.example.com/x", "x/" + "n" * 64, "/name"]
 
 

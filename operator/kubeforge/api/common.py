@@ -83,8 +83,9 @@ LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # priority, managed-by), what overrides the pod's security profile (AppArmor, seccomp), and what switches
 # a service mesh's sidecar on or off or reconfigures it (the namespace owner decides that, not a workload).
 RESERVED_KEY_PREFIXES: tuple[str, ...] = (
+    # Only the operator's own prefix: subdomains such as `e2e.kubeforge.dev` (the simulated workloads of
+    # the local cluster read their behaviour from it) are the user's to set.
     "kubeforge.dev",
-    "*.kubeforge.dev",
     "kueue.x-k8s.io",
     "*.kueue.x-k8s.io",
     "*.security.alpha.kubernetes.io",
