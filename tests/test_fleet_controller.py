@@ -417,3 +417,25 @@ async def test_a_child_the_api_server_refuses_is_invalid_spec_until_the_spec_cha
     assert len(kube.deployments()) == 1
     assert cond(fleet, "Degraded") != ("True", "InvalidSpec")
     assert cond(fleet, "Ready") == ("False", "WaitingForReplicas")
+
+
+@pytest.mark.parametrize("history_limit", [1, 3])
+async def test_controller_revisions_are_capped_by_the_history_limit(history_limit: int) -> None:
+    """Many template changes, each rolled out to the end: the ControllerRevisions kept never exceed the
+    history plus the template's, the stable and the canary revision."""
+    kube = FakeKube()
+    spec = {**SPEC, "rollout": {"strategy": "Rolling", "historyLimit": history_limit}}
+    obj = kube.add_fleet("chat", spec)
+    ctrl = controller(kube)
+    most = 0
+    for version in range(8):
+        obj["spec"] = {**spec, "image": f"img:{version}"}
+        obj["metadata"]["generation"] = version + 1
+        for _ in range(12):
+            await ctrl.reconcile(obj)
+            kube.run_deployment()
+            kept = [k for k in kube.objects if k[0] == "ControllerRevision"]
+            most = max(most, len(kept))
+    assert obj["status"]["rollout"]["phase"] == "Promoted"
+    assert len(obj["status"]["rollout"]["history"]) <= history_limit
+    assert 1 < most <= history_limit + 3, most
