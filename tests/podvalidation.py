@@ -48,7 +48,12 @@ def refuse_unsupported_field_refs(obj: Mapping[str, Any]) -> None:
                 f'{obj["kind"]}.{group} "{obj["metadata"]["name"]}" is invalid: {field}: Invalid value: '
                 f'"{path}": error converting fieldPath: field label not supported: {path}'
             )
-            status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422}
-            status.update(message=message, reason="Invalid")
-            request = httpx2.Request("PATCH", "https://127.0.0.1/apis")
-            raise ApiError(request=request, response=httpx2.Response(422, json=status, request=request))
+            raise unprocessable(message)
+
+
+def unprocessable(message: str) -> ApiError:
+    """The error lightkube raises for a 422 answer with this message."""
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422}
+    status.update(message=message, reason="Invalid")
+    request = httpx2.Request("PATCH", "https://127.0.0.1/apis")
+    return ApiError(request=request, response=httpx2.Response(422, json=status, request=request))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from lightkube import ApiError
 
 from fakecaches import FakeCaches
 from kubeforge.api.inferencefleet import Autoscaling
@@ -19,7 +20,7 @@ from kubeforge.kube.client import Kube
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
 from kubeforge.policy.status import apply_merge_patch
-from podvalidation import refuse_unsupported_field_refs
+from podvalidation import refuse_unsupported_field_refs, unprocessable
 
 NS = "ns"
 
@@ -439,3 +440,25 @@ async def test_controller_revisions_are_capped_by_the_history_limit(history_limi
     assert obj["status"]["rollout"]["phase"] == "Promoted"
     assert len(obj["status"]["rollout"]["history"]) <= history_limit
     assert 1 < most <= history_limit + 3, most
+
+
+async def test_a_refused_status_patch_is_a_failed_pass_not_invalid_spec() -> None:
+    """Only a child refused is the user's spec's fault; a status the server refuses is the operator's
+    bug, and the pass fails (retried with backoff by the runtime)."""
+    kube = FakeKube()
+    obj = kube.add_fleet("chat", SPEC)
+
+    refused: list[str] = []
+
+    async def refuse(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        refused.append("status")
+        raise unprocessable('InferenceFleet.kubeforge.dev "chat" is invalid: status.message: Too long')
+
+    kube.patch_status = refuse  # type: ignore[method-assign]
+    ctrl = controller(kube)
+    with pytest.raises(ApiError):
+        await ctrl.reconcile(obj)
+    assert refused == ["status"], "the pass ends at the refused patch: no InvalidSpec status is tried"
+    kube.patch_status = FakeKube.patch_status.__get__(kube)  # type: ignore[method-assign]
+    await ctrl.reconcile(obj)
+    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "Ready") == ("False", "WaitingForReplicas")

@@ -49,7 +49,7 @@ from kubeforge.kube.kinds import (
     SERVICE,
     Kind,
 )
-from kubeforge.kube.rejections import invalid_message
+from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
 from kubeforge.policy import autoscaler, capacity
@@ -162,12 +162,9 @@ class InferenceFleetController:
         fleet.memory = plan.memory
         try:
             await self._execute(obj, observed, plan)
-        except ApiError as error:
-            server_message = invalid_message(error)
-            if server_message is None:
-                raise
+        except ChildRejectedError as error:
             # Decided again as a spec the operator cannot build: only the status and its Event go out.
-            fleet.rejected = (meta.get("generation"), rejection_message(server_message))
+            fleet.rejected = (meta.get("generation"), rejection_message(error.message))
             observed = replace(observed, spec=None, invalid=fleet.rejected[1])
             await self._execute(obj, observed, policy.decide(observed))
             return None
@@ -322,6 +319,10 @@ class InferenceFleetController:
             self._waiting.discard((namespace, name))
 
     async def _write(self, obj: Obj, write: policy.Write) -> None:
+        with child_write():
+            await self._write_child(obj, write)
+
+    async def _write_child(self, obj: Obj, write: policy.Write) -> None:
         meta = obj["metadata"]
         namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
         if isinstance(write, policy.Scale):

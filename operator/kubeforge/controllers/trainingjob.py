@@ -13,7 +13,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube import ApiError
 from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
@@ -23,7 +22,7 @@ from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, SERVICE, TRAININGJOB, Kind
-from kubeforge.kube.rejections import invalid_message
+from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, training
 from kubeforge.policy.conditions import transitions
@@ -101,11 +100,8 @@ class TrainingJobController:
         if rejected is None:
             try:
                 return await self._reconcile(obj)
-            except ApiError as error:
-                server_message = invalid_message(error)
-                if server_message is None:
-                    raise
-                rejected = (generation, rejection_message(server_message))
+            except ChildRejectedError as error:
+                rejected = (generation, rejection_message(error.message))
                 self._rejected[key] = rejected
                 self._reserved.pop(key, None)
                 self._waiting.discard((meta["namespace"], meta["name"]))
@@ -133,7 +129,8 @@ class TrainingJobController:
         status = training.parse_status(obj.get("status"))
         if status.phase not in ("Succeeded", "Failed"):
             service = build_service(spec, owner)
-            await self.kube.apply_if_changed(service, self.caches.get(SERVICE, name, namespace))
+            with child_write():
+                await self.kube.apply_if_changed(service, self.caches.get(SERVICE, name, namespace))
         selector = {MANAGED_BY: MANAGED_BY_VALUE, TRAININGJOB_LABEL: name}
         jobs = self.caches.list(JOB, namespace, labels=selector)
         pod_views = [training.pod_view(p) for p in self.caches.list(POD, namespace, labels=selector)]
@@ -252,7 +249,10 @@ class TrainingJobController:
         if plan.create_attempt is not None:
             job = build_job(spec, owner, plan.create_attempt)
             # A Job is created once per attempt; its template is immutable afterwards.
-            await self.kube.apply_if_changed(job, self.caches.get(JOB, job["metadata"]["name"], namespace))
+            with child_write():
+                await self.kube.apply_if_changed(
+                    job, self.caches.get(JOB, job["metadata"]["name"], namespace)
+                )
             log.info("TrainingJob %s/%s: created Job %s", namespace, name, job["metadata"]["name"])
         if patch is not None and not written:
             obj = await self._write_status(obj, patch)
