@@ -406,3 +406,18 @@ async def test_a_job_the_api_server_refuses_is_invalid_spec_and_holds_no_gpus() 
     assert bad is not None
     assert _condition(bad, "Admitted") == ("False", "InsufficientCapacity")
     assert _condition(bad, "Stalled")[1] != "InvalidSpec"
+
+
+async def test_a_spec_stored_before_a_crd_rule_is_invalid_spec_not_silence() -> None:
+    """An object stored under an older CRD with a key now reserved is reported, and never built."""
+    kube = FakeKube()
+    kube.nodes(2)
+    istio_off = {"annotations": {"sidecar.istio.io/inject": "false"}}
+    kube.add(_trainingjob("old", podMetadata=istio_off))
+    controller = _controller(kube)
+    await _settle(kube, controller, "old")
+    old = await kube.get(*TJ, "old", "ns")
+    assert old is not None
+    assert _condition(old, "Stalled") == ("True", "InvalidSpec")
+    assert "podMetadata.annotations may not set sidecar.istio.io/inject" in old["status"]["message"]
+    assert kube.jobs() == []

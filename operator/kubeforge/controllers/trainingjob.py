@@ -88,8 +88,8 @@ class TrainingJobController:
     # -- one pass ------------------------------------------------------------------------------------
 
     async def reconcile(self, obj: Obj) -> float | None:
-        """One pass; a child the API server refuses as invalid stops the passes at `InvalidSpec` until
-        the spec changes (see `kubeforge.policy.rejection`)."""
+        """One pass; a spec the models refuse, or a child the API server refuses as invalid, stops the
+        passes at `InvalidSpec` until the spec changes (see `kubeforge.policy.rejection`)."""
         meta = obj["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         generation = int(meta.get("generation") or 0)
@@ -102,9 +102,11 @@ class TrainingJobController:
                 return await self._reconcile(obj)
             except ChildRejectedError as error:
                 rejected = (generation, rejection_message(error.message))
-                self._rejected[key] = rejected
-                self._reserved.pop(key, None)
-                self._waiting.discard((meta["namespace"], meta["name"]))
+            except _UnreadableSpecError as error:
+                rejected = (generation, str(error))
+            self._rejected[key] = rejected
+            self._reserved.pop(key, None)
+            self._waiting.discard((meta["namespace"], meta["name"]))
         status = training.parse_status(obj.get("status"))
         new = rejected_trainingjob_status(status, rejected[1], generation=generation, now=_now())
         patch = status_diff(status, new)
@@ -122,9 +124,10 @@ class TrainingJobController:
         try:
             spec = TrainingJobSpec.model_validate(obj.get("spec") or {})
         except ValidationError as error:
-            # The CRD schema refuses invalid specs; this only happens with a CRD older than the operator.
-            log.error("TrainingJob %s/%s has a spec this operator cannot read: %s", namespace, name, error)
-            return None
+            # The CRD refuses invalid specs; this is one stored before a rule of it existed (say a
+            # reserved pod label): reported as InvalidSpec, never built.
+            problem = error.errors()[0].get("msg", str(error))
+            raise _UnreadableSpecError(f"spec is invalid: {problem}"[:512]) from error
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
         if status.phase not in ("Succeeded", "Failed"):
@@ -291,6 +294,10 @@ class TrainingJobController:
             exposition.TRANSITIONS.labels(KIND, changed["type"], changed["status"], changed["reason"]).inc()
         if plan.restarted:
             exposition.TRAINING_RESTARTS.labels(namespace).inc()
+
+
+class _UnreadableSpecError(Exception):
+    """A stored spec the models refuse; the message says why."""
 
 
 def _frees_gpus(old: Obj | None, new: Obj | None) -> bool:
