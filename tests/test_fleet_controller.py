@@ -462,3 +462,14 @@ async def test_a_refused_status_patch_is_a_failed_pass_not_invalid_spec() -> Non
     kube.patch_status = FakeKube.patch_status.__get__(kube)  # type: ignore[method-assign]
     await ctrl.reconcile(obj)
     assert cond(kube.objects[("InferenceFleet", NS, "chat")], "Ready") == ("False", "WaitingForReplicas")
+
+
+async def test_a_fleet_stored_with_a_key_reserved_since_is_invalid_spec_and_not_built() -> None:
+    kube = FakeKube()
+    obj = kube.add_fleet("chat", {**SPEC, "podMetadata": {"labels": {"app.kubernetes.io/managed-by": "me"}}})
+    await controller(kube).reconcile(obj)
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    assert cond(fleet, "Degraded") == ("True", "InvalidSpec")
+    [degraded] = [c for c in fleet["status"]["conditions"] if c["type"] == "Degraded"]
+    assert "podMetadata.labels may not set app.kubernetes.io/managed-by" in degraded["message"]
+    assert kube.deployments() == []
