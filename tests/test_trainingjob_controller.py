@@ -370,15 +370,21 @@ def _condition(obj: Obj, type_: str) -> tuple[str, str]:
     return found["status"], found["reason"]
 
 
+async def _first_passes(kube: FakeKube, name: str, **spec: Any) -> tuple[Obj, TrainingJobController]:
+    """A TrainingJob on two 8-GPU nodes after the passes of its creation, and the controller that ran them."""
+    kube.nodes(2)
+    kube.add(_trainingjob(name, **spec))
+    controller = _controller(kube)
+    await _settle(kube, controller, name)
+    obj = await kube.get(*TJ, name, "ns")
+    assert obj is not None
+    return obj, controller
+
+
 async def test_a_job_the_api_server_refuses_is_invalid_spec_and_holds_no_gpus() -> None:
     kube = RefusingKube()
-    kube.nodes(2)
     bogus = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]
-    kube.add(_trainingjob("bad", env=bogus))
-    controller = _controller(kube)
-    await _settle(kube, controller, "bad")
-    bad = await kube.get(*TJ, "bad", "ns")
-    assert bad is not None
+    bad, controller = await _first_passes(kube, "bad", env=bogus)
     assert _condition(bad, "Ready") == ("False", "InvalidSpec")
     assert _condition(bad, "Stalled") == ("True", "InvalidSpec")
     assert _condition(bad, "Admitted") == ("False", "InvalidSpec")
@@ -402,22 +408,18 @@ async def test_a_job_the_api_server_refuses_is_invalid_spec_and_holds_no_gpus() 
     kube.objects[(*TJ, "ns", "bad")]["spec"]["env"] = []
     kube.objects[(*TJ, "ns", "bad")]["metadata"]["generation"] = 2
     await _settle(kube, controller, "bad")
-    bad = await kube.get(*TJ, "bad", "ns")
-    assert bad is not None
-    assert _condition(bad, "Admitted") == ("False", "InsufficientCapacity")
-    assert _condition(bad, "Stalled")[1] != "InvalidSpec"
+    fixed = await kube.get(*TJ, "bad", "ns")
+    assert fixed is not None
+    assert _condition(fixed, "Admitted") == ("False", "InsufficientCapacity")
+    assert _condition(fixed, "Stalled")[1] != "InvalidSpec"
 
 
 async def test_a_spec_stored_before_a_crd_rule_is_invalid_spec_not_silence() -> None:
     """An object stored under an older CRD with a key now reserved is reported, and never built."""
     kube = FakeKube()
-    kube.nodes(2)
-    istio_off = {"annotations": {"sidecar.istio.io/inject": "false"}}
-    kube.add(_trainingjob("old", podMetadata=istio_off))
-    controller = _controller(kube)
-    await _settle(kube, controller, "old")
-    old = await kube.get(*TJ, "old", "ns")
-    assert old is not None
+    old, _ = await _first_passes(
+        kube, "old", podMetadata={"annotations": {"sidecar.istio.io/inject": "false"}}
+    )
     assert _condition(old, "Stalled") == ("True", "InvalidSpec")
     assert "podMetadata.annotations may not set sidecar.istio.io/inject" in old["status"]["message"]
     assert kube.jobs() == []
