@@ -116,3 +116,57 @@ def test_committed_crds_are_fresh(directory: Path) -> None:
         assert path.exists(), f"{path} missing: run `make crds`"
         assert path.read_text() == text, f"{path} is stale: run `make crds`"
         assert yaml.safe_load(text)["kind"] == "CustomResourceDefinition"
+
+
+def _unbounded(node: dict[str, Any], path: str) -> Iterator[str]:
+    """Every string, list, map or integer of a schema without a maximum, by path."""
+    kind = node.get("type")
+    is_string = kind == "string" or node.get("x-kubernetes-int-or-string")
+    if is_string and "enum" not in node and "maxLength" not in node:
+        yield f"{path}: string without maxLength"
+    if kind == "array" and "maxItems" not in node:
+        yield f"{path}: list without maxItems"
+    if kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
+        yield f"{path}: map without maxProperties"
+    if kind == "object" and node.get("x-kubernetes-preserve-unknown-fields"):
+        yield f"{path}: object of unknown fields"
+    if kind == "integer" and "maximum" not in node:
+        yield f"{path}: integer without maximum"
+    for name, prop in (node.get("properties") or {}).items():
+        yield from _unbounded(prop, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _unbounded(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _unbounded(node["additionalProperties"], f"{path}{{}}")
+
+
+@pytest.mark.parametrize("info", ALL_KINDS, ids=lambda i: i.kind)
+def test_every_spec_field_of_the_generated_crds_is_bounded(info: KindInfo) -> None:
+    """What a tenant writes is bounded: strings, lists and maps (so the API server's CEL cost estimate
+    and the children built from them stay small) and integers (durations feed date arithmetic)."""
+    root = build_crd(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert list(_unbounded(root["properties"]["spec"], "spec")) == []
+    # Status is written by the operator alone (tenants hold no write on `*/status`) and carries no CEL
+    # rule, so its sizes cost the API server nothing to estimate.
+    assert not any("x-kubernetes-validations" in node for node in _walk(root["properties"]["status"]))
+
+
+def test_the_walker_finds_what_is_unbounded() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string"},
+            "b": {"type": "array", "items": {"type": "string", "maxLength": 3}},
+            "c": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 1}},
+            "d": {"type": "integer", "minimum": 0},
+            "e": {"x-kubernetes-int-or-string": True},
+            "f": {"type": "string", "enum": ["x"]},
+        },
+    }
+    assert sorted(_unbounded(schema, "spec")) == [
+        "spec.a: string without maxLength",
+        "spec.b: list without maxItems",
+        "spec.c: map without maxProperties",
+        "spec.d: integer without maximum",
+        "spec.e: string without maxLength",
+    ]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from lightkube import ApiError
 
 from fakecaches import FakeCaches
 from kubeforge.api.inferencefleet import Autoscaling, InferenceFleetSpec, InferenceFleetStatus
@@ -21,6 +22,7 @@ from kubeforge.policy.autoscaler import Reading
 from kubeforge.policy.capacity import surge_room
 from kubeforge.policy.fleet import FleetObserved
 from kubeforge.policy.status import apply_merge_patch
+from podvalidation import refuse_unsupported_field_refs, unprocessable
 
 NS = "ns"
 
@@ -422,3 +424,99 @@ async def test_a_surge_reads_the_capacity_gang_admission_reads() -> None:
         },
     }
     assert room() == 1
+
+
+class RefusingKube(FakeKube):
+    """A FakeKube whose applies are validated as the API server validates a pod template."""
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        refuse_unsupported_field_refs(obj)
+        return await super().apply(obj)
+
+
+BOGUS_ENV = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]
+
+
+async def test_a_child_the_api_server_refuses_is_invalid_spec_until_the_spec_changes() -> None:
+    kube = RefusingKube()
+    obj = kube.add_fleet("chat", {**SPEC, "env": BOGUS_ENV})
+    ctrl = controller(kube)
+    assert await ctrl.reconcile(obj) is None, "nothing to come back for until the spec changes"
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    assert cond(fleet, "Ready") == ("False", "InvalidSpec")
+    assert cond(fleet, "Degraded") == ("True", "InvalidSpec")
+    [degraded] = [c for c in fleet["status"]["conditions"] if c["type"] == "Degraded"]
+    assert degraded["message"].startswith('the API server refused a child object: Deployment.apps "chat-')
+    assert 'valueFrom.fieldRef.fieldPath: Invalid value: "spec.bogus"' in degraded["message"]
+    assert fleet["status"]["observedGeneration"] == 1
+    assert [e["reason"] for e in kube.events if e["type"] == "Warning"] == ["InvalidSpec"]
+    assert kube.deployments() == []
+
+    # Watch events and resyncs of the same generation: no write is sent again, nothing is patched.
+    calls, patches = kube.apply_calls, kube.status_patches
+    for _ in range(3):
+        assert await ctrl.reconcile(fleet) is None
+    assert (kube.apply_calls, kube.status_patches) == (calls, patches)
+
+    # The user fixes the spec: a new generation builds the fleet.
+    fleet["spec"]["env"] = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    fleet["metadata"]["generation"] = 2
+    await ctrl.reconcile(fleet)
+    assert len(kube.deployments()) == 1
+    assert cond(fleet, "Degraded") != ("True", "InvalidSpec")
+    assert cond(fleet, "Ready") == ("False", "WaitingForReplicas")
+
+
+@pytest.mark.parametrize("history_limit", [1, 3])
+async def test_controller_revisions_are_capped_by_the_history_limit(history_limit: int) -> None:
+    """Many template changes, each rolled out to the end: the ControllerRevisions kept never exceed the
+    history plus the template's, the stable and the canary revision."""
+    kube = FakeKube()
+    spec = {**SPEC, "rollout": {"strategy": "Rolling", "historyLimit": history_limit}}
+    obj = kube.add_fleet("chat", spec)
+    ctrl = controller(kube)
+    most = 0
+    for version in range(8):
+        obj["spec"] = {**spec, "image": f"img:{version}"}
+        obj["metadata"]["generation"] = version + 1
+        for _ in range(12):
+            await ctrl.reconcile(obj)
+            kube.run_deployment()
+            kept = [k for k in kube.objects if k[0] == "ControllerRevision"]
+            most = max(most, len(kept))
+    assert obj["status"]["rollout"]["phase"] == "Promoted"
+    assert len(obj["status"]["rollout"]["history"]) <= history_limit
+    assert 1 < most <= history_limit + 3, most
+
+
+async def test_a_refused_status_patch_is_a_failed_pass_not_invalid_spec() -> None:
+    """Only a child refused is the user's spec's fault; a status the server refuses is the operator's
+    bug, and the pass fails (retried with backoff by the runtime)."""
+    kube = FakeKube()
+    obj = kube.add_fleet("chat", SPEC)
+
+    refused: list[str] = []
+
+    async def refuse(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        refused.append("status")
+        raise unprocessable('InferenceFleet.kubeforge.dev "chat" is invalid: status.message: Too long')
+
+    kube.patch_status = refuse  # type: ignore[method-assign]
+    ctrl = controller(kube)
+    with pytest.raises(ApiError):
+        await ctrl.reconcile(obj)
+    assert refused == ["status"], "the pass ends at the refused patch: no InvalidSpec status is tried"
+    kube.patch_status = FakeKube.patch_status.__get__(kube)  # type: ignore[method-assign]
+    await ctrl.reconcile(obj)
+    assert cond(kube.objects[("InferenceFleet", NS, "chat")], "Ready") == ("False", "WaitingForReplicas")
+
+
+async def test_a_fleet_stored_with_a_key_reserved_since_is_invalid_spec_and_not_built() -> None:
+    kube = FakeKube()
+    obj = kube.add_fleet("chat", {**SPEC, "podMetadata": {"labels": {"app.kubernetes.io/managed-by": "me"}}})
+    await controller(kube).reconcile(obj)
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    assert cond(fleet, "Degraded") == ("True", "InvalidSpec")
+    [degraded] = [c for c in fleet["status"]["conditions"] if c["type"] == "Degraded"]
+    assert "podMetadata.labels may not set app.kubernetes.io/managed-by" in degraded["message"]
+    assert kube.deployments() == []

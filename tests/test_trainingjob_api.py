@@ -147,6 +147,8 @@ def test_cel_rules_name_fields_that_exist() -> None:
         for path in re.findall(r"(?:self|oldSelf)((?:\.\w+)+)", rule["rule"]):
             node: dict[str, Any] = {"properties": props}
             for part in path.strip(".").split("."):
+                if "properties" not in node:
+                    break  # a list or a string: the rest is a CEL function (`.map`, `.size`)
                 assert part in node["properties"], f"{part} of {path} in {rule['rule']}"
                 node = node["properties"][part]
 

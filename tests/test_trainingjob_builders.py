@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kubeforge.api.common import PodMetadata
 from kubeforge.api.trainingjob import MAX_NAME_LENGTH, MAX_RESTARTS, MAX_WORKERS, TrainingJobSpec
 from kubeforge.builders.trainingjob import (
     ATTEMPT_LABEL,
@@ -115,12 +116,11 @@ class TestJob:
         assert _env(job)["KUBEFORGE_CHECKPOINT_DIR"] == "/ckpt"
 
     def test_pod_metadata_cannot_override_kubeforge_labels(self) -> None:
-        spec = _spec(
-            podMetadata={
-                "labels": {"team": "nlp", "kubeforge.dev/trainingjob": "other"},
-                "annotations": {"a": "b"},
-            }
+        # The API refuses reserved keys; a spec stored before that rule still cannot take the labels over.
+        stored = PodMetadata.model_construct(
+            labels={"team": "nlp", "kubeforge.dev/trainingjob": "other"}, annotations={"a": "b"}
         )
+        spec = _spec().model_copy(update={"pod_metadata": stored})
         meta = build_job(spec, OWNER, 0)["spec"]["template"]["metadata"]
         assert meta["labels"]["team"] == "nlp"
         assert meta["labels"]["kubeforge.dev/trainingjob"] == "llama"

@@ -19,6 +19,7 @@ from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.controllers.trainingjob import TrainingJobController
 from kubeforge.kube.client import Kube
 from kubeforge.policy.conditions import format_time
+from podvalidation import refuse_unsupported_field_refs
 
 Obj = dict[str, Any]
 TJ = ("kubeforge.dev/v1alpha1", "TrainingJob")
@@ -431,3 +432,71 @@ async def test_a_namespace_holds_at_most_the_operator_cap_reserved_but_unplaced(
     condition = next(c for c in second["conditions"] if c["type"] == "Admitted")
     assert condition["reason"] == "NamespaceReservationLimit"
     assert "at most 24 GPUs" in condition["message"]
+
+
+class RefusingKube(FakeKube):
+    """A FakeKube whose applies are validated as the API server validates a pod template."""
+
+    async def apply(self, obj: Obj) -> Obj:
+        refuse_unsupported_field_refs(obj)
+        return await super().apply(obj)
+
+
+def _condition(obj: Obj, type_: str) -> tuple[str, str]:
+    [found] = [c for c in obj["status"]["conditions"] if c["type"] == type_]
+    return found["status"], found["reason"]
+
+
+async def _first_passes(kube: FakeKube, name: str, **spec: Any) -> tuple[Obj, TrainingJobController]:
+    """A TrainingJob on two 8-GPU nodes after the passes of its creation, and the controller that ran them."""
+    kube.nodes(2)
+    kube.add(_trainingjob(name, **spec))
+    controller = _controller(kube)
+    await _settle(kube, controller, name)
+    obj = await kube.get(*TJ, name, "ns")
+    assert obj is not None
+    return obj, controller
+
+
+async def test_a_job_the_api_server_refuses_is_invalid_spec_and_holds_no_gpus() -> None:
+    kube = RefusingKube()
+    bogus = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]
+    bad, controller = await _first_passes(kube, "bad", env=bogus)
+    assert _condition(bad, "Ready") == ("False", "InvalidSpec")
+    assert _condition(bad, "Stalled") == ("True", "InvalidSpec")
+    assert _condition(bad, "Admitted") == ("False", "InvalidSpec")
+    assert 'Job.batch "bad-a0" is invalid' in bad["status"]["message"]
+    assert 'valueFrom.fieldRef.fieldPath: Invalid value: "spec.bogus"' in bad["status"]["message"]
+    assert ("Warning", "InvalidSpec") in [(e[0], e[1]) for e in kube.events]
+    assert kube.jobs() == []
+
+    # Passes of the same generation (watch events, resyncs) send nothing.
+    kube.calls.clear()
+    for _ in range(3):
+        assert await controller.reconcile(bad) is None
+    assert kube.calls == []
+
+    # Its GPUs were never held: the next gang of the same size is admitted.
+    kube.add(_trainingjob("good"))
+    await _settle(kube, controller, "good")
+    assert [j["metadata"]["name"] for j in kube.jobs()] == ["good-a0"]
+
+    # Fixed spec, new generation: decided again, and now it waits for the GPUs like any gang.
+    kube.objects[(*TJ, "ns", "bad")]["spec"]["env"] = []
+    kube.objects[(*TJ, "ns", "bad")]["metadata"]["generation"] = 2
+    await _settle(kube, controller, "bad")
+    fixed = await kube.get(*TJ, "bad", "ns")
+    assert fixed is not None
+    assert _condition(fixed, "Admitted") == ("False", "InsufficientCapacity")
+    assert _condition(fixed, "Stalled")[1] != "InvalidSpec"
+
+
+async def test_a_spec_stored_before_a_crd_rule_is_invalid_spec_not_silence() -> None:
+    """An object stored under an older CRD with a key now reserved is reported, and never built."""
+    kube = FakeKube()
+    old, _ = await _first_passes(
+        kube, "old", podMetadata={"annotations": {"sidecar.istio.io/inject": "false"}}
+    )
+    assert _condition(old, "Stalled") == ("True", "InvalidSpec")
+    assert "podMetadata.annotations may not set sidecar.istio.io/inject" in old["status"]["message"]
+    assert kube.jobs() == []

@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
+from kubeforge.api import common
 from kubeforge.api.common import Condition, EnvVar, KubeModel, PodMetadata, Resources, condition_list_schema
 from kubeforge.api.crdgen import KindInfo, PrinterColumn, ScaleSubresource
 from kubeforge.api.rollout import RolloutSpec, RolloutStatus
@@ -21,6 +22,12 @@ from kubeforge.api.rollout import RolloutSpec, RolloutStatus
 KIND = "InferenceFleet"
 
 PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
+
+MAX_REVISION_BYTES = 800 * 1024
+"""The largest ControllerRevision a fleet's pod template can make, in JSON bytes, given the CRD's bounds
+(a unit test builds the largest spec and measures it): well below the 1.5 MiB etcd takes. With at most
+`historyLimit` + 3 of them per fleet (the history, the template's, the stable and the canary revision),
+their count and bytes are capped."""
 
 
 def _check_int_or_percent(value: int | str) -> int | str:
@@ -42,6 +49,7 @@ IntOrPercent = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "pattern": PERCENT_PATTERN,
+            "maxLength": 4,
             "x-kubernetes-validations": [
                 {
                     "rule": "type(self) == int ? self >= 0 : self.matches('" + PERCENT_PATTERN + "')",
@@ -205,18 +213,25 @@ class SecurityContext(KubeModel):
 class InferenceFleetSpec(KubeModel):
     """Desired state of a serving fleet."""
 
+    model_config = ConfigDict(
+        **KubeModel.model_config, json_schema_extra={"x-kubernetes-validations": common.process_rules()}
+    )
+
     model: ModelRef
     """The model served."""
     image: str = Field(min_length=1, max_length=1024)
     """Container image of the model server, e.g. `vllm/vllm-openai:v0.8.5`."""
-    command: list[str] = Field(default_factory=list)
+    command: list[common.Arg] = Field(default_factory=list, max_length=common.MAX_COMMAND_ITEMS)
     """Entrypoint override."""
-    args: list[str] = Field(default_factory=list)
-    """Arguments to the entrypoint."""
-    env: list[EnvVar] = Field(default_factory=list)
-    """Extra environment; MODEL_NAME, MODEL_URI and PORT are set by kubeforge."""
+    args: list[common.Arg] = Field(default_factory=list, max_length=common.MAX_ARGS_ITEMS)
+    """Arguments to the entrypoint. Each entry of `command` and `args` holds at most 4096 characters,
+    all of them together at most 32768."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=common.MAX_ENV_VARS)
+    """Extra environment (at most 256 variables, their values 32768 characters together); MODEL_NAME,
+    MODEL_URI and PORT are set by kubeforge."""
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
-    """Labels and annotations added to every pod."""
+    """Labels and annotations added to every pod; reserved keys (kubeforge.dev/*, Kueue's, managed-by,
+    AppArmor and seccomp, service-mesh injection) are refused."""
     port: int = Field(default=8000, ge=1, le=65535)
     """Port the model server listens on (HTTP), exposed by the fleet's Service."""
     readiness_path: str = Field(default="/health", min_length=1, max_length=1024, pattern=r"^/")
@@ -241,6 +256,12 @@ class InferenceFleetSpec(KubeModel):
     """How a new revision (a change of the pod template) replaces the running one: canary steps gated
     by Prometheus analysis, automatic rollback, manual control. Without it a new revision replaces the
     old one as a Deployment would (`Rolling`, one pod above the desired count, no analysis)."""
+
+    @model_validator(mode="after")
+    def _process_fits(self) -> InferenceFleetSpec:
+        # The same totals as the CEL rules, for specs that did not come through the API server.
+        common.check_process_totals(self.command, self.args, self.env)
+        return self
 
     @property
     def autoscaler_on(self) -> bool:

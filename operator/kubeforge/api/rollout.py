@@ -36,6 +36,8 @@ RevisionPhase = Literal["Stable", "Canary", "Superseded", "Failed", "Aborted", "
 REVISION_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """A revision name: a DNS label, since it is the suffix of the revision's Deployment."""
 MAX_STEPS = 20
+MAX_HISTORY_LIMIT = 25
+"""Each revision of the history keeps a ControllerRevision; this caps their count per fleet."""
 
 
 def _rules(*rules: tuple[str, str, str]) -> ConfigDict:
@@ -190,7 +192,7 @@ class RolloutSpec(KubeModel):
     abort_revision: str | None = Field(default=None, min_length=1, max_length=63, pattern=REVISION_PATTERN)
     """Abort the rollout of this revision: all traffic goes back to stable and the canary is scaled to
     zero while this is set (`kubeforge rollout abort`); remove it to start the rollout again."""
-    retry_at: datetime | None = None
+    retry_at: datetime | None = Field(default=None, json_schema_extra={"maxLength": 64})
     """Restart a rollout that aborted itself (too many inconclusive measurements, or its progress deadline)
     before this time (`kubeforge rollout resume` sets it to now)."""
     target_revision: str | None = Field(default=None, min_length=1, max_length=63, pattern=REVISION_PATTERN)
@@ -199,8 +201,9 @@ class RolloutSpec(KubeModel):
     the template are not rolled out; remove it to follow the template again."""
     analysis: AnalysisSpec | None = None
     """Metric gates; without them steps advance on their pauses alone."""
-    history_limit: int = Field(default=10, ge=1, le=100)
-    """Revisions kept in `status.rollout.history` (and available to `targetRevision`)."""
+    history_limit: int = Field(default=10, ge=1, le=MAX_HISTORY_LIMIT)
+    """Revisions kept in `status.rollout.history` (and available to `targetRevision`), at most 25: each
+    keeps its pod template in a ControllerRevision."""
     max_surge: int = Field(default=1, ge=0, le=1000)
     """Rolling strategy: pods above the desired count while replacing. A Canary surges as far as free GPUs
     allow and swaps in place when there are none."""

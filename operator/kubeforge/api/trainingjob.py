@@ -12,12 +12,19 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from kubeforge.api.common import (
+    MAX_ARGS_ITEMS,
+    MAX_COMMAND_ITEMS,
+    MAX_DURATION_SECONDS,
+    MAX_ENV_VARS,
+    Arg,
     Condition,
     EnvVar,
     KubeModel,
     PodMetadata,
     Resources,
+    check_process_totals,
     condition_list_schema,
+    process_rules,
 )
 from kubeforge.api.crdgen import KindInfo, PrinterColumn
 from kubeforge.api.names import ATTEMPT_LABEL as ATTEMPT_LABEL
@@ -158,20 +165,23 @@ class TrainingJobSpec(KubeModel):
 
     image: str = Field(min_length=1, max_length=1024, pattern=r"^\S+$")
     """Container image of every worker."""
-    command: list[str] = Field(default_factory=list, max_length=256)
+    command: list[Arg] = Field(default_factory=list, max_length=MAX_COMMAND_ITEMS)
     """Entrypoint; the image's when empty. Pod template changes (image, command, args, env, podMetadata,
     securityContext, priorityClassName) apply from the next attempt; the running one is not disturbed."""
-    args: list[str] = Field(default_factory=list, max_length=1024)
-    """Arguments to the entrypoint."""
+    args: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS_ITEMS)
+    """Arguments to the entrypoint. Each entry of `command` and `args` holds at most 4096 characters,
+    all of them together at most 32768."""
     env: list[EnvVar] = Field(
         default_factory=list,
-        max_length=256,
+        max_length=MAX_ENV_VARS,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    """Extra environment variables. Variables kubeforge sets (MASTER_ADDR, WORLD_SIZE, NODE_RANK, PET_*,
-    KUBEFORGE_*) cannot be overridden: a rank that disagrees with the pods would hang the job."""
+    """Extra environment variables (at most 256, their values 32768 characters together). Variables
+    kubeforge sets (MASTER_ADDR, WORLD_SIZE, NODE_RANK, PET_*, KUBEFORGE_*) cannot be overridden: a rank
+    that disagrees with the pods would hang the job."""
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
-    """Labels and annotations added to every worker pod."""
+    """Labels and annotations added to every worker pod; reserved keys (kubeforge.dev/*, Kueue's,
+    managed-by, AppArmor and seccomp, service-mesh injection) are refused."""
     workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     """Worker pods (nodes in torchrun's terms). Immutable after creation."""
     resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}})
@@ -182,11 +192,13 @@ class TrainingJobSpec(KubeModel):
     """Checkpoint volume. Immutable after creation."""
     suspend: bool = False
     """True removes the workers and keeps the job (and its restart count); false starts it again."""
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    active_deadline_seconds: int | None = Field(default=None, ge=1, le=MAX_DURATION_SECONDS)
     """Fail the job when it has been active (Pending, Running or Restarting) this long in total, across
-    restarts; time Queued (for GPUs or Kueue) or Suspended does not count (`status.activeSeconds`)."""
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
-    """Delete the TrainingJob (and its children) this long after it succeeded or failed."""
+    restarts; time Queued (for GPUs or Kueue) or Suspended does not count (`status.activeSeconds`). At
+    most 366 days."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_DURATION_SECONDS)
+    """Delete the TrainingJob (and its children) this long after it succeeded or failed (at most 366
+    days)."""
     priority_class_name: str | None = Field(
         default=None, min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN
     )
@@ -199,7 +211,9 @@ class TrainingJobSpec(KubeModel):
     security_context: WorkerSecurityContext | None = None
     """User and groups of the worker processes."""
 
-    model_config = ConfigDict(**KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES))
+    model_config = ConfigDict(
+        **KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES, *process_rules())
+    )
 
     @model_validator(mode="after")
     def _procs_fit_gpus(self) -> TrainingJobSpec:
@@ -207,6 +221,7 @@ class TrainingJobSpec(KubeModel):
         procs, gpus = self.distributed.procs_per_worker, self.resources.gpus
         if procs is not None and gpus > 0 and procs > gpus:
             raise ValueError("spec.distributed.procsPerWorker must not exceed spec.resources.gpus")
+        check_process_totals(self.command, self.args, self.env)
         return self
 
     @property

@@ -50,12 +50,14 @@ from kubeforge.kube.kinds import (
     TRAININGJOB,
     Kind,
 )
+from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
 from kubeforge.policy import autoscaler, capacity, gangs
 from kubeforge.policy import fleet as policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
+from kubeforge.policy.rejection import rejection_message
 from kubeforge.policy.status import parse_status, status_diff
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,9 @@ class _Fleet:
     measured: tuple[str, float] | None = None
     """The revision last measured and when (monotonic): the next measurement is due an interval after
     it, whatever passes ran in between."""
+    rejected: tuple[int | None, str] | None = None
+    """The generation whose children the API server refused as invalid (422), and the message: until
+    the spec changes, passes report `InvalidSpec` instead of sending the same writes again."""
 
 
 class InferenceFleetController:
@@ -133,6 +138,10 @@ class InferenceFleetController:
         key = (str(meta["namespace"]), str(meta["name"]))
         fleet = self._fleets.setdefault(key, _Fleet())
         spec, invalid = _parse_spec(obj)
+        if fleet.rejected is not None and fleet.rejected[0] != meta.get("generation"):
+            fleet.rejected = None
+        if spec is not None and fleet.rejected is not None:
+            spec, invalid = None, fleet.rejected[1]
         auto = spec.autoscaling if spec is not None and spec.autoscaler_on else None
         reading: autoscaler.Reading | None = None
         if auto is None:
@@ -154,7 +163,14 @@ class InferenceFleetController:
             self._record_evaluation(*key, plan.evaluation, fleet.memory.decision)
         # Remembered before the writes: a failed write retries the pass, not the evaluation.
         fleet.memory = plan.memory
-        await self._execute(obj, observed, plan)
+        try:
+            await self._execute(obj, observed, plan)
+        except ChildRejectedError as error:
+            # Decided again as a spec the operator cannot build: only the status and its Event go out.
+            fleet.rejected = (meta.get("generation"), rejection_message(error.message))
+            observed = replace(observed, spec=None, invalid=fleet.rejected[1])
+            await self._execute(obj, observed, policy.decide(observed))
+            return None
         if plan.requeue_after is None:
             return None
         # The plan's waits count from when the pass observed; the I/O since has taken some of them.
@@ -323,6 +339,10 @@ class InferenceFleetController:
             self._waiting.discard((namespace, name))
 
     async def _write(self, obj: Obj, write: policy.Write) -> None:
+        with child_write():
+            await self._write_child(obj, write)
+
+    async def _write_child(self, obj: Obj, write: policy.Write) -> None:
         meta = obj["metadata"]
         namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
         if isinstance(write, policy.Scale):

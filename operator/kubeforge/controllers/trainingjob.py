@@ -22,9 +22,12 @@ from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
+from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, gangs, training
 from kubeforge.policy.conditions import transitions
+from kubeforge.policy.rejection import REASON as REJECTED
+from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
 from kubeforge.policy.status import status_diff
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,9 @@ class TrainingJobController:
         self._reserved: dict[str, tuple[capacity.Demand, int]] = {}
         """Gangs this process admitted whose Admitted condition the cache may not show yet: admission
         runs without awaiting, and this covers the writes still in flight."""
+        self._rejected: dict[str, tuple[int, str]] = {}
+        """Jobs whose children the API server refused as invalid (422), with that generation and the
+        message: until the spec changes, passes report it instead of sending the same write again."""
         self.watches: tuple[Watch, ...] = (
             Watch(JOB, owner_keys(TRAININGJOB)),
             Watch(SERVICE, owner_keys(TRAININGJOB)),
@@ -65,6 +71,7 @@ class TrainingJobController:
     async def forget(self, namespace: str, name: str) -> None:
         self._waiting.discard((namespace, name))
         self._reserved.pop(f"{namespace}/{name}", None)
+        self._rejected.pop(f"{namespace}/{name}", None)
 
     # -- what wakes whom -----------------------------------------------------------------------------
 
@@ -87,6 +94,35 @@ class TrainingJobController:
     # -- one pass ------------------------------------------------------------------------------------
 
     async def reconcile(self, obj: Obj) -> float | None:
+        """One pass; a spec the models refuse, or a child the API server refuses as invalid, stops the
+        passes at `InvalidSpec` until the spec changes (see `kubeforge.policy.rejection`)."""
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        generation = int(meta.get("generation") or 0)
+        rejected = self._rejected.get(key)
+        if rejected is not None and rejected[0] != generation:
+            del self._rejected[key]
+            rejected = None
+        if rejected is None:
+            try:
+                return await self._reconcile(obj)
+            except ChildRejectedError as error:
+                rejected = (generation, rejection_message(error.message))
+            except _UnreadableSpecError as error:
+                rejected = (generation, str(error))
+            self._rejected[key] = rejected
+            self._reserved.pop(key, None)
+            self._waiting.discard((meta["namespace"], meta["name"]))
+        status = training.parse_status(obj.get("status"))
+        new = rejected_trainingjob_status(status, rejected[1], generation=generation, now=_now())
+        patch = status_diff(status, new)
+        if patch is not None:
+            log.warning("TrainingJob %s: %s", key, rejected[1])
+            await self._write_status(obj, patch)
+            await self.kube.event(obj, type_="Warning", reason=REJECTED, message=rejected[1])
+        return None
+
+    async def _reconcile(self, obj: Obj) -> float | None:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
             return None  # garbage collection removes the children
@@ -94,14 +130,16 @@ class TrainingJobController:
         try:
             spec = TrainingJobSpec.model_validate(obj.get("spec") or {})
         except ValidationError as error:
-            # The CRD schema refuses invalid specs; this only happens with a CRD older than the operator.
-            log.error("TrainingJob %s/%s has a spec this operator cannot read: %s", namespace, name, error)
-            return None
+            # The CRD refuses invalid specs; this is one stored before a rule of it existed (say a
+            # reserved pod label): reported as InvalidSpec, never built.
+            problem = error.errors()[0].get("msg", str(error))
+            raise _UnreadableSpecError(f"spec is invalid: {problem}"[:512]) from error
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
         if status.phase not in ("Succeeded", "Failed"):
             service = build_service(spec, owner)
-            await self.kube.apply_if_changed(service, self.caches.get(SERVICE, name, namespace))
+            with child_write():
+                await self.kube.apply_if_changed(service, self.caches.get(SERVICE, name, namespace))
         selector = {MANAGED_BY: MANAGED_BY_VALUE, TRAININGJOB_LABEL: name}
         jobs = self.caches.list(JOB, namespace, labels=selector)
         pod_views = [training.pod_view(p) for p in self.caches.list(POD, namespace, labels=selector)]
@@ -237,7 +275,10 @@ class TrainingJobController:
         if plan.create_attempt is not None:
             job = build_job(spec, owner, plan.create_attempt)
             # A Job is created once per attempt; its template is immutable afterwards.
-            await self.kube.apply_if_changed(job, self.caches.get(JOB, job["metadata"]["name"], namespace))
+            with child_write():
+                await self.kube.apply_if_changed(
+                    job, self.caches.get(JOB, job["metadata"]["name"], namespace)
+                )
             log.info("TrainingJob %s/%s: created Job %s", namespace, name, job["metadata"]["name"])
         if patch is not None and not written:
             obj = await self._write_status(obj, patch)
@@ -276,6 +317,10 @@ class TrainingJobController:
             exposition.TRANSITIONS.labels(KIND, changed["type"], changed["status"], changed["reason"]).inc()
         if plan.restarted:
             exposition.TRAINING_RESTARTS.labels(namespace).inc()
+
+
+class _UnreadableSpecError(Exception):
+    """A stored spec the models refuse; the message says why."""
 
 
 def _frees_gpus(old: Obj | None, new: Obj | None) -> bool:
