@@ -35,6 +35,7 @@ from kubeforge.api.inferencefleet import KIND, Autoscaling, InferenceFleetSpec, 
 from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
+from kubeforge.controllers.ownership import clear_conflict, warn_owner
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader
@@ -152,13 +153,14 @@ class InferenceFleetController:
         # Remembered before the writes: a failed write retries the pass, not the evaluation.
         fleet.memory = plan.memory
         await self._execute(obj, observed, plan)
+        await clear_conflict(self.kube, FLEET, self.caches.get(FLEET, key[1], key[0]))
         if plan.requeue_after is None:
             return None
         # The plan's waits count from when the pass observed; the I/O since has taken some of them.
         return max(0.0, plan.requeue_after - (self._monotonic() - observed_at))
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
-        await self.kube.event(obj, type_="Warning", reason=reason, message=message)
+        await warn_owner(self.kube, FLEET, obj, reason, message)
 
     async def forget(self, namespace: str, name: str) -> None:
         self._fleets.pop((namespace, name), None)

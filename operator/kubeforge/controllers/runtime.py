@@ -41,6 +41,8 @@ class OperatorConfig:
     prometheus_url: str | None = None
     resync_seconds: float = 300.0
     max_concurrent_reconciles: int = 10
+    allowed_priority_classes: frozenset[str] | None = None
+    """PriorityClasses a TrainingJob or InferenceFleet may name (`--allowed-priority-classes`); None: any."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec
 from kubeforge.builders.trainingjob import Owner, build_job, build_service
+from kubeforge.controllers.ownership import clear_conflict, warn_owner
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader
@@ -59,7 +60,7 @@ class TrainingJobController:
         )
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
-        await self.kube.event(obj, type_="Warning", reason=reason, message=message)
+        await warn_owner(self.kube, TRAININGJOB, obj, reason, message)
 
     async def forget(self, namespace: str, name: str) -> None:
         self._waiting.discard((namespace, name))
@@ -132,6 +133,7 @@ class TrainingJobController:
             if plan.status.phase != "Queued":
                 self._waiting.discard((namespace, name))
         await self._execute(obj, spec, owner, plan)
+        await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after

@@ -1,0 +1,85 @@
+"""Telling an owner that one of its children's names is taken by an object the operator did not create.
+
+`Kube.apply_if_changed` refuses to write such an object (`NotOursError`); the runtime then calls the
+controller's `warn` with `NAME_CONFLICT`. The owner gets a Warning Event and a `Conflict` condition
+(with `Ready` False), written only when they are not there already, so a pass retried with backoff
+costs no write. The first pass that writes every child again removes the condition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubeforge.kube.client import Kube, Obj
+from kubeforge.kube.kinds import Kind
+from kubeforge.policy.conditions import ConditionUpdate, find_condition, merge_conditions
+
+NAME_CONFLICT = "NameConflict"
+"""Reason of the Warning Event (and of the condition) when a child's name is taken."""
+
+CONFLICT = "Conflict"
+"""Condition type: True while a child's name is held by an object this owner does not control."""
+
+
+def conflict_conditions(
+    current: list[dict[str, Any]], message: str, *, generation: int | None, now: datetime
+) -> list[dict[str, Any]] | None:
+    """The owner's conditions with `Conflict` True and `Ready` False, or None when they say so already."""
+    conflict = find_condition(current, CONFLICT)
+    ready = find_condition(current, "Ready")
+    if (
+        conflict is not None
+        and conflict.get("status") == "True"
+        and conflict.get("message") == message
+        and ready is not None
+        and ready.get("status") == "False"
+    ):
+        return None
+    return merge_conditions(
+        current,
+        [
+            ConditionUpdate(CONFLICT, "True", NAME_CONFLICT, message),
+            ConditionUpdate("Ready", "False", NAME_CONFLICT, message),
+        ],
+        now=now,
+        generation=generation,
+    )
+
+
+def without_conflict(current: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The owner's conditions without `Conflict`, or None when there is none to remove."""
+    if find_condition(current, CONFLICT) is None:
+        return None
+    return [c for c in current if c.get("type") != CONFLICT]
+
+
+def _conditions(obj: Obj) -> list[dict[str, Any]]:
+    return list((obj.get("status") or {}).get("conditions") or [])
+
+
+async def warn_owner(kube: Kube, kind: Kind, obj: Obj, reason: str, message: str) -> None:
+    """A Warning Event on the owner; for a name conflict also its `Conflict` condition."""
+    await kube.event(obj, type_="Warning", reason=reason, message=message)
+    if reason != NAME_CONFLICT:
+        return
+    meta = obj["metadata"]
+    conditions = conflict_conditions(
+        _conditions(obj), message[:1024], generation=meta.get("generation"), now=datetime.now(UTC)
+    )
+    if conditions is not None:
+        await kube.patch_status(
+            kind.api_version, kind.kind, meta["name"], meta["namespace"], {"conditions": conditions}
+        )
+
+
+async def clear_conflict(kube: Kube, kind: Kind, obj: Obj | None) -> None:
+    """After a pass that wrote every child: drop a `Conflict` condition left by an earlier pass."""
+    if obj is None:
+        return
+    conditions = without_conflict(_conditions(obj))
+    if conditions is not None:
+        meta = obj["metadata"]
+        await kube.patch_status(
+            kind.api_version, kind.kind, meta["name"], meta["namespace"], {"conditions": conditions}
+        )

@@ -1,0 +1,217 @@
+"""The operator's trust boundary, without a cluster: what it writes over, whose pods it counts, which proxy
+its credentials go through, which PriorityClasses it accepts. The API server's side of each is in
+e2e/test_tenancy.py."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from aiohttp import web
+from lightkube import ApiError
+from lightkube.models.meta_v1 import Status
+
+from kubeforge.controllers.ownership import CONFLICT, conflict_conditions, without_conflict
+from kubeforge.kube.client import Kube, NotOursError
+from kubeforge.kube.config import load_access
+
+Obj = dict[str, Any]
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def _service(name: str, owner_uid: str | None) -> Obj:
+    meta: Obj = {"name": name, "namespace": "ns"}
+    if owner_uid is not None:
+        meta["ownerReferences"] = [
+            {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "InferenceFleet", "name": name, "uid": owner_uid,
+             "controller": True}
+        ]  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"ports": [{"port": 80}]}}
+
+
+class FakeServer:
+    """The lightkube calls `apply_if_changed` makes, answered like an API server holding `objects`."""
+
+    def __init__(self, objects: dict[str, Obj]) -> None:
+        self.objects = objects
+        self.created: list[Obj] = []
+        self.applied: list[tuple[Obj, bool]] = []
+
+    async def create(self, obj: Any, field_manager: str) -> Obj:
+        body: Obj = json.loads(json.dumps(dict(obj)))
+        name = body["metadata"]["name"]
+        if name in self.objects:
+            raise ApiError(status=Status(code=409, reason="AlreadyExists", message=f"{name} exists"))
+        body["metadata"]["generation"] = 1
+        self.objects[name] = body
+        self.created.append(body)
+        return body
+
+    async def get(self, res: Any, name: str, namespace: str | None = None) -> Obj:
+        if name not in self.objects:
+            raise ApiError(status=Status(code=404, reason="NotFound", message=f"{name} not found"))
+        return copy.deepcopy(self.objects[name])
+
+    async def apply(self, obj: Any, field_manager: str, force: bool) -> Obj:
+        body: Obj = json.loads(json.dumps(dict(obj)))
+        self.applied.append((body, force))
+        body["metadata"]["generation"] = 1
+        self.objects[body["metadata"]["name"]] = body
+        return body
+
+
+def fake_kube(objects: dict[str, Obj]) -> tuple[Kube, FakeServer]:
+    kube = object.__new__(Kube)
+    server = FakeServer(objects)
+    kube._client = server  # type: ignore[assignment]
+    kube.field_manager = "kubeforge"
+    kube.observer = None
+    kube._generations = {}
+    return kube, server
+
+
+# -- 10.4: never adopt what it did not create ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "theirs",
+    [None, "someone-else"],
+    ids=["a user's own Service, no owner", "a Service another owner controls"],
+)
+async def test_a_foreign_object_missing_from_the_cache_is_left_untouched(theirs: str | None) -> None:
+    """The caches select children by the managed-by label, so a foreign object is never in them: before,
+    the operator force-applied over it. Now it creates, and a taken name ends in NotOursError."""
+    foreign = _service("chat", theirs)
+    kube, server = fake_kube({"chat": copy.deepcopy(foreign)})
+    with pytest.raises(NotOursError, match="not controlled by this object"):
+        await kube.apply_if_changed(_service("chat", "fleet-uid"), None)
+    assert server.applied == [], "a forced apply would have taken the object over"
+    assert server.objects["chat"] == foreign
+
+
+async def test_a_new_child_is_created_and_ours_out_of_the_cache_is_applied_again() -> None:
+    kube, server = fake_kube({})
+    assert await kube.apply_if_changed(_service("chat", "fleet-uid"), None) is not None
+    assert [c["metadata"]["name"] for c in server.created] == ["chat"]
+    assert server.applied == []
+    # Our own child whose managed-by label someone removed: not in the cache, but ours, so applied.
+    kube2, server2 = fake_kube({"chat": _service("chat", "fleet-uid")})
+    assert await kube2.apply_if_changed(_service("chat", "fleet-uid"), None) is not None
+    assert len(server2.applied) == 1
+
+
+def test_a_conflict_is_a_condition_written_once_and_removed_when_resolved() -> None:
+    ready = {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "t"}
+    first = conflict_conditions([ready], "Service ns/chat exists", generation=3, now=NOW)
+    assert first is not None
+    by_type = {c["type"]: c for c in first}
+    assert by_type[CONFLICT]["status"] == "True"
+    assert by_type[CONFLICT]["reason"] == "NameConflict"
+    assert by_type["Ready"]["status"] == "False"
+    assert conflict_conditions(first, "Service ns/chat exists", generation=3, now=NOW) is None
+    cleared = without_conflict(first)
+    assert cleared is not None
+    assert CONFLICT not in {c["type"] for c in cleared}
+    assert without_conflict(cleared) is None
+
+
+# -- 10.8: no proxy from the environment unless told ------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def api_and_proxy() -> AsyncIterator[tuple[str, list[str], list[str]]]:
+    """An HTTP 'API server' and an HTTP 'proxy', each recording the paths it was asked for."""
+    api_hits: list[str] = []
+    proxy_hits: list[str] = []
+
+    async def api(request: web.Request) -> web.Response:
+        api_hits.append(request.path)
+        return web.json_response(_service("chat", None))
+
+    async def proxy(request: web.Request) -> web.Response:
+        proxy_hits.append(str(request.url))
+        return web.Response(status=502, text="proxied")
+
+    runners = []
+    ports = []
+    for handler in (api, proxy):
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        ports.append(runner.addresses[0][1])
+    try:
+        yield f"127.0.0.1:{ports[0]}|127.0.0.1:{ports[1]}", api_hits, proxy_hits
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def _kubeconfig(tmp_path: Path, server: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: k, cluster: {{server: 'http://{server}'}}}}]\n"
+        "users: [{name: u, user: {token: secret-token}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("use_env_proxy", [False, True])
+async def test_proxy_variables_apply_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_env_proxy: bool
+) -> None:
+    async with api_and_proxy() as (addresses, api_hits, proxy_hits):
+        await _one_request_each(tmp_path, monkeypatch, use_env_proxy, addresses, api_hits, proxy_hits)
+
+
+async def _one_request_each(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    use_env_proxy: bool,
+    addresses: str,
+    api_hits: list[str],
+    proxy_hits: list[str],
+) -> None:
+    api, proxy = addresses.split("|")
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(var, f"http://{proxy}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    access = load_access(kubeconfig=_kubeconfig(tmp_path, api), in_cluster=False, use_env_proxy=use_env_proxy)
+    kube = Kube(access)
+    watch = kube.watch_client()
+    try:
+        if use_env_proxy:
+            with pytest.raises(httpx2.HTTPStatusError):  # the proxy's 502
+                await kube.get("v1", "Service", "chat", "ns")
+            assert (await watch.get("/api/v1/pods")).status_code == 502
+            assert len(proxy_hits) == 2
+            assert api_hits == []
+        else:
+            assert await kube.get("v1", "Service", "chat", "ns") is not None
+            assert (await watch.get("/api/v1/pods")).status_code == 200
+            assert proxy_hits == []
+            assert len(api_hits) == 2
+    finally:
+        await watch.aclose()
+        await kube.close()
+
+
+def test_the_run_command_has_the_proxy_flag_off_by_default() -> None:
+    from kubeforge.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--kubeconfig", "k"])
+    assert args.use_env_proxy is False
+    assert build_parser().parse_args(["run", "--use-env-proxy"]).use_env_proxy is True
