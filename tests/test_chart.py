@@ -37,6 +37,7 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("",), ("services",), ("get", "list", "watch", "create", "patch", "delete")),
     (("",), ("pods",), ("get", "list", "watch")),
+    (("apps",), ("replicasets",), ("get", "list", "watch")),
     (("",), ("events",), ("create", "patch")),
     (("events.k8s.io",), ("events",), ("create", "patch")),
     (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),

@@ -228,6 +228,7 @@ async def test_recreate_waits_for_terminating_pods_of_the_old_revision() -> None
             "name": f"chat-{old}-0",
             "namespace": NS,
             "labels": {**build.fleet_labels("chat"), build.REVISION_LABEL: old},
+            "ownerReferences": kube.pod_owner(f"chat-{old}"),
             "deletionTimestamp": "2026-03-01T00:00:00Z",
         },
         "spec": {"nodeName": "node"},

@@ -215,3 +215,97 @@ def test_the_run_command_has_the_proxy_flag_off_by_default() -> None:
     args = build_parser().parse_args(["run", "--kubeconfig", "k"])
     assert args.use_env_proxy is False
     assert build_parser().parse_args(["run", "--use-env-proxy"]).use_env_proxy is True
+
+
+# -- 10.3: pods are matched to their owner by owner-reference UID ------------------------------------
+
+
+def test_the_store_finds_pods_by_controller_uid_and_forgets_them_on_delete() -> None:
+    from kubeforge.kube.informer import Store
+
+    store = Store(index_labels=("kubeforge.dev/trainingjob",))
+    labels = {"app.kubernetes.io/managed-by": "kubeforge", "kubeforge.dev/trainingjob": "tj"}
+    ours: Obj = {
+        "metadata": {
+            "name": "tj-a0-0",
+            "namespace": "ns",
+            "labels": labels,
+            "ownerReferences": [{"kind": "Job", "uid": "job-uid", "controller": True}],
+        }
+    }
+    copycat: Obj = {"metadata": {"name": "copycat", "namespace": "ns", "labels": dict(labels)}}
+    store.put(ours)
+    store.put(copycat)
+    assert [o["metadata"]["name"] for o in store.controlled_by("job-uid")] == ["tj-a0-0"]
+    assert len(store.by_index("kubeforge.dev/trainingjob", "ns", "tj")) == 2, "labels only narrow"
+    store.pop(("ns", "tj-a0-0"))
+    assert store.controlled_by("job-uid") == []
+
+
+async def test_a_tenant_pod_copying_a_fleets_labels_is_not_counted() -> None:
+    from test_fleet_controller import NS, SPEC, FakeKube, cond, controller
+
+    kube = FakeKube()
+    fleet = kube.add_fleet("chat", SPEC)
+    ctrl = controller(kube)
+    await ctrl.reconcile(fleet)
+    kube.run_deployment()
+    await ctrl.reconcile(fleet)
+    assert cond(fleet, "Ready") == ("True", "Serving")
+    degraded = cond(fleet, "Degraded")
+    deployment = kube.deployments()[0]
+    # Anyone who can create a pod in the namespace can copy the labels (and even name a ReplicaSet).
+    kube.objects[("Pod", NS, "copycat")] = {
+        "metadata": {
+            "name": "copycat",
+            "namespace": NS,
+            "labels": dict(deployment["spec"]["template"]["metadata"]["labels"]),
+            "ownerReferences": [
+                {"kind": "ReplicaSet", "name": "chat-x", "uid": "forged", "controller": True}
+            ],
+        },
+        "spec": {"nodeName": "node"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [{"name": "server", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+        },
+    }
+    await ctrl.reconcile(fleet)
+    assert cond(fleet, "Ready") == ("True", "Serving"), "a tenant's crashing pod degraded the fleet"
+    assert cond(fleet, "Degraded") == degraded
+    await ctrl.forget(NS, "chat")
+
+
+async def test_a_tenant_pod_copying_a_trainingjobs_labels_is_not_a_failed_worker() -> None:
+    from test_trainingjob_controller import TJ, FakeKube, _reconcile, _trainingjob
+
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob(policy={"backoffSeconds": 0, "maxRestarts": 0}))
+    await _reconcile(kube)
+    job = kube.jobs()[0]
+    kube.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "copycat",
+                "namespace": "ns",
+                "labels": dict(job["spec"]["template"]["metadata"]["labels"]),
+                "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+                # Naming the Job as a (non-controller) owner needs nothing but its UID, readable to all.
+                "ownerReferences": [
+                    {"kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}
+                ],
+            },
+            "spec": {"nodeName": "h100-0"},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [{"name": "worker", "state": {"terminated": {"exitCode": 1}}}],
+            },
+        }
+    )
+    tj = await _reconcile(kube)
+    assert tj["status"]["phase"] != "Failed", "a tenant's pod failed the job"
+    assert tj["status"].get("restarts", 0) == 0
+    assert await kube.get(*TJ, "tj", "ns") is not None

@@ -38,7 +38,7 @@ from kubeforge.builders import inferencefleet as build
 from kubeforge.controllers.ownership import clear_conflict, warn_owner
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
-from kubeforge.kube.informer import Reader
+from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
     CONTROLLER_REVISION,
     DEPLOYMENT,
@@ -47,6 +47,7 @@ from kubeforge.kube.kinds import (
     NODE,
     PDB,
     POD,
+    REPLICASET,
     SERVICE,
     Kind,
 )
@@ -196,12 +197,14 @@ class InferenceFleetController:
         if spec is None:
             return observed
         labels = build.fleet_labels(name)
-        deployments = (
-            summarize_deployment(d, build.REVISION_LABEL)
-            for d in self.caches.list(DEPLOYMENT, namespace, labels=labels)
-            if _owned_by(d, uid)
+        ours = [d for d in self.caches.list(DEPLOYMENT, namespace, labels=labels) if _owned_by(d, uid)]
+        deployments = (summarize_deployment(d, build.REVISION_LABEL) for d in ours)
+        # The fleet's pods are those its Deployments' ReplicaSets control, by UID: a pod that only
+        # copies the fleet's labels (anyone who can create a pod in the namespace can) is not counted.
+        replica_sets = self.caches.controlled(
+            REPLICASET, namespace, [str(d["metadata"].get("uid")) for d in ours]
         )
-        pods = self.caches.list(POD, namespace, labels=labels)
+        pods = self.caches.controlled(POD, namespace, [str(r["metadata"].get("uid")) for r in replica_sets])
         kept = {
             str(c["metadata"]["name"]): (c["metadata"].get("labels") or {}).get(build.REVISION_LABEL)
             for c in self.caches.list(CONTROLLER_REVISION, namespace, labels=labels)
@@ -403,5 +406,4 @@ def _parse_spec(obj: Obj) -> tuple[InferenceFleetSpec | None, str]:
 
 
 def _owned_by(obj: Obj, uid: str) -> bool:
-    refs = obj.get("metadata", {}).get("ownerReferences", []) or []
-    return any(ref.get("uid") == uid for ref in refs)
+    return controller_uid(obj) == uid

@@ -41,6 +41,7 @@ from kubeforge.kube.kinds import (
     PDB,
     POD,
     PRIORITY_CLASS,
+    REPLICASET,
     SERVICE,
     TRAININGJOB,
 )
@@ -84,6 +85,8 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
         Source(INFERENCEFLEET, projections.owned_resource, namespaces=namespaces),
         Source(JOB, projections.child, ours, namespaces, (TRAININGJOB_LABEL,)),
         Source(DEPLOYMENT, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),
+        # Only to link a fleet's pods to its Deployments by owner UID (pod -> ReplicaSet -> Deployment).
+        Source(REPLICASET, projections.owner_link, ours, namespaces),
         Source(SERVICE, projections.child, ours, namespaces),
         Source(PDB, projections.child, ours, namespaces),
         Source(CONTROLLER_REVISION, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),

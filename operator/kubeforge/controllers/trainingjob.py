@@ -21,7 +21,7 @@ from kubeforge.builders.trainingjob import Owner, build_job, build_service
 from kubeforge.controllers.ownership import clear_conflict, warn_owner
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
-from kubeforge.kube.informer import Reader
+from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, SERVICE, TRAININGJOB, Kind
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, training
@@ -99,7 +99,9 @@ class TrainingJobController:
             await self.kube.apply_if_changed(service, self.caches.get(SERVICE, name, namespace))
         selector = {MANAGED_BY: MANAGED_BY_VALUE, TRAININGJOB_LABEL: name}
         jobs = self.caches.list(JOB, namespace, labels=selector)
-        pod_views = [training.pod_view(p) for p in self.caches.list(POD, namespace, labels=selector)]
+        # Pods by their Job's UID, never by label: a tenant's pod copying the labels is not a worker.
+        job_uids = [str(j["metadata"].get("uid")) for j in jobs if controller_uid(j) == owner.uid]
+        pod_views = [training.pod_view(p) for p in self.caches.controlled(POD, namespace, job_uids)]
         nodes = None
         if any(p.node is not None and not p.terminal for p in pod_views):
             nodes = {n.name: n for n in (training.node_view(o) for o in self.caches.list(NODE))}

@@ -23,6 +23,7 @@ after `410 Gone`. A relist replaces the store and reports objects that vanished 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import random
@@ -73,13 +74,24 @@ def resource_version(obj: Mapping[str, Any] | None) -> int | None:
         return None
 
 
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The UID of the object's controller (the owner reference with `controller: true`), if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("uid"):
+            return str(ref["uid"])
+    return None
+
+
 @dataclass
 class Store:
-    """Objects of one kind by key, indexed by the values of a few labels per namespace (owner names)."""
+    """Objects of one kind by key, indexed by the values of a few labels per namespace (owner names) and
+    by the UID of their controller. Labels only narrow a search; who owns an object is decided by the
+    controller UID, which a tenant cannot copy from a label onto a pod of their own."""
 
     index_labels: tuple[str, ...] = ()
     objects: dict[Key, Obj] = field(default_factory=dict)
     _index: dict[tuple[str, str, str], set[Key]] = field(default_factory=dict)
+    _controlled: dict[str, set[Key]] = field(default_factory=dict)
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.objects.get((namespace, name))
@@ -91,6 +103,10 @@ class Store:
 
     def by_index(self, label: str, namespace: str, value: str) -> list[Obj]:
         return [self.objects[k] for k in self._index.get((label, namespace, value), ()) if k in self.objects]
+
+    def controlled_by(self, uid: str) -> list[Obj]:
+        """Objects whose controller owner reference has this UID."""
+        return [self.objects[k] for k in self._controlled.get(uid, ()) if k in self.objects]
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -108,6 +124,8 @@ class Store:
         self.objects[key] = obj
         for slot in self._slots(obj):
             self._index.setdefault(slot, set()).add(key)
+        if (uid := controller_uid(obj)) is not None:
+            self._controlled.setdefault(uid, set()).add(key)
         return old
 
     def pop(self, key: Key) -> Obj | None:
@@ -123,6 +141,12 @@ class Store:
                 keys.discard(key)
                 if not keys:
                     del self._index[slot]
+        uid = controller_uid(obj)
+        owned = self._controlled.get(uid) if uid is not None else None
+        if uid is not None and owned is not None:
+            owned.discard(key)
+            if not owned:
+                del self._controlled[uid]
 
 
 @dataclass(frozen=True)
@@ -158,6 +182,9 @@ class Informer:
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.store.get(namespace, name)
+
+    def controlled(self, namespace: str, owner_uids: Iterable[str]) -> list[Obj]:
+        return [o for uid in owner_uids for o in self.store.controlled_by(uid) if key_of(o)[0] == namespace]
 
     def list(self, namespace: str | None = None, labels: Mapping[str, str] | None = None) -> list[Obj]:
         index = next((label for label in self.store.index_labels if label in (labels or {})), None)
@@ -350,6 +377,11 @@ class Reader(Protocol):
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> list[Obj]: ...
 
+    def controlled(self, kind: Kind, namespace: str, owner_uids: Iterable[str]) -> builtins.list[Obj]:
+        """Objects of `kind` in `namespace` whose controller is one of `owner_uids`: how a controller
+        finds its pods (never by label, which anyone who can create a pod can copy)."""
+        ...
+
     def capacity(self) -> capacity.Ledger:
         """GPU capacity: the nodes and what bound pods hold, kept current by the pod and node caches."""
         ...
@@ -396,6 +428,9 @@ class Caches:
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> list[Obj]:
         return self.informer(kind).list(namespace, labels)
+
+    def controlled(self, kind: Kind, namespace: str, owner_uids: Iterable[str]) -> builtins.list[Obj]:
+        return self.informer(kind).controlled(namespace, owner_uids)
 
     def observe_write(self, obj: Obj) -> None:
         informer = self.informers.get((str(obj.get("apiVersion")), str(obj.get("kind"))))
