@@ -309,3 +309,80 @@ async def test_a_tenant_pod_copying_a_trainingjobs_labels_is_not_a_failed_worker
     assert tj["status"]["phase"] != "Failed", "a tenant's pod failed the job"
     assert tj["status"].get("restarts", 0) == 0
     assert await kube.get(*TJ, "tj", "ns") is not None
+
+
+# -- 10.7: PriorityClasses outside the operator owner's allow-list -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed", "refused"),
+    [
+        (None, frozenset(), False),
+        ("batch-low", None, False),
+        ("batch-low", frozenset({"batch-low", "serving"}), False),
+        ("system-node-critical", frozenset({"batch-low"}), True),
+        ("system-cluster-critical", frozenset(), True),
+    ],
+)
+def test_priority_class_refusal(name: str | None, allowed: frozenset[str] | None, refused: bool) -> None:
+    from kubeforge.controllers.ownership import priority_class_refusal
+
+    message = priority_class_refusal(name, allowed)
+    assert (message is not None) == refused
+    if message is not None:
+        assert f"'{name}'" in message
+        assert "spec.priorityClassName" in message
+
+
+def test_the_allow_list_flag() -> None:
+    from kubeforge.cli import _allowed_priority_classes
+
+    assert _allowed_priority_classes(None) is None
+    assert _allowed_priority_classes("") == frozenset()
+    assert _allowed_priority_classes("a, b") == frozenset({"a", "b"})
+
+
+async def test_a_fleet_naming_a_refused_priority_class_gets_nothing_built() -> None:
+    from typing import cast
+
+    from kubeforge.controllers.inferencefleet import InferenceFleetController
+    from kubeforge.controllers.runtime import OperatorConfig
+    from test_fleet_controller import NS, SPEC, FakeKube, cond
+
+    kube = FakeKube()
+    fleet = kube.add_fleet("chat", {**SPEC, "priorityClassName": "system-node-critical"})
+    config = OperatorConfig(allowed_priority_classes=frozenset({"serving"}))
+    ctrl = InferenceFleetController(cast(Kube, kube), kube.caches(), config)
+    await ctrl.reconcile(fleet)
+    assert kube.deployments() == []
+    assert cond(fleet, "Ready") == ("False", "InvalidSpec")
+    ready = next(c for c in fleet["status"]["conditions"] if c["type"] == "Ready")
+    assert "system-node-critical" in ready["message"]
+    fleet["spec"]["priorityClassName"] = "serving"
+    await ctrl.reconcile(fleet)
+    assert len(kube.deployments()) == 1
+    await ctrl.forget(NS, "chat")
+
+
+async def test_a_trainingjob_naming_a_refused_priority_class_gets_nothing_built() -> None:
+    from typing import cast
+
+    from kubeforge.controllers.runtime import OperatorConfig
+    from kubeforge.controllers.trainingjob import TrainingJobController
+    from test_trainingjob_controller import TJ, FakeKube, _trainingjob
+
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob(priorityClassName="system-node-critical"))
+    config = OperatorConfig(allowed_priority_classes=frozenset({"batch-low"}))
+    ctrl = TrainingJobController(cast(Kube, kube), kube.caches(), config)
+    for _ in range(2):  # the second pass writes nothing more
+        obj = await kube.get(*TJ, "tj", "ns")
+        assert obj is not None
+        assert await ctrl.reconcile(obj) is None
+    assert kube.jobs() == []
+    tj = await kube.get(*TJ, "tj", "ns")
+    assert tj is not None
+    ready = next(c for c in tj["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PriorityClassNotAllowed")
+    assert [e[1] for e in kube.events] == ["PriorityClassNotAllowed"]

@@ -35,7 +35,7 @@ from kubeforge.api.inferencefleet import KIND, Autoscaling, InferenceFleetSpec, 
 from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
-from kubeforge.controllers.ownership import clear_conflict, warn_owner
+from kubeforge.controllers.ownership import clear_conflict, priority_class_refusal, warn_owner
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
@@ -131,7 +131,7 @@ class InferenceFleetController:
         meta = obj["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
         fleet = self._fleets.setdefault(key, _Fleet())
-        spec, invalid = _parse_spec(obj)
+        spec, invalid = _parse_spec(obj, self.config.allowed_priority_classes)
         auto = spec.autoscaling if spec is not None and spec.autoscaler_on else None
         reading: autoscaler.Reading | None = None
         if auto is None:
@@ -397,12 +397,18 @@ def _build(step: policy.Apply, *, name: str, namespace: str, uid: str) -> dict[s
     )
 
 
-def _parse_spec(obj: Obj) -> tuple[InferenceFleetSpec | None, str]:
-    """The spec, or None and why it does not validate."""
+def _parse_spec(
+    obj: Obj, allowed_priority_classes: frozenset[str] | None
+) -> tuple[InferenceFleetSpec | None, str]:
+    """The spec, or None and why it does not validate (or names a PriorityClass the operator refuses)."""
     try:
-        return InferenceFleetSpec.model_validate(obj.get("spec") or {}), ""
+        spec = InferenceFleetSpec.model_validate(obj.get("spec") or {})
     except ValidationError as error:
         return None, f"spec is invalid: {error.errors()[0].get('msg', error)}"[:512]
+    refused = priority_class_refusal(spec.priority_class_name, allowed_priority_classes)
+    if refused is not None:
+        return None, refused[:512]
+    return spec, ""
 
 
 def _owned_by(obj: Obj, uid: str) -> bool:

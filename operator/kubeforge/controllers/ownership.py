@@ -1,4 +1,5 @@
-"""Telling an owner that one of its children's names is taken by an object the operator did not create.
+"""The operator's trust boundary as the controllers apply it: a child's name taken by an object the
+operator did not create, and a PriorityClass outside the operator owner's allow-list.
 
 `Kube.apply_if_changed` refuses to write such an object (`NotOursError`); the runtime then calls the
 controller's `warn` with `NAME_CONFLICT`. The owner gets a Warning Event and a `Conflict` condition
@@ -83,3 +84,39 @@ async def clear_conflict(kube: Kube, kind: Kind, obj: Obj | None) -> None:
         await kube.patch_status(
             kind.api_version, kind.kind, meta["name"], meta["namespace"], {"conditions": conditions}
         )
+
+
+PRIORITY_CLASS_NOT_ALLOWED = "PriorityClassNotAllowed"
+
+
+def priority_class_refusal(name: str | None, allowed: frozenset[str] | None) -> str | None:
+    """Why `spec.priorityClassName` is refused, or None. The operator owner lists the classes tenants
+    may use (`--allowed-priority-classes`); the chart's admission policy refuses the same at the API
+    server, and this is the operator's own check for clusters without it."""
+    if name is None or allowed is None or name in allowed:
+        return None
+    choices = ", ".join(sorted(allowed)) or "none"
+    return (
+        f"spec.priorityClassName {name!r} is not allowed by the operator (allowed: {choices}); "
+        "leave it unset or ask the cluster's operator owner"
+    )
+
+
+async def refuse(kube: Kube, kind: Kind, obj: Obj, reason: str, message: str) -> None:
+    """Nothing is built for the object: a Warning Event and `Ready` False saying why, written only
+    when the stored condition does not say so already."""
+    current = _conditions(obj)
+    ready = find_condition(current, "Ready")
+    if ready is not None and ready.get("reason") == reason and ready.get("message") == message:
+        return
+    await kube.event(obj, type_="Warning", reason=reason, message=message)
+    meta = obj["metadata"]
+    conditions = merge_conditions(
+        current,
+        [ConditionUpdate("Ready", "False", reason, message)],
+        now=datetime.now(UTC),
+        generation=meta.get("generation"),
+    )
+    await kube.patch_status(
+        kind.api_version, kind.kind, meta["name"], meta["namespace"], {"conditions": conditions}
+    )

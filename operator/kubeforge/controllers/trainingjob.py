@@ -18,7 +18,13 @@ from pydantic import ValidationError
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec
 from kubeforge.builders.trainingjob import Owner, build_job, build_service
-from kubeforge.controllers.ownership import clear_conflict, warn_owner
+from kubeforge.controllers.ownership import (
+    PRIORITY_CLASS_NOT_ALLOWED,
+    clear_conflict,
+    priority_class_refusal,
+    refuse,
+    warn_owner,
+)
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
@@ -91,6 +97,10 @@ class TrainingJobController:
         except ValidationError as error:
             # The CRD schema refuses invalid specs; this only happens with a CRD older than the operator.
             log.error("TrainingJob %s/%s has a spec this operator cannot read: %s", namespace, name, error)
+            return None
+        refused = priority_class_refusal(spec.priority_class_name, self.config.allowed_priority_classes)
+        if refused is not None:
+            await refuse(self.kube, TRAININGJOB, obj, PRIORITY_CLASS_NOT_ALLOWED, refused)
             return None
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
