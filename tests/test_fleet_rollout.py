@@ -137,7 +137,12 @@ async def test_missing_httproute_is_a_condition_and_an_event_and_a_present_one_i
     kube.objects[("HTTPRoute", NS, "web")] = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": NS, "resourceVersion": "7"},
+        "metadata": {
+            "name": "web",
+            "namespace": NS,
+            "resourceVersion": "7",
+            "labels": {"kubeforge.dev/inferencefleet": "chat"},
+        },
         "spec": {
             "rules": [
                 {"matches": [{"path": {"value": "/v1"}}], "backendRefs": [{"name": "chat", "port": 8000}]},

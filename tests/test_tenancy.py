@@ -386,3 +386,57 @@ async def test_a_trainingjob_naming_a_refused_priority_class_gets_nothing_built(
     ready = next(c for c in tj["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "PriorityClassNotAllowed")
     assert [e[1] for e in kube.events] == ["PriorityClassNotAllowed"]
+
+
+# -- 10.4: an HTTPRoute is edited only if it opts in, and only the fleet's own backends ---------------
+
+
+def _route(labels: dict[str, str], backends: list[Obj]) -> Obj:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": "ns", "resourceVersion": "7", "labels": labels},
+        "spec": {"rules": [{"backendRefs": backends}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("labels", "opted_in"),
+    [
+        ({}, False),
+        ({"kubeforge.dev/inferencefleet": "other"}, False),
+        ({"kubeforge.dev/inferencefleet": "chat"}, True),
+    ],
+)
+async def test_a_route_that_does_not_opt_in_is_never_patched(labels: dict[str, str], opted_in: bool) -> None:
+    from test_fleet_controller import NS, Clock, FakeKube, FakeSource, cond, controller
+    from test_fleet_rollout import CANARY, fleet, steady
+
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    ctrl = controller(kube, source, clock)
+    route = _route(labels, [{"name": "chat", "port": 8000}])
+    kube.objects[("HTTPRoute", NS, "web")] = copy.deepcopy(route)
+    await steady(kube, ctrl, {**CANARY, "rollout": {"httpRoute": {"name": "web"}}})
+    if opted_in:
+        assert cond(fleet(kube), "TrafficRouted") == ("True", "WeightsSet")
+        assert kube.objects[("HTTPRoute", NS, "web")] != route
+    else:
+        assert kube.objects[("HTTPRoute", NS, "web")] == route
+        assert cond(fleet(kube), "TrafficRouted") == ("False", "HTTPRouteUnreadable")
+        message = next(c for c in fleet(kube)["status"]["conditions"] if c["type"] == "TrafficRouted")
+        assert "kubeforge.dev/inferencefleet=chat" in message["message"]
+    await ctrl.forget(NS, "chat")
+
+
+def test_a_backend_of_the_same_name_in_another_namespace_is_not_the_fleets() -> None:
+    from kubeforge.builders.inferencefleet import route_patch
+
+    theirs = {"name": "chat", "namespace": "other-team", "port": 8000}
+    route = _route({}, [theirs])
+    assert route_patch(route, name="chat", port=8000, weights={"r1": 100}, revisions={"r1"}) is None
+    mine = _route({}, [{"name": "chat", "namespace": "ns", "port": 8000}, theirs])
+    patch = route_patch(mine, name="chat", port=8000, weights={"r1": 100}, revisions={"r1"})
+    assert patch is not None
+    backends = patch["spec"]["rules"][0]["backendRefs"]
+    assert theirs in backends
+    assert {"name": "chat-r1", "port": 8000, "weight": 100} in backends

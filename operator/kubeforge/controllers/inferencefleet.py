@@ -35,7 +35,13 @@ from kubeforge.api.inferencefleet import KIND, Autoscaling, InferenceFleetSpec, 
 from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
-from kubeforge.controllers.ownership import clear_conflict, priority_class_refusal, warn_owner
+from kubeforge.controllers.ownership import (
+    clear_conflict,
+    priority_class_refusal,
+    route_not_opted_in,
+    route_opts_in,
+    warn_owner,
+)
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
@@ -253,6 +259,8 @@ class InferenceFleetController:
             route = await self.kube.get(HTTPROUTE.api_version, HTTPROUTE.kind, plan.needs_route, o.namespace)
         except ApiError as error:
             return replace(o, route=policy.RouteRead(read_error=str(error.status.message)))
+        if route is not None and not route_opts_in(route, o.name):
+            return replace(o, route=policy.RouteRead(read_error=route_not_opted_in(o.name)))
         return replace(o, route=policy.RouteRead(route=route))
 
     async def _measure(self, namespace: str, name: str, measure: policy.Measure) -> policy.Measurement:

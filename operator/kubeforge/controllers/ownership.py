@@ -1,5 +1,6 @@
 """The operator's trust boundary as the controllers apply it: a child's name taken by an object the
-operator did not create, and a PriorityClass outside the operator owner's allow-list.
+operator did not create, an HTTPRoute that did not opt in, and a PriorityClass outside the operator
+owner's allow-list.
 
 `Kube.apply_if_changed` refuses to write such an object (`NotOursError`); the runtime then calls the
 controller's `warn` with `NAME_CONFLICT`. The owner gets a Warning Event and a `Conflict` condition
@@ -12,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.kinds import Kind
 from kubeforge.policy.conditions import ConditionUpdate, find_condition, merge_conditions
@@ -119,4 +121,21 @@ async def refuse(kube: Kube, kind: Kind, obj: Obj, reason: str, message: str) ->
     )
     await kube.patch_status(
         kind.api_version, kind.kind, meta["name"], meta["namespace"], {"conditions": conditions}
+    )
+
+
+ROUTE_OPT_IN = INFERENCEFLEET_LABEL
+"""Label or annotation an HTTPRoute carries, with the fleet's name as value, to let that fleet set its
+backends' weights. A fleet names its route in its own spec; the route's owner agrees on the route."""
+
+
+def route_opts_in(route: Obj, fleet: str) -> bool:
+    meta = route.get("metadata") or {}
+    return any((meta.get(part) or {}).get(ROUTE_OPT_IN) == fleet for part in ("labels", "annotations"))
+
+
+def route_not_opted_in(fleet: str) -> str:
+    return (
+        f"not edited: it does not opt in; label or annotate it {ROUTE_OPT_IN}={fleet} to let "
+        "this fleet set its backends' weights"
     )
