@@ -201,6 +201,13 @@ def test_default_objects(default_docs: list[Obj]) -> None:
             "Deployment",
             "PodDisruptionBudget",
             "Service",
+            "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
+            "Role",
+            "RoleBinding",
             "Role",
             "RoleBinding",
             "ClusterRole",
@@ -223,7 +230,7 @@ def test_every_object_carries_the_standard_labels(default_docs: list[Obj]) -> No
 
 def test_namespaced_objects_are_in_the_release_namespace(default_docs: list[Obj]) -> None:
     for doc in default_docs:
-        if not doc["kind"].startswith("Cluster"):
+        if not doc["kind"].startswith(("Cluster", "ValidatingAdmission")):
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
 
 
@@ -304,6 +311,10 @@ BASE_ARGS = [
     "--max-concurrent-reconciles=10",
     "--resync-seconds=300",
 ]
+# The trust boundary's flags (docs/security.md), after the namespaces.
+TRUST_ARGS = ["--metrics-bind-address=0.0.0.0", "--allowed-priority-classes="]
+ALL_NAMESPACES = ["--all-namespaces", *TRUST_ARGS]
+OWN_NAMESPACE = ["--namespace", NAMESPACE, *TRUST_ARGS]
 LEADER_ARGS = [
     "--leader-elect",
     f"--leader-election-namespace={NAMESPACE}",
@@ -317,18 +328,30 @@ LEADER_ARGS = [
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ([], [*BASE_ARGS, *LEADER_ARGS, "--all-namespaces"]),
-        (["watchNamespaces={ml}"], [*BASE_ARGS, *LEADER_ARGS, "--namespace", "ml"]),
+        ([], [*BASE_ARGS, *LEADER_ARGS, *OWN_NAMESPACE]),
+        (["watchNamespaces={*}"], [*BASE_ARGS, *LEADER_ARGS, *ALL_NAMESPACES]),
+        (["watchNamespaces={ml}"], [*BASE_ARGS, *LEADER_ARGS, "--namespace", "ml", *TRUST_ARGS]),
         (
             ["watchNamespaces={team-a,team-b}"],
-            [*BASE_ARGS, *LEADER_ARGS, "--namespace", "team-a", "--namespace", "team-b"],
+            [*BASE_ARGS, *LEADER_ARGS, "--namespace", "team-a", "--namespace", "team-b", *TRUST_ARGS],
+        ),
+        (
+            ["priorityClasses.allowed={batch-low,serving}", "metrics.bindAddress=127.0.0.1"],
+            [
+                *BASE_ARGS,
+                *LEADER_ARGS,
+                "--namespace",
+                NAMESPACE,
+                "--metrics-bind-address=127.0.0.1",
+                "--allowed-priority-classes=batch-low,serving",
+            ],
         ),
         (
             ["prometheus.url=http://prom.monitoring.svc:9090"],
             [
                 *BASE_ARGS,
                 *LEADER_ARGS,
-                "--all-namespaces",
+                *OWN_NAMESPACE,
                 "--prometheus-url",
                 "http://prom.monitoring.svc:9090",
             ],
@@ -347,7 +370,7 @@ LEADER_ARGS = [
                 "--max-concurrent-reconciles=10",
                 "--resync-seconds=300",
                 *LEADER_ARGS,
-                "--all-namespaces",
+                *OWN_NAMESPACE,
                 "--verbose",
             ],
         ),
@@ -369,18 +392,20 @@ LEADER_ARGS = [
                 "--leader-election-lease-duration=60",
                 "--leader-election-renew-deadline=40",
                 "--leader-election-retry-period=5",
-                "--all-namespaces",
+                *OWN_NAMESPACE,
             ],
         ),
         (
             ["replicaCount=1", "leaderElection.enabled=false"],
-            [*BASE_ARGS, "--all-namespaces"],
+            [*BASE_ARGS, *OWN_NAMESPACE],
         ),
     ],
     ids=[
+        "release-namespace",
         "all-namespaces",
         "one-namespace",
         "two-namespaces",
+        "priority-classes-and-metrics-address",
         "prometheus",
         "ports-and-extra-args",
         "tuning-and-timings",
@@ -434,7 +459,13 @@ def test_rbac_has_no_wildcards_and_no_secrets(
             assert "nonResourceURLs" not in rule
 
 
-def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(default_docs: list[Obj]) -> None:
+@pytest.fixture(scope="module")
+def all_namespaces_docs(helm: Path, helm_env: dict[str, str]) -> list[Obj]:
+    return render(helm, helm_env, "watchNamespaces={*}")
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(all_namespaces_docs: list[Obj]) -> None:
+    default_docs = all_namespaces_docs
     role = only(default_docs, "ClusterRole", RELEASE)
     assert as_rules(role) == CLUSTER_RULES + NAMESPACED_RULES
     binding = only(default_docs, "ClusterRoleBinding", RELEASE)
@@ -448,9 +479,9 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(default_docs: list[
     assert namespaced == [LEADER_ELECTION_ROLE, LEADER_ELECTION_ROLE]
 
 
-def test_operator_never_creates_updates_or_deletes_user_objects(default_docs: list[Obj]) -> None:
+def test_operator_never_creates_updates_or_deletes_user_objects(all_namespaces_docs: list[Obj]) -> None:
     """The only exception: a finished TrainingJob past `ttlSecondsAfterFinished` is deleted."""
-    for group, resources, verbs in as_rules(only(default_docs, "ClusterRole", RELEASE)):
+    for group, resources, verbs in as_rules(only(all_namespaces_docs, "ClusterRole", RELEASE)):
         if "kubeforge.dev" not in group:
             continue
         allowed = {"delete"} if resources == ("trainingjobs",) else set()
@@ -564,9 +595,11 @@ def test_service_monitor_needs_the_service(helm: Path, helm_env: dict[str, str])
     assert "metrics.service.enabled" in result.stderr
 
 
-def test_network_policy_is_opt_in(helm: Path, helm_env: dict[str, str], default_docs: list[Obj]) -> None:
-    assert "NetworkPolicy" not in kinds(default_docs)
-    docs = render(helm, helm_env, "networkPolicy.enabled=true")
+def test_network_policy_is_on_by_default(
+    helm: Path, helm_env: dict[str, str], default_docs: list[Obj]
+) -> None:
+    assert "NetworkPolicy" not in kinds(render(helm, helm_env, "networkPolicy.enabled=false"))
+    docs = default_docs
     policy = only(docs, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
@@ -593,8 +626,8 @@ def test_leader_election_role_allows_only_the_one_lease(default_docs: list[Obj])
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
 
 
-def test_events_are_allowed_wherever_the_operator_reconciles(default_docs: list[Obj]) -> None:
-    rules = as_rules(only(default_docs, "ClusterRole", RELEASE))
+def test_events_are_allowed_wherever_the_operator_reconciles(all_namespaces_docs: list[Obj]) -> None:
+    rules = as_rules(only(all_namespaces_docs, "ClusterRole", RELEASE))
     assert (("",), ("events",), ("create", "patch")) in rules
     assert (("events.k8s.io",), ("events",), ("create", "patch")) in rules
 
@@ -656,7 +689,9 @@ def test_without_leader_election_one_replica_recreates(helm: Path, helm_env: dic
     docs = render(helm, helm_env, "replicaCount=1", "leaderElection.enabled=false")
     assert only(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
     assert not [a for a in operator_container(docs)["args"] if a.startswith("--leader-elect")]
-    assert not {"Role", "RoleBinding", "PodDisruptionBudget"} & set(kinds(docs))
+    assert "PodDisruptionBudget" not in kinds(docs)
+    roles = {d["metadata"]["name"] for d in docs if d["kind"] in ("Role", "RoleBinding")}
+    assert roles == {RELEASE}, "no leader-election Role; the operator's own Role in its namespace"
 
 
 @pytest.mark.parametrize("replicas", [2, 3])
@@ -853,3 +888,74 @@ def test_crds_are_shipped_when_generated(helm: Path, helm_env: dict[str, str]) -
     crds = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "CustomResourceDefinition"]
     names = {d["metadata"]["name"] for d in crds}
     assert {"trainingjobs.kubeforge.dev", "inferencefleets.kubeforge.dev"} <= names
+
+
+# --- the trust boundary: admission policies, namespaces (docs/security.md) ---------------------
+
+
+def test_operator_writes_policy_binds_to_the_operator_only(default_docs: list[Obj]) -> None:
+    policy = only(default_docs, "ValidatingAdmissionPolicy", f"{RELEASE}-operator-writes")["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    [condition] = policy["matchConditions"]
+    assert condition["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{RELEASE}'"
+    )
+    resources = {r for rule in policy["matchConstraints"]["resourceRules"] for r in rule["resources"]}
+    assert resources == {
+        "pods",
+        "services",
+        "deployments",
+        "controllerrevisions",
+        "jobs",
+        "poddisruptionbudgets",
+    }
+    expressions = [v["expression"] for v in policy["validations"]]
+    assert "request.namespace != 'kube-system'" in expressions
+    assert f'request.namespace in ["{NAMESPACE}"]' in expressions
+    assert any("app.kubernetes.io/managed-by" in e for e in expressions)
+    # Each pod-spec check exists for pods and for the templates of Jobs and Deployments.
+    assert sum(e.startswith("!variables.isPod") for e in expressions) == 6
+    assert sum(e.startswith("!variables.hasTemplate") for e in expressions) == 5
+    binding = only(default_docs, "ValidatingAdmissionPolicyBinding", f"{RELEASE}-operator-writes")
+    assert binding["spec"] == {"policyName": f"{RELEASE}-operator-writes", "validationActions": ["Deny"]}
+
+
+@pytest.mark.parametrize(
+    ("values", "allowed", "namespaces"),
+    [
+        ([], [], [NAMESPACE]),
+        (["priorityClasses.allowed={batch-low,serving}"], ["batch-low", "serving"], [NAMESPACE]),
+        (["watchNamespaces={team-a,team-b}"], [], ["team-a", "team-b"]),
+        (["watchNamespaces={*}"], [], None),
+    ],
+)
+def test_priority_class_policy(
+    helm: Path, helm_env: dict[str, str], values: list[str], allowed: list[str], namespaces: list[str] | None
+) -> None:
+    docs = render(helm, helm_env, *values)
+    policy = only(docs, "ValidatingAdmissionPolicy", f"{RELEASE}-priority-classes")["spec"]
+    assert policy["variables"] == [
+        {"name": "allowed", "expression": json.dumps(allowed, separators=(",", ":"))}
+    ]
+    selector = policy["matchConstraints"].get("namespaceSelector")
+    if namespaces is None:
+        assert selector is None
+    else:
+        assert selector["matchExpressions"][0]["values"] == namespaces
+    assert f"--allowed-priority-classes={','.join(allowed)}" in operator_container(docs)["args"]
+    binding = only(docs, "ValidatingAdmissionPolicyBinding", f"{RELEASE}-priority-classes")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_every_namespace_is_asked_for_alone(helm: Path, helm_env: dict[str, str]) -> None:
+    result = run_helm(helm, helm_env, *template_cmd("--set", "watchNamespaces={*,team-a}"))
+    assert result.returncode != 0
+    assert "must be the only entry" in result.stderr
+    docs = render(helm, helm_env, "watchNamespaces={*}")
+    policy = only(docs, "ValidatingAdmissionPolicy", f"{RELEASE}-operator-writes")["spec"]
+    assert not [v for v in policy["validations"] if v["expression"].startswith("request.namespace in")]
+
+
+def test_admission_policies_can_be_left_out(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "admissionPolicy.enabled=false")
+    assert not [d for d in docs if d["kind"].startswith("ValidatingAdmission")]

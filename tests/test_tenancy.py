@@ -440,3 +440,56 @@ def test_a_backend_of_the_same_name_in_another_namespace_is_not_the_fleets() -> 
     backends = patch["spec"]["rules"][0]["backendRefs"]
     assert theirs in backends
     assert {"name": "chat-r1", "port": 8000, "weight": 100} in backends
+
+
+# -- 10.6: --bind-address and --metrics-bind-address are honoured ------------------------------------
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _accepts(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((host, port)) == 0
+
+
+def test_bind_flags_reach_the_endpoints() -> None:
+    from kubeforge.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--bind-address", "10.0.0.5"])
+    assert (args.bind_address, args.metrics_bind_address) == ("10.0.0.5", None)
+    args = build_parser().parse_args(["run", "--metrics-bind-address", "127.0.0.1"])
+    assert args.metrics_bind_address == "127.0.0.1"
+
+
+async def test_health_and_metrics_listen_only_where_told() -> None:
+    """127.0.0.2 and 127.0.0.3 are loopback addresses distinct from 127.0.0.1: a server bound to one
+    of them refuses connections on the others, as one bound to 127.0.0.1 refuses the pod's IP."""
+    from kubeforge.controllers.operator import Endpoints, _health_server
+    from kubeforge.kube.informer import Caches
+    from kubeforge.metrics import exposition
+
+    endpoints = Endpoints(
+        metrics_port=_free_port("127.0.0.3"),
+        health_port=_free_port("127.0.0.2"),
+        bind_address="127.0.0.2",
+        metrics_bind_address="127.0.0.3",
+    )
+    runner = await _health_server(endpoints, Caches([]))
+    try:
+        assert _accepts("127.0.0.2", endpoints.health_port)
+        assert not _accepts("127.0.0.1", endpoints.health_port)
+    finally:
+        await runner.cleanup()
+    exposition.serve(endpoints.metrics_port, endpoints.metrics_address)
+    assert _accepts("127.0.0.3", endpoints.metrics_port)
+    assert not _accepts("127.0.0.1", endpoints.metrics_port)
+    assert Endpoints(bind_address="127.0.0.9").metrics_address == "127.0.0.9"

@@ -144,7 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         allowed_priority_classes=_allowed_priority_classes(args.allowed_priority_classes),
     )
-    endpoints = Endpoints(args.metrics_port, args.health_port, args.bind_address)
+    endpoints = Endpoints(args.metrics_port, args.health_port, args.bind_address, args.metrics_bind_address)
     return asyncio.run(run_operator(access, config, endpoints, election))
 
 
@@ -230,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind-address",
         default="0.0.0.0",
         help="address the metrics and health endpoints listen on (127.0.0.1 outside a pod)",
+    )
+    run.add_argument(
+        "--metrics-bind-address",
+        help="address the metrics endpoint listens on (default: --bind-address); 127.0.0.1 keeps "
+        "/metrics inside the pod",
     )
     run.add_argument("--prometheus-url", help="Prometheus HTTP API base URL, for autoscaling and rollouts")
     run.add_argument(

@@ -56,6 +56,14 @@ class Endpoints:
     metrics_port: int = 8080
     health_port: int = 8081
     bind_address: str = "0.0.0.0"
+    """Where /healthz and /readyz listen (the kubelet probes them on the pod's IP)."""
+    metrics_bind_address: str | None = None
+    """Where /metrics listens; None: `bind_address`. 127.0.0.1 keeps it inside the pod (for an
+    authenticating proxy beside the operator)."""
+
+    @property
+    def metrics_address(self) -> str:
+        return self.bind_address if self.metrics_bind_address is None else self.metrics_bind_address
 
 
 async def _pods_clusterwide(http: httpx2.AsyncClient) -> bool:
@@ -142,7 +150,7 @@ async def run_operator(
     runtimes = [Runtime(caches, c, config) for c in build_controllers(kube, caches, config)]
 
     if endpoints.metrics_port:
-        exposition.serve(endpoints.metrics_port, endpoints.bind_address)
+        exposition.serve(endpoints.metrics_port, endpoints.metrics_address)
     health = await _health_server(endpoints, caches) if endpoints.health_port else None
 
     stop = asyncio.Event()
