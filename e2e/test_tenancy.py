@@ -5,7 +5,6 @@ taken over; a tenant's pod copying a TrainingJob's labels is not one of its work
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,13 @@ import yaml
 
 from kubeforge.api.names import FIELD_MANAGER
 from kubeforge_e2e import Helm, Kubectl, LocalCluster
-from kubeforge_e2e.operator import REPO, OperatorProcess
+from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.workloads import condition, fleet, is_true, start_operator, wait_ready
+from test_chart_install import installed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 Obj = dict[str, Any]
-CHART = REPO / "charts" / "kubeforge"
 ALLOWED_CLASS = "kf-e2e-batch"
 RESTRICTED_CONTAINER: Obj = {
     "allowPrivilegeEscalation": False,
@@ -39,32 +38,18 @@ def release(helm: Helm, kubectl: Kubectl, crds: None, namespace: str) -> Iterato
     """The chart in the test's namespace (so the operator watches that one namespace), allowing one
     PriorityClass. Its ServiceAccount is also granted `create` on pods, as a careless RBAC change might:
     the admission policy must hold on its own."""
-    name = f"kf-{secrets.token_hex(3)}"
-    helm(
-        "install",
-        name,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        "image.tag=e2e",
-        "--set",
-        f"priorityClasses.allowed={{{ALLOWED_CLASS}}}",
-    )
-    kubectl("create", "role", "too-broad", "--verb=create", "--resource=pods", "-n", namespace)
-    kubectl(
-        "create",
-        "rolebinding",
-        "too-broad",
-        "--role=too-broad",
-        f"--serviceaccount={namespace}:{name}-kubeforge",
-        "-n",
-        namespace,
-    )
-    try:
+    with installed(helm, namespace, "--set", f"priorityClasses.allowed={{{ALLOWED_CLASS}}}") as name:
+        kubectl("create", "role", "too-broad", "--verb=create", "--resource=pods", "-n", namespace)
+        kubectl(
+            "create",
+            "rolebinding",
+            "too-broad",
+            "--role=too-broad",
+            f"--serviceaccount={namespace}:{name}-kubeforge",
+            "-n",
+            namespace,
+        )
         yield name
-    finally:
-        helm("uninstall", name, "-n", namespace, "--wait=false", check=False)
 
 
 def _pod(name: str, labels: dict[str, str], container_security: Obj) -> Obj:

@@ -205,38 +205,30 @@ class Kube:
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply, forced: the operator owns the fields it sets on its children. The object
         is stamped with the hash of what was applied (see `unchanged`)."""
-        meta = obj.setdefault("metadata", {})
-        meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(obj)
-        res = _resource(obj["apiVersion"], obj["kind"])
-        applied = _plain(
-            await self._call(
-                "apply",
-                KINDS[(obj["apiVersion"], obj["kind"])].plural,
-                self._client.apply(res(obj), field_manager=self.field_manager, force=True),
-            )
+        return await self._write_child(
+            "apply", obj, lambda res: self._client.apply(res, field_manager=self.field_manager, force=True)
         )
-        gen = (applied.get("metadata") or {}).get("generation")
-        if isinstance(gen, int):
-            self._generations[_child_key(obj)] = (meta["annotations"][APPLIED_HASH_ANNOTATION], gen)
-        return self._seen(applied)
 
     async def create(self, obj: Obj) -> Obj:
         """Create a child that is not there yet: unlike an apply, a POST fails (409) when the name is
         taken, so an object someone else made is never merged into. Stamped like `apply`."""
-        meta = obj.setdefault("metadata", {})
-        meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(obj)
-        res = _resource(obj["apiVersion"], obj["kind"])
-        created = _plain(
-            await self._call(
-                "create",
-                KINDS[(obj["apiVersion"], obj["kind"])].plural,
-                self._client.create(res(obj), field_manager=self.field_manager),
-            )
+        return await self._write_child(
+            "create", obj, lambda res: self._client.create(res, field_manager=self.field_manager)
         )
-        gen = (created.get("metadata") or {}).get("generation")
+
+    async def _write_child(self, verb: str, obj: Obj, send: Callable[[Any], Awaitable[Any]]) -> Obj:
+        """Stamp the child with the hash of what is written, send it, and remember the generation the
+        write produced (see `apply_if_changed`)."""
+        meta = obj.setdefault("metadata", {})
+        stamp = meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(obj)
+        res = _resource(obj["apiVersion"], obj["kind"])
+        written = _plain(
+            await self._call(verb, KINDS[(obj["apiVersion"], obj["kind"])].plural, send(res(obj)))
+        )
+        gen = (written.get("metadata") or {}).get("generation")
         if isinstance(gen, int):
-            self._generations[_child_key(obj)] = (meta["annotations"][APPLIED_HASH_ANNOTATION], gen)
-        return self._seen(created)
+            self._generations[_child_key(obj)] = (stamp, gen)
+        return self._seen(written)
 
     async def apply_if_changed(self, obj: Obj, cached: Obj | None) -> Obj | None:
         """Apply unless the cached child already carries this desired object and nobody changed its spec
