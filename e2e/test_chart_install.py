@@ -39,7 +39,7 @@ def release(helm: Helm, kubectl: Kubectl, namespace: str) -> Iterator[str]:
         yield name
 
 
-def _token_kubeconfig(cluster: LocalCluster, kubectl: Kubectl, namespace: str, sa: str, path: Path) -> Path:
+def token_kubeconfig(cluster: LocalCluster, kubectl: Kubectl, namespace: str, sa: str, path: Path) -> Path:
     token = kubectl("create", "token", sa, "-n", namespace, "--duration", "1h").stdout.strip()
     config = {
         "apiVersion": "v1",
@@ -103,7 +103,7 @@ def test_chart_installs_and_its_rbac_runs_the_operator(
     )
     assert cannot.stdout.strip() == "no"
 
-    kubeconfig = _token_kubeconfig(cluster, kubectl, namespace, sa, tmp_path / "kubeconfig")
+    kubeconfig = token_kubeconfig(cluster, kubectl, namespace, sa, tmp_path / "kubeconfig")
     operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace])
     operator.start()
     try:

@@ -5,6 +5,8 @@ taken over; a tenant's pod copying a TrainingJob's labels is not one of its work
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from kubeforge.api.names import FIELD_MANAGER
 from kubeforge_e2e import Helm, Kubectl, LocalCluster
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.workloads import condition, fleet, is_true, start_operator, wait_ready
-from test_chart_install import installed
+from test_chart_install import installed, token_kubeconfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -124,6 +126,47 @@ def test_admission_policy_refuses_what_the_operator_may_not_create(
     assert ok, err
     ok, err = _create_as(kubectl, namespace, None, _pod("users-own", {}, {}))
     assert ok, err
+
+
+def _scrape(url: str, token: str | None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_metrics_answer_only_scrapers_rbac_allows(
+    cluster: LocalCluster, kubectl: Kubectl, namespace: str, release: str, tmp_path: Path
+) -> None:
+    """The operator, with the chart's ServiceAccount token and the chart's --metrics-auth, asks the API
+    server about each scraper: no token 401; a token RBAC does not let get /metrics 403; a
+    ServiceAccount bound to <fullname>-metrics-reader 200."""
+    sa = f"{release}-kubeforge"
+    kubeconfig = token_kubeconfig(cluster, kubectl, namespace, sa, tmp_path / "kubeconfig")
+    operator = OperatorProcess(
+        kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace, "--metrics-auth"]
+    )
+    operator.start()
+    try:
+        kubectl("create", "serviceaccount", "scraper", "-n", namespace)
+        kubectl(
+            "create",
+            "clusterrolebinding",
+            f"{namespace}-scraper",
+            f"--clusterrole={release}-kubeforge-metrics-reader",
+            f"--serviceaccount={namespace}:scraper",
+        )
+        scraper = kubectl("create", "token", "scraper", "-n", namespace).stdout.strip()
+        stranger = kubectl("create", "token", "default", "-n", namespace).stdout.strip()
+        assert _scrape(operator.metrics_url, None) == 401
+        assert _scrape(operator.metrics_url, "not-a-token") == 401
+        assert _scrape(operator.metrics_url, stranger) == 403
+        assert _scrape(operator.metrics_url, scraper) == 200
+    finally:
+        operator.stop()
+        kubectl("delete", "clusterrolebinding", f"{namespace}-scraper", "--ignore-not-found", check=False)
 
 
 def _trainingjob(name: str, **spec: Any) -> Obj:

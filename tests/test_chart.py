@@ -48,7 +48,11 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
 CLUSTER_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
     (("",), ("nodes",), ("get", "list", "watch")),
     (("scheduling.k8s.io",), ("priorityclasses",), ("get", "list", "watch")),
+    # metrics.auth (on by default): every scrape's token is reviewed.
+    (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
+    (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",)),
 ]
+METRICS_READER = f"{RELEASE}-metrics-reader"
 # Leader election, in a Role of the release namespace: (apiGroups, resources, resourceNames, verbs).
 LEADER_ELECTION_ROLE = f"{RELEASE}-leader-election"
 LEADER_ELECTION_RULES = [
@@ -213,6 +217,7 @@ def test_default_objects(default_docs: list[Obj]) -> None:
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
         ]
     )
@@ -312,7 +317,7 @@ BASE_ARGS = [
     "--resync-seconds=300",
 ]
 # The trust boundary's flags (docs/security.md), after the namespaces.
-TRUST_ARGS = ["--metrics-bind-address=0.0.0.0", "--allowed-priority-classes="]
+TRUST_ARGS = ["--metrics-bind-address=0.0.0.0", "--metrics-auth", "--allowed-priority-classes="]
 ALL_NAMESPACES = ["--all-namespaces", *TRUST_ARGS]
 OWN_NAMESPACE = ["--namespace", NAMESPACE, *TRUST_ARGS]
 LEADER_ARGS = [
@@ -343,6 +348,7 @@ LEADER_ARGS = [
                 "--namespace",
                 NAMESPACE,
                 "--metrics-bind-address=127.0.0.1",
+                "--metrics-auth",
                 "--allowed-priority-classes=batch-low,serving",
             ],
         ),
@@ -450,6 +456,10 @@ def test_rbac_has_no_wildcards_and_no_secrets(
     helm: Path, helm_env: dict[str, str], values: list[str]
 ) -> None:
     for role in rbac_roles(render(helm, helm_env, *values)):
+        if role["metadata"]["name"] == METRICS_READER:
+            # Not the operator's: for scrapers, and only `get /metrics`.
+            assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+            continue
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
@@ -959,3 +969,16 @@ def test_every_namespace_is_asked_for_alone(helm: Path, helm_env: dict[str, str]
 def test_admission_policies_can_be_left_out(helm: Path, helm_env: dict[str, str]) -> None:
     docs = render(helm, helm_env, "admissionPolicy.enabled=false")
     assert not [d for d in docs if d["kind"].startswith("ValidatingAdmission")]
+
+
+def test_metrics_auth_is_on_by_default(helm: Path, helm_env: dict[str, str], default_docs: list[Obj]) -> None:
+    assert "--metrics-auth" in operator_container(default_docs)["args"]
+    only(default_docs, "ClusterRole", METRICS_READER)
+    docs = render(helm, helm_env, "metrics.serviceMonitor.enabled=true")
+    endpoint = only(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    off = render(helm, helm_env, "metrics.auth.enabled=false", "metrics.serviceMonitor.enabled=true")
+    assert "--metrics-auth" not in operator_container(off)["args"]
+    assert not [d for d in off if d["metadata"]["name"] == METRICS_READER]
+    assert as_rules(only(off, "ClusterRole", RELEASE)) == CLUSTER_RULES[:2]
+    assert "bearerTokenFile" not in only(off, "ServiceMonitor")["spec"]["endpoints"][0]

@@ -493,3 +493,75 @@ async def test_health_and_metrics_listen_only_where_told() -> None:
     assert _accepts("127.0.0.3", endpoints.metrics_port)
     assert not _accepts("127.0.0.1", endpoints.metrics_port)
     assert Endpoints(bind_address="127.0.0.9").metrics_address == "127.0.0.9"
+
+
+# -- 10.6: /metrics behind TokenReview and SubjectAccessReview ---------------------------------------
+
+
+class FakeReviewer:
+    """The API server's answers: `tokens` maps a token to its user; `readers` may get /metrics."""
+
+    def __init__(self) -> None:
+        self.tokens = {"reader-token": "system:serviceaccount:monitoring:prometheus", "other-token": "alice"}
+        self.readers = {"system:serviceaccount:monitoring:prometheus"}
+        self.reviews: list[str] = []
+
+    async def review_token(self, token: str) -> dict[str, Any]:
+        self.reviews.append("token")
+        user = self.tokens.get(token)
+        if user is None:
+            return {"authenticated": False}
+        return {"authenticated": True, "user": {"username": user, "groups": ["system:authenticated"]}}
+
+    async def review_access(self, user: Any, *, path: str, verb: str) -> bool:
+        self.reviews.append("access")
+        return bool(path == "/metrics" and verb == "get" and user["username"] in self.readers)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, 401),
+        ("Basic dXNlcjpwYXNz", 401),
+        ("Bearer ", 401),
+        ("Bearer forged", 401),
+        ("Bearer other-token", 403),
+        ("Bearer reader-token", 200),
+        ("bearer reader-token", 200),
+    ],
+)
+async def test_the_metrics_gate(header: str | None, code: int) -> None:
+    from kubeforge.controllers.metrics_auth import MetricsGate
+
+    assert await MetricsGate(FakeReviewer()).decide(header) == code
+
+
+async def test_the_metrics_gate_remembers_answers_for_a_minute() -> None:
+    from kubeforge.controllers.metrics_auth import MetricsGate
+
+    reviewer, now = FakeReviewer(), [0.0]
+    gate = MetricsGate(reviewer, clock=lambda: now[0])
+    for _ in range(5):
+        assert await gate.decide("Bearer reader-token") == 200
+    assert reviewer.reviews == ["token", "access"]
+    reviewer.readers.clear()  # RBAC changed: seen once the answer expires
+    now[0] = 61.0
+    assert await gate.decide("Bearer reader-token") == 403
+
+
+async def test_metrics_are_served_only_through_the_gate() -> None:
+    from kubeforge.controllers.metrics_auth import MetricsGate, serve
+
+    port = _free_port("127.0.0.1")
+    runner = await serve(MetricsGate(FakeReviewer()), "127.0.0.1", port)
+    try:
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
+            assert (await http.get("/metrics")).status_code == 401
+            refused = await http.get("/metrics", headers={"Authorization": "Bearer other-token"})
+            assert refused.status_code == 403
+            assert "controller_runtime" not in refused.text
+            allowed = await http.get("/metrics", headers={"Authorization": "Bearer reader-token"})
+            assert allowed.status_code == 200
+            assert "controller_runtime_reconcile_total" in allowed.text
+    finally:
+        await runner.cleanup()

@@ -144,7 +144,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         allowed_priority_classes=_allowed_priority_classes(args.allowed_priority_classes),
     )
-    endpoints = Endpoints(args.metrics_port, args.health_port, args.bind_address, args.metrics_bind_address)
+    if (args.metrics_cert_file is None) != (args.metrics_key_file is None):
+        print("kubeforge run: --metrics-cert-file and --metrics-key-file go together", file=sys.stderr)
+        return 2
+    endpoints = Endpoints(
+        args.metrics_port,
+        args.health_port,
+        args.bind_address,
+        args.metrics_bind_address,
+        metrics_auth=args.metrics_auth,
+        metrics_cert_file=args.metrics_cert_file,
+        metrics_key_file=args.metrics_key_file,
+    )
     return asyncio.run(run_operator(access, config, endpoints, election))
 
 
@@ -236,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the metrics endpoint listens on (default: --bind-address); 127.0.0.1 keeps "
         "/metrics inside the pod",
     )
+    run.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        help="serve /metrics only to bearer tokens that a TokenReview authenticates and RBAC allows to "
+        "get the non-resource URL /metrics (SubjectAccessReview)",
+    )
+    run.add_argument("--metrics-cert-file", type=Path, help="with --metrics-auth: serve /metrics over TLS")
+    run.add_argument("--metrics-key-file", type=Path, help="the private key of --metrics-cert-file")
     run.add_argument("--prometheus-url", help="Prometheus HTTP API base URL, for autoscaling and rollouts")
     run.add_argument(
         "--resync-seconds",

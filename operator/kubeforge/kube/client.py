@@ -339,6 +339,35 @@ class Kube:
                 raise LeaseConflict(str(error)) from error
             raise
 
+    # -- reviews (who may read /metrics) ------------------------------------------------------------
+
+    async def review_token(self, token: str) -> Obj:
+        """A TokenReview: the API server says whose token this is (`status.authenticated`, `user`)."""
+        body: Obj = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        res = _resource(body["apiVersion"], body["kind"])
+        reviewed = _plain(await self._call("create", "tokenreviews", self._client.create(res(body))))
+        return dict(reviewed.get("status") or {})
+
+    async def review_access(self, user: Mapping[str, Any], *, path: str, verb: str) -> bool:
+        """A SubjectAccessReview: may `user` (a TokenReview's `status.user`) `verb` the non-resource
+        URL `path`, as RBAC's `nonResourceURLs` rules say."""
+        spec: Obj = {
+            "user": user.get("username", ""),
+            "groups": list(user.get("groups") or []),
+            "uid": user.get("uid", ""),
+            "nonResourceAttributes": {"path": path, "verb": verb},
+        }
+        if user.get("extra"):
+            spec["extra"] = dict(user["extra"])
+        body: Obj = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        res = _resource(body["apiVersion"], body["kind"])
+        reviewed = _plain(await self._call("create", "subjectaccessreviews", self._client.create(res(body))))
+        return bool((reviewed.get("status") or {}).get("allowed"))
+
     async def event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on an object; a failure to record is logged, never raised."""
         meta = involved.get("metadata", {})

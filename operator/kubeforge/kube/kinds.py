@@ -41,6 +41,8 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("kubeforge.dev/v1alpha1", "TrainingJob", "trainingjobs"),
         Kind("kubeforge.dev/v1alpha1", "InferenceFleet", "inferencefleets"),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+        Kind("authentication.k8s.io/v1", "TokenReview", "tokenreviews", namespaced=False),
+        Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
     )
 }
 
