@@ -30,9 +30,14 @@ def _service(name: str, owner_uid: str | None) -> Obj:
     meta: Obj = {"name": name, "namespace": "ns"}
     if owner_uid is not None:
         meta["ownerReferences"] = [
-            {"apiVersion": "kubeforge.dev/v1alpha1", "kind": "InferenceFleet", "name": name, "uid": owner_uid,
-             "controller": True}
-        ]  # fmt: skip
+            {
+                "apiVersion": "kubeforge.dev/v1alpha1",
+                "kind": "InferenceFleet",
+                "name": name,
+                "uid": owner_uid,
+                "controller": True,
+            }
+        ]
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"ports": [{"port": 80}]}}
 
 
@@ -565,3 +570,89 @@ async def test_metrics_are_served_only_through_the_gate() -> None:
             assert "controller_runtime_reconcile_total" in allowed.text
     finally:
         await runner.cleanup()
+
+
+# -- 10.3: GPU accounting attributes pods to a gang by owner UID ------------------------------------
+
+
+def _gang_caches() -> Any:
+    from kubeforge.kube import projections
+    from kubeforge.kube.informer import Caches, Informer, Source
+    from kubeforge.kube.kinds import JOB, NODE, POD, TRAININGJOB
+
+    return Caches(
+        [
+            Informer(None, Source(TRAININGJOB, projections.owned_resource)),  # type: ignore[arg-type]
+            Informer(None, Source(JOB, projections.child)),  # type: ignore[arg-type]
+            Informer(None, Source(POD, projections.pod)),  # type: ignore[arg-type]
+            Informer(None, Source(NODE, projections.node)),  # type: ignore[arg-type]
+        ]
+    )
+
+
+def _gang_pod(name: str, owner: Obj | None) -> Obj:
+    meta: Obj = {
+        "name": name,
+        "namespace": "ns",
+        "resourceVersion": "1",
+        "labels": {
+            "app.kubernetes.io/managed-by": "kubeforge",
+            "kubeforge.dev/trainingjob": "tj",
+            "kubeforge.dev/attempt": "0",
+        },
+    }
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            "nodeName": "n1",
+            "containers": [{"name": "w", "resources": {"requests": {"nvidia.com/gpu": "1"}}}],
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+@pytest.mark.parametrize("order", ["owners first", "pods first (a relist)"])
+def test_only_the_gangs_own_pods_count_as_its_placed_workers(order: str) -> None:
+    from kubeforge.kube.kinds import JOB, NODE, POD, TRAININGJOB
+    from kubeforge.policy import capacity
+
+    caches = _gang_caches()
+    tj: Obj = {
+        "apiVersion": "kubeforge.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "tj", "namespace": "ns", "uid": "tj-uid", "resourceVersion": "1"},
+    }
+    job: Obj = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "tj-a0",
+            "namespace": "ns",
+            "uid": "job-uid",
+            "resourceVersion": "1",
+            "ownerReferences": [{"kind": "TrainingJob", "name": "tj", "uid": "tj-uid", "controller": True}],
+        },
+    }
+    node: Obj = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n1", "resourceVersion": "1"},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": "8"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    worker = _gang_pod("tj-a0-0", {"kind": "Job", "name": "tj-a0", "uid": "job-uid", "controller": True})
+    forged = _gang_pod("copycat", {"kind": "Job", "name": "tj-a0", "uid": "made-up", "controller": True})
+    plain = _gang_pod("copycat-2", None)
+    owners = [(TRAININGJOB, tj), (JOB, job)]
+    pods = [(POD, worker), (POD, forged), (POD, plain)]
+    for kind, obj in [(NODE, node), *(owners + pods if order == "owners first" else pods + owners)]:
+        caches.informer(kind)._apply("ADDED", obj)
+    gang = capacity.demand_of("ns/tj", workers=4, gpus=1, gpu_type=None)
+    assert caches.capacity().unplaced(gang, 0).workers == 3, "only the Job's own pod is a placed worker"
+    assert caches.capacity().free().get("n1") == 5, "every pod bound there holds its GPU"

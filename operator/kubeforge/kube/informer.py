@@ -33,7 +33,8 @@ from typing import Any, Protocol
 
 import httpx2
 
-from kubeforge.kube.kinds import NODE, POD, Kind
+from kubeforge.api.names import ATTEMPT_LABEL, TRAININGJOB_LABEL
+from kubeforge.kube.kinds import JOB, NODE, POD, TRAININGJOB, Kind
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity
 
@@ -397,14 +398,57 @@ class Caches:
         self._ledger = capacity.Ledger()
         if POD in self:
             self.informer(POD).add_handler(self._on_pod)
+            if JOB in self and TRAININGJOB in self:
+                self.informer(JOB).add_handler(self._on_owner)
+                self.informer(TRAININGJOB).add_handler(self._on_owner)
         if NODE in self:
             self.informer(NODE).add_handler(self._on_node)
 
     def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
         if new is not None:
-            self._ledger.put_pod(capacity.pod_info(new))
+            self._ledger.put_pod(capacity.pod_info(self._attributed(new)))
         elif old is not None:
             self._ledger.remove_pod(*key_of(old))
+
+    def _attributed(self, pod: Obj) -> Obj:
+        """The pod as GPU accounting may read it: its TrainingJob (and attempt) labels count only when
+        its controller is a Job, by UID, that the TrainingJob it names controls, by UID. A tenant's pod
+        copying a gang's labels would otherwise count as one of its placed workers (so the gang's
+        reservation would shrink) or be left out of the GPUs in use while that gang is admitted."""
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        name = labels.get(TRAININGJOB_LABEL)
+        if name is None or JOB not in self or TRAININGJOB not in self or self._is_worker_of(pod, str(name)):
+            return pod
+        kept = {k: v for k, v in labels.items() if k not in (TRAININGJOB_LABEL, ATTEMPT_LABEL)}
+        return {**pod, "metadata": {**meta, "labels": kept}}
+
+    def _is_worker_of(self, pod: Obj, trainingjob: str) -> bool:
+        namespace = key_of(pod)[0]
+        ref = next(
+            (r for r in (pod.get("metadata") or {}).get("ownerReferences") or [] if r.get("controller")), None
+        )
+        if ref is None or ref.get("kind") != JOB.kind:
+            return False
+        job = self.get(JOB, str(ref.get("name")), namespace)
+        owner = self.get(TRAININGJOB, trainingjob, namespace)
+        if job is None or owner is None or str((job.get("metadata") or {}).get("uid")) != str(ref.get("uid")):
+            return False
+        return controller_uid(job) == str((owner.get("metadata") or {}).get("uid"))
+
+    def _on_owner(self, old: Obj | None, new: Obj | None) -> None:
+        """A Job or TrainingJob that appears (a relist may list pods first) or goes: its pods are
+        attributed again."""
+        if (old is None) == (new is None):
+            return
+        obj = new if new is not None else old
+        assert obj is not None
+        uid = str((obj.get("metadata") or {}).get("uid"))
+        jobs = [obj] if obj.get("kind") == JOB.kind else self.informer(JOB).store.controlled_by(uid)
+        pods = self.informer(POD).store
+        for job in jobs:
+            for pod in pods.controlled_by(str((job.get("metadata") or {}).get("uid"))):
+                self._on_pod(None, pod)
 
     def _on_node(self, old: Obj | None, new: Obj | None) -> None:
         if new is not None:
