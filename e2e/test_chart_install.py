@@ -6,6 +6,7 @@ rule missing from `charts/kubeforge/templates/rbac.yaml` fails this test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -21,27 +22,24 @@ from kubeforge_e2e.operator import REPO, OperatorProcess
 CHART = REPO / "charts" / "kubeforge"
 
 
-@pytest.fixture
-def release(helm: Helm, kubectl: Kubectl, namespace: str) -> Iterator[str]:
+@contextlib.contextmanager
+def installed(helm: Helm, namespace: str, *values: str) -> Iterator[str]:
+    """The chart installed as a fresh release in `namespace` (with `--set` values), uninstalled after."""
     name = f"kf-{secrets.token_hex(3)}"
-    helm(
-        "install",
-        name,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        "image.tag=e2e",
-        "--set",
-        "metrics.service.enabled=true",
-    )
+    helm("install", name, str(CHART), "-n", namespace, "--set", "image.tag=e2e", *values)
     try:
         yield name
     finally:
         helm("uninstall", name, "-n", namespace, "--wait=false", check=False)
 
 
-def _token_kubeconfig(cluster: LocalCluster, kubectl: Kubectl, namespace: str, sa: str, path: Path) -> Path:
+@pytest.fixture
+def release(helm: Helm, kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    with installed(helm, namespace, "--set", "metrics.service.enabled=true") as name:
+        yield name
+
+
+def token_kubeconfig(cluster: LocalCluster, kubectl: Kubectl, namespace: str, sa: str, path: Path) -> Path:
     token = kubectl("create", "token", sa, "-n", namespace, "--duration", "1h").stdout.strip()
     config = {
         "apiVersion": "v1",
@@ -105,7 +103,7 @@ def test_chart_installs_and_its_rbac_runs_the_operator(
     )
     assert cannot.stdout.strip() == "no"
 
-    kubeconfig = _token_kubeconfig(cluster, kubectl, namespace, sa, tmp_path / "kubeconfig")
+    kubeconfig = token_kubeconfig(cluster, kubectl, namespace, sa, tmp_path / "kubeconfig")
     operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace])
     operator.start()
     try:

@@ -18,7 +18,7 @@ import pytest
 
 from kubeforge_e2e import Helm, Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from test_chart_install import CHART, _token_kubeconfig
+from test_chart_install import CHART, token_kubeconfig
 from test_trainingjob import Obj, _condition, _events, _manifest, _status, _wait_phase
 from test_trainingjob import spare_nodes as spare_nodes  # a fixture: GPU nodes of their own
 
@@ -249,13 +249,14 @@ def test_an_operator_that_cannot_see_every_namespace_says_capacity_is_unknown(
     helm(
         "install", release, str(CHART), "-n", namespace, "--set", "image.tag=e2e",
         "--set", f"watchNamespaces={{{namespace}}}", "--set", "replicaCount=0",
+        "--set", "gangAdmission.readPodsInAllNamespaces=false",
     )  # fmt: skip
     try:
         [deployment] = kubectl.json(
             "get", "deployment", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}"
         )["items"]
         account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        kubeconfig = _token_kubeconfig(cluster, kubectl, namespace, account, tmp_path / "kubeconfig")
+        kubeconfig = token_kubeconfig(cluster, kubectl, namespace, account, tmp_path / "kubeconfig")
         proc = OperatorProcess(kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace])
         proc.start()
         try:

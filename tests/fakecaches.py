@@ -30,6 +30,17 @@ class FakeCaches:
                 return self._out(obj)
         return None
 
+    def controlled(self, kind: Kind, namespace: str, owner_uids: Iterable[str]) -> builtins.list[Obj]:
+        uids = set(owner_uids)
+        return [
+            o
+            for o in self.list(kind, namespace)
+            if any(
+                r.get("controller") and r.get("uid") in uids
+                for r in o["metadata"].get("ownerReferences") or []
+            )
+        ]
+
     def capacity(self) -> capacity.Ledger:
         """Counted afresh from the fake server's nodes and pods (the real one is kept event by event)."""
         return capacity.Ledger.of(

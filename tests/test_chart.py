@@ -38,6 +38,7 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("",), ("services",), ("get", "list", "watch", "create", "patch", "delete")),
     (("",), ("pods",), ("get", "list", "watch")),
     (("",), ("resourcequotas",), ("get", "list", "watch")),
+    (("apps",), ("replicasets",), ("get", "list", "watch")),
     (("",), ("events",), ("create", "patch")),
     (("events.k8s.io",), ("events",), ("create", "patch")),
     (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),
@@ -45,10 +46,19 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("policy",), ("poddisruptionbudgets",), ("get", "list", "watch", "create", "patch", "delete")),
     (("gateway.networking.k8s.io",), ("httproutes",), ("get", "patch")),
 ]
-CLUSTER_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = [
+Rule = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+CLUSTER_RULES: list[Rule] = [
     (("",), ("nodes",), ("get", "list", "watch")),
     (("scheduling.k8s.io",), ("priorityclasses",), ("get", "list", "watch")),
+    # metrics.auth (on by default): every scrape's token is reviewed.
+    (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
+    (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",)),
 ]
+# Watching some namespaces only, pods are still read everywhere (gangAdmission.readPodsInAllNamespaces):
+# GPUs held by pods the operator cannot see would look free.
+PODS_EVERYWHERE: Rule = (("",), ("pods",), ("get", "list", "watch"))
+RESTRICTED_CLUSTER_RULES = [CLUSTER_RULES[0], PODS_EVERYWHERE, *CLUSTER_RULES[1:]]
+METRICS_READER = f"{RELEASE}-metrics-reader"
 # Leader election, in a Role of the release namespace: (apiGroups, resources, resourceNames, verbs).
 LEADER_ELECTION_ROLE = f"{RELEASE}-leader-election"
 LEADER_ELECTION_RULES = [
@@ -201,8 +211,16 @@ def test_default_objects(default_docs: list[Obj]) -> None:
             "Deployment",
             "PodDisruptionBudget",
             "Service",
+            "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
             "Role",
             "RoleBinding",
+            "Role",
+            "RoleBinding",
+            "ClusterRole",
             "ClusterRole",
             "ClusterRole",
             "ClusterRole",
@@ -223,7 +241,7 @@ def test_every_object_carries_the_standard_labels(default_docs: list[Obj]) -> No
 
 def test_namespaced_objects_are_in_the_release_namespace(default_docs: list[Obj]) -> None:
     for doc in default_docs:
-        if not doc["kind"].startswith("Cluster"):
+        if not doc["kind"].startswith(("Cluster", "ValidatingAdmission")):
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
 
 
@@ -306,6 +324,10 @@ BASE_ARGS = [
     "--max-schedule-timeout-seconds=300",
     "--max-unplaced-gpus-per-namespace=0",
 ]
+# The trust boundary's flags (docs/security.md), after the namespaces.
+TRUST_ARGS = ["--metrics-bind-address=0.0.0.0", "--metrics-auth", "--allowed-priority-classes="]
+ALL_NAMESPACES = ["--all-namespaces", *TRUST_ARGS]
+OWN_NAMESPACE = ["--namespace", NAMESPACE, *TRUST_ARGS]
 LEADER_ARGS = [
     "--leader-elect",
     f"--leader-election-namespace={NAMESPACE}",
@@ -319,18 +341,31 @@ LEADER_ARGS = [
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ([], [*BASE_ARGS, *LEADER_ARGS, "--all-namespaces"]),
-        (["watchNamespaces={ml}"], [*BASE_ARGS, *LEADER_ARGS, "--namespace", "ml"]),
+        ([], [*BASE_ARGS, *LEADER_ARGS, *OWN_NAMESPACE]),
+        (["watchNamespaces={*}"], [*BASE_ARGS, *LEADER_ARGS, *ALL_NAMESPACES]),
+        (["watchNamespaces={ml}"], [*BASE_ARGS, *LEADER_ARGS, "--namespace", "ml", *TRUST_ARGS]),
         (
             ["watchNamespaces={team-a,team-b}"],
-            [*BASE_ARGS, *LEADER_ARGS, "--namespace", "team-a", "--namespace", "team-b"],
+            [*BASE_ARGS, *LEADER_ARGS, "--namespace", "team-a", "--namespace", "team-b", *TRUST_ARGS],
+        ),
+        (
+            ["priorityClasses.allowed={batch-low,serving}", "metrics.bindAddress=127.0.0.1"],
+            [
+                *BASE_ARGS,
+                *LEADER_ARGS,
+                "--namespace",
+                NAMESPACE,
+                "--metrics-bind-address=127.0.0.1",
+                "--metrics-auth",
+                "--allowed-priority-classes=batch-low,serving",
+            ],
         ),
         (
             ["prometheus.url=http://prom.monitoring.svc:9090"],
             [
                 *BASE_ARGS,
                 *LEADER_ARGS,
-                "--all-namespaces",
+                *OWN_NAMESPACE,
                 "--prometheus-url",
                 "http://prom.monitoring.svc:9090",
             ],
@@ -351,7 +386,7 @@ LEADER_ARGS = [
                 "--max-schedule-timeout-seconds=300",
                 "--max-unplaced-gpus-per-namespace=0",
                 *LEADER_ARGS,
-                "--all-namespaces",
+                *OWN_NAMESPACE,
                 "--verbose",
             ],
         ),
@@ -377,18 +412,20 @@ LEADER_ARGS = [
                 "--leader-election-lease-duration=60",
                 "--leader-election-renew-deadline=40",
                 "--leader-election-retry-period=5",
-                "--all-namespaces",
+                *OWN_NAMESPACE,
             ],
         ),
         (
             ["replicaCount=1", "leaderElection.enabled=false"],
-            [*BASE_ARGS, "--all-namespaces"],
+            [*BASE_ARGS, *OWN_NAMESPACE],
         ),
     ],
     ids=[
+        "release-namespace",
         "all-namespaces",
         "one-namespace",
         "two-namespaces",
+        "priority-classes-and-metrics-address",
         "prometheus",
         "ports-and-extra-args",
         "tuning-and-timings",
@@ -433,6 +470,10 @@ def test_rbac_has_no_wildcards_and_no_secrets(
     helm: Path, helm_env: dict[str, str], values: list[str]
 ) -> None:
     for role in rbac_roles(render(helm, helm_env, *values)):
+        if role["metadata"]["name"] == METRICS_READER:
+            # Not the operator's: for scrapers, and only `get /metrics`.
+            assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+            continue
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
@@ -442,7 +483,13 @@ def test_rbac_has_no_wildcards_and_no_secrets(
             assert "nonResourceURLs" not in rule
 
 
-def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(default_docs: list[Obj]) -> None:
+@pytest.fixture(scope="module")
+def all_namespaces_docs(helm: Path, helm_env: dict[str, str]) -> list[Obj]:
+    return render(helm, helm_env, "watchNamespaces={*}")
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(all_namespaces_docs: list[Obj]) -> None:
+    default_docs = all_namespaces_docs
     role = only(default_docs, "ClusterRole", RELEASE)
     assert as_rules(role) == CLUSTER_RULES + NAMESPACED_RULES
     binding = only(default_docs, "ClusterRoleBinding", RELEASE)
@@ -456,9 +503,9 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(default_docs: list[
     assert namespaced == [LEADER_ELECTION_ROLE, LEADER_ELECTION_ROLE]
 
 
-def test_operator_never_creates_updates_or_deletes_user_objects(default_docs: list[Obj]) -> None:
+def test_operator_never_creates_updates_or_deletes_user_objects(all_namespaces_docs: list[Obj]) -> None:
     """The only exception: a finished TrainingJob past `ttlSecondsAfterFinished` is deleted."""
-    for group, resources, verbs in as_rules(only(default_docs, "ClusterRole", RELEASE)):
+    for group, resources, verbs in as_rules(only(all_namespaces_docs, "ClusterRole", RELEASE)):
         if "kubeforge.dev" not in group:
             continue
         allowed = {"delete"} if resources == ("trainingjobs",) else set()
@@ -468,7 +515,9 @@ def test_operator_never_creates_updates_or_deletes_user_objects(default_docs: li
 def test_watch_namespaces_renders_roles_per_namespace(helm: Path, helm_env: dict[str, str]) -> None:
     docs = render(helm, helm_env, "watchNamespaces={team-a,team-b}")
     cluster_role = only(docs, "ClusterRole", RELEASE)
-    assert as_rules(cluster_role) == CLUSTER_RULES
+    assert as_rules(cluster_role) == RESTRICTED_CLUSTER_RULES
+    blind = render(helm, helm_env, "watchNamespaces={team-a}", "gangAdmission.readPodsInAllNamespaces=false")
+    assert as_rules(only(blind, "ClusterRole", RELEASE)) == CLUSTER_RULES
     only(docs, "ClusterRoleBinding", RELEASE)
     roles = {
         d["metadata"]["namespace"]: d
@@ -572,9 +621,11 @@ def test_service_monitor_needs_the_service(helm: Path, helm_env: dict[str, str])
     assert "metrics.service.enabled" in result.stderr
 
 
-def test_network_policy_is_opt_in(helm: Path, helm_env: dict[str, str], default_docs: list[Obj]) -> None:
-    assert "NetworkPolicy" not in kinds(default_docs)
-    docs = render(helm, helm_env, "networkPolicy.enabled=true")
+def test_network_policy_is_on_by_default(
+    helm: Path, helm_env: dict[str, str], default_docs: list[Obj]
+) -> None:
+    assert "NetworkPolicy" not in kinds(render(helm, helm_env, "networkPolicy.enabled=false"))
+    docs = default_docs
     policy = only(docs, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
@@ -601,8 +652,8 @@ def test_leader_election_role_allows_only_the_one_lease(default_docs: list[Obj])
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
 
 
-def test_events_are_allowed_wherever_the_operator_reconciles(default_docs: list[Obj]) -> None:
-    rules = as_rules(only(default_docs, "ClusterRole", RELEASE))
+def test_events_are_allowed_wherever_the_operator_reconciles(all_namespaces_docs: list[Obj]) -> None:
+    rules = as_rules(only(all_namespaces_docs, "ClusterRole", RELEASE))
     assert (("",), ("events",), ("create", "patch")) in rules
     assert (("events.k8s.io",), ("events",), ("create", "patch")) in rules
 
@@ -664,7 +715,9 @@ def test_without_leader_election_one_replica_recreates(helm: Path, helm_env: dic
     docs = render(helm, helm_env, "replicaCount=1", "leaderElection.enabled=false")
     assert only(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
     assert not [a for a in operator_container(docs)["args"] if a.startswith("--leader-elect")]
-    assert not {"Role", "RoleBinding", "PodDisruptionBudget"} & set(kinds(docs))
+    assert "PodDisruptionBudget" not in kinds(docs)
+    roles = {d["metadata"]["name"] for d in docs if d["kind"] in ("Role", "RoleBinding")}
+    assert roles == {RELEASE}, "no leader-election Role; the operator's own Role in its namespace"
 
 
 @pytest.mark.parametrize("replicas", [2, 3])
@@ -861,3 +914,87 @@ def test_crds_are_shipped_when_generated(helm: Path, helm_env: dict[str, str]) -
     crds = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "CustomResourceDefinition"]
     names = {d["metadata"]["name"] for d in crds}
     assert {"trainingjobs.kubeforge.dev", "inferencefleets.kubeforge.dev"} <= names
+
+
+# --- the trust boundary: admission policies, namespaces (docs/security.md) ---------------------
+
+
+def test_operator_writes_policy_binds_to_the_operator_only(default_docs: list[Obj]) -> None:
+    policy = only(default_docs, "ValidatingAdmissionPolicy", f"{RELEASE}-operator-writes")["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    [condition] = policy["matchConditions"]
+    assert condition["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{RELEASE}'"
+    )
+    resources = {r for rule in policy["matchConstraints"]["resourceRules"] for r in rule["resources"]}
+    assert resources == {
+        "pods",
+        "services",
+        "deployments",
+        "controllerrevisions",
+        "jobs",
+        "poddisruptionbudgets",
+    }
+    expressions = [v["expression"] for v in policy["validations"]]
+    assert "request.namespace != 'kube-system'" in expressions
+    assert f'request.namespace in ["{NAMESPACE}"]' in expressions
+    assert any("app.kubernetes.io/managed-by" in e for e in expressions)
+    # Each pod-spec check exists for pods and for the templates of Jobs and Deployments.
+    assert sum(e.startswith("!variables.isPod") for e in expressions) == 6
+    assert sum(e.startswith("!variables.hasTemplate") for e in expressions) == 5
+    binding = only(default_docs, "ValidatingAdmissionPolicyBinding", f"{RELEASE}-operator-writes")
+    assert binding["spec"] == {"policyName": f"{RELEASE}-operator-writes", "validationActions": ["Deny"]}
+
+
+@pytest.mark.parametrize(
+    ("values", "allowed", "namespaces"),
+    [
+        ([], [], [NAMESPACE]),
+        (["priorityClasses.allowed={batch-low,serving}"], ["batch-low", "serving"], [NAMESPACE]),
+        (["watchNamespaces={team-a,team-b}"], [], ["team-a", "team-b"]),
+        (["watchNamespaces={*}"], [], None),
+    ],
+)
+def test_priority_class_policy(
+    helm: Path, helm_env: dict[str, str], values: list[str], allowed: list[str], namespaces: list[str] | None
+) -> None:
+    docs = render(helm, helm_env, *values)
+    policy = only(docs, "ValidatingAdmissionPolicy", f"{RELEASE}-priority-classes")["spec"]
+    assert policy["variables"] == [
+        {"name": "allowed", "expression": json.dumps(allowed, separators=(",", ":"))}
+    ]
+    selector = policy["matchConstraints"].get("namespaceSelector")
+    if namespaces is None:
+        assert selector is None
+    else:
+        assert selector["matchExpressions"][0]["values"] == namespaces
+    assert f"--allowed-priority-classes={','.join(allowed)}" in operator_container(docs)["args"]
+    binding = only(docs, "ValidatingAdmissionPolicyBinding", f"{RELEASE}-priority-classes")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_every_namespace_is_asked_for_alone(helm: Path, helm_env: dict[str, str]) -> None:
+    result = run_helm(helm, helm_env, *template_cmd("--set", "watchNamespaces={*,team-a}"))
+    assert result.returncode != 0
+    assert "must be the only entry" in result.stderr
+    docs = render(helm, helm_env, "watchNamespaces={*}")
+    policy = only(docs, "ValidatingAdmissionPolicy", f"{RELEASE}-operator-writes")["spec"]
+    assert not [v for v in policy["validations"] if v["expression"].startswith("request.namespace in")]
+
+
+def test_admission_policies_can_be_left_out(helm: Path, helm_env: dict[str, str]) -> None:
+    docs = render(helm, helm_env, "admissionPolicy.enabled=false")
+    assert not [d for d in docs if d["kind"].startswith("ValidatingAdmission")]
+
+
+def test_metrics_auth_is_on_by_default(helm: Path, helm_env: dict[str, str], default_docs: list[Obj]) -> None:
+    assert "--metrics-auth" in operator_container(default_docs)["args"]
+    only(default_docs, "ClusterRole", METRICS_READER)
+    docs = render(helm, helm_env, "metrics.serviceMonitor.enabled=true")
+    endpoint = only(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    off = render(helm, helm_env, "metrics.auth.enabled=false", "metrics.serviceMonitor.enabled=true")
+    assert "--metrics-auth" not in operator_container(off)["args"]
+    assert not [d for d in off if d["metadata"]["name"] == METRICS_READER]
+    assert as_rules(only(off, "ClusterRole", RELEASE)) == RESTRICTED_CLUSTER_RULES[:3]
+    assert "bearerTokenFile" not in only(off, "ServiceMonitor")["spec"]["endpoints"][0]

@@ -64,6 +64,7 @@ class FakeKube:
         merged = {**obj, "status": previous.get("status", {})}
         merged["metadata"] = {
             **obj["metadata"],
+            "uid": previous.get("metadata", {}).get("uid", f"uid-{key[0]}-{key[2]}"),
             "generation": previous.get("metadata", {}).get("generation", 1),
         }
         self.objects[key] = merged
@@ -124,6 +125,10 @@ class FakeKube:
         self.objects[("InferenceFleet", NS, name)] = obj
         return obj
 
+    def pod_owner(self, deployment: str) -> builtins.list[dict[str, Any]]:
+        """The owner references the Deployment controller gives a pod: its ReplicaSet, by UID."""
+        return [{"kind": "ReplicaSet", "uid": f"uid-ReplicaSet-{deployment}-rs", "controller": True}]
+
     def deployments(self) -> builtins.list[dict[str, Any]]:
         return [o for (k, _, _), o in self.objects.items() if k == "Deployment"]
 
@@ -139,6 +144,15 @@ class FakeKube:
                 "updatedReplicas": n,
             }
             labels = dep["spec"]["template"]["metadata"]["labels"]
+            rs = dep["metadata"]["name"] + "-rs"
+            self.objects[("ReplicaSet", NS, rs)] = {
+                "metadata": {
+                    "name": rs,
+                    "namespace": NS,
+                    "uid": f"uid-ReplicaSet-{rs}",
+                    "ownerReferences": [{"uid": dep["metadata"]["uid"], "controller": True}],
+                }
+            }
             for key in [
                 k for k in self.objects if k[0] == "Pod" and k[2].startswith(dep["metadata"]["name"])
             ]:
@@ -146,7 +160,12 @@ class FakeKube:
             for i in range(n):
                 name = f"{dep['metadata']['name']}-{i}"
                 self.objects[("Pod", NS, name)] = {
-                    "metadata": {"name": name, "namespace": NS, "labels": labels},
+                    "metadata": {
+                        "name": name,
+                        "namespace": NS,
+                        "labels": labels,
+                        "ownerReferences": self.pod_owner(dep["metadata"]["name"]),
+                    },
                     "spec": {"nodeName": "node"},
                     "status": {
                         "phase": "Running",

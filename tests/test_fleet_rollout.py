@@ -174,7 +174,12 @@ async def test_missing_httproute_is_a_condition_and_an_event_and_a_present_one_i
     kube.objects[("HTTPRoute", NS, "web")] = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": {"name": "web", "namespace": NS, "resourceVersion": "7"},
+        "metadata": {
+            "name": "web",
+            "namespace": NS,
+            "resourceVersion": "7",
+            "labels": {"kubeforge.dev/inferencefleet": "chat"},
+        },
         "spec": {
             "rules": [
                 {"matches": [{"path": {"value": "/v1"}}], "backendRefs": [{"name": "chat", "port": 8000}]},
@@ -265,6 +270,7 @@ async def test_recreate_waits_for_terminating_pods_of_the_old_revision() -> None
             "name": f"chat-{old}-0",
             "namespace": NS,
             "labels": {**build.fleet_labels("chat"), build.REVISION_LABEL: old},
+            "ownerReferences": kube.pod_owner(f"chat-{old}"),
             "deletionTimestamp": "2026-03-01T00:00:00Z",
         },
         "spec": {"nodeName": "node"},

@@ -103,6 +103,13 @@ def _pod_namespace() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+def _allowed_priority_classes(flag: str | None) -> frozenset[str] | None:
+    """None: any PriorityClass (no flag); otherwise the comma-separated names, "" allowing none."""
+    if flag is None:
+        return None
+    return frozenset(name.strip() for name in flag.split(",") if name.strip())
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from kubeforge.controllers.operator import Endpoints, run_operator
     from kubeforge.controllers.runtime import OperatorConfig
@@ -110,7 +117,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     _configure_logging(args.log_format, args.log_level)
     try:
-        access = load_access(kubeconfig=args.kubeconfig, in_cluster=args.in_cluster, context=args.context)
+        access = load_access(
+            kubeconfig=args.kubeconfig,
+            in_cluster=args.in_cluster,
+            context=args.context,
+            use_env_proxy=args.use_env_proxy,
+        )
     except ConfigError as error:
         print(f"kubeforge run: {error}", file=sys.stderr)
         return 2
@@ -138,8 +150,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         max_schedule_timeout_seconds=args.max_schedule_timeout_seconds,
         max_unplaced_gpus_per_namespace=args.max_unplaced_gpus_per_namespace,
+        allowed_priority_classes=_allowed_priority_classes(args.allowed_priority_classes),
     )
-    endpoints = Endpoints(args.metrics_port, args.health_port, args.bind_address)
+    if (args.metrics_cert_file is None) != (args.metrics_key_file is None):
+        print("kubeforge run: --metrics-cert-file and --metrics-key-file go together", file=sys.stderr)
+        return 2
+    endpoints = Endpoints(
+        args.metrics_port,
+        args.health_port,
+        args.bind_address,
+        args.metrics_bind_address,
+        metrics_auth=args.metrics_auth,
+        metrics_cert_file=args.metrics_cert_file,
+        metrics_key_file=args.metrics_key_file,
+    )
     return asyncio.run(run_operator(access, config, endpoints, election))
 
 
@@ -228,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0",
         help="address the metrics and health endpoints listen on (127.0.0.1 outside a pod)",
     )
+    run.add_argument(
+        "--metrics-bind-address",
+        help="address the metrics endpoint listens on (default: --bind-address); 127.0.0.1 keeps "
+        "/metrics inside the pod",
+    )
+    run.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        help="serve /metrics only to bearer tokens that a TokenReview authenticates and RBAC allows to "
+        "get the non-resource URL /metrics (SubjectAccessReview)",
+    )
+    run.add_argument("--metrics-cert-file", type=Path, help="with --metrics-auth: serve /metrics over TLS")
+    run.add_argument("--metrics-key-file", type=Path, help="the private key of --metrics-cert-file")
     run.add_argument("--prometheus-url", help="Prometheus HTTP API base URL, for autoscaling and rollouts")
     run.add_argument(
         "--resync-seconds",
@@ -269,6 +306,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--leader-election-lease-duration", type=float, default=15.0, metavar="SECONDS")
     run.add_argument("--leader-election-renew-deadline", type=float, default=10.0, metavar="SECONDS")
     run.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS")
+    # -- trust boundary (see docs/security.md) --
+    run.add_argument(
+        "--use-env-proxy",
+        action="store_true",
+        help="let HTTP(S)_PROXY/NO_PROXY from the environment apply to API server requests (default: "
+        "ignored, so an inherited variable cannot route the operator's credentials through a proxy)",
+    )
+    run.add_argument(
+        "--allowed-priority-classes",
+        metavar="NAMES",
+        help="comma-separated PriorityClasses a TrainingJob or InferenceFleet may name; an empty value "
+        "allows none; without the flag any is accepted",
+    )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=_cmd_run)

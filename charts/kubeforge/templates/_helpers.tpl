@@ -89,3 +89,30 @@ schema checks each value, these check them against each other (client-go's rules
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Whether the operator watches every namespace: only when asked for explicitly with
+`watchNamespaces: ["*"]`. "*" must then be the only entry.
+*/}}
+{{- define "kubeforge.allNamespaces" -}}
+{{- if has "*" .Values.watchNamespaces }}
+{{- if gt (len .Values.watchNamespaces) 1 }}
+{{- fail "watchNamespaces: \"*\" (every namespace) must be the only entry" }}
+{{- end }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespaces the operator watches, as a JSON list: the ones listed, or the release
+namespace when none is. Empty when it watches every namespace.
+*/}}
+{{- define "kubeforge.watchedNamespaces" -}}
+{{- if include "kubeforge.allNamespaces" . }}
+{{- list | toJson }}
+{{- else if .Values.watchNamespaces }}
+{{- .Values.watchNamespaces | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}

@@ -330,8 +330,12 @@ def build_revision_service(
     }
 
 
-def _is_fleet_backend(ref: Mapping[str, Any], name: str, known: set[str]) -> bool:
+def _is_fleet_backend(ref: Mapping[str, Any], name: str, known: set[str], namespace: str | None) -> bool:
+    """A backend is the fleet's by kind, name and namespace: a Service of the same name in another
+    namespace (a cross-namespace backendRef) is someone else's."""
     if ref.get("group", "") not in ("", None) or ref.get("kind", "Service") != "Service":
+        return False
+    if ref.get("namespace") not in (None, "", namespace):
         return False
     target = ref.get("name")
     return target == name or target in known
@@ -355,6 +359,7 @@ def route_patch(
     and the route's resourceVersion (a concurrent edit makes it fail and the next reconcile retry)."""
     spec = route.get("spec") or {}
     rules = spec.get("rules") or []
+    namespace = (route.get("metadata") or {}).get("namespace")
     known = {revision_service_name(name, r) for r in {*revisions, *weights}}
     wanted = [
         {"name": revision_service_name(name, rev), "port": port, "weight": weight}
@@ -365,13 +370,13 @@ def route_patch(
     changed = False
     for rule in rules:
         refs = list((rule or {}).get("backendRefs") or [])
-        if not any(isinstance(r, Mapping) and _is_fleet_backend(r, name, known) for r in refs):
+        if not any(isinstance(r, Mapping) and _is_fleet_backend(r, name, known, namespace) for r in refs):
             new_rules.append(rule)
             continue
         kept: list[Any] = []
         inserted = False
         for ref in refs:
-            if isinstance(ref, Mapping) and _is_fleet_backend(ref, name, known):
+            if isinstance(ref, Mapping) and _is_fleet_backend(ref, name, known, namespace):
                 if not inserted:
                     # Keep a backend's filters and other fields when it stays.
                     by_name = {r.get("name"): r for r in refs if isinstance(r, Mapping)}

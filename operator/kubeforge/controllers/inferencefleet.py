@@ -35,9 +35,16 @@ from kubeforge.api.inferencefleet import KIND, Autoscaling, InferenceFleetSpec, 
 from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
+from kubeforge.controllers.ownership import (
+    clear_conflict,
+    priority_class_refusal,
+    route_not_opted_in,
+    route_opts_in,
+    warn_owner,
+)
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
-from kubeforge.kube.informer import Reader
+from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
     CONTROLLER_REVISION,
     DEPLOYMENT,
@@ -46,6 +53,7 @@ from kubeforge.kube.kinds import (
     NODE,
     PDB,
     POD,
+    REPLICASET,
     SERVICE,
     TRAININGJOB,
     Kind,
@@ -137,7 +145,7 @@ class InferenceFleetController:
         meta = obj["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
         fleet = self._fleets.setdefault(key, _Fleet())
-        spec, invalid = _parse_spec(obj)
+        spec, invalid = _parse_spec(obj, self.config.allowed_priority_classes)
         if fleet.rejected is not None and fleet.rejected[0] != meta.get("generation"):
             fleet.rejected = None
         if spec is not None and fleet.rejected is not None:
@@ -171,13 +179,14 @@ class InferenceFleetController:
             observed = replace(observed, spec=None, invalid=fleet.rejected[1])
             await self._execute(obj, observed, policy.decide(observed))
             return None
+        await clear_conflict(self.kube, FLEET, self.caches.get(FLEET, key[1], key[0]))
         if plan.requeue_after is None:
             return None
         # The plan's waits count from when the pass observed; the I/O since has taken some of them.
         return max(0.0, plan.requeue_after - (self._monotonic() - observed_at))
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
-        await self.kube.event(obj, type_="Warning", reason=reason, message=message)
+        await warn_owner(self.kube, FLEET, obj, reason, message)
 
     async def forget(self, namespace: str, name: str) -> None:
         self._fleets.pop((namespace, name), None)
@@ -213,12 +222,14 @@ class InferenceFleetController:
         if spec is None:
             return observed
         labels = build.fleet_labels(name)
-        deployments = (
-            summarize_deployment(d, build.REVISION_LABEL)
-            for d in self.caches.list(DEPLOYMENT, namespace, labels=labels)
-            if _owned_by(d, uid)
+        ours = [d for d in self.caches.list(DEPLOYMENT, namespace, labels=labels) if _owned_by(d, uid)]
+        deployments = (summarize_deployment(d, build.REVISION_LABEL) for d in ours)
+        # The fleet's pods are those its Deployments' ReplicaSets control, by UID: a pod that only
+        # copies the fleet's labels (anyone who can create a pod in the namespace can) is not counted.
+        replica_sets = self.caches.controlled(
+            REPLICASET, namespace, [str(d["metadata"].get("uid")) for d in ours]
         )
-        pods = self.caches.list(POD, namespace, labels=labels)
+        pods = self.caches.controlled(POD, namespace, [str(r["metadata"].get("uid")) for r in replica_sets])
         kept = {
             str(c["metadata"]["name"]): (c["metadata"].get("labels") or {}).get(build.REVISION_LABEL)
             for c in self.caches.list(CONTROLLER_REVISION, namespace, labels=labels)
@@ -284,6 +295,8 @@ class InferenceFleetController:
             route = await self.kube.get(HTTPROUTE.api_version, HTTPROUTE.kind, plan.needs_route, o.namespace)
         except ApiError as error:
             return replace(o, route=policy.RouteRead(read_error=str(error.status.message)))
+        if route is not None and not route_opts_in(route, o.name):
+            return replace(o, route=policy.RouteRead(read_error=route_not_opted_in(o.name)))
         return replace(o, route=policy.RouteRead(route=route))
 
     async def _measure(self, namespace: str, name: str, measure: policy.Measure) -> policy.Measurement:
@@ -432,14 +445,19 @@ def _build(step: policy.Apply, *, name: str, namespace: str, uid: str) -> dict[s
     )
 
 
-def _parse_spec(obj: Obj) -> tuple[InferenceFleetSpec | None, str]:
-    """The spec, or None and why it does not validate."""
+def _parse_spec(
+    obj: Obj, allowed_priority_classes: frozenset[str] | None
+) -> tuple[InferenceFleetSpec | None, str]:
+    """The spec, or None and why it does not validate (or names a PriorityClass the operator refuses)."""
     try:
-        return InferenceFleetSpec.model_validate(obj.get("spec") or {}), ""
+        spec = InferenceFleetSpec.model_validate(obj.get("spec") or {})
     except ValidationError as error:
         return None, f"spec is invalid: {error.errors()[0].get('msg', error)}"[:512]
+    refused = priority_class_refusal(spec.priority_class_name, allowed_priority_classes)
+    if refused is not None:
+        return None, refused[:512]
+    return spec, ""
 
 
 def _owned_by(obj: Obj, uid: str) -> bool:
-    refs = obj.get("metadata", {}).get("ownerReferences", []) or []
-    return any(ref.get("uid") == uid for ref in refs)
+    return controller_uid(obj) == uid

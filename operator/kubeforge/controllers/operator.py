@@ -21,12 +21,14 @@ import logging
 import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
 from aiohttp import web
 
 from kubeforge.api.names import INFERENCEFLEET_LABEL, MANAGED_BY, MANAGED_BY_VALUE, TRAININGJOB_LABEL
+from kubeforge.controllers import metrics_auth
 from kubeforge.controllers.runtime import Controller, OperatorConfig, Runtime
 from kubeforge.kube import projections
 from kubeforge.kube.client import Kube
@@ -41,6 +43,7 @@ from kubeforge.kube.kinds import (
     PDB,
     POD,
     PRIORITY_CLASS,
+    REPLICASET,
     RESOURCE_QUOTA,
     SERVICE,
     TRAININGJOB,
@@ -56,6 +59,19 @@ class Endpoints:
     metrics_port: int = 8080
     health_port: int = 8081
     bind_address: str = "0.0.0.0"
+    """Where /healthz and /readyz listen (the kubelet probes them on the pod's IP)."""
+    metrics_bind_address: str | None = None
+    """Where /metrics listens; None: `bind_address`. 127.0.0.1 keeps it inside the pod (for an
+    authenticating proxy beside the operator)."""
+    metrics_auth: bool = False
+    """Check every scrape's bearer token with a TokenReview and a SubjectAccessReview."""
+    metrics_cert_file: Path | None = None
+    metrics_key_file: Path | None = None
+    """Serve the authenticated /metrics over TLS with this certificate and key (PEM)."""
+
+    @property
+    def metrics_address(self) -> str:
+        return self.bind_address if self.metrics_bind_address is None else self.metrics_bind_address
 
 
 async def _pods_clusterwide(http: httpx2.AsyncClient) -> bool:
@@ -85,6 +101,8 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
         Source(INFERENCEFLEET, projections.owned_resource, namespaces=namespaces),
         Source(JOB, projections.child, ours, namespaces, (TRAININGJOB_LABEL,)),
         Source(DEPLOYMENT, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),
+        # Only to link a fleet's pods to its Deployments by owner UID (pod -> ReplicaSet -> Deployment).
+        Source(REPLICASET, projections.owner_link, ours, namespaces),
         Source(SERVICE, projections.child, ours, namespaces),
         Source(PDB, projections.child, ours, namespaces),
         Source(CONTROLLER_REVISION, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),
@@ -143,8 +161,15 @@ async def run_operator(
     ]
     runtimes = [Runtime(caches, c, config) for c in build_controllers(kube, caches, config)]
 
-    if endpoints.metrics_port:
-        exposition.serve(endpoints.metrics_port, endpoints.bind_address)
+    metrics_runner: web.AppRunner | None = None
+    if endpoints.metrics_port and endpoints.metrics_auth:
+        tls = metrics_auth.tls_context(endpoints.metrics_cert_file, endpoints.metrics_key_file)
+        gate = metrics_auth.MetricsGate(kube)
+        metrics_runner = await metrics_auth.serve(
+            gate, endpoints.metrics_address, endpoints.metrics_port, tls
+        )
+    elif endpoints.metrics_port:
+        exposition.serve(endpoints.metrics_port, endpoints.metrics_address)
     health = await _health_server(endpoints, caches) if endpoints.health_port else None
 
     stop = asyncio.Event()
@@ -202,6 +227,8 @@ async def run_operator(
             await kube.close()
         if health is not None:
             await health.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
     return code
 
 

@@ -46,6 +46,8 @@ class OperatorConfig:
     place its workers gives its GPUs back within this time, whatever its spec says."""
     max_unplaced_gpus_per_namespace: int = 0
     """GPUs one namespace's admitted gangs may hold reserved but not yet placed; 0: no limit."""
+    allowed_priority_classes: frozenset[str] | None = None
+    """PriorityClasses a TrainingJob or InferenceFleet may name (`--allowed-priority-classes`); None: any."""
 
 
 @dataclass(frozen=True)

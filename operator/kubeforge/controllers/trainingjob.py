@@ -18,9 +18,16 @@ from pydantic import ValidationError
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec
 from kubeforge.builders.trainingjob import Owner, build_job, build_pod_template, build_service
+from kubeforge.controllers.ownership import (
+    PRIORITY_CLASS_NOT_ALLOWED,
+    clear_conflict,
+    priority_class_refusal,
+    refuse,
+    warn_owner,
+)
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
-from kubeforge.kube.informer import Reader
+from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
@@ -66,7 +73,7 @@ class TrainingJobController:
         )
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
-        await self.kube.event(obj, type_="Warning", reason=reason, message=message)
+        await warn_owner(self.kube, TRAININGJOB, obj, reason, message)
 
     async def forget(self, namespace: str, name: str) -> None:
         self._waiting.discard((namespace, name))
@@ -134,6 +141,10 @@ class TrainingJobController:
             # reserved pod label): reported as InvalidSpec, never built.
             problem = error.errors()[0].get("msg", str(error))
             raise _UnreadableSpecError(f"spec is invalid: {problem}"[:512]) from error
+        refused = priority_class_refusal(spec.priority_class_name, self.config.allowed_priority_classes)
+        if refused is not None:
+            await refuse(self.kube, TRAININGJOB, obj, PRIORITY_CLASS_NOT_ALLOWED, refused)
+            return None
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
         if status.phase not in ("Succeeded", "Failed"):
@@ -142,7 +153,9 @@ class TrainingJobController:
                 await self.kube.apply_if_changed(service, self.caches.get(SERVICE, name, namespace))
         selector = {MANAGED_BY: MANAGED_BY_VALUE, TRAININGJOB_LABEL: name}
         jobs = self.caches.list(JOB, namespace, labels=selector)
-        pod_views = [training.pod_view(p) for p in self.caches.list(POD, namespace, labels=selector)]
+        # Pods by their Job's UID, never by label: a tenant's pod copying the labels is not a worker.
+        job_uids = [str(j["metadata"].get("uid")) for j in jobs if controller_uid(j) == owner.uid]
+        pod_views = [training.pod_view(p) for p in self.caches.controlled(POD, namespace, job_uids)]
         nodes = None
         if any(p.node is not None and not p.terminal for p in pod_views):
             nodes = {n.name: n for n in (training.node_view(o) for o in self.caches.list(NODE))}
@@ -177,6 +190,7 @@ class TrainingJobController:
             if plan.status.phase != "Queued":
                 self._waiting.discard((namespace, name))
         await self._execute(obj, spec, owner, plan)
+        await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after

@@ -1,5 +1,9 @@
 """A small, typed facade over lightkube: plain dicts in and out, server-side apply under one field
-manager, 404 on delete and 409 on create treated as "already done"."""
+manager, 404 on delete treated as "already done".
+
+A child is created with a plain POST (which fails when the name is taken) and only then kept current
+with forced server-side apply: a forced apply over an object someone else made would take it over, so
+the operator forces only on objects whose controller owner reference is its own."""
 
 from __future__ import annotations
 
@@ -92,6 +96,15 @@ def _controller_uid(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _not_ours(obj: Mapping[str, Any]) -> NotOursError:
+    meta = obj["metadata"]
+    return NotOursError(
+        f"{obj['kind']} {meta.get('namespace')}/{meta['name']} exists and is not controlled by this "
+        "object; rename one of them or delete the other object (the operator never takes over an "
+        "object it did not create)"
+    )
+
+
 class Kube:
     """The operator's API client. One instance per process; coroutine-safe.
 
@@ -106,8 +119,13 @@ class Kube:
     ) -> None:
         # No pool timeout: with more requests in flight than connections, a request waits for one (a
         # queue bounded by --max-concurrent-reconciles), never fails with PoolTimeout.
+        # trust_env: HTTP(S)_PROXY and friends in the pod's environment would otherwise route the
+        # operator's credentials through whatever proxy they name; only --use-env-proxy allows that.
         self._client = AsyncClient(
-            config=access.config, field_manager=field_manager, timeout=httpx2.Timeout(30, pool=None)
+            config=access.config,
+            field_manager=field_manager,
+            timeout=httpx2.Timeout(30, pool=None),
+            trust_env=access.use_env_proxy,
         )
         self._access = access
         self.field_manager = field_manager
@@ -121,7 +139,9 @@ class Kube:
         credentials, so watches never hold connections the reconcile workers need."""
         config = self._access.config.get()
         assert config is not None
-        return HttpClient(config, ConnectionParams(timeout=httpx2.Timeout(30), trust_env=False))
+        return HttpClient(
+            config, ConnectionParams(timeout=httpx2.Timeout(30), trust_env=self._access.use_env_proxy)
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -185,32 +205,55 @@ class Kube:
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply, forced: the operator owns the fields it sets on its children. The object
         is stamped with the hash of what was applied (see `unchanged`)."""
-        meta = obj.setdefault("metadata", {})
-        meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(obj)
-        res = _resource(obj["apiVersion"], obj["kind"])
-        applied = _plain(
-            await self._call(
-                "apply",
-                KINDS[(obj["apiVersion"], obj["kind"])].plural,
-                self._client.apply(res(obj), field_manager=self.field_manager, force=True),
-            )
+        return await self._write_child(
+            "apply", obj, lambda res: self._client.apply(res, field_manager=self.field_manager, force=True)
         )
-        gen = (applied.get("metadata") or {}).get("generation")
+
+    async def create(self, obj: Obj) -> Obj:
+        """Create a child that is not there yet: unlike an apply, a POST fails (409) when the name is
+        taken, so an object someone else made is never merged into. Stamped like `apply`."""
+        return await self._write_child(
+            "create", obj, lambda res: self._client.create(res, field_manager=self.field_manager)
+        )
+
+    async def _write_child(self, verb: str, obj: Obj, send: Callable[[Any], Awaitable[Any]]) -> Obj:
+        """Stamp the child with the hash of what is written, send it, and remember the generation the
+        write produced (see `apply_if_changed`)."""
+        meta = obj.setdefault("metadata", {})
+        stamp = meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(obj)
+        res = _resource(obj["apiVersion"], obj["kind"])
+        written = _plain(
+            await self._call(verb, KINDS[(obj["apiVersion"], obj["kind"])].plural, send(res(obj)))
+        )
+        gen = (written.get("metadata") or {}).get("generation")
         if isinstance(gen, int):
-            self._generations[_child_key(obj)] = (meta["annotations"][APPLIED_HASH_ANNOTATION], gen)
-        return self._seen(applied)
+            self._generations[_child_key(obj)] = (stamp, gen)
+        return self._seen(written)
 
     async def apply_if_changed(self, obj: Obj, cached: Obj | None) -> Obj | None:
         """Apply unless the cached child already carries this desired object and nobody changed its spec
         since our last write of it (its generation is the one that write produced). None: nothing sent.
-        Raises NotOursError when the cached object of that name is controlled by another owner (say a
-        fleet and a TrainingJob of the same name both want a Service called so)."""
-        if cached is not None and _controller_uid(cached) != _controller_uid(obj):
+
+        Raises NotOursError when an object of that name is controlled by another owner, or by none (a
+        Service a user made, say): the caches select children by label, so an object missing from them
+        is created, and when the name turns out to be taken its owner is checked before anything is
+        written."""
+        if cached is None:
+            try:
+                return await self.create(obj)
+            except ApiError as error:
+                if not is_conflict(error):
+                    raise
             meta = obj["metadata"]
-            raise NotOursError(
-                f"{obj['kind']} {meta.get('namespace')}/{meta['name']} exists and is not controlled by this "
-                "object; rename one of them (the operator never takes over an object it did not create)"
-            )
+            cached = await self.get(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+            if cached is None:
+                raise RuntimeError(f"{obj['kind']} {meta.get('namespace')}/{meta['name']} vanished; retrying")
+            if _controller_uid(cached) != _controller_uid(obj):
+                raise _not_ours(obj)
+            # Ours, but out of the label-selected cache (a label removed by hand): apply restores it.
+            return await self.apply(obj)
+        if _controller_uid(cached) != _controller_uid(obj):
+            raise _not_ours(obj)
         if unchanged(obj, cached):
             assert cached is not None
             ours = self._generations.get(_child_key(obj))
@@ -295,6 +338,35 @@ class Kube:
             if is_conflict(error):
                 raise LeaseConflict(str(error)) from error
             raise
+
+    # -- reviews (who may read /metrics) ------------------------------------------------------------
+
+    async def review_token(self, token: str) -> Obj:
+        """A TokenReview: the API server says whose token this is (`status.authenticated`, `user`)."""
+        body: Obj = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        res = _resource(body["apiVersion"], body["kind"])
+        reviewed = _plain(await self._call("create", "tokenreviews", self._client.create(res(body))))
+        return dict(reviewed.get("status") or {})
+
+    async def review_access(self, user: Mapping[str, Any], *, path: str, verb: str) -> bool:
+        """A SubjectAccessReview: may `user` (a TokenReview's `status.user`) `verb` the non-resource
+        URL `path`, as RBAC's `nonResourceURLs` rules say."""
+        spec: Obj = {
+            "user": user.get("username", ""),
+            "groups": list(user.get("groups") or []),
+            "uid": user.get("uid", ""),
+            "nonResourceAttributes": {"path": path, "verb": verb},
+        }
+        if user.get("extra"):
+            spec["extra"] = dict(user["extra"])
+        body: Obj = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        res = _resource(body["apiVersion"], body["kind"])
+        reviewed = _plain(await self._call("create", "subjectaccessreviews", self._client.create(res(body))))
+        return bool((reviewed.get("status") or {}).get("allowed"))
 
     async def event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on an object; a failure to record is logged, never raised."""

@@ -19,6 +19,9 @@ class ClusterAccess:
 
     config: KubeConfig
     source: str
+    use_env_proxy: bool = False
+    """Whether HTTP(S)_PROXY / NO_PROXY (and SSL_CERT_FILE) from the environment apply to API requests.
+    Off unless asked for: an inherited variable must not send the operator's token through a proxy."""
 
     @property
     def server(self) -> str:
@@ -26,11 +29,17 @@ class ClusterAccess:
         return str(selected.cluster.server) if selected is not None else ""
 
 
-def load_access(*, kubeconfig: Path | None, in_cluster: bool, context: str | None = None) -> ClusterAccess:
+def load_access(
+    *,
+    kubeconfig: Path | None,
+    in_cluster: bool,
+    context: str | None = None,
+    use_env_proxy: bool = False,
+) -> ClusterAccess:
     if kubeconfig is not None and in_cluster:
         raise ConfigError("--kubeconfig and --in-cluster exclude each other")
     if in_cluster:
-        return ClusterAccess(KubeConfig.from_service_account(), "in-cluster service account")
+        return ClusterAccess(KubeConfig.from_service_account(), "in-cluster service account", use_env_proxy)
     if kubeconfig is None:
         raise ConfigError(
             "no cluster given: pass --kubeconfig PATH, or --in-cluster when running inside Kubernetes"
@@ -46,4 +55,4 @@ def load_access(*, kubeconfig: Path | None, in_cluster: bool, context: str | Non
             current_context=context,
             fname=kubeconfig,
         )
-    return ClusterAccess(config, f"kubeconfig {kubeconfig}")
+    return ClusterAccess(config, f"kubeconfig {kubeconfig}", use_env_proxy)

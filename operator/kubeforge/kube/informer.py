@@ -23,6 +23,7 @@ after `410 Gone`. A relist replaces the store and reports objects that vanished 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import random
@@ -32,7 +33,8 @@ from typing import Any, Protocol
 
 import httpx2
 
-from kubeforge.kube.kinds import NODE, POD, Kind
+from kubeforge.api.names import ATTEMPT_LABEL, TRAININGJOB_LABEL
+from kubeforge.kube.kinds import JOB, NODE, POD, TRAININGJOB, Kind
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity
 
@@ -73,13 +75,24 @@ def resource_version(obj: Mapping[str, Any] | None) -> int | None:
         return None
 
 
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The UID of the object's controller (the owner reference with `controller: true`), if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("uid"):
+            return str(ref["uid"])
+    return None
+
+
 @dataclass
 class Store:
-    """Objects of one kind by key, indexed by the values of a few labels per namespace (owner names)."""
+    """Objects of one kind by key, indexed by the values of a few labels per namespace (owner names) and
+    by the UID of their controller. Labels only narrow a search; who owns an object is decided by the
+    controller UID, which a tenant cannot copy from a label onto a pod of their own."""
 
     index_labels: tuple[str, ...] = ()
     objects: dict[Key, Obj] = field(default_factory=dict)
     _index: dict[tuple[str, str, str], set[Key]] = field(default_factory=dict)
+    _controlled: dict[str, set[Key]] = field(default_factory=dict)
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.objects.get((namespace, name))
@@ -91,6 +104,10 @@ class Store:
 
     def by_index(self, label: str, namespace: str, value: str) -> list[Obj]:
         return [self.objects[k] for k in self._index.get((label, namespace, value), ()) if k in self.objects]
+
+    def controlled_by(self, uid: str) -> list[Obj]:
+        """Objects whose controller owner reference has this UID."""
+        return [self.objects[k] for k in self._controlled.get(uid, ()) if k in self.objects]
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -108,6 +125,8 @@ class Store:
         self.objects[key] = obj
         for slot in self._slots(obj):
             self._index.setdefault(slot, set()).add(key)
+        if (uid := controller_uid(obj)) is not None:
+            self._controlled.setdefault(uid, set()).add(key)
         return old
 
     def pop(self, key: Key) -> Obj | None:
@@ -123,6 +142,12 @@ class Store:
                 keys.discard(key)
                 if not keys:
                     del self._index[slot]
+        uid = controller_uid(obj)
+        owned = self._controlled.get(uid) if uid is not None else None
+        if uid is not None and owned is not None:
+            owned.discard(key)
+            if not owned:
+                del self._controlled[uid]
 
 
 @dataclass(frozen=True)
@@ -158,6 +183,9 @@ class Informer:
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.store.get(namespace, name)
+
+    def controlled(self, namespace: str, owner_uids: Iterable[str]) -> list[Obj]:
+        return [o for uid in owner_uids for o in self.store.controlled_by(uid) if key_of(o)[0] == namespace]
 
     def list(self, namespace: str | None = None, labels: Mapping[str, str] | None = None) -> list[Obj]:
         index = next((label for label in self.store.index_labels if label in (labels or {})), None)
@@ -350,6 +378,11 @@ class Reader(Protocol):
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> list[Obj]: ...
 
+    def controlled(self, kind: Kind, namespace: str, owner_uids: Iterable[str]) -> builtins.list[Obj]:
+        """Objects of `kind` in `namespace` whose controller is one of `owner_uids`: how a controller
+        finds its pods (never by label, which anyone who can create a pod can copy)."""
+        ...
+
     def capacity(self) -> capacity.Ledger:
         """GPU capacity: the nodes and what bound pods hold, kept current by the pod and node caches."""
         ...
@@ -365,14 +398,57 @@ class Caches:
         self._ledger = capacity.Ledger()
         if POD in self:
             self.informer(POD).add_handler(self._on_pod)
+            if JOB in self and TRAININGJOB in self:
+                self.informer(JOB).add_handler(self._on_owner)
+                self.informer(TRAININGJOB).add_handler(self._on_owner)
         if NODE in self:
             self.informer(NODE).add_handler(self._on_node)
 
     def _on_pod(self, old: Obj | None, new: Obj | None) -> None:
         if new is not None:
-            self._ledger.put_pod(capacity.pod_info(new))
+            self._ledger.put_pod(capacity.pod_info(self._attributed(new)))
         elif old is not None:
             self._ledger.remove_pod(*key_of(old))
+
+    def _attributed(self, pod: Obj) -> Obj:
+        """The pod as GPU accounting may read it: its TrainingJob (and attempt) labels count only when
+        its controller is a Job, by UID, that the TrainingJob it names controls, by UID. A tenant's pod
+        copying a gang's labels would otherwise count as one of its placed workers (so the gang's
+        reservation would shrink) or be left out of the GPUs in use while that gang is admitted."""
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        name = labels.get(TRAININGJOB_LABEL)
+        if name is None or JOB not in self or TRAININGJOB not in self or self._is_worker_of(pod, str(name)):
+            return pod
+        kept = {k: v for k, v in labels.items() if k not in (TRAININGJOB_LABEL, ATTEMPT_LABEL)}
+        return {**pod, "metadata": {**meta, "labels": kept}}
+
+    def _is_worker_of(self, pod: Obj, trainingjob: str) -> bool:
+        namespace = key_of(pod)[0]
+        ref = next(
+            (r for r in (pod.get("metadata") or {}).get("ownerReferences") or [] if r.get("controller")), None
+        )
+        if ref is None or ref.get("kind") != JOB.kind:
+            return False
+        job = self.get(JOB, str(ref.get("name")), namespace)
+        owner = self.get(TRAININGJOB, trainingjob, namespace)
+        if job is None or owner is None or str((job.get("metadata") or {}).get("uid")) != str(ref.get("uid")):
+            return False
+        return controller_uid(job) == str((owner.get("metadata") or {}).get("uid"))
+
+    def _on_owner(self, old: Obj | None, new: Obj | None) -> None:
+        """A Job or TrainingJob that appears (a relist may list pods first) or goes: its pods are
+        attributed again."""
+        if (old is None) == (new is None):
+            return
+        obj = new if new is not None else old
+        assert obj is not None
+        uid = str((obj.get("metadata") or {}).get("uid"))
+        jobs = [obj] if obj.get("kind") == JOB.kind else self.informer(JOB).store.controlled_by(uid)
+        pods = self.informer(POD).store
+        for job in jobs:
+            for pod in pods.controlled_by(str((job.get("metadata") or {}).get("uid"))):
+                self._on_pod(None, pod)
 
     def _on_node(self, old: Obj | None, new: Obj | None) -> None:
         if new is not None:
@@ -396,6 +472,9 @@ class Caches:
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> list[Obj]:
         return self.informer(kind).list(namespace, labels)
+
+    def controlled(self, kind: Kind, namespace: str, owner_uids: Iterable[str]) -> builtins.list[Obj]:
+        return self.informer(kind).controlled(namespace, owner_uids)
 
     def observe_write(self, obj: Obj) -> None:
         informer = self.informers.get((str(obj.get("apiVersion")), str(obj.get("kind"))))

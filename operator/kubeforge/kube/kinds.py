@@ -42,6 +42,8 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("kubeforge.dev/v1alpha1", "TrainingJob", "trainingjobs"),
         Kind("kubeforge.dev/v1alpha1", "InferenceFleet", "inferencefleets"),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+        Kind("authentication.k8s.io/v1", "TokenReview", "tokenreviews", namespaced=False),
+        Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
     )
 }
 
@@ -55,6 +57,7 @@ NODE = kind("v1", "Node")
 SERVICE = kind("v1", "Service")
 JOB = kind("batch/v1", "Job")
 DEPLOYMENT = kind("apps/v1", "Deployment")
+REPLICASET = kind("apps/v1", "ReplicaSet")
 CONTROLLER_REVISION = kind("apps/v1", "ControllerRevision")
 PDB = kind("policy/v1", "PodDisruptionBudget")
 LEASE = kind("coordination.k8s.io/v1", "Lease")

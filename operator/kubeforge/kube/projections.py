@@ -163,6 +163,19 @@ def child(obj: Obj) -> Obj | None:
     return out
 
 
+def owner_link(obj: Obj) -> Obj | None:
+    """A ReplicaSet: only who it is and who controls it (a link in pod -> ReplicaSet -> Deployment)."""
+    meta = _meta(obj)
+    return {
+        **_head(obj),
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "ownerReferences")
+            if k in meta
+        },
+    }
+
+
 def priority_class(obj: Obj) -> Obj | None:
     meta = _meta(obj)
     return {
