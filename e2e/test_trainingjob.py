@@ -427,7 +427,9 @@ def test_operator_killed_mid_reconcile_creates_no_duplicates(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "survivor"
-    kubectl.apply(_manifest(name, run_seconds=5), namespace)
+    # Long enough to still be Running after the kills below, each followed by a restart that waits for
+    # the caches to sync (seconds on a loaded machine).
+    kubectl.apply(_manifest(name, run_seconds=20), namespace)
     # SIGKILL a few times while it creates the Service and the Job and writes status.
     for delay in (0.1, 0.4, 0.8):
         time.sleep(delay)
