@@ -153,11 +153,8 @@ def test_every_panel_returns_data_during_a_load_run(
     flaky = {"fail-exit-code": "1", "fail-after-seconds": "1"}
     kubectl.apply(training_job("flaky", flaky, policy={"maxRestarts": 2, "backoffSeconds": 1}), namespace)
 
-    # An autoscaled fleet under more load than one replica serves.
-    loadsim.set_load(namespace, "chat", 50, **MODEL)
-    kubectl.apply(fleet("chat", resources={"gpus": 1, "gpuType": "L4"}, autoscaling=AUTOSCALING), namespace)
-
-    # A canary that fails its analysis and is rolled back.
+    # A canary that fails its analysis and is rolled back (first: steady_fleet expects the namespace's
+    # only Deployments to be its own).
     body = base_spec(rollout={"steps": STEPS, "analysis": ANALYSIS})
     stable = steady_fleet(kubectl, loadsim, namespace, "canary", body)
     bad_body = {**body, "image": IMAGE + "-broken"}
@@ -173,6 +170,10 @@ def test_every_panel_returns_data_during_a_load_run(
 
     wait_for(rolled_back, timeout=120, interval=0.5, description="the bad canary rolled back")
     assert replicas_by_revision(kubectl, namespace).get(stable) == 4
+
+    # An autoscaled fleet under more load than one replica serves.
+    loadsim.set_load(namespace, "chat", 50, **MODEL)
+    kubectl.apply(fleet("chat", resources={"gpus": 1, "gpuType": "L4"}, autoscaling=AUTOSCALING), namespace)
     wait_ready(kubectl, namespace, "chat")
     wait_for(
         lambda: (get_fleet(kubectl, namespace, "chat").get("status", {}).get("desiredReplicas") or 0) > 1,
