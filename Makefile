@@ -22,8 +22,8 @@ $(VENV)/.installed: pyproject.toml
 tools: ## build the pinned control-plane binaries from Go modules (cached; see e2e/versions.env)
 	bash e2e/tools/build.sh
 
-system-deps: ## install Prometheus from Debian's packages when missing (needs root)
-	@command -v prometheus >/dev/null || { \
+system-deps: ## install Prometheus and promtool from Debian's packages when missing (needs root)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing Debian's prometheus package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  systemctl disable --now prometheus >/dev/null 2>&1 || true; }
@@ -38,7 +38,7 @@ lint: venv ## ruff, mypy --strict, import contracts, CRDs up to date
 	$(BIN)/lint-imports
 	$(BIN)/kubeforge crds --check
 
-unit: venv tools ## fast tests: no cluster, no network
+unit: venv tools system-deps ## fast tests: no cluster, no network (promtool tests the alert rules)
 	$(BIN)/pytest tests
 
 e2e: venv tools system-deps ## end-to-end tests on the local control plane (started if not up)

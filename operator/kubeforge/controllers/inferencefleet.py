@@ -168,7 +168,7 @@ class InferenceFleetController:
         else:
             raise RuntimeError(f"InferenceFleet {key[0]}/{key[1]}: the plan still asks for {plan}")
         if plan.evaluation is not None:
-            self._record_evaluation(*key, plan.evaluation, fleet.memory.decision)
+            self._record_evaluation(*key, plan.evaluation, fleet.memory.decision, auto)
         # Remembered before the writes: a failed write retries the pass, not the evaluation.
         fleet.memory = plan.memory
         try:
@@ -333,6 +333,7 @@ class InferenceFleetController:
             exposition.TRANSITIONS.labels(KIND, changed.type, changed.status, changed.reason).inc()
         if o.measurement is not None and plan.status.rollout and plan.status.rollout.last_analysis:
             run = plan.status.rollout.last_analysis
+            exposition.ANALYSIS.labels(namespace, run.verdict).inc()
             log.info(
                 "InferenceFleet %s/%s: analysis of %s: %s (%s)",
                 namespace,
@@ -400,12 +401,19 @@ class InferenceFleetController:
         return plan
 
     def _record_evaluation(
-        self, namespace: str, name: str, decision: autoscaler.Decision, last: autoscaler.Decision | None
+        self,
+        namespace: str,
+        name: str,
+        decision: autoscaler.Decision,
+        last: autoscaler.Decision | None,
+        spec: Autoscaling | None,
     ) -> None:
         exposition.AUTOSCALER_DECISIONS.labels(namespace, decision.direction, decision.reason).inc()
         exposition.AUTOSCALER_DESIRED.labels(namespace, name).set(decision.desired)
         if decision.value is not None:
             exposition.AUTOSCALER_METRIC.labels(namespace, name).set(decision.value)
+        if spec is not None:
+            exposition.record_target(namespace, name, spec.metric or "query", float(spec.target))
         # A hold for the same reason as the last one is not worth a line at INFO every interval.
         news = decision.direction != "hold" or last is None or decision.reason != last.reason
         log.log(

@@ -63,10 +63,23 @@ AUTOSCALER_METRIC = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+AUTOSCALER_TARGET = Gauge(
+    "kubeforge_autoscaler_target",
+    "The target the autoscaler holds each fleet's metric to (spec.autoscaling.target), by metric name "
+    "(latencyP95, ttftP95, ..., or query): alerts and dashboards compare the metric value with it.",
+    ["namespace", "name", "metric"],
+    registry=REGISTRY,
+)
 ROLLOUTS = Counter(
     "kubeforge_rollout_outcomes_total",
     "Finished rollouts by outcome (Promoted, RolledBack, Aborted).",
     ["namespace", "outcome"],
+    registry=REGISTRY,
+)
+ANALYSIS = Counter(
+    "kubeforge_rollout_analysis_total",
+    "Canary analysis measurements by verdict (Pass, Fail, Inconclusive).",
+    ["namespace", "verdict"],
     registry=REGISTRY,
 )
 
@@ -192,7 +205,12 @@ LEADER = Gauge(
     registry=REGISTRY,
 )
 
-_PER_OBJECT: tuple[Gauge, ...] = (TRAINING_GPU_HOURS, AUTOSCALER_DESIRED, AUTOSCALER_METRIC)
+_PER_OBJECT: tuple[Gauge, ...] = (
+    TRAINING_GPU_HOURS,
+    AUTOSCALER_DESIRED,
+    AUTOSCALER_METRIC,
+    AUTOSCALER_TARGET,
+)
 
 
 def record_conditions(kind: str, namespace: str, name: str, conditions: Iterable[Mapping[str, Any]]) -> None:
@@ -208,6 +226,14 @@ def record_phase(kind: str, namespace: str, name: str, phase: str, phases: Itera
         PHASE.labels(kind, namespace, name, candidate).set(1.0 if candidate == phase else 0.0)
 
 
+def record_target(namespace: str, name: str, metric: str, target: float) -> None:
+    """One target series per fleet: a changed metric name replaces the old series."""
+    for labels in list(_series(AUTOSCALER_TARGET)):
+        if labels[:2] == (namespace, name) and labels[2] != metric:
+            AUTOSCALER_TARGET.remove(*labels)
+    AUTOSCALER_TARGET.labels(namespace, name, metric).set(target)
+
+
 def forget(kind: str, namespace: str, name: str) -> None:
     """Drop every series of one object."""
     for gauge in (CONDITION, PHASE):
@@ -216,7 +242,7 @@ def forget(kind: str, namespace: str, name: str) -> None:
                 gauge.remove(*labels)
     for gauge in _PER_OBJECT:
         for labels in list(_series(gauge)):
-            if labels == (namespace, name):
+            if labels[:2] == (namespace, name):
                 gauge.remove(*labels)
 
 
