@@ -4,12 +4,14 @@ server's own schema and CEL rules, as on a production cluster.
 
 - A route that opts in (label `kubeforge.dev/inferencefleet=<fleet>`) gets the fleet's backends weighted
   as the canary's ready pods: each step's share, 100% on the promoted revision, and back to the stable
-  revision on an abort. Its rules that point elsewhere, or at a Service of the fleet's name in another
-  namespace, stay as written.
+  revision on an abort, every revision's backend keeping the filter the user put on the fleet's
+  backend. Its rules that point elsewhere, or at a Service of the fleet's name in another namespace,
+  stay as written.
 - A route that does not opt in is never written (its resourceVersion does not move through a whole
   rollout) until its owner opts it in; routes a fleet does not name are never written either.
 - The operator never creates or deletes a route: a missing one is reported, a fleet's deletion leaves
   its route where it was.
+- A patch the API server refuses (too many backends in a rule) is reported with the server's message.
 
 No Prometheus: these rollouts have no analysis, only timed and manual steps."""
 
@@ -29,6 +31,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 OPT_IN = "kubeforge.dev/inferencefleet"
 PORT = 8000  # the fleet's default serving port
+# A filter on the user's backend: requests to every revision must go through it, the canary's too.
+TAG = [
+    {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-via", "value": "gw"}]}}
+]
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -148,7 +154,7 @@ def test_canary_weights_follow_the_steps_promotion_and_abort(
         httproute(
             name,
             [
-                rule("/v1", backend(name)),
+                rule("/v1", backend(name, filters=TAG)),
                 rule("/docs", backend("docs", 80)),
                 rule("/mirror", backend(name, namespace=elsewhere)),
             ],
@@ -182,6 +188,7 @@ def test_canary_weights_follow_the_steps_promotion_and_abort(
     assert (ro["phase"], ro["canaryRevision"], ro["canaryWeight"]) == ("Paused", v2, 50)
     for p, r in untouched.items():
         assert rule_for(route, p) == r, f"rule {p} was rewritten"
+    assert [ref.get("filters") for ref in rule_for(route, "/v1")["backendRefs"]] == [TAG, TAG]
     for split in seen:
         assert sum(split.values()) == 100, seen
         assert set(split) <= {v1, v2}, seen
@@ -212,6 +219,7 @@ def test_canary_weights_follow_the_steps_promotion_and_abort(
 
     for p, r in untouched.items():
         assert rule_for(route, p) == r, f"rule {p} was rewritten"
+    assert [ref.get("filters") for ref in rule_for(route, "/v1")["backendRefs"]] == [TAG]
     assert not route["metadata"].get("ownerReferences"), "the route stays the user's"
     after = resource_versions(kubectl, namespace)
     assert after["chat-mirror"] == before["chat-mirror"]
