@@ -12,18 +12,23 @@ server's own schema and CEL rules, as on a production cluster.
 - The operator never creates or deletes a route: a missing one is reported, a fleet's deletion leaves
   its route where it was.
 - A patch the API server refuses (too many backends in a rule) is reported with the server's message.
+- The chart's ServiceAccount may read and patch routes, not create, delete or list them, and that is
+  enough: the operator run with its token weights a route.
 
 No Prometheus: these rollouts have no analysis, only timed and manual steps."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubeforge_e2e import Kubectl, KubectlError, LocalCluster, read_versions, wait_for
+from kubeforge_e2e import Helm, Kubectl, KubectlError, LocalCluster, read_versions, wait_for
+from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.workloads import IMAGE, condition, fleet, get_fleet
+from test_chart_install import installed, token_kubeconfig
 from test_fleet import operator  # noqa: F401  (the operator alone: no analysis, no Prometheus)
 from test_rollout import base_spec, cli, revision_of, rollout_of, steady_fleet, wait_phase
 
@@ -311,3 +316,49 @@ def test_a_patch_the_api_server_refuses_is_reported_and_the_route_kept(
     wait_phase(kubectl, namespace, name, "Promoted", stableRevision=v2)
     wait_weights(kubectl, namespace, name, name, {**{f"shard-{i}": 1 for i in range(15)}, v2: 100}, [])
     routed(kubectl, namespace, name, "True", "WeightsSet")
+
+
+def test_the_charts_identity_may_weight_a_route_but_not_create_or_delete_one(
+    cluster: LocalCluster, kubectl: Kubectl, helm: Helm, namespace: str, crds: None, tmp_path: Path
+) -> None:
+    with installed(helm, namespace) as release:
+        sa = f"{release}-kubeforge"
+        for verb, allowed in (
+            ("get", "yes"),
+            ("patch", "yes"),
+            ("create", "no"),
+            ("delete", "no"),
+            ("list", "no"),
+        ):
+            can = kubectl(
+                "auth",
+                "can-i",
+                verb,
+                "httproutes.gateway.networking.k8s.io",
+                "-n",
+                namespace,
+                f"--as=system:serviceaccount:{namespace}:{sa}",
+                check=False,
+            )
+            assert can.stdout.strip() == allowed, (verb, can.stdout, can.stderr)
+
+        name = "charted"
+        kubectl.apply(httproute(name, [rule("/v1", backend(name))], labels={OPT_IN: name}), namespace)
+        kubeconfig = token_kubeconfig(cluster, kubectl, namespace, sa, tmp_path / "kubeconfig")
+        operator = OperatorProcess(
+            kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace]
+        )
+        operator.start()
+        try:
+            # Not steady_fleet: the chart's own Deployment shares the namespace.
+            kubectl.apply(
+                fleet(name, **base_spec(replicas=1, rollout={"httpRoute": {"name": name}})), namespace
+            )
+            stable = wait_phase(kubectl, namespace, name, "Promoted")["stableRevision"]
+            wait_weights(kubectl, namespace, name, name, {stable: 100}, [])
+            routed(kubectl, namespace, name, "True", "WeightsSet")
+            log = operator.tail(2000)
+            assert "Forbidden" not in log, log
+            assert " 403" not in log, log
+        finally:
+            operator.stop()
