@@ -176,7 +176,7 @@ def test_canary_weights_follow_the_steps_promotion_and_abort(
     untouched = {p: rule_for(written, p) for p in ("/docs", "/mirror")}
 
     body = base_spec(
-        rollout={"steps": [{"weight": 25, "pauseSeconds": 5}, {"weight": 50}], "httpRoute": {"name": name}}
+        rollout={"steps": [{"weight": 25, "pauseSeconds": 8}, {"weight": 50}], "httpRoute": {"name": name}}
     )
     v1 = steady_fleet(kubectl, None, namespace, name, body)
     seen: list[dict[str, int]] = []
