@@ -364,13 +364,47 @@ class TestRoutePatch:
         assert patch is not None
         assert patch["metadata"] == {"resourceVersion": "3"}
         rules = patch["spec"]["rules"]
+        # The canary's new backend carries the filters of the backend it joins.
         assert rules[0]["backendRefs"] == [
-            {"name": "chat-new", "port": 8000, "weight": 25},
+            {"name": "chat-new", "port": 8000, "weight": 25, "filters": [{"x": 1}]},
             {"name": "chat-old", "port": 8000, "weight": 75, "filters": [{"x": 1}]},
         ]
         assert rules[1]["backendRefs"][0] == {"name": "api", "port": 80}
         assert [r["name"] for r in rules[1]["backendRefs"][1:]] == ["chat-new", "chat-old"]
         assert rules[2] == self.ROUTE["spec"]["rules"][2]
+
+    def test_the_users_backend_hands_its_fields_to_the_revisions_and_agrees_afterwards(self) -> None:
+        """The route as the user writes it (and as the API server defaults it): a backend naming the
+        fleet's Service with a filter. Every revision's backend is reached through that filter, and the
+        patched route needs no second patch."""
+        tag = [
+            {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "a", "value": "b"}]}}
+        ]
+        user = {"group": "", "kind": "Service", "name": "chat", "port": 8000, "weight": 1, "filters": tag}
+        route: dict[str, Any] = {"spec": {"rules": [{"backendRefs": [user]}]}}
+        for weights in ({"a": 100}, {"a": 75, "b": 25}, {"b": 100}):
+            patch = build.route_patch(route, name="chat", port=8000, weights=weights, revisions={"a", "b"})
+            assert patch is not None
+            refs = patch["spec"]["rules"][0]["backendRefs"]
+            assert {r["name"]: r["weight"] for r in refs} == {f"chat-{k}": w for k, w in weights.items()}
+            assert all(r["filters"] == tag and r["kind"] == "Service" for r in refs), refs
+            route = {"spec": patch["spec"]}
+            assert (
+                build.route_patch(route, name="chat", port=8000, weights=weights, revisions={"a", "b"})
+                is None
+            )
+
+    def test_a_revision_backend_never_takes_the_namespace_of_a_foreign_one_of_its_name(self) -> None:
+        theirs = {"name": "chat-a", "namespace": "other-team", "port": 8000}
+        route: dict[str, Any] = {
+            "spec": {"rules": [{"backendRefs": [{"name": "chat", "port": 8000}, theirs]}]}
+        }
+        patch = build.route_patch(route, name="chat", port=8000, weights={"a": 100}, revisions={"a"})
+        assert patch is not None
+        assert patch["spec"]["rules"][0]["backendRefs"] == [
+            {"name": "chat-a", "port": 8000, "weight": 100},
+            theirs,
+        ]
 
     def test_zero_weights_are_dropped_and_an_agreeing_route_needs_no_patch(self) -> None:
         patch = build.route_patch(

@@ -7,6 +7,7 @@ the control plane binaries, linked from the build cache), pid files, logs and et
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import fcntl
@@ -41,6 +42,16 @@ NODE_LEASE_SECONDS = 20
 TOLERATION_SECONDS = 10
 
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+# The Gateway API CRDs every cluster gets (from the pinned module, copied by build.sh): a route the
+# operator patches is then checked by the API server's own schema and CEL rules.
+GATEWAY_API_CRD = "httproutes.gateway.networking.k8s.io"
+GATEWAY_API_BUNDLE = "gateway.networking.k8s.io/bundle-version"
+
+
+def gateway_api_dir(version: str) -> Path:
+    """Where build.sh keeps the standard-channel manifests of Gateway API ``version``."""
+    return cache_dir() / "gateway-api" / version
 
 
 class ClusterError(RuntimeError):
@@ -188,7 +199,11 @@ class LocalCluster:
         else:
             self._stop_all()
             self._start(started_by, timeout)
-        self._wait_ready(timeout - (time.monotonic() - start))
+        # The CRDs go in while the nodes come up: a warm start pays for neither twice.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            crds = pool.submit(self._ensure_gateway_api)
+            self._wait_ready(timeout - (time.monotonic() - start))
+            crds.result()
         elapsed = time.monotonic() - start
         print(f"cluster ready in {elapsed:.1f}s ({self.server}, kubeconfig {self.kubeconfig})", flush=True)
         return elapsed
@@ -243,6 +258,7 @@ class LocalCluster:
             f".etcd-{versions['ETCD_VERSION']}",
             f".kwok-{versions['KWOK_VERSION']}",
             f".helm-{versions['HELM_VERSION']}",
+            f".gateway-api-{versions['GATEWAY_API_VERSION']}",
         ]
         missing = [s for s in stamps if not (bindir / s).is_file()] + [
             b for b in BINARIES if not (bindir / b).is_file()
@@ -420,6 +436,33 @@ class LocalCluster:
                 launch(name)
             for spec in self.topology.nodes:
                 api.post("/api/v1/nodes", spec.manifest())
+
+    def _ensure_gateway_api(self) -> None:
+        """Apply the pinned Gateway API CRDs unless the cluster has them at that version already (one GET
+        on a warm reuse), then wait until they serve."""
+        version = read_versions()["GATEWAY_API_VERSION"]
+        with self.api() as api:
+            try:
+                crd = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{GATEWAY_API_CRD}")
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                crd = {}
+        if (crd.get("metadata", {}).get("annotations") or {}).get(GATEWAY_API_BUNDLE) == version:
+            return
+        manifests = gateway_api_dir(version)
+        if not any(manifests.glob("*.yaml")):
+            self._ensure_binaries()  # build.sh copies them out of the module
+        _log(f"applying the Gateway API {version} standard-channel CRDs from {manifests}")
+        # Server-side: the HTTPRoute CRD is too large for client-side apply's last-applied annotation.
+        self.kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(manifests))
+        # controller-gen names each CRD's file <group>_<plural>.yaml; the other file is an admission policy.
+        crds = [
+            f"crd/{plural}.{group}"
+            for group, _, plural in (f.stem.partition("_") for f in sorted(manifests.glob("*.yaml")))
+            if not plural.startswith("vap_")
+        ]
+        self.kubectl.run("wait", "--for=condition=Established", "--timeout=60s", *crds)
 
     def _check_alive(self, names: tuple[str, ...]) -> bool:
         running = self.processes()

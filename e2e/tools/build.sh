@@ -3,8 +3,9 @@
 # e2e/versions.env, each in its own throwaway module (so their dependency graphs never mix) and cached
 # by version. A second run finds every binary in the cache and builds nothing.
 #
-# Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm kstatus (default: all)
-# Prints the directory holding the binaries on its last line of stdout.
+# Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm kstatus gateway-api
+# (default: all). Prints the directory holding the binaries on its last line of stdout. `gateway-api` builds
+# nothing: it copies the CRD manifests out of the pinned module into ${cache}/gateway-api/<version>/.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -139,12 +140,37 @@ build_kstatus() {
   touch "${bindir}/.${stamp}"
 }
 
+build_gateway_api() {
+  # Not a binary: the Gateway API's standard-channel CRDs (and the admission policy that guards their
+  # upgrades), as the pinned module ships them under config/crd/standard/. Copied out of the module cache
+  # (read-only there) so cluster-up applies them without calling Go; the stamp says which version is there.
+  local v="${GATEWAY_API_VERSION}" stamp="gateway-api-${GATEWAY_API_VERSION}"
+  local dest="${cache}/gateway-api/${GATEWAY_API_VERSION}" dir src
+  if [[ -f "${bindir}/.${stamp}" ]] && compgen -G "${dest}/*.yaml" >/dev/null; then
+    log "gateway-api ${v} CRDs: cached"; return
+  fi
+  dir="$(new_module gateway-api)"
+  src="$(cd "${dir}" && go mod download -json "sigs.k8s.io/gateway-api@${v}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  if ! compgen -G "${src}/config/crd/standard/*.yaml" >/dev/null; then
+    echo "no CRD manifests in ${src}/config/crd/standard" >&2; exit 1
+  fi
+  rm -rf "${dest}"
+  mkdir -p "${dest}"
+  cp "${src}/config/crd/standard/"*.yaml "${dest}/"
+  chmod u+w "${dest}"/*.yaml
+  rm -f "${bindir}"/.gateway-api-*
+  touch "${bindir}/.${stamp}"
+  log "gateway-api ${v} CRDs: $(find "${dest}" -name '*.yaml' | wc -l) manifests in ${dest}"
+}
+
 components=("$@")
-(( ${#components[@]} )) || components=(etcd kwok helm kubernetes kstatus)
+(( ${#components[@]} )) || components=(etcd kwok helm kubernetes kstatus gateway-api)
 total=$SECONDS
 for c in "${components[@]}"; do
   case "${c}" in
     kubernetes|etcd|kwok|helm|kstatus) "build_${c}" ;;
+    gateway-api) build_gateway_api ;;
     *) echo "unknown component: ${c}" >&2; exit 2 ;;
   esac
 done

@@ -341,6 +341,11 @@ def _is_fleet_backend(ref: Mapping[str, Any], name: str, known: set[str], namesp
     return target == name or target in known
 
 
+# What a revision's backend sets itself (a revision Service is always in the route's own namespace);
+# any other field of the backend it joins (filters, group, kind) it carries over.
+_OWN_BACKEND_FIELDS = ("name", "namespace", "port", "weight")
+
+
 def route_patch(
     route: Mapping[str, Any],
     *,
@@ -354,8 +359,9 @@ def route_patch(
 
     In every rule that has a backend pointing at the fleet (its Service `<fleet>`, or a revision Service
     `<fleet>-<rev>` of any revision in `revisions`), those backends are replaced by one per revision with
-    a positive weight (in revision order, the rest of the rule untouched); rules and backends that point
-    elsewhere are left alone. Lists are replaced whole by a merge patch, so the patch carries all rules
+    a positive weight (in revision order, the rest of the rule untouched; a new revision's backend
+    carries the filters of the rule's first fleet backend); rules and backends that point elsewhere are
+    left alone. Lists are replaced whole by a merge patch, so the patch carries all rules
     and the route's resourceVersion (a concurrent edit makes it fail and the next reconcile retry)."""
     spec = route.get("spec") or {}
     rules = spec.get("rules") or []
@@ -378,12 +384,19 @@ def route_patch(
         for ref in refs:
             if isinstance(ref, Mapping) and _is_fleet_backend(ref, name, known, namespace):
                 if not inserted:
-                    # Keep a backend's filters and other fields when it stays.
-                    by_name = {r.get("name"): r for r in refs if isinstance(r, Mapping)}
+                    # A backend that stays keeps its filters and other fields; a new one takes those of
+                    # the rule's first fleet backend (the user's `<fleet>` at first), so every revision,
+                    # the canary too, is reached through the same filters.
+                    by_name = {
+                        r.get("name"): r
+                        for r in refs
+                        if isinstance(r, Mapping) and _is_fleet_backend(r, name, known, namespace)
+                    }
+                    joined = {k: v for k, v in ref.items() if k not in _OWN_BACKEND_FIELDS}
                     for backend in wanted:
                         previous = by_name.get(backend["name"])
-                        merged = {**previous, **backend} if isinstance(previous, Mapping) else backend
-                        kept.append(merged)
+                        base = previous if isinstance(previous, Mapping) else joined
+                        kept.append({**base, **backend})
                     inserted = True
                 continue
             kept.append(ref)
