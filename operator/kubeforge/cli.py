@@ -1,4 +1,5 @@
-"""The `kubeforge` command: `run` the operator, write the `crds`."""
+"""The `kubeforge` command (also the kubectl plugin `kubectl kubeforge`): `run` the operator, control
+fleet `rollout`s, write the `crds`."""
 
 from __future__ import annotations
 
@@ -174,10 +175,13 @@ async def _rollout(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from kubeforge.kube.client import Kube
-    from kubeforge.kube.config import load_access
+    from kubeforge.kube.config import resolve_access
     from kubeforge.policy import rollout_commands as rc
 
-    kube = Kube(load_access(kubeconfig=args.kubeconfig, in_cluster=False, context=args.context))
+    # The CLI finds its cluster as kubectl does (KUBECONFIG, ~/.kube/config, the context's namespace).
+    access = resolve_access(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+    args.namespace = access.namespace
+    kube = Kube(access)
     api_version, kind = "kubeforge.dev/v1alpha1", "InferenceFleet"
     try:
         fleet = await kube.get(api_version, kind, args.fleet, args.namespace)
@@ -215,18 +219,27 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
     if args.action == "rollback":  # `kubeforge rollback FLEET` is `kubeforge rollout undo FLEET`
         args.action = "undo"
+    from kubeforge.kube.credentials import CredentialError
+
     try:
         return asyncio.run(_rollout(args))
     except ConfigError as error:
-        print(f"kubeforge: {error}", file=sys.stderr)
+        print(f"{args.prog}: {error}", file=sys.stderr)
         return 2
+    except CredentialError as error:
+        print(f"{args.prog}: cannot log in: {error}", file=sys.stderr)
+        return 1
 
 
 def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fleet", help="InferenceFleet name")
-    parser.add_argument("--namespace", "-n", default="default")
-    parser.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the cluster")
-    parser.add_argument("--context", help="context within --kubeconfig")
+    parser.add_argument("--namespace", "-n", help="namespace (default: the context's, else default)")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubeconfig file (default: the files in $KUBECONFIG merged, else ~/.kube/config)",
+    )
+    parser.add_argument("--context", help="kubeconfig context (default: its current-context)")
     parser.add_argument("--full", action="store_true", help="promote: approve every remaining step")
     parser.add_argument(
         "--to-revision", type=int, help="undo: history revision number (default: the last one promoted)"
@@ -234,8 +247,9 @@ def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clear", action="store_true", help="undo: drop a rollback pin, follow the template")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubeforge", description=__doc__)
+def build_parser(prog: str = "kubeforge") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.set_defaults(prog=prog)
     parser.add_argument("--version", action="version", version=f"kubeforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -342,10 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "kubeforge") -> int:
+    args = build_parser(prog).parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def kubectl_plugin() -> int:
+    """`kubectl-kubeforge`: kubectl runs it for `kubectl kubeforge ...` with the arguments after the
+    plugin name (kubectl's own global flags do not reach plugins; pass --kubeconfig/--context after)."""
+    return main(prog="kubectl kubeforge")
 
 
 if __name__ == "__main__":
