@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +141,19 @@ def service_account_token(
     if bound_secret:
         args += ["--bound-object-kind", "Secret", "--bound-object-name", bound_secret]
     return kubectl(*args).stdout.strip()
+
+
+def status_with_token(cluster: LocalCluster, token: str) -> int:
+    request = urllib.request.Request(
+        f"{cluster.server}/api/v1/namespaces/default", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(
+            request, context=ssl.create_default_context(cafile=cluster.ca_file), timeout=10
+        ) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 @pytest.fixture
@@ -328,7 +344,8 @@ def test_operator_logs_in_again_when_its_token_is_revoked(
     for secret in ("login-1", "login-2"):
         kubectl("create", "secret", "generic", secret, "-n", namespace)
     token_file = tmp_path / "token"
-    token_file.write_text(service_account_token(kubectl, namespace, operator_account, bound_secret="login-1"))
+    old_token = service_account_token(kubectl, namespace, operator_account, bound_secret="login-1")
+    token_file.write_text(old_token)
     plugin, log = write_plugin(tmp_path, V1, ttl=3600, token_file=token_file)
     kubeconfig = standalone_kubeconfig(tmp_path / "operator-config", cluster, V1, plugin)
     env = plugin_env(tmp_path, cluster, [Path(os.devnull)])
@@ -344,6 +361,10 @@ def test_operator_logs_in_again_when_its_token_is_revoked(
             service_account_token(kubectl, namespace, operator_account, bound_secret="login-2")
         )
         kubectl("delete", "secret", "login-1", "-n", namespace)
+        # the API server caches a token's authentication for a few seconds: wait until it refuses it
+        wait_for(
+            lambda: status_with_token(cluster, old_token) == 401, timeout=60, description="old token refused"
+        )
         _children_follow(kubectl, namespace, "after", 2)
         assert plugin_runs(log) == 2
         assert "refused the credential (401)" in operator.log_path.read_text()
