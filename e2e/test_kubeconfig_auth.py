@@ -21,7 +21,7 @@ import yaml
 
 from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import fleet, get_fleet
+from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet, start_operator, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -200,7 +200,7 @@ def operator_account(kubectl: Kubectl, namespace: str) -> Iterator[str]:
 
 
 def kubectl_kubeforge(
-    cluster: LocalCluster, env: dict[str, str], *args: str
+    cluster: LocalCluster, env: dict[str, str], *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """`kubectl kubeforge ...` as a user types it: kubectl finds the plugin on PATH (kubectl takes no
     global flags before a plugin's name, so the harness's `--kubeconfig` cannot be used here)."""
@@ -209,7 +209,7 @@ def kubectl_kubeforge(
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -371,3 +371,67 @@ def test_operator_logs_in_again_when_its_token_is_revoked(
         assert operator.running, operator.tail()
     finally:
         operator.stop()
+
+
+# -- following a rollout live ------------------------------------------------------------------------------
+
+
+def test_rollout_status_watch_follows_a_rollout_to_the_end(
+    cluster: LocalCluster, kubectl: Kubectl, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    """`kubectl kubeforge rollout status -w` prints the canary step while it waits for a promote, then the
+    outcome, and exits 0 — the promote comes from another `kubectl kubeforge` while it is following."""
+    operator = start_operator(cluster, namespace, tmp_path)
+    env = plugin_env(tmp_path, cluster, [cluster.kubeconfig])
+    spec: dict[str, object] = {
+        "replicas": 2,
+        "resources": {"cpu": "100m"},
+        "placement": {"spreadZones": False, "spreadNodes": False},
+        "rollout": {"steps": [{"weight": 50}]},  # no pause: the step waits for `rollout promote`
+    }
+    output = tmp_path / "follow.out"
+    # a context of our own, in the test's namespace, over the project's cluster and admin user
+    (tmp_path / "ns-config").write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "ns",
+                "contexts": [
+                    {
+                        "name": "ns",
+                        "context": {"cluster": "kubeforge-e2e", "user": "admin", "namespace": namespace},
+                    }
+                ],
+            }
+        )
+    )
+    try:
+        kubectl.apply(fleet("chat", **spec), namespace)
+        wait_ready(kubectl, namespace, "chat")
+        kubectl.apply(fleet("chat", **spec, image=IMAGE + "-v2"), namespace)
+        with output.open("w") as out:
+            follow = subprocess.Popen(
+                [str(cluster.bin_dir / "kubectl"), "kubeforge", "rollout", "status", "chat", "-w"],
+                env={**env, "KUBECONFIG": f"{tmp_path / 'ns-config'}{os.pathsep}{cluster.kubeconfig}"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(
+                lambda: "50% Paused step 1/1" in output.read_text(),
+                timeout=90,
+                description="the watch showing the canary step",
+            )
+            assert follow.poll() is None, output.read_text()  # still following
+            promote = kubectl_kubeforge(cluster, env, "rollout", "promote", "chat", "-n", namespace)
+            assert promote.returncode == 0, promote.stderr
+            assert follow.wait(timeout=90) == 0, output.read_text()
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
+        v2 = get_fleet(kubectl, namespace, "chat")["status"]["rollout"]["stableRevision"]
+    finally:
+        operator.stop()
+    lines = output.read_text().splitlines()
+    assert lines[-1] == f"inferencefleet/chat successfully rolled out (revision {v2})"
+    assert any("[##########----------]  50% Paused step 1/1, canary " + v2 in line for line in lines), lines

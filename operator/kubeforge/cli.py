@@ -10,13 +10,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubeforge import __version__
 
 if TYPE_CHECKING:
+    import httpx2
+
+    from kubeforge.kube.client import Kube
     from kubeforge.kube.leader import LeaderElectionConfig
 
 DEFAULT_CRD_DIRS = (Path("crds"), Path("charts/kubeforge/crds"))
@@ -188,6 +191,8 @@ async def _rollout(args: argparse.Namespace) -> int:
         if fleet is None:
             print(f"inferencefleet {args.namespace}/{args.fleet} not found", file=sys.stderr)
             return 1
+        if args.action == "status" and args.watch:
+            return await _follow_rollout(kube, fleet, give_up_after=args.timeout)
         if args.action == "status":
             print(json.dumps((fleet.get("status") or {}).get("rollout") or {}, indent=2))
             return 0
@@ -212,6 +217,117 @@ async def _rollout(args: argparse.Namespace) -> int:
         return 0
     finally:
         await kube.close()
+
+
+BAR_WIDTH = 20
+
+
+def describe_rollout(fleet: dict[str, Any]) -> tuple[str, int | None]:
+    """One status line for `rollout status -w` and, once the rollout is over, the exit code (0: the new
+    revision serves everything; 1: aborted or rolled back; None: still going). Like `kubectl rollout
+    status`, nothing counts as finished before the operator has seen the latest spec."""
+    meta, status = fleet.get("metadata") or {}, fleet.get("status") or {}
+    name = f"inferencefleet/{meta.get('name')}"
+    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
+        return f"{name}: waiting for the operator to observe generation {meta.get('generation')}", None
+    rollout = status.get("rollout") or {}
+    phase = rollout.get("phase")
+    if phase is None:
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        if ready:
+            return f"{name}: no rollout in progress, revision {status.get('revision')} serves", 0
+        return f"{name}: waiting for the first revision to become ready", None
+    weight = 100 if phase == "Promoted" else int(rollout.get("canaryWeight") or 0)
+    filled = weight * BAR_WIDTH // 100
+    bar = "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + f"] {weight:3d}%"
+    step = ""
+    if rollout.get("totalSteps") and phase not in ("Promoted",):
+        step = f" step {int(rollout.get('currentStep') or 0) + 1}/{rollout['totalSteps']}"
+    canary = rollout.get("canaryRevision")
+    line = f"{name} {bar} {phase}{step}"
+    if canary and phase != "Promoted":
+        line += (
+            f", canary {canary} ({rollout.get('canaryReadyReplicas') or 0} ready)"
+            f", stable {rollout.get('stableRevision')} ({rollout.get('stableReadyReplicas') or 0} ready)"
+        )
+    if rollout.get("message"):
+        line += f": {rollout['message']}"
+    if phase == "Promoted":
+        return f"{line}\n{name} successfully rolled out (revision {rollout.get('stableRevision')})", 0
+    if phase in ("Aborted", "RolledBack"):
+        return line, 1
+    return line, None
+
+
+async def _follow_rollout(kube: Kube, fleet: dict[str, Any], *, give_up_after: float) -> int:
+    """Print a line whenever the rollout moves, until it is over (or `give_up_after` seconds, 0: never)."""
+    meta = fleet["metadata"]
+    path = f"/apis/kubeforge.dev/v1alpha1/namespaces/{meta['namespace']}/inferencefleets"
+    http = kube.watch_client()
+    last = ""
+
+    async def follow(current: dict[str, Any]) -> int:
+        nonlocal last
+        while True:
+            line, verdict = describe_rollout(current)
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if verdict is not None:
+                return verdict
+            changed = await _next_change(http, path, current)
+            if changed is None:
+                print(f"inferencefleet/{meta['name']} was deleted", file=sys.stderr)
+                return 1
+            current = changed
+
+    try:
+        async with asyncio.timeout(give_up_after or None):
+            return await follow(fleet)
+    except TimeoutError:
+        print(f"error: timed out after {give_up_after:g}s waiting for the rollout", file=sys.stderr)
+        return 1
+    finally:
+        await http.aclose()
+
+
+async def _next_change(http: httpx2.AsyncClient, path: str, fleet: dict[str, Any]) -> dict[str, Any] | None:
+    """The fleet's next version from a watch (None: deleted); the watch is opened again when the server
+    ends it, and the object read afresh when its version is too old to resume from."""
+    meta = fleet["metadata"]
+    params = {
+        "watch": "true",
+        "fieldSelector": f"metadata.name={meta['name']}",
+        "resourceVersion": str(meta.get("resourceVersion") or ""),
+        "timeoutSeconds": "300",
+    }
+    import httpx2
+
+    timeout = httpx2.Timeout(30.0, read=330.0)
+    while True:
+        async with http.stream("GET", path, params=params, timeout=timeout) as response:
+            if response.status_code == 410:
+                fresh = await http.get(f"{path}/{meta['name']}")
+                if fresh.status_code == 404:
+                    return None
+                fresh.raise_for_status()
+                obj: dict[str, Any] = fresh.json()
+                return obj
+            response.raise_for_status()
+            async for raw in response.aiter_lines():
+                if not raw.strip():
+                    continue
+                event = json.loads(raw)
+                if event.get("type") == "DELETED":
+                    return None
+                if event.get("type") == "ERROR":
+                    params["resourceVersion"] = ""  # too old: start from the current object
+                    break
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    changed: dict[str, Any] = event["object"]
+                    return changed
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
@@ -240,6 +356,16 @@ def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
         help="kubeconfig file (default: the files in $KUBECONFIG merged, else ~/.kube/config)",
     )
     parser.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    parser.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="status: follow the rollout with a progress bar until it is over (exit 1 if it is aborted "
+        "or rolled back)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=0, metavar="SECONDS", help="status -w: give up after this long"
+    )
     parser.add_argument("--full", action="store_true", help="promote: approve every remaining step")
     parser.add_argument(
         "--to-revision", type=int, help="undo: history revision number (default: the last one promoted)"
