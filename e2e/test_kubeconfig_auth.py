@@ -13,7 +13,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -67,71 +67,41 @@ def plugin_runs(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def exec_kubeconfig(path: Path, api_version: str, plugin: Path, namespace: str) -> Path:
-    """A kubeconfig with only a user and a context: the cluster entry comes from the project's own
-    kubeconfig, merged after it through KUBECONFIG."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "exec",
-                "users": [
-                    {
-                        "name": "exec-user",
-                        "user": {
-                            "exec": {
-                                "apiVersion": api_version,
-                                "command": str(plugin),
-                                "interactiveMode": "IfAvailable",
-                                "provideClusterInfo": True,
-                            }
-                        },
-                    }
-                ],
-                "contexts": [
-                    {
-                        "name": "exec",
-                        "context": {"cluster": "kubeforge-e2e", "user": "exec-user", "namespace": namespace},
-                    }
-                ],
-            }
-        )
-    )
+def exec_kubeconfig(
+    path: Path,
+    api_version: str,
+    plugin: Path,
+    context: dict[str, str],
+    *,
+    clusters: Sequence[dict[str, object]] = (),
+    **exec_fields: object,
+) -> Path:
+    """A kubeconfig whose user `exec-user` runs `plugin`, with the context `exec` (current) and the
+    given clusters (none: the cluster comes from another file merged through KUBECONFIG)."""
+    user = {"exec": {"apiVersion": api_version, "command": str(plugin), **exec_fields}}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "exec",
+        "clusters": list(clusters),
+        "users": [{"name": "exec-user", "user": user}],
+        "contexts": [{"name": "exec", "context": {**context, "user": "exec-user"}}],
+    }
+    path.write_text(yaml.safe_dump(doc))
     return path
 
 
 def standalone_kubeconfig(path: Path, cluster: LocalCluster, api_version: str, plugin: Path) -> Path:
-    """One file with everything, as `kubeforge run --kubeconfig` takes it."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "exec",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {"server": cluster.server, "certificate-authority": str(cluster.ca_file)},
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "exec-user",
-                        "user": {
-                            "exec": {
-                                "apiVersion": api_version,
-                                "command": str(plugin),
-                                "interactiveMode": "Never",
-                            }
-                        },
-                    }
-                ],
-                "contexts": [{"name": "exec", "context": {"cluster": "local", "user": "exec-user"}}],
-            }
-        )
+    """One file with everything, as `kubeforge run --kubeconfig` takes it (no terminal: Never)."""
+    local = {"server": cluster.server, "certificate-authority": str(cluster.ca_file)}
+    return exec_kubeconfig(
+        path,
+        api_version,
+        plugin,
+        {"cluster": "local"},
+        clusters=[{"name": "local", "cluster": local}],
+        interactiveMode="Never",
     )
-    return path
 
 
 def service_account_token(
@@ -249,7 +219,14 @@ def test_kubectl_kubeforge_logs_in_through_an_exec_plugin(
         )
     kubectl.apply(fleet("chat", replicas=1, resources={"gpus": 1, "gpuType": "L4"}), namespace)
     # Our file first (user, context, current-context), the project's kubeconfig second (the cluster).
-    ours = exec_kubeconfig(tmp_path / "exec-config", api_version, plugin, namespace)
+    ours = exec_kubeconfig(
+        tmp_path / "exec-config",
+        api_version,
+        plugin,
+        {"cluster": "kubeforge-e2e", "namespace": namespace},
+        interactiveMode="IfAvailable",
+        provideClusterInfo=True,
+    )
     env = plugin_env(tmp_path, cluster, [tmp_path / "missing", ours, cluster.kubeconfig])
 
     # no --kubeconfig, no -n: KUBECONFIG merged, the namespace from the context
@@ -276,6 +253,21 @@ def test_kubectl_kubeforge_logs_in_through_an_exec_plugin(
 
 
 # -- the operator with a credential that keeps expiring ---------------------------------------------------
+
+
+def operator_with_plugin(
+    cluster: LocalCluster, tmp_path: Path, namespace: str, api_version: str, plugin: Path, *extra: str
+) -> OperatorProcess:
+    """`kubeforge run --kubeconfig` with a kubeconfig whose user is the exec plugin, started."""
+    kubeconfig = standalone_kubeconfig(tmp_path / "operator-config", cluster, api_version, plugin)
+    operator = OperatorProcess(
+        kubeconfig,
+        tmp_path / "operator.log",
+        extra_args=["--namespace", namespace, *extra],
+        env=plugin_env(tmp_path, cluster, [Path(os.devnull)]),
+    )
+    operator.start()
+    return operator
 
 
 def _children_follow(kubectl: Kubectl, namespace: str, name: str, replicas: int) -> None:
@@ -307,17 +299,18 @@ def test_operator_keeps_working_across_credential_expiries(
         pki = cluster.ca_file.parent
         plugin, log = write_plugin(tmp_path, V1BETA1, ttl=3, cert=pki / "admin.crt", key=pki / "admin.key")
         api_version = V1BETA1
-    kubeconfig = standalone_kubeconfig(tmp_path / "operator-config", cluster, api_version, plugin)
-    env = plugin_env(tmp_path, cluster, [Path(os.devnull)])
     # Leader election renews its Lease every 2 s: the operator needs the API all the time, and a renewal
     # that failed past the renew deadline would end the process.
-    operator = OperatorProcess(
-        kubeconfig,
-        tmp_path / "operator.log",
-        extra_args=["--namespace", namespace, "--leader-elect", "--leader-election-namespace", namespace],
-        env=env,
+    operator = operator_with_plugin(
+        cluster,
+        tmp_path,
+        namespace,
+        api_version,
+        plugin,
+        "--leader-elect",
+        "--leader-election-namespace",
+        namespace,
     )
-    operator.start()
     try:
         _children_follow(kubectl, namespace, "before", 1)
         first = plugin_runs(log)
@@ -347,12 +340,7 @@ def test_operator_logs_in_again_when_its_token_is_revoked(
     old_token = service_account_token(kubectl, namespace, operator_account, bound_secret="login-1")
     token_file.write_text(old_token)
     plugin, log = write_plugin(tmp_path, V1, ttl=3600, token_file=token_file)
-    kubeconfig = standalone_kubeconfig(tmp_path / "operator-config", cluster, V1, plugin)
-    env = plugin_env(tmp_path, cluster, [Path(os.devnull)])
-    operator = OperatorProcess(
-        kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace], env=env
-    )
-    operator.start()
+    operator = operator_with_plugin(cluster, tmp_path, namespace, V1, plugin)
     try:
         _children_follow(kubectl, namespace, "before", 1)
         assert plugin_runs(log) == 1

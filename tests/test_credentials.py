@@ -102,6 +102,15 @@ def exec_credential(api_version: str, expires_in: float | None = None, **status:
     return {"apiVersion": api_version, "kind": "ExecCredential", "status": status}
 
 
+def admin_certificate(certs: Path, api_version: str, expires_in: float | None = None) -> dict[str, Any]:
+    return exec_credential(
+        api_version,
+        expires_in,
+        clientCertificateData=(certs / "admin.crt").read_text(),
+        clientKeyData=(certs / "admin.key").read_text(),
+    )
+
+
 @dataclass
 class Plugin:
     """An exec plugin script: run n prints plan[min(n, last)] and logs its inputs."""
@@ -247,16 +256,7 @@ async def test_exec_plugin_token(api: FakeApi, certs: Path, tmp_path: Path, api_
 async def test_exec_plugin_client_certificate(
     api: FakeApi, certs: Path, tmp_path: Path, api_version: str
 ) -> None:
-    plugin = write_plugin(
-        tmp_path,
-        [
-            exec_credential(
-                api_version,
-                clientCertificateData=(certs / "admin.crt").read_text(),
-                clientKeyData=(certs / "admin.key").read_text(),
-            )
-        ],
-    )
+    plugin = write_plugin(tmp_path, [admin_certificate(certs, api_version)])
     user = {"exec": {"apiVersion": api_version, "command": str(plugin.command), "interactiveMode": "Never"}}
     kubeconfig = write_kubeconfig(tmp_path / "kc", api.url, certs / "ca.crt", user)
     assert await whoami(kubeconfig) == "kubeforge-e2e-admin"
@@ -333,15 +333,7 @@ async def test_an_expired_certificate_is_replaced_by_a_token(
     api.tokens.add("later")
     plugin = write_plugin(
         tmp_path,
-        [
-            exec_credential(
-                V1BETA1,
-                expires_in=-1,
-                clientCertificateData=(certs / "admin.crt").read_text(),
-                clientKeyData=(certs / "admin.key").read_text(),
-            ),
-            exec_credential(V1BETA1, token="later"),
-        ],
+        [admin_certificate(certs, V1BETA1, expires_in=-1), exec_credential(V1BETA1, token="later")],
     )
     user = {"exec": {"apiVersion": V1BETA1, "command": str(plugin.command)}}
     access = load_access(
