@@ -235,3 +235,34 @@ def test_the_plugin_needs_no_kubeconfig_flag(
     assert (args.kubeconfig, args.namespace, args.prog) == (None, None, "kubectl kubeforge")
     assert main(["rollout", "status", "chat"], prog="kubectl kubeforge") == 2
     assert "kubectl kubeforge: no kubeconfig found" in capsys.readouterr().err
+
+
+async def test_in_cluster_uses_the_rotated_service_account_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kubeforge.kube.config as config_module
+    from kubeforge_e2e import pki
+
+    pki.generate(tmp_path)  # any CA will do: it is only loaded, not used
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "ca.crt").write_text((tmp_path / "ca.crt").read_text())
+    (account / "token").write_text("first")
+    (account / "namespace").write_text("ops\n")
+    monkeypatch.setattr(config_module, "SERVICE_ACCOUNT", account)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    access = load_access(kubeconfig=None, in_cluster=True)
+    assert (access.server, access.namespace) == ("https://10.96.0.1:443", "ops")
+    assert access.tls.ca_pem == (tmp_path / "ca.crt").read_text()
+    first = await access.credentials.current()
+    assert first.authorization == "Bearer first"
+    (account / "token").write_text("second")  # the kubelet rotated it
+    assert await access.credentials.rejected(first)
+    assert await _authorization(access) == "Bearer second"
+
+
+def test_in_cluster_outside_a_pod_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match="not in a pod"):
+        load_access(kubeconfig=None, in_cluster=True)

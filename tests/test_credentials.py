@@ -6,6 +6,7 @@ and logs what it was given (arguments, environment, KUBERNETES_EXEC_INFO)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -421,3 +422,17 @@ def test_expiration_timestamp_is_read() -> None:
     )
     assert credential.expires_at == datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
     assert credential.authorization == "Bearer t"
+
+
+async def test_concurrent_requests_share_one_plugin_run(api: FakeApi, certs: Path, tmp_path: Path) -> None:
+    api.tokens.add("shared")
+    plugin = write_plugin(tmp_path, [exec_credential(V1, token="shared")])
+    user = {"exec": {"apiVersion": V1, "command": str(plugin.command), "interactiveMode": "Never"}}
+    kubeconfig = write_kubeconfig(tmp_path / "kc", api.url, certs / "ca.crt", user)
+    kube = Kube(load_access(kubeconfig=kubeconfig, in_cluster=False))
+    try:
+        found = await asyncio.gather(*(kube.get("v1", "Service", f"s{i}", "ns") for i in range(8)))
+    finally:
+        await kube.close()
+    assert [f and f["user"] for f in found] == ["shared"] * 8
+    assert len(plugin.runs()) == 1
