@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import pty
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -436,3 +438,39 @@ async def test_concurrent_requests_share_one_plugin_run(api: FakeApi, certs: Pat
         await kube.close()
     assert [f and f["user"] for f in found] == ["shared"] * 8
     assert len(plugin.runs()) == 1
+
+
+@pytest.mark.parametrize(("mode", "interactive"), [("IfAvailable", True), ("Never", False)])
+async def test_the_cli_hands_a_plugin_its_terminal(
+    api: FakeApi, certs: Path, tmp_path: Path, mode: str, interactive: bool
+) -> None:
+    """`kubectl kubeforge` run from a terminal: a plugin that may prompt gets the terminal as stdin and
+    `spec.interactive: true`; with interactiveMode Never it gets neither."""
+    api.tokens.add("typed-in")
+    plugin = write_plugin(tmp_path, [exec_credential(V1, token="typed-in")])
+    user = {"exec": {"apiVersion": V1, "command": str(plugin.command), "interactiveMode": mode}}
+    kubeconfig = write_kubeconfig(tmp_path / "kc", api.url, certs / "ca.crt", user)
+    cli = Path(sys.executable).parent / "kubectl-kubeforge"
+    controller, terminal = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(cli),
+            "rollout",
+            "status",
+            "chat",
+            "--kubeconfig",
+            str(kubeconfig),
+            stdin=terminal,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        )
+        out, err = await proc.communicate()
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out) == {}  # the fake's object has no status.rollout
+    run = plugin.runs()[0]
+    assert run["info"]["spec"]["interactive"] is interactive
+    assert run["stdin_tty"] is interactive
