@@ -474,3 +474,15 @@ async def test_the_cli_hands_a_plugin_its_terminal(
     run = plugin.runs()[0]
     assert run["info"]["spec"]["interactive"] is interactive
     assert run["stdin_tty"] is interactive
+
+
+async def test_a_relative_plugin_path_is_relative_to_its_kubeconfig(
+    api: FakeApi, certs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.tokens.add("beside")
+    write_plugin(tmp_path / "conf" / "bin", [exec_credential(V1, token="beside")])
+    monkeypatch.chdir(tmp_path)  # not where the kubeconfig is: kubectl resolves against the file's folder
+    user = {"exec": {"apiVersion": V1, "command": "bin/plugin", "interactiveMode": "Never"}}
+    assert (
+        await whoami(write_kubeconfig(tmp_path / "conf" / "kc", api.url, certs / "ca.crt", user)) == "beside"
+    )

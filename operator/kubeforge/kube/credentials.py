@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -354,7 +354,7 @@ def source_for_user(
         spec = ExecSpec.parse(user["exec"])
         if "/" in spec.command and not Path(spec.command).is_absolute() and base is not None:
             # client-go: a relative command with a path separator is relative to its kubeconfig.
-            spec = ExecSpec(**{**spec.__dict__, "command": str(base / spec.command)})
+            spec = replace(spec, command=str(base / spec.command))
         return ExecPlugin(
             spec, cluster_info=cluster_info, interactive=interactive, fixed_certificate=certificate
         )
