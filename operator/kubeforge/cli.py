@@ -1,4 +1,5 @@
-"""The `kubeforge` command: `run` the operator, write the `crds`."""
+"""The `kubeforge` command (also the kubectl plugin `kubectl kubeforge`): `run` the operator, control
+fleet `rollout`s, write the `crds`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubeforge import __version__
 
 if TYPE_CHECKING:
+    import httpx2
+
+    from kubeforge.kube.client import Kube
     from kubeforge.kube.leader import LeaderElectionConfig
 
 DEFAULT_CRD_DIRS = (Path("crds"), Path("charts/kubeforge/crds"))
@@ -174,16 +178,21 @@ async def _rollout(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from kubeforge.kube.client import Kube
-    from kubeforge.kube.config import load_access
+    from kubeforge.kube.config import resolve_access
     from kubeforge.policy import rollout_commands as rc
 
-    kube = Kube(load_access(kubeconfig=args.kubeconfig, in_cluster=False, context=args.context))
+    # The CLI finds its cluster as kubectl does (KUBECONFIG, ~/.kube/config, the context's namespace).
+    access = resolve_access(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+    args.namespace = access.namespace
+    kube = Kube(access)
     api_version, kind = "kubeforge.dev/v1alpha1", "InferenceFleet"
     try:
         fleet = await kube.get(api_version, kind, args.fleet, args.namespace)
         if fleet is None:
             print(f"inferencefleet {args.namespace}/{args.fleet} not found", file=sys.stderr)
             return 1
+        if args.action == "status" and args.watch:
+            return await _follow_rollout(kube, fleet, give_up_after=args.timeout)
         if args.action == "status":
             print(json.dumps((fleet.get("status") or {}).get("rollout") or {}, indent=2))
             return 0
@@ -210,23 +219,153 @@ async def _rollout(args: argparse.Namespace) -> int:
         await kube.close()
 
 
+BAR_WIDTH = 20
+
+
+def describe_rollout(fleet: dict[str, Any]) -> tuple[str, int | None]:
+    """One status line for `rollout status -w` and, once the rollout is over, the exit code (0: the new
+    revision serves everything; 1: aborted or rolled back; None: still going). Like `kubectl rollout
+    status`, nothing counts as finished before the operator has seen the latest spec."""
+    meta, status = fleet.get("metadata") or {}, fleet.get("status") or {}
+    name = f"inferencefleet/{meta.get('name')}"
+    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
+        return f"{name}: waiting for the operator to observe generation {meta.get('generation')}", None
+    rollout = status.get("rollout") or {}
+    phase = rollout.get("phase")
+    if phase is None:
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        if ready:
+            return f"{name}: no rollout in progress, revision {status.get('revision')} serves", 0
+        return f"{name}: waiting for the first revision to become ready", None
+    weight = 100 if phase == "Promoted" else int(rollout.get("canaryWeight") or 0)
+    filled = weight * BAR_WIDTH // 100
+    bar = "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + f"] {weight:3d}%"
+    step = ""
+    if rollout.get("totalSteps") and phase not in ("Promoted",):
+        step = f" step {int(rollout.get('currentStep') or 0) + 1}/{rollout['totalSteps']}"
+    canary = rollout.get("canaryRevision")
+    line = f"{name} {bar} {phase}{step}"
+    if canary and phase != "Promoted":
+        line += (
+            f", canary {canary} ({rollout.get('canaryReadyReplicas') or 0} ready)"
+            f", stable {rollout.get('stableRevision')} ({rollout.get('stableReadyReplicas') or 0} ready)"
+        )
+    if rollout.get("message"):
+        line += f": {rollout['message']}"
+    if phase == "Promoted":
+        return f"{line}\n{name} successfully rolled out (revision {rollout.get('stableRevision')})", 0
+    if phase in ("Aborted", "RolledBack"):
+        return line, 1
+    return line, None
+
+
+async def _follow_rollout(kube: Kube, fleet: dict[str, Any], *, give_up_after: float) -> int:
+    """Print a line whenever the rollout moves, until it is over (or `give_up_after` seconds, 0: never)."""
+    meta = fleet["metadata"]
+    path = f"/apis/kubeforge.dev/v1alpha1/namespaces/{meta['namespace']}/inferencefleets"
+    http = kube.watch_client()
+    last = ""
+
+    async def follow(current: dict[str, Any]) -> int:
+        nonlocal last
+        while True:
+            line, verdict = describe_rollout(current)
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if verdict is not None:
+                return verdict
+            changed = await _next_change(http, path, current)
+            if changed is None:
+                print(f"inferencefleet/{meta['name']} was deleted", file=sys.stderr)
+                return 1
+            current = changed
+
+    try:
+        async with asyncio.timeout(give_up_after or None):
+            return await follow(fleet)
+    except TimeoutError:
+        print(f"error: timed out after {give_up_after:g}s waiting for the rollout", file=sys.stderr)
+        return 1
+    finally:
+        await http.aclose()
+
+
+async def _next_change(http: httpx2.AsyncClient, path: str, fleet: dict[str, Any]) -> dict[str, Any] | None:
+    """The fleet's next version from a watch (None: deleted); the watch is opened again when the server
+    ends it, and the object read afresh when its version is too old to resume from."""
+    meta = fleet["metadata"]
+    params = {
+        "watch": "true",
+        "fieldSelector": f"metadata.name={meta['name']}",
+        "resourceVersion": str(meta.get("resourceVersion") or ""),
+        "timeoutSeconds": "300",
+    }
+    import httpx2
+
+    timeout = httpx2.Timeout(30.0, read=330.0)
+    while True:
+        async with http.stream("GET", path, params=params, timeout=timeout) as response:
+            if response.status_code == 410:
+                fresh = await http.get(f"{path}/{meta['name']}")
+                if fresh.status_code == 404:
+                    return None
+                fresh.raise_for_status()
+                obj: dict[str, Any] = fresh.json()
+                return obj
+            response.raise_for_status()
+            async for raw in response.aiter_lines():
+                if not raw.strip():
+                    continue
+                event = json.loads(raw)
+                if event.get("type") == "DELETED":
+                    return None
+                if event.get("type") == "ERROR":
+                    params["resourceVersion"] = ""  # too old: start from the current object
+                    break
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    changed: dict[str, Any] = event["object"]
+                    return changed
+
+
 def _cmd_rollout(args: argparse.Namespace) -> int:
     from kubeforge.kube.config import ConfigError
 
     if args.action == "rollback":  # `kubeforge rollback FLEET` is `kubeforge rollout undo FLEET`
         args.action = "undo"
+    from kubeforge.kube.credentials import CredentialError
+
     try:
         return asyncio.run(_rollout(args))
     except ConfigError as error:
-        print(f"kubeforge: {error}", file=sys.stderr)
+        print(f"{args.prog}: {error}", file=sys.stderr)
         return 2
+    except CredentialError as error:
+        print(f"{args.prog}: cannot log in: {error}", file=sys.stderr)
+        return 1
 
 
 def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fleet", help="InferenceFleet name")
-    parser.add_argument("--namespace", "-n", default="default")
-    parser.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the cluster")
-    parser.add_argument("--context", help="context within --kubeconfig")
+    parser.add_argument("--namespace", "-n", help="namespace (default: the context's, else default)")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubeconfig file (default: the files in $KUBECONFIG merged, else ~/.kube/config)",
+    )
+    parser.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    parser.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="status: follow the rollout with a progress bar until it is over (exit 1 if it is aborted "
+        "or rolled back)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=0, metavar="SECONDS", help="status -w: give up after this long"
+    )
     parser.add_argument("--full", action="store_true", help="promote: approve every remaining step")
     parser.add_argument(
         "--to-revision", type=int, help="undo: history revision number (default: the last one promoted)"
@@ -234,8 +373,9 @@ def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clear", action="store_true", help="undo: drop a rollback pin, follow the template")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubeforge", description=__doc__)
+def build_parser(prog: str = "kubeforge") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.set_defaults(prog=prog)
     parser.add_argument("--version", action="version", version=f"kubeforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -342,10 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "kubeforge") -> int:
+    args = build_parser(prog).parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def kubectl_plugin() -> int:
+    """`kubectl-kubeforge`: kubectl runs it for `kubectl kubeforge ...` with the arguments after the
+    plugin name (kubectl's own global flags do not reach plugins; pass --kubeconfig/--context after)."""
+    return main(prog="kubectl kubeforge")
 
 
 if __name__ == "__main__":

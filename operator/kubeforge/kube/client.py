@@ -18,8 +18,6 @@ from typing import Any, TypeVar
 
 import httpx2
 from lightkube import ApiError, AsyncClient
-from lightkube.config.client_adapter import AsyncClient as HttpClient
-from lightkube.config.client_adapter import ConnectionParams
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.types import CascadeType, PatchType
 
@@ -121,11 +119,15 @@ class Kube:
         # queue bounded by --max-concurrent-reconciles), never fails with PoolTimeout.
         # trust_env: HTTP(S)_PROXY and friends in the pod's environment would otherwise route the
         # operator's credentials through whatever proxy they name; only --use-env-proxy allows that.
+        # Credentials ride on the transport, per request: they are refreshed (exec plugins, token files)
+        # without rebuilding the client. The transport also decides about proxies, so httpx's own
+        # environment lookup stays off.
         self._client = AsyncClient(
             config=access.config,
             field_manager=field_manager,
             timeout=httpx2.Timeout(30, pool=None),
-            trust_env=access.use_env_proxy,
+            trust_env=False,
+            transport=access.transport(),
         )
         self._access = access
         self.field_manager = field_manager
@@ -137,10 +139,11 @@ class Kube:
     def watch_client(self) -> httpx2.AsyncClient:
         """A separate HTTP client for long-lived watch streams (one connection each), with the same
         credentials, so watches never hold connections the reconcile workers need."""
-        config = self._access.config.get()
-        assert config is not None
-        return HttpClient(
-            config, ConnectionParams(timeout=httpx2.Timeout(30), trust_env=self._access.use_env_proxy)
+        return httpx2.AsyncClient(
+            base_url=self._access.server,
+            timeout=httpx2.Timeout(30),
+            trust_env=False,
+            transport=self._access.transport(),
         )
 
     async def close(self) -> None:
