@@ -665,9 +665,12 @@ class _Planner:
         if pause is None:
             work.phase, work.message = "Paused", f"{label}: waiting for `kubeforge rollout promote`"
             return False
-        remaining = (ready_at + timedelta(seconds=pause) - now).total_seconds()
+        ends = ready_at + timedelta(seconds=pause)
+        remaining = (ends - now).total_seconds()
         if remaining > 0:
-            work.phase, work.message = "Progressing", f"{label}: holding for {math.ceil(remaining)}s"
+            # The deadline, not a countdown: the status of a holding fleet is the same every pass, so
+            # its requeues and resyncs write nothing.
+            work.phase, work.message = "Progressing", f"{label}: holding until {format_time(ends)}"
             self.requeue.append(remaining)
             return False
         if limits is not None:
