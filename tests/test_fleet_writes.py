@@ -7,14 +7,31 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from kubeforge.policy.fleet import decide
+from fakecaches import FakeCaches
+from kubeforge.controllers.inferencefleet import InferenceFleetController
+from kubeforge.controllers.runtime import OperatorConfig
+from kubeforge.kube.client import Kube
+from kubeforge.policy.capacity import Ledger
+from kubeforge.policy.fleet import Apply, FleetPlan, Scale, decide
+from kubeforge.policy.fleet_status import RevisionPods
 from kubeforge.policy.status import status_diff
-from test_fleet_controller import NS, Clock, FakeKube, controller
-from test_fleet_decide import NEW, OLD, deployment, observe, ready_pods, spec
+from test_fleet_controller import NS, Clock, FakeKube, cond, controller
+from test_fleet_decide import (
+    NEW,
+    OLD,
+    ROOM,
+    T0,
+    condition,
+    deployment,
+    observe,
+    ready_pods,
+    reasons,
+    spec,
+)
 from test_fleet_rollout import fleet, replicas, rev, rollout
 
 
@@ -134,3 +151,124 @@ def test_recomputing_the_status_during_a_long_pause_changes_nothing() -> None:
         plan = decide(replace(o, now=o.now + timedelta(minutes=minutes)))
         assert status_diff(o.status, plan.status) is None, f"{minutes} min: {plan.status.rollout}"
         assert plan.events == ()
+
+
+# -- a namespace-restricted operator: free GPUs unknown ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "surged", "swapped"),
+    [
+        # Rolling (no spec.rollout): one pod down and one above the count when the surge fits.
+        ({}, 5, 4),
+        # A canary surges onto free GPUs, stable keeps serving; unknown, a stable pod makes room.
+        ({"rollout": {}}, 5, 4),
+    ],
+    ids=["rolling", "canary"],
+)
+def test_unknown_capacity_swaps_in_place_and_says_so(
+    fields: dict[str, Any], surged: int, swapped: int
+) -> None:
+    """With pods of other namespaces unreadable, a node that looks empty may be full: no surge however
+    free it looks, a stable pod goes first (within maxUnavailable), and the fleet says why."""
+    s = spec(resources={"gpus": 1, "gpuType": "L4"}, **fields)
+    deployments = {OLD: deployment(OLD, 4)}
+    before = observe(s, revision=OLD, deployments=deployments, pods=ready_pods(deployments))
+    before = replace(before, revision_pods={OLD: RevisionPods(alive=4)})
+    before = replace(before, status=decide(replace(before, capacity=ROOM)).status)
+    o = replace(before, revision=NEW)
+
+    seen = decide(replace(o, capacity=ROOM))
+    assert asked(seen) == {OLD: surged - 1, NEW: 1} or sum(asked(seen).values()) == surged
+    assert condition(seen.status, "CapacityLimited") == ("False", "Schedulable")
+
+    plan = decide(replace(o, capacity=replace(ROOM, scope=("team-a",))))
+    assert sum(asked(plan).values()) <= swapped, "never more pods than the fleet's count"
+    assert asked(plan)[OLD] < 4, "a stable pod makes room"
+    assert condition(plan.status, "CapacityLimited") == ("True", "CapacityUnknown")
+    limited = next(c for c in plan.status.conditions if c.type == "CapacityLimited")
+    assert "team-a" in limited.message
+    assert "swap in place" in limited.message
+    assert ("Warning", "CapacityUnknown") in reasons(plan)
+
+
+def test_unknown_capacity_is_no_news_when_nothing_moves() -> None:
+    """A converged fleet asks for no capacity, so a restricted operator says nothing about it."""
+    s = spec(resources={"gpus": 1, "gpuType": "L4"})
+    deployments = {NEW: deployment(NEW, 4)}
+    o = observe(s, deployments=deployments, pods=ready_pods(deployments))
+    o = replace(o, status=decide(replace(o, capacity=ROOM)).status, now=T0 + timedelta(minutes=1))
+    plan = decide(o)
+    assert plan.complete, "nothing moves: no capacity asked for"
+    assert condition(plan.status, "CapacityLimited") == ("False", "Schedulable")
+    assert plan.events == ()
+
+
+def asked(plan: FleetPlan) -> dict[str, int]:
+    """The replicas each revision is asked for once the plan's writes are done."""
+    out = {OLD: 4}
+    for w in plan.writes:
+        if isinstance(w, Scale):
+            out[w.deployment.removeprefix("chat-")] = w.replicas
+        elif isinstance(w, Apply) and w.kind == "Deployment":
+            out[w.revision] = w.replicas
+    return out
+
+
+class ScopedCaches(FakeCaches):
+    """The caches of an operator that may read pods only in `scope` (`Ledger.scope`)."""
+
+    def __init__(self, kube: FakeKube, scope: tuple[str, ...]) -> None:
+        super().__init__(kube.caches()._entries)
+        self.scope = scope
+
+    def capacity(self) -> Ledger:
+        ledger = super().capacity()
+        ledger.scope = self.scope
+        return ledger
+
+
+@pytest.mark.parametrize(("scope", "most"), [((NS,), 1), ((), 2)], ids=["restricted", "cluster-wide"])
+async def test_a_restricted_operator_rolls_a_fleet_in_place_on_an_empty_node(
+    scope: tuple[str, ...], most: int
+) -> None:
+    """The controller hands the ledger's scope to the policy: on a node whose 8 GPUs all look free, a
+    one-replica fleet's new revision replaces its pod instead of adding one when the operator cannot
+    read every namespace's pods, and the fleet says why (a Warning Event too) until the rollout is over.
+    An operator that reads them all surges."""
+    kube, clock = CountingKube(), Clock()
+    kube.objects[("Node", "", "n0")] = {
+        "metadata": {"name": "n0", "labels": {"nvidia.com/gpu.product": "NVIDIA-L4"}},
+        "spec": {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "allocatable": {"nvidia.com/gpu": "8"},
+        },
+    }
+    ctrl = InferenceFleetController(
+        cast(Kube, kube),
+        ScopedCaches(kube, scope),
+        OperatorConfig(namespaces=(NS,)),
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
+    one: dict[str, Any] = {"model": {"name": "m"}, "image": "img", "replicas": 1, "rollout": {}}
+    one["resources"] = {"gpus": 1, "gpuType": "L4"}
+    await ctrl.reconcile(kube.add_fleet("chat", one))
+    kube.run_deployment()
+    await ctrl.reconcile(fleet(kube))
+    fleet(kube)["spec"] = {**one, "image": "img2"}
+    await ctrl.reconcile(fleet(kube))
+    peak = sum(replicas(kube).values())
+    expected = ("True", "CapacityUnknown") if scope else ("False", "Schedulable")
+    assert cond(fleet(kube), "CapacityLimited") == expected
+    for _ in range(12):
+        kube.run_deployment()
+        clock.now += timedelta(minutes=5)  # past every step's pause
+        await ctrl.reconcile(fleet(kube))
+        peak = max(peak, sum(replicas(kube).values()))
+    assert peak == most
+    assert replicas(kube) == {rev(fleet(kube)["spec"]): 1}
+    assert (("Warning", "CapacityUnknown") in [(e["type"], e["reason"]) for e in kube.events]) == bool(scope)
+    assert cond(fleet(kube), "CapacityLimited") == ("False", "Schedulable")
+    await ctrl.forget(NS, "chat")
