@@ -272,3 +272,89 @@ async def test_a_restricted_operator_rolls_a_fleet_in_place_on_an_empty_node(
     assert (("Warning", "CapacityUnknown") in [(e["type"], e["reason"]) for e in kube.events]) == bool(scope)
     assert cond(fleet(kube), "CapacityLimited") == ("False", "Schedulable")
     await ctrl.forget(NS, "chat")
+
+
+# -- writes of a new fleet and of an image change ----------------------------------------------------
+
+
+def deployment_controller(kube: FakeKube, *, ready: bool) -> None:
+    """One step of the Deployment controller, scheduler and kubelets: every pod a Deployment asks for
+    exists on a node, ready or not yet; pods of a Deployment scaled down are gone."""
+    kube.run_deployment()
+    if ready:
+        return
+    for dep in kube.deployments():
+        dep["status"] = {**dep["status"], "readyReplicas": 0, "availableReplicas": 0}
+    for (kind, _, _), pod in kube.objects.items():
+        if kind == "Pod":
+            pod["status"]["conditions"] = [
+                {"type": "Ready", "status": "False"},
+                {"type": "PodScheduled", "status": "True"},
+            ]
+
+
+async def converge(ctrl: InferenceFleetController, kube: CountingKube, clock: Clock) -> None:
+    """Passes as the watches bring them: the fleet's change, the Deployment controller's status, pods
+    becoming ready; then resyncs and requeues that find nothing new."""
+    for ready in (False, True, True, True):
+        await ctrl.reconcile(fleet(kube))
+        deployment_controller(kube, ready=ready)
+        clock.now += timedelta(seconds=2)
+    for _ in range(3):
+        await ctrl.reconcile(fleet(kube))
+        clock.now += timedelta(seconds=300)
+
+
+ONE: dict[str, Any] = {"model": {"name": "m"}, "image": "img", "replicas": 1}
+
+
+async def test_a_new_one_replica_fleet_is_ready_in_eight_writes() -> None:
+    """Its four children (created once each), three statuses (nothing yet, its pod not ready, Ready)
+    and one Event (it serves); then nothing."""
+    kube, clock = CountingKube(), Clock()
+    ctrl = controller(kube, None, clock)
+    kube.add_fleet("chat", ONE)
+    await converge(ctrl, kube, clock)
+    assert cond(fleet(kube), "Ready") == ("True", "Serving")
+    assert kube.writes == Counter(
+        {
+            ("create", "Service"): 1,
+            ("create", "PodDisruptionBudget"): 1,
+            ("create", "ControllerRevision"): 1,
+            ("create", "Deployment"): 1,
+            ("patch", "InferenceFleet/status"): 3,
+            ("create", "Event"): 1,
+        }
+    )
+    await ctrl.forget(NS, "chat")
+
+
+async def test_an_image_change_of_a_one_replica_fleet_costs_nine_writes() -> None:
+    """With the default strategy: the new revision's template and Deployment, the old one scaled down
+    and deleted, a status per step the fleet shows (rollout started, pods moved, promoted),
+    `RolloutStarted` and `Promoted`; no `Ready` Event on top of `Promoted`, no second status for a
+    drained revision's message."""
+    kube, clock = CountingKube(), Clock()
+    ctrl = controller(kube, None, clock)
+    kube.add_fleet("chat", ONE)
+    await converge(ctrl, kube, clock)
+    kube.writes.clear()
+    kube.events.clear()
+    fleet(kube)["spec"] = {**ONE, "image": "img2"}
+    fleet(kube)["metadata"]["generation"] = 2
+    await converge(ctrl, kube, clock)
+    assert replicas(kube) == {rev(fleet(kube)["spec"]): 1}
+    assert cond(fleet(kube), "Ready") == ("True", "Serving")
+    assert [e["reason"] for e in kube.events] == ["RolloutStarted", "Promoted"]
+    assert kube.writes == Counter(
+        {
+            ("create", "ControllerRevision"): 1,
+            ("create", "Deployment"): 1,
+            ("patch", "Deployment"): 1,  # the old revision scaled down (one pod swapped: maxUnavailable 1)
+            ("delete", "Deployment"): 1,
+            ("patch", "InferenceFleet/status"): 3,
+            ("create", "Event"): 2,
+        }
+    )
+    assert kube.total() <= 12
+    await ctrl.forget(NS, "chat")

@@ -439,8 +439,14 @@ class _Planner:
         if discarded is not None:
             # Back to stable at once, as for an abort.
             self.replicas[discarded] = 0
+        work.message = self.serves(stable)
+
+    def serves(self, stable: str) -> str:
+        """The message of a fleet that one revision serves. The same on the pass that promotes it and on
+        the passes after, so a promotion whose old revision is already drained costs no second status
+        write (the `Promoted` event and phase say it was promoted)."""
         draining = sorted(n for n, s in self.inp.revisions.items() if n != stable and (s.replicas or s.ready))
-        work.message = f"draining {', '.join(draining)}" if draining else f"{stable} serves all replicas"
+        return f"draining {', '.join(draining)}" if draining else f"{stable} serves all replicas"
 
     def refuse_failed(self, desired: str, new: bool) -> None:
         work = self.work
@@ -696,7 +702,7 @@ class _Planner:
         work.clear_canary()
         work.phase = "Promoted"
         self.move({desired: self.total}, desired)
-        work.message = f"{desired} promoted" + (f"; draining {old}" if old and old != desired else "")
+        work.message = self.serves(desired)
 
 
 def _desired(inp: RolloutInputs, work: _Work, history: Iterable[RevisionHistoryEntry]) -> tuple[str, str]:
