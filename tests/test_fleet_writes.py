@@ -17,7 +17,7 @@ from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.kube.client import Kube
 from kubeforge.policy.capacity import Ledger
 from kubeforge.policy.fleet import Apply, FleetPlan, Scale, decide
-from kubeforge.policy.fleet_status import RevisionPods
+from kubeforge.policy.fleet_status import RevisionPods, RevisionState
 from kubeforge.policy.status import status_diff
 from test_fleet_controller import NS, Clock, FakeKube, cond, controller
 from test_fleet_decide import (
@@ -60,17 +60,9 @@ class CountingKube(FakeKube):
         self.writes["patch", f"{kind}/status"] += 1
         return await super().patch_status(api_version, kind, name, namespace, status)
 
-    async def delete(
-        self,
-        api_version: str,
-        kind: str,
-        name: str,
-        namespace: str | None = None,
-        *,
-        foreground: bool = False,
-    ) -> bool:
+    async def delete(self, api_version: str, kind: str, *args: Any, **kwargs: Any) -> bool:
         self.writes["delete", kind] += 1
-        return await super().delete(api_version, kind, name, namespace, foreground=foreground)
+        return await super().delete(api_version, kind, *args, **kwargs)
 
     async def event(self, involved: Any, *, type_: str, reason: str, message: str) -> None:
         self.writes["create", "Event"] += 1
@@ -358,3 +350,37 @@ async def test_an_image_change_of_a_one_replica_fleet_costs_nine_writes() -> Non
     )
     assert kube.total() <= 12
     await ctrl.forget(NS, "chat")
+
+
+def test_a_canary_pod_being_created_and_placed_rewrites_no_status() -> None:
+    """Between the pass that asks for a canary pod and the one that sees it ready, the pod is asked
+    for, then created without a node, then bound: none of that is news while it is not ready (an
+    unschedulable pod is: `CapacityLimited`)."""
+    s = spec(resources={"gpus": 1, "gpuType": "L4"}, rollout={})
+    deployments = {OLD: deployment(OLD, 4)}
+    before = observe(s, revision=OLD, deployments=deployments, pods=ready_pods(deployments))
+    before = replace(before, status=decide(replace(before, capacity=ROOM)).status)
+    started = decide(replace(before, revision=NEW, capacity=ROOM))
+    assert asked(started)[NEW] == 1
+    canary = RevisionState(revision=NEW, name=f"chat-{NEW}", spec_replicas=1)
+    moments = [
+        {},  # asked for, not made yet
+        {NEW: RevisionPods(alive=1, pending=1)},  # made, no node yet
+        {NEW: RevisionPods(alive=1)},  # bound, starting
+    ]
+    status = started.status
+    for i, pods in enumerate(moments):
+        o = replace(
+            before,
+            revision=NEW,
+            capacity=ROOM,
+            status=status,
+            deployments={**deployments, NEW: canary},
+            revision_pods={OLD: RevisionPods(alive=4), **pods},
+            now=T0 + timedelta(seconds=1 + i),
+        )
+        plan = decide(o)
+        if i > 0:
+            assert status_diff(status, plan.status) is None, f"{pods}: {status_diff(status, plan.status)}"
+            assert plan.events == ()
+        status = plan.status

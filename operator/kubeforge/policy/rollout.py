@@ -628,18 +628,25 @@ class _Planner:
             work.phase, work.message = "Paused", f"paused before the first step of {desired}"
         elif not reached:
             work.phase = "Paused" if self.total == 0 else "Progressing"
+            ready = self.ready_of(desired, targets)
             work.message = (
                 "fleet at zero replicas; the rollout holds"
                 if self.total == 0
-                else f"step {step + 1}/{len(steps)} ({weight}%): {self.waiting_for(desired, targets)}"
+                else f"step {step + 1}/{len(steps)} ({weight}%): canary {ready} ready"
             )
         # otherwise gate() set phase and message
         if work.phase != self.prev.phase and work.phase == "Paused" and self.prev.canary_revision == desired:
             self.emit("Normal", "RolloutPaused", work.message)
 
+    def ready_of(self, desired: str, targets: Mapping[str, int]) -> str:
+        """Ready canary pods of the step's target. While a step waits its message says only this: pods
+        asked for, created and bound within seconds would otherwise rewrite the status at each of those
+        moments (the fleet's `CapacityLimited` says when pods cannot be scheduled)."""
+        return f"{self.state(desired).ready}/{targets.get(desired, 0)}"
+
     def waiting_for(self, desired: str, targets: Mapping[str, int]) -> str:
         state = self.state(desired)
-        text = f"canary {state.ready}/{targets.get(desired, 0)} ready"
+        text = f"canary {self.ready_of(desired, targets)} ready"
         if state.pending:
             text += f", {state.pending} Pending for lack of capacity"
         return text
