@@ -4,9 +4,11 @@ rollout never adds a pod beyond the fleet's count; it swaps in place and says wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +43,18 @@ def replayed(stream: str) -> list[int]:
         totals.append(sum(current.values()))
 
 
-def test_a_restricted_operator_swaps_a_fleet_in_place_and_says_capacity_is_unknown(
-    cluster: LocalCluster, kubectl: Kubectl, helm: Helm, namespace: str, crds: None, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def restricted_operator(
+    cluster: LocalCluster, kubectl: Kubectl, helm: Helm, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator as the chart installs it with `watchNamespaces` and no cluster-wide pod list (a Role
+    in `namespace` only), run here with the chart's own ServiceAccount."""
     release = f"kf-{secrets.token_hex(3)}"
     helm(
         "install", release, str(CHART), "-n", namespace, "--set", "image.tag=e2e",
         "--set", f"watchNamespaces={{{namespace}}}", "--set", "replicaCount=0",
         "--set", "gangAdmission.readPodsInAllNamespaces=false",
     )  # fmt: skip
-    watch_log = tmp_path / "deployments.json"
     try:
         [deployment] = kubectl.json(
             "get", "deployment", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}"
@@ -60,57 +64,65 @@ def test_a_restricted_operator_swaps_a_fleet_in_place_and_says_capacity_is_unkno
         proc = OperatorProcess(kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace])
         proc.start()
         try:
-            # A canary whose one step takes every replica: with GPUs visibly free it would surge.
-            spec: dict[str, Any] = {
-                "replicas": 1,
-                "resources": {"gpus": 1, "gpuType": "L4"},
-                "rollout": {"steps": [{"weight": 100, "pauseSeconds": 0}]},
-            }
-            kubectl.apply(fleet("chat", **spec), namespace)
-            old = wait_ready(kubectl, namespace, "chat")["status"]["revision"]
-            with watch_log.open("w") as out:
-                watch = subprocess.Popen(
-                    [str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig), "-n",
-                     namespace, "get", "deployments", "-l", "kubeforge.dev/inferencefleet=chat", "-w",
-                     "-o", "json", "--output-watch-events"],
-                    stdout=out,
-                )  # fmt: skip
-                try:
-                    kubectl.apply(fleet("chat", **{**spec, "image": f"{IMAGE}-v2"}), namespace)
-                    seen: set[str] = set()
-
-                    def rolled() -> bool:
-                        obj = get_fleet(kubectl, namespace, "chat")
-                        limited = condition(obj, "CapacityLimited") or {}
-                        seen.add(str(limited.get("reason")))
-                        status = (obj or {}).get("status") or {}
-                        return status.get("revision") != old and is_true(obj, "Ready")
-
-                    wait_for(rolled, timeout=120, interval=0.2, description="the new revision Ready")
-                    wait_for(
-                        lambda: len(kubectl.json("get", "deployments", "-n", namespace, "-l",
-                                                 "kubeforge.dev/inferencefleet=chat")["items"]) == 1,
-                        timeout=60,
-                        description="the old revision gone",
-                    )  # fmt: skip
-                finally:
-                    watch.terminate()
-                    watch.wait(10)
-            totals = replayed(watch_log.read_text())
-            assert totals, "the watch saw the rollout"
-            assert max(totals) <= 1, f"replicas asked for, event by event: {totals}"
-            events = kubectl.json("get", "events", "-n", namespace)["items"]
-            warnings = [
-                e["message"]
-                for e in events
-                if e["involvedObject"].get("name") == "chat" and e["reason"] == "CapacityUnknown"
-            ]
-            assert warnings, f"no CapacityUnknown Event (conditions seen: {seen})"
-            assert namespace in warnings[0]
-            final = get_fleet(kubectl, namespace, "chat")
-            assert (condition(final, "CapacityLimited") or {}).get("reason") == "Schedulable"
+            yield proc
         finally:
             proc.stop()
             print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(40)}")
     finally:
         helm("uninstall", release, "-n", namespace, "--wait=false", check=False)
+
+
+def test_a_restricted_operator_swaps_a_fleet_in_place_and_says_capacity_is_unknown(
+    cluster: LocalCluster, kubectl: Kubectl, helm: Helm, namespace: str, crds: None, tmp_path: Path
+) -> None:
+    watch_log = tmp_path / "deployments.json"
+    with restricted_operator(cluster, kubectl, helm, namespace, tmp_path):
+        # A canary whose one step takes every replica: with GPUs visibly free it would surge.
+        spec: dict[str, Any] = {
+            "replicas": 1,
+            "resources": {"gpus": 1, "gpuType": "L4"},
+            "rollout": {"steps": [{"weight": 100, "pauseSeconds": 0}]},
+        }
+        kubectl.apply(fleet("chat", **spec), namespace)
+        old = wait_ready(kubectl, namespace, "chat")["status"]["revision"]
+        with watch_log.open("w") as out:
+            watch = subprocess.Popen(
+                [str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig), "-n",
+                 namespace, "get", "deployments", "-l", "kubeforge.dev/inferencefleet=chat", "-w",
+                 "-o", "json", "--output-watch-events"],
+                stdout=out,
+            )  # fmt: skip
+            try:
+                kubectl.apply(fleet("chat", **{**spec, "image": f"{IMAGE}-v2"}), namespace)
+                seen: set[str] = set()
+
+                def rolled() -> bool:
+                    obj = get_fleet(kubectl, namespace, "chat")
+                    limited = condition(obj, "CapacityLimited") or {}
+                    seen.add(str(limited.get("reason")))
+                    status = (obj or {}).get("status") or {}
+                    return status.get("revision") != old and is_true(obj, "Ready")
+
+                wait_for(rolled, timeout=120, interval=0.2, description="the new revision Ready")
+                wait_for(
+                    lambda: len(kubectl.json("get", "deployments", "-n", namespace, "-l",
+                                             "kubeforge.dev/inferencefleet=chat")["items"]) == 1,
+                    timeout=60,
+                    description="the old revision gone",
+                )  # fmt: skip
+            finally:
+                watch.terminate()
+                watch.wait(10)
+        totals = replayed(watch_log.read_text())
+        assert totals, "the watch saw the rollout"
+        assert max(totals) <= 1, f"replicas asked for, event by event: {totals}"
+        events = kubectl.json("get", "events", "-n", namespace)["items"]
+        warnings = [
+            e["message"]
+            for e in events
+            if e["involvedObject"].get("name") == "chat" and e["reason"] == "CapacityUnknown"
+        ]
+        assert warnings, f"no CapacityUnknown Event (conditions seen: {seen})"
+        assert namespace in warnings[0]
+        final = get_fleet(kubectl, namespace, "chat")
+        assert (condition(final, "CapacityLimited") or {}).get("reason") == "Schedulable"
