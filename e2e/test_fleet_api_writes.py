@@ -5,13 +5,13 @@ default strategy until the old revision is gone, each at most 12 writes, and not
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from kubeforge_e2e import Kubectl, LocalCluster, promtext, wait_for
+from kubeforge_e2e import Kubectl, promtext, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet, is_true, start_operator, wait_ready
+from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet, is_true, wait_ready
+from test_fleet import operator as operator  # a fixture: the operator, no Prometheus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -19,17 +19,6 @@ READS = frozenset({"get", "list", "watch"})
 TARGET = 12
 """Issue target: a one-replica fleet's image change with the default strategy, children, status
 transitions and Events in all."""
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster, crds: None, namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(cluster, namespace, tmp_path_factory.mktemp("writes-operator"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def writes(process: OperatorProcess) -> dict[tuple[str, ...], float]:
