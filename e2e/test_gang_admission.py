@@ -9,7 +9,6 @@ workers as in `test_trainingjob.py`, whose helpers these tests reuse.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from kubeforge_e2e import Helm, Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from test_chart_install import CHART, token_kubeconfig
+from test_fleet_restricted import restricted_operator
 from test_trainingjob import Obj, _condition, _events, _manifest, _status, _wait_phase
 from test_trainingjob import spare_nodes as spare_nodes  # a fixture: GPU nodes of their own
 
@@ -245,26 +244,7 @@ def test_an_operator_that_cannot_see_every_namespace_says_capacity_is_unknown(
     """The chart installed with `watchNamespaces` gives the operator a Role in that namespace only: it
     cannot list pods elsewhere, so it does not admit a gang into GPUs it cannot see are free; it says
     so in the status and an Event. Run with the chart's own ServiceAccount."""
-    release = f"kf-{secrets.token_hex(3)}"
-    helm(
-        "install", release, str(CHART), "-n", namespace, "--set", "image.tag=e2e",
-        "--set", f"watchNamespaces={{{namespace}}}", "--set", "replicaCount=0",
-        "--set", "gangAdmission.readPodsInAllNamespaces=false",
-    )  # fmt: skip
-    try:
-        [deployment] = kubectl.json(
-            "get", "deployment", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}"
-        )["items"]
-        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        kubeconfig = token_kubeconfig(cluster, kubectl, namespace, account, tmp_path / "kubeconfig")
-        proc = OperatorProcess(kubeconfig, tmp_path / "operator.log", extra_args=["--namespace", namespace])
-        proc.start()
-        try:
-            name = "blind"
-            kubectl.apply(_manifest(name, run_seconds=2), namespace)
-            _refused(kubectl, namespace, name, "CapacityUnknown", "free GPUs are unknown")
-        finally:
-            proc.stop()
-            print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(40)}")
-    finally:
-        helm("uninstall", release, "-n", namespace, "--wait=false", check=False)
+    with restricted_operator(cluster, kubectl, helm, namespace, tmp_path):
+        name = "blind"
+        kubectl.apply(_manifest(name, run_seconds=2), namespace)
+        _refused(kubectl, namespace, name, "CapacityUnknown", "free GPUs are unknown")

@@ -132,7 +132,7 @@ def test_canary_walks_timed_steps_and_is_promoted() -> None:
     assert p.status.step_ready_at == format_time(now)
     assert p.weights == {OLD: 75, NEW: 25}
     assert p.status.canary_weight == 25
-    assert p.status.message.endswith("holding for 30s")
+    assert p.status.message.endswith(f"holding until {format_time(now + timedelta(seconds=30))}")
     assert p.requeue_after == 30
 
     now += timedelta(seconds=30)

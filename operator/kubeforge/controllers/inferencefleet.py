@@ -265,7 +265,9 @@ class InferenceFleetController:
         claims = capacity.claims_of(unplaced, ledger.unbound, skip=f"{o.namespace}/{o.name}")
         template = build.pod_template(o.spec, o.name, o.revision or "")
         tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
-        return policy.Capacity(tuple(ledger.nodes), ledger.free(), tuple(claims), tolerations)
+        return policy.Capacity(
+            tuple(ledger.nodes), ledger.free(), tuple(claims), tolerations, scope=tuple(ledger.scope)
+        )
 
     async def _fetch(
         self, o: policy.FleetObserved, plan: policy.FleetPlan, fleet: _Fleet, observed_at: float

@@ -92,7 +92,7 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
     if namespaces and not await _pods_clusterwide(http):
         log.warning(
             "pods of other namespaces are not readable: GPU capacity used outside %s is unknown, so "
-            "gangs are not admitted by kubeforge (use Kueue) and surge limits cannot see it",
+            "gangs are not admitted by kubeforge (use Kueue) and fleet rollouts swap pods in place",
             ", ".join(namespaces),
         )
         pod_namespaces = namespaces

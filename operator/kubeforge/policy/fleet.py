@@ -94,6 +94,10 @@ class Capacity:
     """Admitted gangs' unplaced workers and other fleets' unbound pods: a surge leaves them their room."""
     tolerations: tuple[capacity.Toleration, ...] = capacity.GPU_POD_TOLERATIONS
     """What the fleet's pods tolerate (from the builders): nodes with other taints offer nothing."""
+    scope: tuple[str, ...] = ()
+    """The only namespaces whose pods the operator may read (`capacity.Ledger.scope`); empty: all. When
+    set, GPUs that pods elsewhere hold are invisible, so the free GPUs are unknown and no surge is
+    offered: pods swap in place within the disruption budget, as when no GPU is free."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,10 @@ def decide(o: FleetObserved) -> FleetPlan:
     if moving and spec.resources.gpus > 0 and o.capacity is None:
         return FleetPlan(status=o.status, needs_capacity=True)
     surge = None
-    if moving and o.capacity is not None:
+    unknown = moving and o.capacity is not None and bool(o.capacity.scope)
+    if unknown:
+        surge = _own_room(o, desired)
+    elif moving and o.capacity is not None:
         surge = capacity.surge_room(
             spec.resources.gpus,
             spec.resources.gpu_type,
@@ -319,6 +326,9 @@ def decide(o: FleetObserved) -> FleetPlan:
         extra.append(routed)
     if missing and plan.degraded is None:
         extra.append(ConditionUpdate("Degraded", "True", "RevisionNotFound", missing))
+    if unknown and o.capacity is not None and not o.pods.unschedulable:
+        # Pods the scheduler cannot place say more than this (`CapacityLimited` from the pods).
+        extra.append(_capacity_unknown(o.capacity.scope))
 
     status = compute_status(
         spec,
@@ -470,6 +480,26 @@ def _moving(o: FleetObserved, spec: InferenceFleetSpec) -> bool:
         or len(o.deployments) > 1
         or spec.rollout_spec.target_revision is not None
     )
+
+
+def _capacity_unknown(scope: tuple[str, ...]) -> ConditionUpdate:
+    """`CapacityLimited` while a rollout cannot know which GPUs are free (a namespace-restricted
+    operator): it swaps pods in place rather than surge onto GPUs that may be taken."""
+    message = (
+        f"free GPUs are unknown: the operator may read pods only in {', '.join(scope)}, so GPUs used "
+        "elsewhere are invisible to it; pods swap in place within the disruption budget instead of "
+        "surging (grant it list and watch on pods in all namespaces to surge)"
+    )
+    return ConditionUpdate("CapacityLimited", "True", "CapacityUnknown", message)
+
+
+def _own_room(o: FleetObserved, desired: int) -> int:
+    """The surge room when the free GPUs are unknown: only the GPUs the fleet's own removed pods gave
+    back (its count minus the pods that hold a GPU on a node), so it never grows past its count and
+    pods swap in place. Whether another namespace took a freed GPU meanwhile is not known either; the
+    new pod then waits Pending, as in any swap."""
+    bound = sum(p.alive - p.pending + p.terminating for p in o.revision_pods.values())
+    return max(0, desired - bound)
 
 
 def _rollout_revisions(o: FleetObserved) -> dict[str, rollouts.RevisionState]:

@@ -3,7 +3,9 @@
 - A condition transition (status or reason changed) is an Event, Warning when the condition turned bad,
   except `Progressing`, the kstatus conditions that restate it and `Degraded` (`Reconciling`,
   `Stalled`), and the reasons the rollout announces with Events of its own; a condition's first,
-  healthy value (and a new fleet that is not Ready yet) is no news.
+  healthy value (and a new fleet that is not Ready yet) is no news, nor is `Ready` coming back at the
+  end of a rollout (`Promoted`, `RolledBack`, `RolloutAborted` said it, as `RolloutStarted` said why
+  it went).
 - An autoscaler decision that changes the replica count is `ScaledUp` or `ScaledDown`.
 - The rollout's events ending a rollout count as its outcome in `kubeforge_rollout_outcomes_total`.
 """
@@ -42,16 +44,18 @@ def changed_conditions(before: Sequence[Condition], after: Sequence[Condition]) 
 
 def condition_events(before: Sequence[Condition], after: Sequence[Condition]) -> tuple[Event, ...]:
     """The Events for the condition transitions from `before` to `after`."""
-    known = {c.type for c in before}
+    was = {c.type: c.reason for c in before}
     events: list[Event] = []
     for condition in changed_conditions(before, after):
         ctype, status, reason = condition.type, condition.status, condition.reason
         if ctype in SILENT_TYPES or reason in ROLLOUT_REASONS:
             continue
+        if ctype == "Ready" and status == "True" and was.get(ctype) in ROLLOUT_REASONS:
+            continue  # the rollout's own event ends it
         warning = (ctype in WARNING_WHEN_TRUE and status == "True") or (
             ctype in WARNING_WHEN_FALSE and status == "False"
         )
-        if ctype not in known and (not warning or ctype == "Ready"):
+        if ctype not in was and (not warning or ctype == "Ready"):
             continue  # a condition's first, healthy value (or a new fleet not ready yet) is no news
         events.append(
             Event("Warning" if warning else "Normal", reason, f"{ctype}={status}: {condition.message}")

@@ -9,7 +9,8 @@ Conditions:
 - `Progressing`: a new revision is replacing an old one, or the replica count is converging.
 - `Degraded`: the Deployment reports ProgressDeadlineExceeded or ReplicaFailure, pods crash-loop, or the
   operator cannot build the fleet at all (a name no Service can have).
-- `CapacityLimited`: pods of the fleet are unschedulable (for lack of GPUs, usually).
+- `CapacityLimited`: pods of the fleet are unschedulable (for lack of GPUs, usually); or, from
+  `policy.fleet`, a rollout swaps in place because the free GPUs are unknown (`CapacityUnknown`).
 - `MetricsUnavailable`: autoscaler only: Prometheus unreachable or without data; replicas are held.
 
 With a rollout (`RolloutConditions`, from `policy.rollout.plan_rollout`), `Ready` is judged on the

@@ -439,8 +439,14 @@ class _Planner:
         if discarded is not None:
             # Back to stable at once, as for an abort.
             self.replicas[discarded] = 0
+        work.message = self.serves(stable)
+
+    def serves(self, stable: str) -> str:
+        """The message of a fleet that one revision serves. The same on the pass that promotes it and on
+        the passes after, so a promotion whose old revision is already drained costs no second status
+        write (the `Promoted` event and phase say it was promoted)."""
         draining = sorted(n for n, s in self.inp.revisions.items() if n != stable and (s.replicas or s.ready))
-        work.message = f"draining {', '.join(draining)}" if draining else f"{stable} serves all replicas"
+        return f"draining {', '.join(draining)}" if draining else f"{stable} serves all replicas"
 
     def refuse_failed(self, desired: str, new: bool) -> None:
         work = self.work
@@ -622,18 +628,25 @@ class _Planner:
             work.phase, work.message = "Paused", f"paused before the first step of {desired}"
         elif not reached:
             work.phase = "Paused" if self.total == 0 else "Progressing"
+            ready = self.ready_of(desired, targets)
             work.message = (
                 "fleet at zero replicas; the rollout holds"
                 if self.total == 0
-                else f"step {step + 1}/{len(steps)} ({weight}%): {self.waiting_for(desired, targets)}"
+                else f"step {step + 1}/{len(steps)} ({weight}%): canary {ready} ready"
             )
         # otherwise gate() set phase and message
         if work.phase != self.prev.phase and work.phase == "Paused" and self.prev.canary_revision == desired:
             self.emit("Normal", "RolloutPaused", work.message)
 
+    def ready_of(self, desired: str, targets: Mapping[str, int]) -> str:
+        """Ready canary pods of the step's target. While a step waits its message says only this: pods
+        asked for, created and bound within seconds would otherwise rewrite the status at each of those
+        moments (the fleet's `CapacityLimited` says when pods cannot be scheduled)."""
+        return f"{self.state(desired).ready}/{targets.get(desired, 0)}"
+
     def waiting_for(self, desired: str, targets: Mapping[str, int]) -> str:
         state = self.state(desired)
-        text = f"canary {state.ready}/{targets.get(desired, 0)} ready"
+        text = f"canary {self.ready_of(desired, targets)} ready"
         if state.pending:
             text += f", {state.pending} Pending for lack of capacity"
         return text
@@ -665,9 +678,12 @@ class _Planner:
         if pause is None:
             work.phase, work.message = "Paused", f"{label}: waiting for `kubeforge rollout promote`"
             return False
-        remaining = (ready_at + timedelta(seconds=pause) - now).total_seconds()
+        ends = ready_at + timedelta(seconds=pause)
+        remaining = (ends - now).total_seconds()
         if remaining > 0:
-            work.phase, work.message = "Progressing", f"{label}: holding for {math.ceil(remaining)}s"
+            # The deadline, not a countdown: the status of a holding fleet is the same every pass, so
+            # its requeues and resyncs write nothing.
+            work.phase, work.message = "Progressing", f"{label}: holding until {format_time(ends)}"
             self.requeue.append(remaining)
             return False
         if limits is not None:
@@ -693,7 +709,7 @@ class _Planner:
         work.clear_canary()
         work.phase = "Promoted"
         self.move({desired: self.total}, desired)
-        work.message = f"{desired} promoted" + (f"; draining {old}" if old and old != desired else "")
+        work.message = self.serves(desired)
 
 
 def _desired(inp: RolloutInputs, work: _Work, history: Iterable[RevisionHistoryEntry]) -> tuple[str, str]:
