@@ -49,6 +49,20 @@ def _log(message: str) -> None:
     print(f"[kubeforge-e2e] {message}", file=sys.stderr, flush=True)
 
 
+# `unshare` (util-linux): a user and mount namespace in which the folder given first is bind-mounted on
+# /etc, then the rest of the arguments is exec'd (same pid, so the pid file stays right).
+_IN_OWN_ETC = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--mount",
+    "sh",
+    "-c",
+    'mount --bind "$1" /etc && shift && exec "$@"',
+    "kueue-etc",
+]
+
+
 def _version() -> str:
     return read_versions()["KUEUE_VERSION"]
 
@@ -170,11 +184,25 @@ def start(cluster: LocalCluster, timeout: float = 120.0) -> bool:
     config = home / "config.yaml"
     config.write_text(yaml.safe_dump(_config(cert_dir, webhook_port, health_port)))
 
+    # The manager reads a metrics certificate from a fixed path, /etc/kueue/metrics/certs, whenever its
+    # own certificate management is off (even with metrics disabled) and exits without one. Rather than
+    # write into the host's /etc, it runs in its own user and mount namespace where /etc is a folder of
+    # ours holding that certificate (and an /etc/hosts for loopback); it needs nothing else from /etc.
+    etc = home / "etc"
+    metrics_certs = etc / "kueue" / "metrics" / "certs"
+    metrics_certs.mkdir(parents=True, exist_ok=True)
+    (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+    for name in ("tls.crt", "tls.key"):
+        (metrics_certs / name).write_bytes((cert_dir / name).read_bytes())
+    (metrics_certs / "tls.key").chmod(0o600)
+
     link = paths.bin / BINARY
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(binary)
     argv = [
+        *_IN_OWN_ETC,
+        str(etc),
         str(link),
         f"--kubeconfig={paths.kubeconfig}",
         f"--config={config}",
@@ -185,16 +213,21 @@ def start(cluster: LocalCluster, timeout: float = 120.0) -> bool:
     _log(f"starting Kueue {_version()} (webhooks on https://127.0.0.1:{webhook_port})")
     procs.start(PROCESS, argv, run_dir=paths.run, log_dir=paths.logs, cwd=paths.root, env=cluster.env())
 
-    def up() -> bool:
+    def up() -> str:
         if not is_running(cluster):
-            raise ClusterError(f"Kueue exited; see {paths.logs / (PROCESS + '.log')}")
-        return _healthy(health_port) and _serving(webhook_port, paths.ca_cert)
+            return "exited"
+        return "ready" if _healthy(health_port) and _serving(webhook_port, paths.ca_cert) else ""
 
     try:
-        wait_for(up, timeout=timeout, interval=0.5, description="Kueue ready and serving its webhooks")
+        state = wait_for(
+            up, timeout=timeout, interval=0.5, description="Kueue ready and serving its webhooks"
+        )
     except BaseException:
         stop(cluster)
         raise
+    if state != "ready":
+        stop(cluster)
+        raise ClusterError(f"Kueue exited; see {paths.logs / (PROCESS + '.log')}")
     configs = webhook_configurations(
         (release / "webhooks.yaml").read_text(),
         f"https://127.0.0.1:{webhook_port}",
