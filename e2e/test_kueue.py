@@ -227,8 +227,11 @@ def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_inta
     evicted = _wl_condition(_workloads(kubectl, namespace)[job], "Evicted")
     assert (evicted.get("status"), evicted.get("reason")) == ("True", "Preempted"), evicted
     assert status["restarts"] == 0
-    assert _condition(status, "Admitted")["status"] == "False"
-    assert _condition(status, "Admitted")["reason"] not in ("WaitingForKueue", "")
+    # Kueue's Job integration suspends the Job without a reason of its own (the Job controller's default
+    # `JobSuspended`), so the operator says `SuspendedByKueue` and points at the Workload.
+    admitted = _condition(status, "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", "SuspendedByKueue")
+    assert "workloads" in admitted["message"]
     assert _condition(status, "Failed")["status"] == "False"
     ran = status["activeSeconds"]
     assert 4 <= ran < deadline

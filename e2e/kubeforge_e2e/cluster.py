@@ -463,8 +463,10 @@ class LocalCluster:
 
     def _stop_all(self) -> None:
         recorded = procs.recorded(self.paths.run)
-        order = [n for n in reversed(COMPONENTS) if n in recorded] + [
-            n for n in recorded if n not in COMPONENTS
+        # Processes started next to the control plane (Kueue) go first, while the API server they talk
+        # to still answers: stopped after it, they hang in their shutdown until killed.
+        order = [n for n in recorded if n not in COMPONENTS] + [
+            n for n in reversed(COMPONENTS) if n in recorded
         ]
         for name in order:
             left = procs.stop([recorded[name]], self.marker)
