@@ -29,6 +29,7 @@ from test_trainingjob import (
     _wait_phase,
     operator,
 )
+from test_trainingjob_suspend import _kubelet_kills
 
 __all__ = ["operator"]  # the fixture: one operator per test, watching only its namespace
 
@@ -210,19 +211,34 @@ def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_inta
             queueName=QUEUE,
             priorityClassName=low,
             activeDeadlineSeconds=deadline,
+            # The exit codes a stopped worker leaves are listed as permanent: they must not count here.
             policy={"permanentExitCodes": [137, 143], "backoffSeconds": 1},
+            annotations={"e2e.kubeforge.dev/terminate-seconds": "8"},
         ),
         namespace,
     )
     _wait_phase(kubectl, namespace, victim, "Running")
     time.sleep(5)
 
-    # A higher-priority job arrives; the quota holds one. Kueue evicts the low one to admit it.
+    # A higher-priority job arrives; the quota holds one. Kueue evicts the low one to admit it: the Job
+    # controller deletes its workers, and the test plays the kubelet, reporting them killed by SIGTERM
+    # and SIGKILL (kwok keeps deleted pods for `terminate-seconds`).
     urgent_seconds = deadline + 5  # longer than the victim's deadline has left
     kubectl.apply(
         _manifest("high", run_seconds=urgent_seconds, queueName=QUEUE, priorityClassName=high), namespace
     )
+
+    def deleting() -> list[Obj] | None:
+        pods = _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={victim}")
+        going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
+        return going if len(going) == 2 else None
+
+    for pod, code in zip(
+        wait_for(deleting, timeout=60, description="the victim's workers deleted"), (143, 137), strict=True
+    ):
+        _kubelet_kills(kubectl, namespace, pod, code)
     status = _wait_phase(kubectl, namespace, victim, "Queued", timeout=60)
+    assert status["workers"]["failed"] == 0  # stopped by the preemption, not failed
     job = f"{victim}-a0"
     evicted = _wl_condition(_workloads(kubectl, namespace)[job], "Evicted")
     assert (evicted.get("status"), evicted.get("reason")) == ("True", "Preempted"), evicted
