@@ -117,3 +117,18 @@ def generate(pki: Path) -> None:
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     for key in pki.glob("*.key"):
         key.chmod(0o600)
+
+
+def serving_cert(pki: Path, name: str, sans: list[str]) -> tuple[Path, Path]:
+    """A serving certificate ``<name>.crt``/``<name>.key`` for ``sans``, signed by the CA ``generate``
+    wrote into ``pki``: for webhook servers the API server calls on loopback (it trusts that CA through
+    the webhook configuration's ``caBundle``)."""
+    _signed(
+        pki,
+        name,
+        f"/CN={name}",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={','.join(sans)}\n",
+    )
+    (pki / f"{name}.key").chmod(0o600)
+    return pki / f"{name}.crt", pki / f"{name}.key"

@@ -3,9 +3,10 @@
 # e2e/versions.env, each in its own throwaway module (so their dependency graphs never mix) and cached
 # by version. A second run finds every binary in the cache and builds nothing.
 #
-# Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm kstatus gateway-api
-# (default: all). Prints the directory holding the binaries on its last line of stdout. `gateway-api` builds
-# nothing: it copies the CRD manifests out of the pinned module into ${cache}/gateway-api/<version>/.
+# Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm kstatus gateway-api kueue
+# (default: all but kueue, which e2e/kubeforge_e2e/kueue.py builds on first use). Prints the directory holding
+# the binaries on its last line of stdout. `gateway-api` builds nothing: it copies the CRD manifests out of the
+# pinned module into ${cache}/gateway-api/<version>/.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -164,12 +165,36 @@ build_gateway_api() {
   log "gateway-api ${v} CRDs: $(find "${dest}" -name '*.yaml' | wc -l) manifests in ${dest}"
 }
 
+build_kueue() {
+  # Kueue's manager, run as a process next to the control plane by e2e/kubeforge_e2e/kueue.py (only for the
+  # tests that need it). Its CRDs ship inside the module; they are copied next to the binary so the
+  # harness applies the ones of the very version it runs, with the webhook configurations it serves.
+  local v="${KUEUE_VERSION}" stamp="kueue-${KUEUE_VERSION}" dir crds
+  crds="${cache}/kueue-${v}/crds"
+  if have "${stamp}" kueue-manager && [[ -d "${crds}" && -f "${cache}/kueue-${v}/webhooks.yaml" ]]; then
+    log "kueue ${v}: cached"; return
+  fi
+  dir="$(new_module kueue)"
+  # `go get` of the module root does not pull the command's dependencies; get the package itself.
+  (cd "${dir}" && go get "sigs.k8s.io/kueue/cmd/kueue@${v}" >/dev/null 2>&1)
+  with_progress "kueue ${v} (manager)" bash -c "cd '${dir}' && go build -trimpath -ldflags '-s -w' \
+    -o '${bindir}/kueue-manager' sigs.k8s.io/kueue/cmd/kueue"
+  local moddir
+  moddir="$(cd "${dir}" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)"
+  rm -rf "${crds}"
+  mkdir -p "${crds}"
+  cp "${moddir}"/config/components/crd/bases/*.yaml "${crds}/"
+  cp "${moddir}/config/components/webhook/manifests.yaml" "${cache}/kueue-${v}/webhooks.yaml"
+  chmod u+w "${crds}"/*.yaml "${cache}/kueue-${v}/webhooks.yaml"
+  touch "${bindir}/.${stamp}"
+}
+
 components=("$@")
 (( ${#components[@]} )) || components=(etcd kwok helm kubernetes kstatus gateway-api)
 total=$SECONDS
 for c in "${components[@]}"; do
   case "${c}" in
-    kubernetes|etcd|kwok|helm|kstatus) "build_${c}" ;;
+    kubernetes|etcd|kwok|helm|kstatus|kueue) "build_${c}" ;;
     gateway-api) build_gateway_api ;;
     *) echo "unknown component: ${c}" >&2; exit 2 ;;
   esac

@@ -1,0 +1,289 @@
+"""TrainingJobs queued through the real Kueue, end to end on the local cluster.
+
+Kueue's manager (built from the pinned `sigs.k8s.io/kueue` module) runs next to the control plane for
+this module only (see kubeforge_e2e/kueue.py); it admits, orders and preempts the TrainingJobs' Jobs on
+its own. Nothing here plays Kueue's part: the tests set up quota the way a platform team does (a
+ResourceFlavor, a ClusterQueue with a GPU quota, a LocalQueue in the namespace) and read what Kueue
+decided from its Workload objects and from the TrainingJobs' status.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kubeforge_e2e import Kubectl, LocalCluster, kueue, wait_for
+from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.workloads import fleet, wait_ready
+from test_trainingjob import (
+    Obj,
+    _condition,
+    _events,
+    _items,
+    _jobs,
+    _manifest,
+    _status,
+    _wait_phase,
+    operator,
+)
+from test_trainingjob_suspend import _kubelet_kills
+
+__all__ = ["operator"]  # the fixture: one operator per test, watching only its namespace
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
+QUEUE = "team-a"
+GPU = "nvidia.com/gpu"
+# Each TrainingJob below: 2 workers x 4 H100s = 8 GPUs.
+JOB_GPUS = 8
+
+
+@pytest.fixture(scope="session")
+def kueue_manager(cluster: LocalCluster) -> Iterator[None]:
+    """Kueue for the session, started by the first test that needs it; stopped at the end unless it was
+    running before (another session's). `make cluster-down` stops it with the cluster in any case."""
+    started = kueue.start(cluster)
+    try:
+        yield
+    finally:
+        if started:
+            kueue.stop(cluster)
+
+
+@pytest.fixture
+def queue(kubectl: Kubectl, namespace: str, kueue_manager: None) -> Iterator[Callable[..., str]]:
+    """A function that makes a LocalQueue `team-a` in the test's namespace, pointing at a ClusterQueue of
+    this test with the given GPU quota and preemption policy (returns the ClusterQueue's name)."""
+    kubectl("label", "namespace", namespace, f"{kueue.NAMESPACE_LABEL}=true")
+    suffix = secrets.token_hex(3)
+    flavor, cq = f"e2e-h100-{suffix}", f"e2e-cq-{suffix}"
+    created: list[tuple[str, str]] = []
+
+    def setup(gpus: int, preemption: dict[str, str] | None = None) -> str:
+        spec: Obj = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            # Strict FIFO: the head of the queue waits for quota and nothing overtakes it.
+            "queueingStrategy": "StrictFIFO",
+            "resourceGroups": [
+                {
+                    "coveredResources": [GPU],
+                    "flavors": [{"name": flavor, "resources": [{"name": GPU, "nominalQuota": gpus}]}],
+                }
+            ],
+        }
+        if preemption:
+            spec["preemption"] = preemption
+        kubectl.apply(
+            [
+                {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": flavor}},
+                {"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": {"name": cq}, "spec": spec},
+                {
+                    "apiVersion": KUEUE_API,
+                    "kind": "LocalQueue",
+                    "metadata": {"name": QUEUE, "namespace": namespace},
+                    "spec": {"clusterQueue": cq},
+                },
+            ]
+        )
+        created.extend([("clusterqueue", cq), ("resourceflavor", flavor)])
+        return cq
+
+    try:
+        yield setup
+    finally:
+        kubectl("delete", "localqueue", QUEUE, "-n", namespace, "--ignore-not-found", check=False)
+        for kind, name in created:
+            kubectl("delete", kind, name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def _priority_classes(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
+    suffix = secrets.token_hex(3)
+    low, high = f"e2e-low-{suffix}", f"e2e-high-{suffix}"
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+                "description": "kubeforge e2e: Kueue preemption",
+            }
+            for name, value in ((low, 100), (high, 1000))
+        ]
+    )
+    try:
+        yield low, high
+    finally:
+        kubectl("delete", "priorityclass", low, high, "--ignore-not-found", check=False)
+
+
+priority_classes = pytest.fixture(_priority_classes)
+
+
+def _workloads(kubectl: Kubectl, namespace: str) -> dict[str, Obj]:
+    """Kueue's Workload objects of the namespace, by the name of the Job each one is for."""
+    out = {}
+    for workload in _items(kubectl, "workloads.kueue.x-k8s.io", namespace):
+        for ref in workload["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job":
+                out[ref["name"]] = workload
+    return out
+
+
+def _wl_condition(workload: Obj, type_: str) -> Obj:
+    for cond in workload.get("status", {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def _admitted(workload: Obj) -> bool:
+    return _wl_condition(workload, "Admitted").get("status") == "True"
+
+
+def test_gpu_quota_for_one_job_runs_two_jobs_one_after_the_other(
+    kubectl: Kubectl, namespace: str, queue: Callable[..., str], operator: OperatorProcess
+) -> None:
+    queue(gpus=JOB_GPUS + JOB_GPUS // 2)  # 12 GPUs: one job fits, two do not (the cluster has 16 H100s)
+    first, second = "first", "second"
+    kubectl.apply(_manifest(first, run_seconds=15, queueName=QUEUE), namespace)
+    _wait_phase(kubectl, namespace, first, "Running")
+    kubectl.apply(_manifest(second, run_seconds=5, queueName=QUEUE), namespace)
+
+    # Kueue holds the second back for quota, and says why on its Workload.
+    def pending() -> Obj | None:
+        workload = _workloads(kubectl, namespace).get(f"{second}-a0")
+        if workload is None:
+            return None
+        reserved = _wl_condition(workload, "QuotaReserved")
+        return workload if reserved.get("status") == "False" and reserved.get("message") else None
+
+    waiting = wait_for(pending, timeout=60, description="the second Workload pending for quota")
+    reserved = _wl_condition(waiting, "QuotaReserved")
+    assert reserved["reason"] == "Pending"
+    assert GPU in reserved["message"], reserved
+    assert "quota" in reserved["message"], reserved
+    assert _admitted(_workloads(kubectl, namespace)[f"{first}-a0"])
+    status = _status(kubectl, namespace, second)
+    assert status["phase"] == "Queued"
+    admitted = _condition(status, "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", "WaitingForKueue")
+    assert QUEUE in admitted["message"]
+    assert kubectl.get("job", f"{second}-a0", namespace)["spec"]["suspend"] is True
+    assert not _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={second}")
+
+    # Never both running: the second starts only once the first finished and gave its quota back.
+    def second_running() -> Obj | None:
+        one, two = _status(kubectl, namespace, first), _status(kubectl, namespace, second)
+        assert not (one.get("phase") == "Running" and two.get("phase") in ("Pending", "Running")), (one, two)
+        return two if two.get("phase") == "Running" else None
+
+    wait_for(second_running, timeout=90, interval=0.5, description="the second job Running")
+    assert _status(kubectl, namespace, first)["phase"] == "Succeeded"
+    workloads = _workloads(kubectl, namespace)
+    assert _wl_condition(workloads[f"{first}-a0"], "Finished").get("status") == "True"
+    assert _admitted(workloads[f"{second}-a0"])
+    assert _condition(_status(kubectl, namespace, second), "Admitted")["reason"] == "KueueAdmitted"
+    status = _wait_phase(kubectl, namespace, second, "Succeeded", timeout=60)
+    assert status["restarts"] == 0
+    assert _status(kubectl, namespace, first)["restarts"] == 0
+
+
+def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_intact(
+    kubectl: Kubectl,
+    namespace: str,
+    queue: Callable[..., str],
+    priority_classes: tuple[str, str],
+    operator: OperatorProcess,
+) -> None:
+    low, high = priority_classes
+    queue(gpus=JOB_GPUS, preemption={"withinClusterQueue": "LowerPriority"})
+    deadline = 40
+    victim = "low"
+    kubectl.apply(
+        _manifest(
+            victim,
+            run_seconds=600,
+            queueName=QUEUE,
+            priorityClassName=low,
+            activeDeadlineSeconds=deadline,
+            # The exit codes a stopped worker leaves are listed as permanent: they must not count here.
+            policy={"permanentExitCodes": [137, 143], "backoffSeconds": 1},
+            annotations={"e2e.kubeforge.dev/terminate-seconds": "8"},
+        ),
+        namespace,
+    )
+    _wait_phase(kubectl, namespace, victim, "Running")
+    time.sleep(5)
+
+    # A higher-priority job arrives; the quota holds one. Kueue evicts the low one to admit it: the Job
+    # controller deletes its workers, and the test plays the kubelet, reporting them killed by SIGTERM
+    # and SIGKILL (kwok keeps deleted pods for `terminate-seconds`).
+    urgent_seconds = deadline + 5  # longer than the victim's deadline has left
+    kubectl.apply(
+        _manifest("high", run_seconds=urgent_seconds, queueName=QUEUE, priorityClassName=high), namespace
+    )
+
+    def deleting() -> list[Obj] | None:
+        pods = _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={victim}")
+        going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
+        return going if len(going) == 2 else None
+
+    for pod, code in zip(
+        wait_for(deleting, timeout=60, description="the victim's workers deleted"), (143, 137), strict=True
+    ):
+        _kubelet_kills(kubectl, namespace, pod, code)
+    status = _wait_phase(kubectl, namespace, victim, "Queued", timeout=60)
+    assert status["workers"]["failed"] == 0  # stopped by the preemption, not failed
+    job = f"{victim}-a0"
+    evicted = _wl_condition(_workloads(kubectl, namespace)[job], "Evicted")
+    assert (evicted.get("status"), evicted.get("reason")) == ("True", "Preempted"), evicted
+    assert status["restarts"] == 0
+    # Kueue's Job integration suspends the Job without a reason of its own (the Job controller's default
+    # `JobSuspended`), so the operator says `SuspendedByKueue` and points at the Workload.
+    admitted = _condition(status, "Admitted")
+    assert (admitted["status"], admitted["reason"]) == ("False", "SuspendedByKueue")
+    assert "workloads" in admitted["message"]
+    assert _condition(status, "Failed")["status"] == "False"
+    ran = status["activeSeconds"]
+    assert 4 <= ran < deadline
+    high_status = _wait_phase(kubectl, namespace, "high", "Running", timeout=60)
+    assert high_status["restarts"] == 0
+
+    # While the high one runs (longer than the deadline has left) the victim waits, charged nothing.
+    def victim_back() -> Obj | None:
+        st = _status(kubectl, namespace, victim)
+        assert st["phase"] in ("Queued", "Pending", "Running"), st
+        return st if st["phase"] == "Running" else None
+
+    status = wait_for(victim_back, timeout=urgent_seconds + 60, interval=1, description="victim resumed")
+    resumed = time.monotonic()
+    assert _status(kubectl, namespace, "high")["phase"] == "Succeeded"
+    assert (status["restarts"], status["jobName"]) == (0, job)
+    assert _condition(status, "Admitted")["reason"] == "KueueAdmitted"
+    assert _jobs(kubectl, namespace, victim) == [job]  # the same attempt resumed
+    reasons = [r for _, r, _ in _events(kubectl, namespace, victim)]
+    assert not {"WorkerFailed", "WorkerDisrupted", "PermanentExitCode", "DeadlineExceeded"} & set(reasons)
+
+    # The deadline counts on from what the job had used before it was preempted.
+    status = _wait_phase(kubectl, namespace, victim, "Failed", timeout=deadline + 30)
+    assert _condition(status, "Failed")["reason"] == "DeadlineExceeded"
+    assert deadline - ran - 3 <= time.monotonic() - resumed <= deadline - ran + 10
+    assert status["restarts"] == 0
+
+
+def test_fleet_in_a_queued_namespace_bypasses_kueue(
+    kubectl: Kubectl, namespace: str, queue: Callable[..., str], operator: OperatorProcess
+) -> None:
+    """Serving is not queued: a fleet in a namespace whose jobs Kueue manages scales without a Workload
+    (docs/trainingjob.md says why), while the GPU quota there is already used up by a job."""
+    queue(gpus=JOB_GPUS)
+    kubectl.apply(_manifest("batch", run_seconds=600, queueName=QUEUE), namespace)
+    _wait_phase(kubectl, namespace, "batch", "Running")
+    kubectl.apply(fleet("chat", replicas=1, resources={"gpus": 1, "gpuType": "L4"}), namespace)
+    wait_ready(kubectl, namespace, "chat")
+    assert list(_workloads(kubectl, namespace)) == ["batch-a0"]
