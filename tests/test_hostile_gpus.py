@@ -39,7 +39,7 @@ async def _phase_after_passes(kube: FakeKube, controller: TrainingJobController,
 
 
 async def _squat_then_victim(config: OperatorConfig) -> tuple[str, str]:
-    """Tenant `evil` asks for all 32 GPUs with workers no node can place; tenant `good` then asks for 2 x 8."""
+    """Tenant `evil` asks for all 32 GPUs with workers no node can place; then `good` asks for 2 x 8."""
     kube = FakeKube()
     kube.nodes(4)
     controller = TrainingJobController(cast(Kube, kube), kube.caches(), config)
