@@ -60,7 +60,7 @@ def _reason(kubectl: Kubectl, kind: str, name: str, namespace: str) -> tuple[str
 def test_a_trainingjob_name_no_service_can_carry_is_refused_by_the_api_server(
     kubectl: Kubectl, namespace: str, crds: None, name: str
 ) -> None:
-    with pytest.raises(KubectlError, match="metadata.name must be"):
+    with pytest.raises(KubectlError, match=r"metadata\.name must be"):
         kubectl.apply(trainingjob(name), namespace)
 
 
