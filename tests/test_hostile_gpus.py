@@ -71,3 +71,52 @@ async def test_the_owners_cap_keeps_gpus_for_other_namespaces() -> None:
         OperatorConfig(resync_seconds=1, max_unplaced_gpus_per_namespace=16)
     )
     assert (squat, victim) == ("Queued", "Pending")
+
+
+def _pending_gpu_pod(name: str, namespace: str, gpus: int) -> Obj:
+    """A plain pod a tenant made itself (no kubeforge labels, no owner) that the scheduler will never
+    place: it asks for GPUs and for more CPU than any node has. `PodScheduled=False, Unschedulable` is
+    what kube-scheduler writes on it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "resources": {"requests": {"nvidia.com/gpu": str(gpus), "cpu": "100000"}},
+                }
+            ]
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/2 nodes are available: 2 Insufficient cpu.",
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: unbound GPU pods are counted as taking GPUs wherever they may land, forever, whoever"
+    " made them and however unschedulable; no timeout and no per-namespace cap applies to them",
+)
+async def test_pods_the_scheduler_cannot_place_do_not_keep_gangs_out_forever() -> None:
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_pending_gpu_pod("hog-0", "evil", 8))
+    kube.add(_pending_gpu_pod("hog-1", "evil", 8))
+    controller = TrainingJobController(
+        cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1, max_unplaced_gpus_per_namespace=16)
+    )
+    kube.add(_in("good", _trainingjob("victim", workers=2)))
+    # Both nodes' 16 GPUs are free: the two pods cannot be placed, and never will be.
+    assert await _phase_after_passes(kube, controller, "victim", "good") == "Pending"
