@@ -9,6 +9,7 @@ timeout and no `--max-unplaced-gpus-per-namespace` applies to pods that are not 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def test_pods_the_scheduler_cannot_place_do_not_keep_a_gang_out(
         kubectl.apply(hog(name), namespace)
     for name in ("hog-0", "hog-1"):
         wait_for(
-            lambda name=name: _unschedulable(kubectl, namespace, name),
+            partial(_unschedulable, kubectl, namespace, name),
             timeout=60,
             description=f"{name} Unschedulable (Insufficient cpu) while its GPUs are free",
         )
