@@ -4,46 +4,24 @@ The tenant creates plain pods of its own (no kubeforge labels, no owner) that as
 and for more CPU than any node has. kube-scheduler marks them `Unschedulable` (Insufficient cpu) and
 every GPU stays free; gang admission still counts them as taking GPUs wherever they may land, so a
 gang that fits stays `Queued` for as long as the tenant keeps the pods. Nothing bounds it: no schedule
-timeout and no `--max-unplaced-gpus-per-namespace` applies to pods that are not a gang's workers."""
+timeout and no `--max-unplaced-gpus-per-namespace` applies to pods that are not a gang's workers
+(`tests/test_hostile_gpus.py` shows the same with the cap set)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubeforge_e2e import Kubectl, LocalCluster, wait_for
+from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.operator import OperatorProcess
+from test_gang_admission import operator as operator  # a fixture: schedule timeout bound 10 s
 from test_trainingjob import _manifest, _status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 H100 = "NVIDIA-H100-80GB-HBM3"
-
-
-@pytest.fixture
-def operator(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path / "operator.log",
-        extra_args=[
-            "--namespace",
-            namespace,
-            "--resync-seconds",
-            "2",
-            "--max-schedule-timeout-seconds=10",
-            "--max-unplaced-gpus-per-namespace=16",
-        ],
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(40)}")
 
 
 def hog(name: str) -> dict[str, Any]:

@@ -11,38 +11,16 @@ and a TrainingJob and an InferenceFleet whose children want the same Service nam
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from kubeforge_e2e import Kubectl, KubectlError, LocalCluster, wait_for
+from kubeforge_e2e import Kubectl, KubectlError, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import IMAGE, condition, fleet, start_operator
+from kubeforge_e2e.workloads import condition, fleet
+from test_crd_validation import operator as operator  # a fixture: the operator on the test's namespace
+from test_crd_validation import trainingjob
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster, crds: None, namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(
-        cluster, namespace, tmp_path_factory.mktemp("hostile-names"), ["--resync-seconds", "1"]
-    )
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeforge.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {"image": IMAGE, "workers": 1, **spec},
-    }
 
 
 REFUSED_NAMES = {"dotted": "a.b", "long": "n" * 64, "long-dotted": ".".join(["x" * 60] * 4)}
