@@ -94,13 +94,15 @@ RESERVED_KEY_PREFIXES: tuple[str, ...] = (
     "sidecar.istio.io",
     "*.sidecar.istio.io",
     "proxy.istio.io",
+    # Istio's own labels: `rev` picks the injector, and in ambient mode `dataplane-mode: none` takes a
+    # pod out of the mesh (no mTLS, no authorization policy) and `use-waypoint` skips its L7 policy.
+    "istio.io",
     "linkerd.io",
     "*.linkerd.io",
 )
 """Prefixes (the part before `/`) reserved whole; `*.` also covers every subdomain."""
 RESERVED_KEYS: tuple[str, ...] = (
     "app.kubernetes.io/managed-by",
-    "istio.io/rev",
     "istio-injection",
     "kuma.io/sidecar-injection",
     "consul.hashicorp.com/connect-inject",

@@ -62,15 +62,18 @@ def _conditions(obj: Obj) -> list[dict[str, Any]]:
 
 
 async def warn_owner(kube: Kube, kind: Kind, obj: Obj, reason: str, message: str) -> None:
-    """A Warning Event on the owner; for a name conflict also its `Conflict` condition."""
-    await kube.event(obj, type_="Warning", reason=reason, message=message)
+    """A Warning Event on the owner; for a name conflict also its `Conflict` condition, and then the
+    Event only when the condition changes: a conflict a tenant keeps standing is met on every retry and
+    resync, and must not make the operator write an Event each time."""
     if reason != NAME_CONFLICT:
+        await kube.event(obj, type_="Warning", reason=reason, message=message)
         return
     meta = obj["metadata"]
     conditions = conflict_conditions(
         _conditions(obj), message[:1024], generation=meta.get("generation"), now=datetime.now(UTC)
     )
     if conditions is not None:
+        await kube.event(obj, type_="Warning", reason=reason, message=message)
         await kube.patch_status(
             kind.api_version, kind.kind, meta["name"], meta["namespace"], {"conditions": conditions}
         )

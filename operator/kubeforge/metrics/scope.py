@@ -17,6 +17,10 @@ It refuses (raises `QueryRefusedError`, which the fleet's status and Events repo
 - `{a="x" or b="y"}` matcher alternatives (Prometheus 3): each alternative would need its own matcher;
 - `info()`, which reads `target_info` series without a selector;
 - a namespace that is not a Kubernetes namespace name;
+- an expression nested deeper than `MAX_DEPTH` or with more than `MAX_OPERATIONS` operators, calls and
+  brackets: the parser library's tree walks cost far more than linear in nesting (a 900-character chain
+  `up+up+...` took over a minute), and they run on the operator's event loop, so one fleet could stall
+  every tenant's reconciles. This is checked on the text, before anything is parsed;
 - any printed result that does not parse back to itself, or in which a selector lacks the matcher.
 """
 
@@ -31,6 +35,16 @@ _NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _UNSAFE_TEXT = re.compile(r'["\\\x00-\x1f\x7f]')
 REFUSED_FUNCTIONS = frozenset({"info"})
 """Functions that read series no selector names."""
+MAX_DEPTH = 16
+"""Brackets (`(`, `[`) open at once, at most."""
+MAX_OPERATIONS = 48
+"""Binary and unary operators, set operators and opening brackets together, at most (the largest built-in
+query has 22)."""
+_LEXEME = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"?|\'(?:[^\'\\\n]|\\.)*\'?|`[^`]*`?|#[^\n]*'
+    r"|[a-zA-Z_:][a-zA-Z0-9_:]*|[-+*/%^<>=!~]+|\S"
+)
+_WORD_OPERATORS = frozenset({"and", "or", "unless", "atan2"})
 
 
 class QueryRefusedError(ValueError):
@@ -41,6 +55,7 @@ def confine(query: str, namespace: str, *, label: str = NAMESPACE_LABEL) -> str:
     """`query` with `label="<namespace>"` ANDed into every selector; raises QueryRefusedError."""
     if not _NAMESPACE_NAME.fullmatch(namespace):
         raise QueryRefusedError(f"{namespace!r} is not a namespace name")
+    _check_size(query)
     expr = _parse(query)
     _check_safe(expr)
 
@@ -78,6 +93,36 @@ def selectors(expr: pp.Expr) -> list[pp.VectorSelector]:
 
     pp.walk(expr, visit)
     return found
+
+
+def _check_size(query: str) -> None:
+    """Refuse, from the text alone, an expression too deep or too large to parse and walk cheaply.
+    Strings and comments are skipped whole (lexed as the parser lexes them, so no bracket hides in
+    one), and so are the `=`, `!=`, `=~`, `!~` of `{...}` matchers; a sign in a number or an offset
+    counts as an operator, which only errs towards refusing."""
+    depth = deepest = operations = 0
+    in_matchers = False
+    for lexeme in _LEXEME.findall(query):
+        if lexeme in ("{", "}"):
+            in_matchers = lexeme == "{"
+        elif in_matchers:
+            continue
+        elif lexeme in ("(", "["):
+            depth += 1
+            deepest = max(deepest, depth)
+            operations += 1
+        elif lexeme in (")", "]"):
+            depth = max(depth - 1, 0)
+        elif lexeme[0] in "-+*/%^<>=!~":
+            operations += len(lexeme)  # `--x` is two operators; `!=` counted twice errs towards refusing
+        elif lexeme in _WORD_OPERATORS:
+            operations += 1
+    if deepest > MAX_DEPTH:
+        raise QueryRefusedError(f"the query nests {deepest} brackets deep; at most {MAX_DEPTH}")
+    if operations > MAX_OPERATIONS:
+        raise QueryRefusedError(
+            f"the query has {operations} operators and brackets; at most {MAX_OPERATIONS}"
+        )
 
 
 def _parse(query: str) -> pp.Expr:

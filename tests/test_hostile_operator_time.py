@@ -1,0 +1,66 @@
+"""A tenant in bad faith against operator time: thousands of queued gangs.
+
+Every queued gang is woken by every GPU pod that binds or finishes anywhere (and rechecked every
+minute), and each of its passes reads every TrainingJob of the cluster: with N gangs queued, one pod
+event costs O(N^2). Measured with the unit fakes (no copies): 2000 gangs queued by one namespace take
+~15 ms a pass, ~30 s of the operator's single event loop per wave, during which other tenants' objects
+wait in the same queue. A ResourceQuota on `count/trainingjobs.kubeforge.dev` bounds it only where the
+owner thought of one. What should hold: the work one pod event causes does not grow with the number of
+gangs one namespace keeps queued."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from kubeforge.controllers.runtime import OperatorConfig
+from kubeforge.controllers.trainingjob import TrainingJobController
+from kubeforge.kube.client import Kube
+from test_hostile_gpus import _in
+from test_trainingjob_controller import TJ, FakeKube, _trainingjob
+
+Obj = dict[str, Any]
+
+
+async def _woken_by_a_bind(queued: int) -> set[tuple[str, str]]:
+    """Gangs a GPU pod binding wakes, with `queued` gangs of namespace `evil` waiting behind a full
+    cluster and one gang of namespace `good`."""
+    kube = FakeKube()
+    kube.nodes(2)
+    controller = TrainingJobController(cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1))
+    kube.add(_in("evil", _trainingjob("big")))  # 2 x 8: the whole cluster
+    names = [("evil", "big")]
+    for i in range(queued):
+        kube.add(_in("evil", _trainingjob(f"q{i}")))
+        names.append(("evil", f"q{i}"))
+    kube.add(_in("good", _trainingjob("victim")))
+    names.append(("good", "victim"))
+    for ns, name in names:
+        obj = await kube.get(*TJ, name, ns)
+        assert obj is not None
+        await controller.reconcile(obj)
+    unbound: Obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "elsewhere", "uid": "p"},
+        "spec": {"containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]},
+        "status": {"phase": "Pending"},
+    }
+    bound = {**unbound, "spec": {**unbound["spec"], "nodeName": "h100-0"}}
+    return set(controller._pod_keys(unbound, bound))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: every waiting gang is woken by every GPU pod bind, so one namespace's queued gangs"
+    " make each pod event cost O(N) passes of O(N) each",
+)
+async def test_the_gangs_a_pod_event_wakes_do_not_grow_with_one_namespaces_queue() -> None:
+    few, many = await _woken_by_a_bind(3), await _woken_by_a_bind(60)
+    assert ("good", "victim") in many
+    assert len(many) == len(few), (len(few), len(many))
+
+
+async def test_a_bind_wakes_the_other_namespaces_waiting_gang() -> None:
+    assert ("good", "victim") in await _woken_by_a_bind(3)
