@@ -54,10 +54,6 @@ def _unschedulable(kubectl: Kubectl, namespace: str, name: str) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: unschedulable GPU pods are counted as holding GPUs, so any tenant keeps every gang out",
-)
 def test_pods_the_scheduler_cannot_place_do_not_keep_a_gang_out(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:

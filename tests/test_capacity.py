@@ -20,7 +20,7 @@ from kubeforge.policy.capacity import (
     Taint,
     admit,
     admit_claims,
-    binds,
+    claim_changed,
     claims_of,
     demand_of,
     fitting_pods,
@@ -538,15 +538,58 @@ def test_quota_of_reads_only_unscoped_gpu_quotas() -> None:
     assert quota_of({"metadata": {"name": "q"}, "spec": {**hard, "scopes": ["BestEffort"]}}) is None
 
 
-def test_a_pod_binding_is_news_for_waiting_gangs_and_surges() -> None:
-    def pod(gpus: str | None, node: str | None) -> dict[str, Any]:
-        resources = {"requests": {"nvidia.com/gpu": gpus}} if gpus else {}
-        spec: dict[str, Any] = {"containers": [{"resources": resources}]}
-        if node:
-            spec["nodeName"] = node
-        return {"metadata": {"namespace": "ns", "name": "p"}, "spec": spec, "status": {"phase": "Pending"}}
+def _plain_pod(gpus: str | None, node: str | None, *, unschedulable: bool = False) -> dict[str, Any]:
+    """A pod as the API server serves it; `unschedulable`: the scheduler found no node for it."""
+    resources = {"requests": {"nvidia.com/gpu": gpus}} if gpus else {}
+    spec: dict[str, Any] = {"containers": [{"resources": resources}]}
+    if node:
+        spec["nodeName"] = node
+    status: dict[str, Any] = {"phase": "Pending"}
+    if unschedulable:
+        status["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "Insufficient cpu",
+            }
+        ]
+    return {"metadata": {"namespace": "tenant", "name": "p"}, "spec": spec, "status": status}
 
-    assert binds(pod("1", None), pod("1", "h100-0"))
-    assert not binds(pod("1", "h100-0"), pod("1", "h100-0"))
-    assert not binds(None, pod("1", "h100-0"))
-    assert not binds(pod(None, None), pod(None, "h100-0"))
+
+def test_a_pod_binding_or_found_unschedulable_is_news_for_waiting_gangs_and_surges() -> None:
+    pod = _plain_pod
+    assert claim_changed(pod("1", None), pod("1", "h100-0"))
+    assert not claim_changed(pod("1", "h100-0"), pod("1", "h100-0"))
+    assert not claim_changed(None, pod("1", "h100-0"))
+    assert not claim_changed(pod(None, None), pod(None, "h100-0"))
+    assert claim_changed(pod("1", None), pod("1", None, unschedulable=True))
+    assert not claim_changed(pod("1", None, unschedulable=True), pod("1", None, unschedulable=True))
+    assert not claim_changed(pod(None, None), pod(None, None, unschedulable=True))
+
+
+@pytest.mark.parametrize(
+    ("free_gpus", "gpus", "unschedulable", "ours", "claims"),
+    [
+        # Something other than GPUs keeps it off (GPUs it asks for are free): it claims nothing.
+        (8, 8, True, False, False),
+        (8, 2, True, False, False),
+        # Waiting for GPUs (none free for it): it will take the next ones, so it still claims them.
+        (4, 8, True, False, True),
+        (0, 1, True, False, True),
+        # Not yet judged by the scheduler: counted wherever it may land.
+        (8, 8, False, False, True),
+        # kubeforge's own pods always claim: their room was promised at admission.
+        (8, 8, True, True, True),
+    ],
+)
+def test_only_pods_waiting_for_gpus_claim_them(
+    free_gpus: int, gpus: int, unschedulable: bool, ours: bool, claims: bool
+) -> None:
+    node = NodeInfo("h100-0", "H100", 8, True)
+    holder = PodInfo("other", "holder", "h100-0", 8 - free_gpus, False)
+    pod = _plain_pod(str(gpus), None, unschedulable=unschedulable)
+    if ours:
+        pod["metadata"]["labels"] = {"kubeforge.dev/trainingjob": "tj", "kubeforge.dev/attempt": "0"}
+    ledger = Ledger.of([node], [holder, pod_info(pod)] if free_gpus < 8 else [pod_info(pod)])
+    assert [p.name for p in ledger.claiming] == (["p"] if claims else [])

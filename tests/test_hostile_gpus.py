@@ -104,11 +104,6 @@ def _pending_gpu_pod(name: str, namespace: str, gpus: int) -> Obj:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: unbound GPU pods are counted as taking GPUs wherever they may land, forever, whoever"
-    " made them and however unschedulable; no timeout and no per-namespace cap applies to them",
-)
 async def test_pods_the_scheduler_cannot_place_do_not_keep_gangs_out_forever() -> None:
     kube = FakeKube()
     kube.nodes(2)

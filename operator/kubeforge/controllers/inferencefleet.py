@@ -135,7 +135,7 @@ class InferenceFleetController:
         keys = set(label_keys(INFERENCEFLEET_LABEL)(old, new))
         # GPUs freed, or a claim on them became exact (a pod bound), may let a surge go on.
         freed = old is not None and (new is None or capacity.pod_info(new).terminal)
-        if self._waiting and (freed or capacity.binds(old, new)):
+        if self._waiting and (freed or capacity.claim_changed(old, new)):
             keys |= self._waiting
         return keys
 
@@ -262,7 +262,7 @@ class InferenceFleetController:
         ledger = self.caches.capacity()
         admitted = gangs.gangs_of(self.caches.list(TRAININGJOB), lambda _: 0).admitted
         unplaced = [ledger.unplaced(whole, attempt) for whole, attempt in admitted.values()]
-        claims = capacity.claims_of(unplaced, ledger.unbound, skip=f"{o.namespace}/{o.name}")
+        claims = capacity.claims_of(unplaced, ledger.claiming, skip=f"{o.namespace}/{o.name}")
         template = build.pod_template(o.spec, o.name, o.revision or "")
         tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
         return policy.Capacity(

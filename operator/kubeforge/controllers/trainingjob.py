@@ -84,7 +84,7 @@ class TrainingJobController:
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(TRAININGJOB_LABEL)(old, new))
-        if self._waiting and (_frees_gpus(old, new) or capacity.binds(old, new)):
+        if self._waiting and (_frees_gpus(old, new) or capacity.claim_changed(old, new)):
             keys |= self._waiting
         return keys
 

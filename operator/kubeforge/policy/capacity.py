@@ -122,6 +122,8 @@ class PodInfo:
     """GPU products the pod's required node affinity allows (None: any); read only while unbound."""
     owner: str | None = None
     """`<namespace>/<name>` of the kubeforge InferenceFleet that owns the pod, if any."""
+    unschedulable: bool = False
+    """The scheduler found no node for it (`PodScheduled=False`, reason `Unschedulable`)."""
 
 
 @dataclass(frozen=True)
@@ -253,16 +255,29 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         attempt=int(attempt) if attempt is not None and str(attempt).isdigit() else None,
         products=pod_products(spec) if node is None else None,
         owner=f"{namespace}/{fleet}" if fleet else None,
+        unschedulable=node is None and _unschedulable(pod),
     )
 
 
-def binds(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
-    """A GPU pod was just bound to a node: from now on it is counted where it is, not wherever it might
-    land, which can give room to a waiting gang or surge."""
+def _unschedulable(pod: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def claim_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """A GPU pod was just bound to a node (from now on counted where it is, not wherever it might land) or
+    just found unschedulable (it may stop counting, see `Ledger.claiming`): either can give room to a
+    waiting gang or surge."""
     if old is None or new is None:
         return False
     before, after = pod_info(old), pod_info(new)
-    return before.node is None and after.node is not None and after.gpus > 0
+    if after.gpus <= 0:
+        return False
+    return (before.node is None and after.node is not None) or (
+        after.unschedulable and not before.unschedulable
+    )
 
 
 def matches(node: NodeInfo, products: tuple[str, ...] | None) -> bool:
@@ -638,6 +653,27 @@ class Ledger:
         """Unfinished GPU pods that no node holds yet."""
         return list(self._unbound.values())
 
+    @property
+    def claiming(self) -> list[PodInfo]:
+        """The unbound pods that claim free GPUs: all but foreign pods the scheduler found no node for
+        while a node they may use has the GPUs they ask for free. Something other than GPUs keeps those
+        off (CPU, memory, a taint, an affinity), so counting them wherever they may land would let any
+        tenant keep every gang out with a pod that can never run. A foreign pod waiting for GPUs (none
+        free for it) still counts, and kubeforge's own pods always do: their room is promised."""
+        free = self.free()
+        nodes = list(self._nodes.values())
+
+        def blocked_elsewhere(pod: PodInfo) -> bool:
+            return any(
+                free.get(n.name, 0) >= pod.gpus for n in nodes if n.schedulable and matches(n, pod.products)
+            )
+
+        return [
+            p
+            for p in self._unbound.values()
+            if not (p.unschedulable and p.trainingjob is None and p.owner is None and blocked_elsewhere(p))
+        ]
+
     def free(self, *, exclude: str | None = None) -> dict[str, int]:
         """Free GPUs per schedulable GPU node, as `free_gpus` computes them from every pod."""
         mine = self._used_by_job.get(exclude, {}) if exclude is not None else {}
@@ -688,6 +724,6 @@ class Ledger:
                 "watch on pods in all namespaces, or queue the job with Kueue (spec.queueName)",
                 "CapacityUnknown",
             )
-        claims = claims_of(list(others), self.unbound, skip=demand.key)
+        claims = claims_of(list(others), self.claiming, skip=demand.key)
         free = self.free(exclude=demand.key)
         return admit_claims(demand, self.nodes, free, claims, tolerations, gpu_type=gpu_type, ahead=ahead)
