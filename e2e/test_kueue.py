@@ -42,10 +42,12 @@ GPU = "nvidia.com/gpu"
 JOB_GPUS = 8
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kueue_manager(cluster: LocalCluster) -> Iterator[None]:
-    """Kueue for the session, started by the first test that needs it; stopped at the end unless it was
-    running before (another session's). `make cluster-down` stops it with the cluster in any case."""
+    """Kueue for this module's tests only, stopped after them unless it was running before (another
+    session's): a running Kueue manages every Job carrying its queue-name label, so tests that play
+    Kueue's part by hand (test_trainingjob_suspend.py) must not share the cluster with it. `make
+    cluster-down` stops it with the cluster in any case."""
     started = kueue.start(cluster)
     try:
         yield
