@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kubeforge.api.catalog import DEFAULT_CATALOG, parse_catalog
+
 Obj = dict[str, Any]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +210,7 @@ def test_default_objects(default_docs: list[Obj]) -> None:
     assert kinds(default_docs) == sorted(
         [
             "ServiceAccount",
+            "ConfigMap",
             "Deployment",
             "PodDisruptionBudget",
             "Service",
@@ -323,6 +326,7 @@ BASE_ARGS = [
     "--resync-seconds=300",
     "--max-schedule-timeout-seconds=300",
     "--max-unplaced-gpus-per-namespace=0",
+    "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
 ]
 # The trust boundary's flags (docs/security.md), after the namespaces.
 TRUST_ARGS = ["--metrics-bind-address=0.0.0.0", "--metrics-auth", "--allowed-priority-classes="]
@@ -385,6 +389,7 @@ LEADER_ARGS = [
                 "--resync-seconds=300",
                 "--max-schedule-timeout-seconds=300",
                 "--max-unplaced-gpus-per-namespace=0",
+                "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
                 *LEADER_ARGS,
                 *OWN_NAMESPACE,
                 "--verbose",
@@ -401,11 +406,12 @@ LEADER_ARGS = [
                 "gangAdmission.maxUnplacedGpusPerNamespace=64",
             ],
             [
-                *BASE_ARGS[:-4],
+                *BASE_ARGS[:-5],
                 "--max-concurrent-reconciles=32",
                 "--resync-seconds=1800000",  # not 1.8e+06
                 "--max-schedule-timeout-seconds=120",
                 "--max-unplaced-gpus-per-namespace=64",
+                "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
                 "--leader-elect",
                 f"--leader-election-namespace={NAMESPACE}",
                 f"--leader-election-id={RELEASE}",
@@ -998,3 +1004,48 @@ def test_metrics_auth_is_on_by_default(helm: Path, helm_env: dict[str, str], def
     assert not [d for d in off if d["metadata"]["name"] == METRICS_READER]
     assert as_rules(only(off, "ClusterRole", RELEASE)) == RESTRICTED_CLUSTER_RULES[:3]
     assert "bearerTokenFile" not in only(off, "ServiceMonitor")["spec"]["endpoints"][0]
+
+
+# --- the GPU catalog ---------------------------------------------------------------------------
+
+OWN_CATALOG = (
+    "gpuCatalog.gpus[0].name=X1",
+    "gpuCatalog.gpus[0].products[0]=VENDOR-X1",
+    "gpuCatalog.gpus[0].memoryGiB=40",
+    "gpuCatalog.gpus[0].pricePerHour.onDemand=2",
+    "gpuCatalog.gpus[0].power.tdpWatts=300",
+    "gpuCatalog.gpus[0].power.idleWatts=30",
+    "gpuCatalog.gpus[0].throughput.training=1",
+    "gpuCatalog.gpus[0].throughput.inference=1",
+)
+
+
+def test_the_operator_reads_the_gpu_catalog_the_chart_installs(default_docs: list[Obj]) -> None:
+    config_map = only(default_docs, "ConfigMap")
+    assert config_map["metadata"]["name"] == f"{RELEASE}-gpu-catalog"
+    assert parse_catalog(config_map["data"]["catalog.yaml"]) == DEFAULT_CATALOG
+    operator = operator_container(default_docs)
+    mount = next(m for m in operator["volumeMounts"] if m["name"] == "gpu-catalog")
+    assert f"--gpu-catalog={mount['mountPath']}/catalog.yaml" in operator["args"]
+    volumes = only(default_docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == "gpu-catalog")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+
+
+def test_a_catalog_from_the_values_replaces_the_default_and_rolls_the_operator(
+    helm: Path, helm_env: dict[str, str], default_docs: list[Obj]
+) -> None:
+    def checksum(docs: list[Obj]) -> str:
+        annotations = only(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["kubeforge.dev/gpu-catalog-checksum"])
+
+    own = render(helm, helm_env, *OWN_CATALOG)
+    assert [g.name for g in parse_catalog(only(own, "ConfigMap")["data"]["catalog.yaml"]).gpus] == ["X1"]
+    assert checksum(own) != checksum(default_docs)
+
+
+def test_a_catalog_missing_a_price_is_refused_at_install(helm: Path, helm_env: dict[str, str]) -> None:
+    values = [v for v in OWN_CATALOG if "pricePerHour" not in v]
+    result = run_helm(helm, helm_env, *template_cmd(*set_args(values)))
+    assert result.returncode != 0
+    assert "pricePerHour" in result.stderr

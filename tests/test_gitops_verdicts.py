@@ -237,9 +237,9 @@ def test_lua_without_a_status_is_progressing() -> None:
 
 
 def test_the_chart_ships_the_lua_for_both_kinds(helm: Path, helm_env: dict[str, str]) -> None:
-    assert not [d for d in render(helm, helm_env) if d["kind"] == "ConfigMap"], "opt-in"
-    config = only(render(helm, helm_env, "argocd.healthCheckConfigMap=true"), "ConfigMap")
-    assert config["metadata"]["name"] == "kubeforge-argocd-health"
+    health = "kubeforge-argocd-health"
+    assert not [d for d in render(helm, helm_env) if d["metadata"]["name"] == health], "opt-in"
+    config = only(render(helm, helm_env, "argocd.healthCheckConfigMap=true"), "ConfigMap", health)
     lua = HEALTH_LUA.read_text()
     assert config["data"] == {
         "resource.customizations.health.kubeforge.dev_InferenceFleet": lua,

@@ -116,3 +116,15 @@ namespace when none is. Empty when it watches every namespace.
 {{- list .Release.Namespace | toJson }}
 {{- end }}
 {{- end }}
+
+{{/*
+The GPU catalog's YAML: `gpuCatalog` from the values when set (it replaces the catalog whole), else
+the chart's files/gpu-catalog.yaml (generated from the operator's built-in default by `make crds`).
+*/}}
+{{- define "kubeforge.gpuCatalog" -}}
+{{- if .Values.gpuCatalog -}}
+{{- toYaml .Values.gpuCatalog -}}
+{{- else -}}
+{{- .Files.Get "files/gpu-catalog.yaml" -}}
+{{- end -}}
+{{- end }}

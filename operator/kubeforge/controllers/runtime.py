@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kubeforge.api.catalog import DEFAULT_CATALOG, GpuCatalog
 from kubeforge.kube.client import NotOursError
 from kubeforge.kube.informer import Caches, Obj
 from kubeforge.kube.kinds import Kind
@@ -38,6 +39,8 @@ class OperatorConfig:
     """Settings from the command line that controllers need."""
 
     namespaces: tuple[str, ...] = ()
+    catalog: GpuCatalog = DEFAULT_CATALOG
+    """Prices, power and throughput per GPU product (`--gpu-catalog`)."""
     prometheus_url: str | None = None
     resync_seconds: float = 300.0
     max_concurrent_reconciles: int = 10
