@@ -16,7 +16,7 @@ from kubeforge.controllers.inferencefleet import InferenceFleetController
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.kube.client import Kube
 from kubeforge.policy.capacity import Ledger
-from kubeforge.policy.fleet import Apply, FleetPlan, Scale, decide
+from kubeforge.policy.fleet import Apply, FleetPlan, Scale, budget_protects, decide
 from kubeforge.policy.fleet_status import RevisionPods, RevisionState
 from kubeforge.policy.status import status_diff
 from test_fleet_controller import NS, Clock, FakeKube, cond, controller
@@ -300,9 +300,9 @@ async def converge(ctrl: InferenceFleetController, kube: CountingKube, clock: Cl
 ONE: dict[str, Any] = {"model": {"name": "m"}, "image": "img", "replicas": 1}
 
 
-async def test_a_new_one_replica_fleet_is_ready_in_eight_writes() -> None:
-    """Its four children (created once each), three statuses (nothing yet, its pod not ready, Ready)
-    and one Event (it serves); then nothing."""
+async def test_a_new_one_replica_fleet_is_ready_in_seven_writes() -> None:
+    """Its three children (created once each; no disruption budget, which could refuse nothing), three
+    statuses (nothing yet, its pod not ready, Ready) and one Event (it serves); then nothing."""
     kube, clock = CountingKube(), Clock()
     ctrl = controller(kube, None, clock)
     kube.add_fleet("chat", ONE)
@@ -311,7 +311,6 @@ async def test_a_new_one_replica_fleet_is_ready_in_eight_writes() -> None:
     assert kube.writes == Counter(
         {
             ("create", "Service"): 1,
-            ("create", "PodDisruptionBudget"): 1,
             ("create", "ControllerRevision"): 1,
             ("create", "Deployment"): 1,
             ("patch", "InferenceFleet/status"): 3,
@@ -384,3 +383,45 @@ def test_a_canary_pod_being_created_and_placed_rewrites_no_status() -> None:
             assert status_diff(status, plan.status) is None, f"{pods}: {status_diff(status, plan.status)}"
             assert plan.events == ()
         status = plan.status
+
+
+# -- the disruption budget exists only where it can refuse an eviction ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fleet_spec", "protects"),
+    [
+        ({"replicas": 1}, False),  # the default maxUnavailable 1 covers the only replica
+        ({"replicas": 0}, False),
+        ({"replicas": 2}, True),
+        ({"replicas": 1, "disruption": {"maxUnavailable": 0}}, True),
+        ({"replicas": 4, "disruption": {"maxUnavailable": "25%"}}, True),
+        ({"replicas": 3, "disruption": {"maxUnavailable": "100%"}}, False),
+        (
+            {"replicas": 1, "disruption": {"maxUnavailable": "10%"}},
+            False,
+        ),  # rounds up to 1, as the controller does
+        ({"replicas": 1, "autoscaling": {"maxReplicas": 3, "target": 1}}, True),  # it may grow
+        ({"replicas": 1, "autoscaling": {"maxReplicas": 1, "target": 1}}, False),
+        ({"replicas": 3, "autoscaling": {"enabled": False, "maxReplicas": 3, "target": 1}}, True),
+    ],
+)
+def test_a_budget_is_kept_only_when_it_could_refuse_an_eviction(
+    fleet_spec: dict[str, Any], protects: bool
+) -> None:
+    assert budget_protects(spec(**fleet_spec)) is protects
+
+
+async def test_a_fleet_gets_its_budget_when_it_grows_and_loses_it_when_it_shrinks_back() -> None:
+    kube, clock = CountingKube(), Clock()
+    ctrl = controller(kube, None, clock)
+    kube.add_fleet("chat", ONE)
+    await converge(ctrl, kube, clock)
+    pdb = ("PodDisruptionBudget", NS, "chat")
+    assert pdb not in kube.objects
+    for replicas, kept in ((3, True), (1, False)):
+        fleet(kube)["spec"] = {**ONE, "replicas": replicas}
+        await converge(ctrl, kube, clock)
+        assert (pdb in kube.objects) is kept, replicas
+    assert cond(fleet(kube), "Ready") == ("True", "Serving")
+    await ctrl.forget(NS, "chat")

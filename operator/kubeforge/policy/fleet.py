@@ -189,7 +189,7 @@ class Scale:
 
 @dataclass(frozen=True)
 class Delete:
-    kind: Literal["Deployment", "Service", "ControllerRevision"]
+    kind: Literal["Deployment", "Service", "ControllerRevision", "PodDisruptionBudget"]
     name: str
     revision: str | None
 
@@ -544,7 +544,9 @@ def _revision_writes(
     revisions that could not be rebuilt ("" when none)."""
     writes: list[Write] = [
         Apply("Service", spec),
-        Apply("PodDisruptionBudget", spec),
+        Apply("PodDisruptionBudget", spec)
+        if budget_protects(spec)
+        else Delete("PodDisruptionBudget", o.name, None),
         Apply("ControllerRevision", spec, revision=o.revision),
     ]
 
@@ -584,6 +586,18 @@ def _revision_writes(
         if rev_kept not in keep:
             writes.append(Delete("ControllerRevision", name, rev_kept))
     return writes, "; ".join(problems)
+
+
+def budget_protects(spec: InferenceFleetSpec) -> bool:
+    """Whether a PodDisruptionBudget could ever refuse an eviction of this fleet's pods. One whose
+    maxUnavailable covers every replica the fleet can have (a one-replica fleet with the default
+    budget of 1) allows every eviction, exactly as no budget does, so the fleet gets none: it would
+    cost the API server two writes (the budget and the disruption controller's status) and a watch
+    event per pod change, for nothing. The most replicas, not the current ones, decide, so an
+    autoscaled fleet keeps its budget while it sits at one replica."""
+    scaling = spec.autoscaling
+    most = scaling.max_replicas if scaling is not None and scaling.enabled else spec.replicas
+    return rollouts.resolve_max_unavailable(spec.disruption.max_unavailable, most) < most
 
 
 def _judged_revisions(o: FleetObserved, plan: rollouts.RolloutPlan) -> list[RevisionState]:
