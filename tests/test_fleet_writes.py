@@ -419,9 +419,9 @@ async def test_a_fleet_gets_its_budget_when_it_grows_and_loses_it_when_it_shrink
     await converge(ctrl, kube, clock)
     pdb = ("PodDisruptionBudget", NS, "chat")
     assert pdb not in kube.objects
-    for replicas, kept in ((3, True), (1, False)):
-        fleet(kube)["spec"] = {**ONE, "replicas": replicas}
+    for count, kept in ((3, True), (1, False)):
+        fleet(kube)["spec"] = {**ONE, "replicas": count}
         await converge(ctrl, kube, clock)
-        assert (pdb in kube.objects) is kept, replicas
+        assert (pdb in kube.objects) is kept, count
     assert cond(fleet(kube), "Ready") == ("True", "Serving")
     await ctrl.forget(NS, "chat")
