@@ -276,6 +276,16 @@ class TestLatency:
         assert decision.desired == 5
         assert "floored" in decision.message
 
+    @pytest.mark.parametrize("breach_rate", [1.6, 4.0, 5.5])
+    def test_a_scale_down_floor_never_scales_up(self, breach_rate: float) -> None:
+        """Latency well under target at 5 rps on two replicas, with a breach rate learned too low (from
+        a backlog draining): the floor may stop a scale-down, never turn it into a scale-up."""
+        spec = auto(metric="latencyP95", target=0.5, scaleDownStabilizationSeconds=0)
+        memory = Memory(desired=2, breach_rate=breach_rate)
+        decision = decide(spec, Reading(stable=0.2, rate=5.0), obs(2), memory, at(0))
+        assert decision.desired <= 2
+        assert decision.reason != "ScaleUp"
+
     def test_nothing_is_learned_in_panic(self) -> None:
         spec = auto(metric="latencyP95", target=0.5)
         # Already in panic: the high latency is the burst's backlog draining at a low per-replica rate.

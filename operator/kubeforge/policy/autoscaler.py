@@ -301,7 +301,9 @@ def decide(
         within = abs(ratio - 1.0) <= spec.tolerance
     rec = base if within else stable_rec
     if metric in SLO_METRICS and rec < base:
-        floor = _slo_floor(reading.rate, breach_rate, spec.tolerance, base)
+        # A floor under a scale-down, never a reason to scale up: latency is on target at `base`, and
+        # a breach rate learned too low (from a backlog draining) would otherwise add replicas.
+        floor = min(base, _slo_floor(reading.rate, breach_rate, spec.tolerance, base))
         if floor > rec:
             notes.append(
                 f"latency scale-down floored at {floor} (rate {_fmt(reading.rate)}/s, "
