@@ -310,9 +310,13 @@ def scale_figure(report: Report) -> Figure:
             continue
         ax.step(curve["t"], curve[column], where="post", label=label, color=color, linestyle=style)
         if curve["t"]:
+            # Labelled where the count first reached its final value: the jobs finish long before the
+            # fleets, and the wait (so the curve) goes on until both are done.
+            final = curve[column][-1]
+            done = next(t for t, count in zip(curve["t"], curve[column], strict=True) if count == final)
             ax.annotate(
-                f"{curve['t'][-1]:.0f} s",
-                xy=(curve["t"][-1], curve[column][-1]),
+                f"{done:.0f} s",
+                xy=(done, final),
                 xytext=(4, -10),
                 textcoords="offset points",
                 fontsize=8,
@@ -322,7 +326,8 @@ def scale_figure(report: Report) -> Figure:
     ax.set_ylabel("objects ready")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right", fontsize=8)
+    # Where the curves leave room: they end up anywhere, depending on the run.
+    ax.legend(loc="best", fontsize=8)
     commit = (report.get("operator") or {}).get("commit")
     _footer(fig, report, f", kubeforge {commit}" if commit else "")
     return fig

@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,19 +176,25 @@ def recorded(timeline: Timeline, old: str, new: str) -> dict[str, Any]:
     return data
 
 
-def good_round(
-    api: Api,
-    sampling_api: Api,
-    cluster: LocalCluster,
-    sim: LoadSimulator,
-    prom: PrometheusProcess,
-    namespace: str,
-    name: str,
-) -> dict[str, Any]:
-    sim.set_load(namespace, name, 20, **MODEL)
+@dataclass(frozen=True)
+class Rig:
+    """What a round works with; `sampling_api` is the timeline thread's own client."""
+
+    api: Api
+    sampling_api: Api
+    cluster: LocalCluster
+    sim: LoadSimulator
+    prom: PrometheusProcess
+    namespace: str
+
+
+def good_round(rig: Rig, name: str) -> dict[str, Any]:
+    api, cluster, namespace = rig.api, rig.cluster, rig.namespace
+    rig.sim.set_load(namespace, name, 20, **MODEL)
     old = steady(api, cluster, namespace, name, IMAGE)
     new = rev_of(name, IMAGE + "-v2")
-    with recording(rollout_probe(sampling_api, prom, namespace, name, old, new), SAMPLE_SECONDS) as timeline:
+    probe = rollout_probe(rig.sampling_api, rig.prom, namespace, name, old, new)
+    with recording(probe, SAMPLE_SECONDS) as timeline:
         figures = good_rollout(api, cluster, namespace, name, new, timeline)
         time.sleep(TAIL_SECONDS)
     return {**figures, "timeline": recorded(timeline, old, new)}
@@ -221,23 +228,15 @@ def good_rollout(
     return {"promoted": promoted - started, "drained": drained - started}
 
 
-def bad_round(
-    api: Api,
-    sampling_api: Api,
-    cluster: LocalCluster,
-    sim: LoadSimulator,
-    prom: PrometheusProcess,
-    namespace: str,
-    name: str,
-) -> dict[str, Any]:
-    sim.set_load(namespace, name, 20, **MODEL)
+def bad_round(rig: Rig, name: str) -> dict[str, Any]:
+    api, cluster, namespace = rig.api, rig.cluster, rig.namespace
+    rig.sim.set_load(namespace, name, 20, **MODEL)
     stable = steady(api, cluster, namespace, name, IMAGE)
     bad = rev_of(name, IMAGE + "-broken")
-    sim.set_fault(namespace, name, bad, error_rate=BAD_ERROR_RATE)
-    with recording(
-        rollout_probe(sampling_api, prom, namespace, name, stable, bad), SAMPLE_SECONDS
-    ) as timeline:
-        figures = bad_rollout(api, cluster, prom, (namespace, name), (stable, bad), timeline)
+    rig.sim.set_fault(namespace, name, bad, error_rate=BAD_ERROR_RATE)
+    probe = rollout_probe(rig.sampling_api, rig.prom, namespace, name, stable, bad)
+    with recording(probe, SAMPLE_SECONDS) as timeline:
+        figures = bad_rollout(api, cluster, rig.prom, (namespace, name), (stable, bad), timeline)
         time.sleep(TAIL_SECONDS)
     return {**figures, "timeline": recorded(timeline, stable, bad)}
 
@@ -313,8 +312,9 @@ def main() -> int:
         )
         print(f"{'round':>5}  {'good: promoted':>14}  {'old gone':>9}  {'bad: breach->rollback':>21}")
         for index in range(args.rounds):
-            g = good_round(api, sampling_api, cluster, sim, prom, namespace, f"good-{index}")
-            b = bad_round(api, sampling_api, cluster, sim, prom, namespace, f"bad-{index}")
+            rig = Rig(api, sampling_api, cluster, sim, prom, namespace)
+            g = good_round(rig, f"good-{index}")
+            b = bad_round(rig, f"bad-{index}")
             good.append(g)
             bad.append(b)
             times = f"{g['promoted']:>13.2f}s  {g['drained']:>8.2f}s  {b['breach_to_rollback']:>20.2f}s"

@@ -169,8 +169,8 @@ def test_scale_chart_puts_kubeforge_next_to_the_deployment_controller() -> None:
     )
     assert "10 InferenceFleets + 4 TrainingJobs vs 10 Deployments" in fig.get_suptitle()
     assert ax.get_xlabel() == "seconds since the first object was created"
-    # Each curve ends with the time it took.
-    assert sorted(t.get_text() for t in ax.texts) == ["3 s", "5 s", "5 s"]
+    # Each curve is labelled with the time it took to reach its final count.
+    assert sorted(t.get_text() for t in ax.texts) == ["3 s", "3 s", "5 s"]
 
 
 def test_scale_chart_draws_the_second_baseline_when_it_ran() -> None:
