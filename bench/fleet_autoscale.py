@@ -1,7 +1,8 @@
 """Benchmark: how fast an InferenceFleet reacts to a latency breach.
 
 On the local cluster, with a real Prometheus scraping the load simulator every second, a fleet of one L4
-replica (20 requests/s of capacity) is hit by a step from 5 to 50 requests/s. Printed per round:
+replica (20 requests/s of capacity), offered 5 requests/s once that replica is ready, is hit by a step
+from 5 to 50 requests/s. Printed per round:
 
 - breach-to-decision: from the first moment Prometheus shows the breach the autoscaler acts on
   (stable-window p95 above target * (1 + tolerance), or panic-window p95 at panicThreshold * target)

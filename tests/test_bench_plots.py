@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import plots  # noqa: E402
+import run_all  # noqa: E402
 from _timeline import Timeline, changes  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
@@ -213,6 +215,26 @@ def test_figures_are_plain_figures_without_pyplot() -> None:
     """No pyplot: nothing global is created, so rendering in a loop or a test leaks no figures."""
     assert isinstance(plots.scale_figure(load("scale.json")), Figure)
     assert "matplotlib.pyplot" not in sys.modules
+
+
+def test_make_bench_draws_the_charts_after_every_benchmark_even_a_failed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: list[str] = []
+
+    def fake_run(command: list[str], check: bool) -> subprocess.CompletedProcess[bytes]:
+        ran.append(Path(command[-1]).name)
+        return subprocess.CompletedProcess(command, 1 if ran[-1] == "rollout.py" else 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert run_all.main() == 1
+    benchmarks = sorted(
+        p.name
+        for p in BENCH.glob("*.py")
+        if not p.name.startswith("_") and p.name not in ("run_all.py", "plots.py")
+    )
+    assert "fleet_autoscale.py" in benchmarks
+    assert ran == [*benchmarks, "plots.py"]
 
 
 # ------------------------------------------------------------------------------------ the recorder
