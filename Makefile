@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 E2E := PYTHONPATH=e2e $(BIN)/python -m kubeforge_e2e
 
-.PHONY: help venv tools system-deps crds lint unit e2e test demo demo-down cluster-up cluster-down run bench clean
+.PHONY: help venv tools system-deps crds lint unit e2e test demo demo-down cluster-up cluster-down run bench plots clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,8 +61,12 @@ demo: venv tools system-deps ## local cluster + operator + samples, with live pr
 demo-down: venv ## stop the demo's operator, Prometheus and load simulator, then the cluster
 	PYTHONPATH=e2e $(BIN)/python -m kubeforge_e2e.demo down
 
-bench: venv tools system-deps ## print the benchmark figures
+bench: venv tools system-deps ## print the benchmark figures; JSON and PNG charts in build/bench-results/
 	PYTHONPATH=e2e $(BIN)/python bench/run_all.py
+
+PLOTS_OUT ?= build/bench-results
+plots: venv ## redraw the benchmark charts from build/bench-results/*.json (PLOTS_OUT=docs/img for the README)
+	$(BIN)/python bench/plots.py --results build/bench-results --out $(PLOTS_OUT)
 
 clean: cluster-down
 	rm -rf .cluster .mypy_cache .ruff_cache .pytest_cache

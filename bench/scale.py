@@ -19,7 +19,9 @@ One cluster with a large simulated topology (default 170 nodes of 8 GPUs, one GP
    operator's histogram.
 
 It prints progress while waiting, a table with the targets next to the figures, and writes JSON
-(``--out``, default ``build/bench-results/scale.json``, git-ignored). It asserts nothing about speed;
+(``--out``, default ``build/bench-results/scale.json``, git-ignored), with the time-to-ready curves
+(available Deployments, Ready fleets and Succeeded TrainingJobs counted at each poll) that
+bench/plots.py draws. It asserts nothing about speed;
 it exits non-zero only when something breaks (e.g. no convergence within ``--timeout``).
 
 Run: ``make bench`` (every bench/*.py, this one at its defaults), or
@@ -56,6 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 for extra in (REPO / "e2e", REPO / "operator"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
+
+from _timeline import utc_now  # noqa: E402
 
 import kubeforge  # noqa: E402
 import kubeforge_e2e.promtext as promtext  # noqa: E402
@@ -375,6 +379,26 @@ def items(api: Api, path: str, selector: str) -> list[Obj]:
     return found
 
 
+class Curve:
+    """Counts over time, one point per poll of a convergence wait (no extra API requests): `t` is the
+    seconds since the first creation (when every count is 0), each other column a count (available
+    Deployments, Ready fleets). The first poll comes once every object is created."""
+
+    def __init__(self, since: float, *columns: str) -> None:
+        self.since = since
+        self.columns = columns
+        self.points: list[tuple[float, tuple[int, ...]]] = [(0.0, tuple(0 for _ in columns))]
+
+    def add(self, *counts: int) -> None:
+        self.points.append((round(time.monotonic() - self.since, 2), counts))
+
+    def as_json(self) -> Obj:
+        data: Obj = {"t": [t for t, _ in self.points]}
+        for index, column in enumerate(self.columns):
+            data[column] = [counts[index] for _, counts in self.points]
+        return data
+
+
 # ------------------------------------------------------------------------------------- process RSS
 def proc_status_kib(pid: int, key: str) -> int | None:
     """A ``/proc/<pid>/status`` field in KiB (VmRSS, VmHWM), None when the process is gone."""
@@ -622,6 +646,8 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
     stats = create_all(ctx.cluster, writes_list, ctx.args.threads)
     say(f"{label}: {len(writes_list)} objects created in {stats.seconds:.1f}s ({stats.retries} retried)")
 
+    curve = Curve(started, "available")
+
     def available() -> tuple[int, int, str]:
         found = items(api, deployments_path(ns), f"{BENCH_LABEL}={label}")
         ready = sum(
@@ -630,6 +656,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
             if (d.get("status") or {}).get("availableReplicas", 0) >= 1
             and (d.get("status") or {}).get("observedGeneration", 0) >= d["metadata"].get("generation", 1)
         )
+        curve.add(ready)
         return ready, n, f"{ready}/{n} available"
 
     ready_s = wait_until(label, available, since=started, timeout=ctx.args.timeout)
@@ -674,6 +701,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
         "apiserver_requests_until_available": {k: int(v) for k, v in sorted(verbs.items())},
         "apiserver_writes_until_available": int(writes(verbs)),
         "apiserver_writes_by_resource_until_available": write_breakdown(during),
+        "available_curve": curve.as_json(),
     }
 
 
@@ -689,6 +717,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
     stats = create_all(ctx.cluster, interleave(fleets, jobs), ctx.args.threads)
     say(f"kubeforge: {n + m} objects created in {stats.seconds:.1f}s ({stats.retries} retried)")
     reached: dict[str, float] = {}
+    curve = Curve(started, "fleets_ready", "jobs_succeeded")
 
     def converged() -> tuple[int, int, str]:
         ready = sum(1 for f in items(api, fleets_path(ns), f"{BENCH_LABEL}=fleet") if is_true(f, "Ready"))
@@ -699,6 +728,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
         if phases.get("Failed"):
             raise BenchError(f"{phases['Failed']} TrainingJobs Failed; see {op.log_path}")
         done = phases.get("Succeeded", 0)
+        curve.add(ready, done)
         now = time.monotonic() - started
         if ready >= n:
             reached.setdefault("fleets_ready_seconds", now)
@@ -750,6 +780,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
         "apiserver_writes_by_resource_until_converged": write_breakdown(during),
         "operator_cpu_seconds_until_converged": cpu,
         "reconcile": reconcile_latency(scrape),
+        "ready_curve": curve.as_json(),
     }
     if op_after is not None:
         op_verbs = by_verb(promtext.delta(op_after, op_before or {}))
@@ -1251,6 +1282,8 @@ def run(args: argparse.Namespace) -> int:
     topology = bench_topology(args.nodes, args.gpus_per_node)
     cluster = LocalCluster(topology=topology)
     results: Obj = {
+        "benchmark": "scale",
+        "started_at": utc_now(),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "operator": {"version": kubeforge.__version__, "commit": git_revision()},
         "cluster": {"versions": read_versions(), "nodes": args.nodes, "gpus_per_node": args.gpus_per_node},
