@@ -20,7 +20,6 @@ Everything a decision needs from the past is in `status`, so a restarted operato
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -42,7 +41,7 @@ from kubeforge.controllers.ownership import (
     route_opts_in,
     warn_owner,
 )
-from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
+from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys, together
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
@@ -318,13 +317,17 @@ class InferenceFleetController:
     async def _execute(self, obj: Obj, o: policy.FleetObserved, plan: policy.FleetPlan) -> None:
         namespace, name = o.namespace, o.name
         # The fleet-wide children (Service, PDB, revision templates and Services) depend on nothing the
-        # revision writes do: they go out together, so a new fleet costs two round trips, not five.
-        # Revision Deployments keep the plan's order (scale-downs before scale-ups).
+        # revision writes do, and a reconcile's time is its round trips: they all go out at once, beside
+        # the revision writes, which keep the plan's order (scale-downs before scale-ups). A new fleet
+        # costs two round trips (its children, then its status); Events go out in the background.
         alongside = [w for w in plan.writes if isinstance(w, policy.Apply) and w.kind != "Deployment"]
-        await asyncio.gather(*(self._write(obj, w) for w in alongside))
-        for write in plan.writes:
-            if write not in alongside:
+        in_order = [w for w in plan.writes if w not in alongside]
+
+        async def ordered() -> None:
+            for write in in_order:
                 await self._write(obj, write)
+
+        await together(ordered(), *(self._write(obj, w) for w in alongside))
         if plan.route is not None:
             plan = await self._set_weights(o, plan, plan.route)
         patch = status_diff(o.status, plan.status)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -334,3 +334,19 @@ def label_keys(label: str) -> Mapper:
     """Map an object to the owner named by one of its labels (pods, whose owner is a Job or ReplicaSet).
     A forged label costs only an extra pass of the owner it names."""
     return _keys(lambda meta: [str(v)] if (v := (meta.get("labels") or {}).get(label)) else [])
+
+
+async def together(*jobs: Coroutine[Any, Any, None]) -> None:
+    """Run `jobs` concurrently and wait for all of them. On a failure the others are cancelled and
+    waited for (a reconcile never returns with its writes still in flight), and the first error is
+    raised as itself, not wrapped in an ExceptionGroup, so the runtime still tells a conflict from a
+    child that is not ours."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except BaseExceptionGroup as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None

@@ -7,6 +7,8 @@ the operator forces only on objects whose controller owner reference is its own.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -59,6 +61,11 @@ def _plain(obj: Any) -> Obj:
 
 
 _event_seq = itertools.count()
+EVENT_QUEUE = 1000
+"""Events waiting to be sent before new ones are dropped (client-go's recorder keeps 1000 too)."""
+EVENT_SENDERS = 4
+EVENT_FLUSH_SECONDS = 5.0
+"""How long closing the client waits for Events still queued (a SIGTERM'd leader reports its last ones)."""
 
 
 def applied_hash(obj: Mapping[str, Any]) -> str:
@@ -132,6 +139,8 @@ class Kube:
         self._access = access
         self.field_manager = field_manager
         self.observer: WriteObserver | None = None
+        self._events: asyncio.Queue[Obj] | None = None
+        self._senders: list[asyncio.Task[None]] = []
         self._generations: dict[tuple[str, str, str], tuple[str, int]] = {}
         """(kind, namespace, name) -> (hash, generation) of our last apply of that child: one entry per
         child, however often it changes."""
@@ -147,18 +156,24 @@ class Kube:
         )
 
     async def close(self) -> None:
+        await self.flush_events()
+        for sender in self._senders:
+            sender.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        self._senders.clear()
         await self._client.close()
 
     async def _call(self, verb: str, plural: str, request: Awaitable[T]) -> T:
+        started = time.monotonic()
         try:
             result = await request
         except ApiError as error:
-            exposition.count_api_request(verb, plural, error.status.code or 0)
+            exposition.count_api_request(verb, plural, error.status.code or 0, time.monotonic() - started)
             raise
         except httpx2.HTTPError:
-            exposition.count_api_request(verb, plural, "<error>")
+            exposition.count_api_request(verb, plural, "<error>", time.monotonic() - started)
             raise
-        exposition.count_api_request(verb, plural, 200)
+        exposition.count_api_request(verb, plural, 200, time.monotonic() - started)
         return result
 
     def _seen(self, obj: Obj) -> Obj:
@@ -372,7 +387,10 @@ class Kube:
         return bool((reviewed.get("status") or {}).get("allowed"))
 
     async def event(self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event on an object; a failure to record is logged, never raised."""
+        """Record a core/v1 Event on an object, in the background: the reconcile that reports it does
+        not wait for the API server (client-go's recorder works the same way). A failure to record is
+        logged, never raised; with `EVENT_QUEUE` Events already waiting, the new one is dropped and
+        counted (`kubeforge_events_dropped_total`) rather than holding the reconcile up."""
         meta = involved.get("metadata", {})
         now = datetime.now(UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -403,10 +421,37 @@ class Kube:
             "action": reason,
             "count": 1,
         }
+        if self._events is None:
+            self._events = asyncio.Queue(maxsize=EVENT_QUEUE)
+            self._senders = [
+                asyncio.create_task(self._send_events(self._events)) for _ in range(EVENT_SENDERS)
+            ]
         try:
-            await self._call("create", "events", self._client.create(_resource("v1", "Event")(body)))
-        except (ApiError, httpx2.HTTPError) as error:
-            log.warning("could not record event %s on %s: %s", reason, meta.get("name"), error)
+            self._events.put_nowait(body)
+        except asyncio.QueueFull:
+            exposition.EVENTS_DROPPED.inc()
+            log.warning(
+                "dropped event %s on %s: %d events waiting to be sent", reason, meta.get("name"), EVENT_QUEUE
+            )
+
+    async def _send_events(self, queue: asyncio.Queue[Obj]) -> None:
+        while True:
+            body = await queue.get()
+            try:
+                await self._call("create", "events", self._client.create(_resource("v1", "Event")(body)))
+            except (ApiError, httpx2.HTTPError) as error:
+                involved = body["involvedObject"]
+                log.warning("could not record event %s on %s: %s", body["reason"], involved["name"], error)
+            finally:
+                queue.task_done()
+
+    async def flush_events(self) -> None:
+        """Wait (at most `EVENT_FLUSH_SECONDS`) until the Events recorded so far are sent."""
+        if self._events is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EVENT_FLUSH_SECONDS):
+                await self._events.join()
 
 
 def _child_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -112,12 +112,29 @@ API_HOST = ["kubernetes"]
 """The host label of rest_client_requests_total; the operator sets it to its API server's address."""
 
 
-def count_api_request(verb: str, resource: str, code: int | str) -> None:
-    API_REQUESTS.labels(verb, resource, str(code)).inc()
-    REST_CLIENT_REQUESTS.labels(str(code), _VERB_METHOD.get(verb, verb.upper()), API_HOST[0]).inc()
-
-
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+REST_CLIENT_LATENCY = Histogram(
+    "rest_client_request_duration_seconds",
+    "Request latency in seconds, by verb and host (client-go's name): how long a reconcile waits per call.",
+    ["verb", "host"],
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+EVENTS_DROPPED = Counter(
+    "kubeforge_events_dropped_total",
+    "Events not recorded because the queue of Events waiting to be sent was full.",
+    registry=REGISTRY,
+)
+
+
+def count_api_request(verb: str, resource: str, code: int | str, seconds: float | None = None) -> None:
+    method = _VERB_METHOD.get(verb, verb.upper())
+    API_REQUESTS.labels(verb, resource, str(code)).inc()
+    REST_CLIENT_REQUESTS.labels(str(code), method, API_HOST[0]).inc()
+    if seconds is not None:
+        REST_CLIENT_LATENCY.labels(method, API_HOST[0]).observe(seconds)
+
+
 WORKQUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of workqueue.", ["name"], registry=REGISTRY)
 WORKQUEUE_ADDS = Counter(
     "workqueue_adds_total", "Total number of adds handled by workqueue.", ["name"], registry=REGISTRY
