@@ -262,6 +262,18 @@ def test_json_rows_are_plain_values() -> None:
     }
 
 
+def test_control_characters_in_a_users_fields_are_spelled_out() -> None:
+    """A tenant's objective cannot move the cursor, clear the screen or start a new row."""
+    hostile = fleet(
+        "x", {"objective": "\x1b[2J\rfake\nrow"}, conditions=[{"type": "Ready", "status": "True"}]
+    )
+    text = top.render(top.figures_of({top.FLEETS: [hostile]}))
+    assert text is not None
+    assert len(text.splitlines()) == 2
+    assert "\\x1b[2J\\rfake\\nrow" in text
+    assert "\x1b" not in text
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [
@@ -357,24 +369,21 @@ def _obj(spec: Any, status: Any) -> Obj:
     return {"metadata": {"name": "x", "namespace": "ns"}, "spec": spec, "status": status}
 
 
+@pytest.mark.parametrize(
+    ("kind", "statuses", "sort_by"),
+    [(top.FLEETS, FLEET_STATUS, "metric"), (top.JOBS, JOB_STATUS, "gpu-hours")],
+)
 @settings(max_examples=300)
-@given(spec=st.one_of(SPEC, ODD), status=st.one_of(FLEET_STATUS, ODD))
-def test_any_fleet_status_renders(spec: Any, status: Any) -> None:
-    rows = top.figures_of({top.FLEETS: [_obj(spec, status)]}, "metric")
+@given(data=st.data())
+def test_any_status_renders(
+    kind: str, statuses: st.SearchStrategy[Obj], sort_by: str, data: st.DataObject
+) -> None:
+    obj = _obj(data.draw(st.one_of(SPEC, ODD)), data.draw(st.one_of(statuses, ODD)))
+    rows = top.figures_of({kind: [obj]}, sort_by)
     text = top.render(rows)
     assert text is not None
     assert len(text.splitlines()) == 2
     json.dumps(rows, allow_nan=False)  # `-o json` stays valid JSON whatever the status held
-
-
-@settings(max_examples=300)
-@given(spec=st.one_of(SPEC, ODD), status=st.one_of(JOB_STATUS, ODD))
-def test_any_job_status_renders(spec: Any, status: Any) -> None:
-    rows = top.figures_of({top.JOBS: [_obj(spec, status)]}, "gpu-hours")
-    text = top.render(rows)
-    assert text is not None
-    assert len(text.splitlines()) == 2
-    json.dumps(rows, allow_nan=False)
 
 
 @given(status=FLEET_STATUS)

@@ -301,9 +301,16 @@ def _as_float(value: float | str | None) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def printable(text: str) -> str:
+    """`text` with control characters spelled out (`\\x1b`): names, phases and objectives are written by
+    users, and one of them must not be able to break the table or send escape sequences to the terminal
+    of whoever runs `top -A`."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render_table(columns: Sequence[Column], rows: Sequence[Figures]) -> str:
     """kubectl's plain table: upper-case headers, columns three spaces apart, no trailing spaces."""
-    cells = [[c.header for c in columns], *([c.cell(r) for c in columns] for r in rows)]
+    cells = [[c.header for c in columns], *([printable(c.cell(r)) for c in columns] for r in rows)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return "\n".join(
         "   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
