@@ -114,3 +114,34 @@ def test_watch_prints_a_table_only_when_it_changed(
     assert ready == [1, 2, 3]  # six refreshes, three different states
     assert naps == [0.5] * 6
     assert len(fake_cluster.calls) == 12  # two LISTs per refresh, nothing else
+
+
+def test_an_unreachable_api_server_is_a_message_and_watch_carries_on(
+    fake_cluster: type[FakeKube], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx2
+
+    fake_cluster.pages = [{"InferenceFleet": [_fleet(3)]}]
+    failures = iter([True, False])
+
+    async def flaky(self: FakeKube, api_version: str, kind: str, namespace: str | None = None) -> list[Obj]:
+        if kind == "InferenceFleet" and next(failures, False):
+            raise httpx2.ConnectError("connection refused")
+        return fake_cluster.pages[0].get(kind, [])
+
+    monkeypatch.setattr(FakeKube, "list", flaky)
+    assert cli.main(["top"]) == 1
+    assert capsys.readouterr().err == "error: connection refused\n"
+
+    failures = iter([True, False])
+    naps = iter([None])
+
+    async def one_nap(seconds: float) -> None:
+        if next(naps, "stop") == "stop":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(asyncio, "sleep", one_nap)
+    assert cli.main(["top", "-w"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "error: connection refused\n"
+    assert "3/3" in captured.out  # the next refresh shows the table

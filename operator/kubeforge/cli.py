@@ -371,6 +371,7 @@ _TOP_RESOURCES = {
 
 
 async def _top(args: argparse.Namespace) -> int:
+    import httpx2
     from lightkube import ApiError
 
     from kubeforge import top
@@ -389,8 +390,10 @@ async def _top(args: argparse.Namespace) -> int:
             try:
                 # One LIST per kind: everything shown is in the objects themselves.
                 objects = {kind: await kube.list(*_TOP_RESOURCES[kind], namespace) for kind in kinds}
-            except ApiError as error:
-                print(f"error: {error.status.message or error}", file=sys.stderr)
+            except (ApiError, httpx2.HTTPError) as error:
+                # -w rides out an API server restart or a denied LIST, as `watch kubectl get` would
+                reason = error.status.message if isinstance(error, ApiError) else None
+                print(f"error: {reason or error or type(error).__name__}", file=sys.stderr)
                 if not args.watch:
                     return 1
             else:
