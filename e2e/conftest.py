@@ -5,6 +5,10 @@
 - ``namespace`` (function): a fresh namespace name, deleted after the test.
 - ``kubectl`` / ``helm`` (session): :class:`kubeforge_e2e.Kubectl` / :class:`kubeforge_e2e.Helm`.
 - ``wait_for`` (session): :func:`kubeforge_e2e.wait_for`.
+- ``operator`` (function): the operator on the test's namespace, reading ``prometheus``;
+  ``fleet_operator`` and ``training_operator``: the operator alone (no Prometheus), which modules that
+  need none make their ``operator``.
+- ``spare_nodes`` (function): three 4-GPU nodes with a GPU product of their own.
 
 Every test collected from this folder gets the ``e2e`` marker.
 """
@@ -18,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from kubeforge_e2e import Helm, Kubectl, LocalCluster
+from kubeforge_e2e import GpuSpec, Helm, Kubectl, LocalCluster, NodeSpec
 from kubeforge_e2e import wait_for as _wait_for
 from kubeforge_e2e.loadsim import LoadSimulator, api_lister
 from kubeforge_e2e.operator import OperatorProcess
@@ -140,3 +144,52 @@ def operator(
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def fleet_operator(
+    cluster: LocalCluster, crds: None, namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator alone (no Prometheus: no autoscaling readings, no analysis), on the test's namespace."""
+    proc = start_operator(cluster, namespace, tmp_path_factory.mktemp("fleet-operator"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def training_operator(
+    cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator alone on the test's namespace, resyncing every 2 s; its log's tail is printed after
+    the test (pytest shows it when the test failed)."""
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        extra_args=["--namespace", namespace, "--resync-seconds", "2"],
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(120)}")
+
+
+@pytest.fixture
+def spare_nodes(cluster: LocalCluster) -> Iterator[tuple[str, list[str]]]:
+    """Three 4-GPU nodes with a GPU product of their own, so the test shares no GPUs with others:
+    (product, node names)."""
+    product = f"KF-E2E-{secrets.token_hex(3).upper()}"
+    names = [f"tj-e2e-{product[-6:].lower()}-{i}" for i in range(3)]
+    for node in names:
+        cluster.add_node(
+            NodeSpec(name=node, zone="zone-c", gpu=GpuSpec(product=product, count=4, memory_mib=1024))
+        )
+    try:
+        yield product, names
+    finally:
+        for node in names:
+            if cluster.get_node(node) is not None:
+                cluster.delete_node(node)

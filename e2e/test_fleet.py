@@ -4,7 +4,6 @@ revision replacement. (Autoscaling on Prometheus is in test_fleet_autoscale.py.)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from kubeforge_e2e.workloads import (
     fleet_pods,
     get_fleet,
     is_true,
-    start_operator,
     wait_ready,
 )
 
@@ -31,14 +29,9 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture
-def operator(
-    cluster: LocalCluster, crds: None, namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(cluster, namespace, tmp_path_factory.mktemp("fleet-operator"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def operator(fleet_operator: OperatorProcess) -> OperatorProcess:
+    """This module's operator: the operator alone, without Prometheus (conftest's `fleet_operator`)."""
+    return fleet_operator
 
 
 # -- tests -------------------------------------------------------------------------------------------

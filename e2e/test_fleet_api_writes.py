@@ -11,9 +11,15 @@ import pytest
 from kubeforge_e2e import Kubectl, promtext, wait_for
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet, is_true, wait_ready
-from test_fleet import operator as operator  # a fixture: the operator, no Prometheus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def operator(fleet_operator: OperatorProcess) -> OperatorProcess:
+    """This module's operator: the operator alone, without Prometheus (conftest's `fleet_operator`)."""
+    return fleet_operator
+
 
 READS = frozenset({"get", "list", "watch"})
 TARGET = 12

@@ -17,9 +17,15 @@ import pytest
 
 from kubeforge_e2e import Helm, Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.workloads import (
+    Obj,
+    status_condition,
+    trainingjob_events,
+    trainingjob_manifest,
+    trainingjob_status,
+    wait_trainingjob_phase,
+)
 from test_fleet_restricted import restricted_operator
-from test_trainingjob import Obj, _condition, _events, _manifest, _status, _wait_phase
-from test_trainingjob import spare_nodes as spare_nodes  # a fixture: GPU nodes of their own
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -51,20 +57,20 @@ def operator(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) 
 def _refused(kubectl: Kubectl, namespace: str, name: str, reason: str, says: str) -> None:
     """The gang waits in Queued, not admitted for `reason`, says `says` in its Admitted condition and in
     an Event, and no Job (no worker) was created."""
-    status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
-    admitted = _condition(status, "Admitted")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Queued", timeout=60)
+    admitted = status_condition(status, "Admitted")
     assert (admitted["status"], admitted["reason"]) == ("False", reason)
     assert says in admitted["message"]
     assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
     wait_for(
-        lambda: any(r == reason and says in m for _, r, m in _events(kubectl, namespace, name)),
+        lambda: any(r == reason and says in m for _, r, m in trainingjob_events(kubectl, namespace, name)),
         timeout=30,
         description=f"a {reason} Event",
     )
 
 
 def _admitted(status: Obj) -> bool:
-    condition = _condition(status, "Admitted")
+    condition = status_condition(status, "Admitted")
     return condition.get("status") == "True" and condition.get("reason") == "GangAdmitted"
 
 
@@ -80,7 +86,7 @@ def test_gangs_each_over_half_the_h100s_are_never_admitted_together(
         names = {f"{kind}-{round_}": shape for kind, shape in shapes.items()}
         kubectl.apply(
             [
-                _manifest(n, run_seconds=3, workers=w, resources={"gpus": g, "gpuType": "H100"})
+                trainingjob_manifest(n, run_seconds=3, workers=w, resources={"gpus": g, "gpuType": "H100"})
                 for n, (w, g) in names.items()
             ],
             namespace,
@@ -98,10 +104,10 @@ def test_gangs_each_over_half_the_h100s_are_never_admitted_together(
                 and not p["metadata"].get("deletionTimestamp")
             }
             assert len(owners) <= 1, f"round {round_}: workers of {sorted(owners)} at once"
-            statuses = {n: _status(kubectl, namespace, n) for n in names}
+            statuses = {n: trainingjob_status(kubectl, namespace, n) for n in names}
             for status in statuses.values():
                 if status.get("phase") == "Queued":
-                    assert _condition(status, "Admitted")["reason"] == "InsufficientCapacity"
+                    assert status_condition(status, "Admitted")["reason"] == "InsufficientCapacity"
                     seen_queued = True
             if all(s.get("phase") == "Succeeded" for s in statuses.values()):
                 break
@@ -126,11 +132,11 @@ def test_a_gang_its_gpu_quota_cannot_hold_is_not_admitted(
 
     kubectl.apply(quota(4), namespace)
     name = "big"
-    kubectl.apply(_manifest(name, run_seconds=3), namespace)  # 2 workers x 4 GPUs = 8 > 4
+    kubectl.apply(trainingjob_manifest(name, run_seconds=3), namespace)  # 2 workers x 4 GPUs = 8 > 4
     _refused(kubectl, namespace, name, "QuotaExceeded", "ResourceQuota gpus allows 4 requests.nvidia.com/gpu")
     # The quota is raised: the gang is admitted and runs.
     kubectl.apply(quota(8), namespace)
-    status = _wait_phase(kubectl, namespace, name, "Running", timeout=60)
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running", timeout=60)
     assert _admitted(status)
 
 
@@ -141,24 +147,24 @@ def test_an_unplaceable_gang_releases_its_gpus_within_the_operator_bound_and_spe
     spec asks for a 10-minute schedule timeout, the operator's bound is 10 s: the placement is released
     after about 10 s, counted as a restart, and with no restarts left the job fails."""
     name = "stuck"
-    manifest = _manifest(
+    manifest = trainingjob_manifest(
         name,
         resources={"gpus": 4, "gpuType": "H100", "cpu": "500"},
         policy={"scheduleTimeoutSeconds": 600, "maxRestarts": 1, "backoffSeconds": 0},
     )
     kubectl.apply(manifest, namespace)
-    status = _wait_phase(kubectl, namespace, name, "Pending", timeout=60)
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Pending", timeout=60)
     assert _admitted(status)
     admitted_at = time.monotonic()
 
     def timed_out() -> Obj | None:
-        current = _status(kubectl, namespace, name)
+        current = trainingjob_status(kubectl, namespace, name)
         return current if current.get("restarts", 0) >= 1 else None
 
     first = wait_for(timed_out, timeout=SCHEDULE_TIMEOUT_BOUND + 30, description="the first schedule timeout")
     assert time.monotonic() - admitted_at < SCHEDULE_TIMEOUT_BOUND + 15
-    assert any(r == "ScheduleTimeout" for _, r, _ in _events(kubectl, namespace, name)), first
-    failed = _wait_phase(kubectl, namespace, name, "Failed", timeout=SCHEDULE_TIMEOUT_BOUND + 40)
+    assert any(r == "ScheduleTimeout" for _, r, _ in trainingjob_events(kubectl, namespace, name)), first
+    failed = wait_trainingjob_phase(kubectl, namespace, name, "Failed", timeout=SCHEDULE_TIMEOUT_BOUND + 40)
     assert failed["restarts"] == 1
     assert "no restarts left" in failed["message"]
     # Released: no worker of the job is left holding (or waiting for) GPUs.
@@ -188,14 +194,15 @@ def test_a_gpu_taint_the_workers_do_not_tolerate_offers_no_gpus(
     kubectl("taint", "nodes", names[0], "nvidia.com/gpu=present:NoExecute")
     name = "tainted"
     kubectl.apply(
-        _manifest(name, run_seconds=3, workers=3, resources={"gpus": 4, "gpuType": product}), namespace
+        trainingjob_manifest(name, run_seconds=3, workers=3, resources={"gpus": 4, "gpuType": product}),
+        namespace,
     )
-    status = _wait_phase(kubectl, namespace, name, "Queued", timeout=60)
-    assert _condition(status, "Admitted")["reason"] == "InsufficientCapacity"
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Queued", timeout=60)
+    assert status_condition(status, "Admitted")["reason"] == "InsufficientCapacity"
     assert "only 2 workers would fit" in status["message"]
     assert not kubectl.json("get", "jobs", "-n", namespace)["items"], "no Job may be created"
     kubectl("taint", "nodes", names[0], "nvidia.com/gpu=present:NoExecute-")
-    status = _wait_phase(kubectl, namespace, name, "Running", timeout=60)
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running", timeout=60)
     assert _admitted(status)
 
 
@@ -214,7 +221,7 @@ def test_an_admitted_gang_is_never_stranded_by_where_the_scheduler_spreads_anoth
         names = [f"{kind}-{round_}" for kind in shapes]
         kubectl.apply(
             [
-                _manifest(n, run_seconds=4, workers=w, resources={"gpus": g, "gpuType": product})
+                trainingjob_manifest(n, run_seconds=4, workers=w, resources={"gpus": g, "gpuType": product})
                 for n, (w, g) in zip(names, shapes.values(), strict=True)
             ],
             namespace,
@@ -228,7 +235,7 @@ def test_an_admitted_gang_is_never_stranded_by_where_the_scheduler_spreads_anoth
                     if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
                 ]
                 assert not stuck, f"round {round_}: {pod['metadata']['name']} admitted but unschedulable"
-            statuses = [_status(kubectl, namespace, n) for n in names]
+            statuses = [trainingjob_status(kubectl, namespace, n) for n in names]
             if all(s.get("phase") == "Succeeded" for s in statuses):
                 break
             time.sleep(0.2)
@@ -246,5 +253,5 @@ def test_an_operator_that_cannot_see_every_namespace_says_capacity_is_unknown(
     so in the status and an Event. Run with the chart's own ServiceAccount."""
     with restricted_operator(cluster, kubectl, helm, namespace, tmp_path):
         name = "blind"
-        kubectl.apply(_manifest(name, run_seconds=2), namespace)
+        kubectl.apply(trainingjob_manifest(name, run_seconds=2), namespace)
         _refused(kubectl, namespace, name, "CapacityUnknown", "free GPUs are unknown")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -17,13 +16,19 @@ from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.gitops import argocd_health, kstatus
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet
+from kubeforge_e2e.workloads import (
+    ANNOTATION,
+    IMAGE,
+    Obj,
+    fleet,
+    get_fleet,
+    get_trainingjob,
+    trainingjob_manifest,
+)
 from test_rollout import ANALYSIS, STEPS, base_spec, revision_of, rollout_of, steady_fleet, wait_phase
-from test_trainingjob import ANNOTATION, _manifest, _tj
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
-Obj = dict[str, Any]
 Verdict = tuple[str, str]
 """(kstatus status, Argo CD health status)."""
 
@@ -156,22 +161,24 @@ def test_training_job_health_queued_running_succeeded_and_failed(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
     def reader(name: str) -> Callable[[], Obj]:
-        return lambda: _tj(kubectl, namespace, name)
+        return lambda: get_trainingjob(kubectl, namespace, name)
 
     # Three workers of 8 H100s: the cluster has two such nodes, so it waits for capacity.
-    kubectl.apply(_manifest("toobig", workers=3, resources={"gpus": 8, "gpuType": "H100"}), namespace)
+    kubectl.apply(
+        trainingjob_manifest("toobig", workers=3, resources={"gpus": 8, "gpuType": "H100"}), namespace
+    )
     queued = watch(reader("toobig"), lambda o: o.get("status", {}).get("phase") == "Queued")[-1]
     assert queued[1] == ("InProgress", "Progressing")
     kubectl("delete", "trainingjob", "toobig", "-n", namespace, "--wait=true")
 
-    kubectl.apply(_manifest("ok", run_seconds=6), namespace)
+    kubectl.apply(trainingjob_manifest("ok", run_seconds=6), namespace)
     seen = watch(reader("ok"), lambda o: o.get("status", {}).get("phase") == "Succeeded", timeout=120)
     during = {(o.get("status", {}).get("phase"), v) for o, v in seen[:-1]}
     assert ("Running", ("InProgress", "Progressing")) in during, during
     assert {v for _, v in during} <= {("InProgress", "Progressing")}, during
     assert seen[-1][1] == ("Current", "Healthy")
 
-    failing = _manifest(
+    failing = trainingjob_manifest(
         "broken",
         annotations={f"{ANNOTATION}fail-exit-code": "42", f"{ANNOTATION}fail-after-seconds": "1"},
         policy={"maxRestarts": 3, "backoffSeconds": 1, "permanentExitCodes": [42]},

@@ -8,7 +8,6 @@ Each test's operators watch only its namespace and campaign for a Lease in it, s
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 
 from kubeforge_e2e import Kubectl, LocalCluster, promtext, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import fleet, get_fleet, is_true, wait_ready
+from kubeforge_e2e.workloads import fleet, get_fleet, is_true, list_items, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -87,23 +86,11 @@ def pair(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) -> I
 
 def metric(process: OperatorProcess, series: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include `labels`."""
-    total = 0.0
-    for line in process.metrics().splitlines():
-        if not line.startswith(series + "{") and not line.startswith(series + " "):
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0] if "{" in line else ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    samples = promtext.parse(process.metrics(), [series])
+    return sum(s.value for s in samples if all(dict(s.labels).get(k) == v for k, v in labels.items()))
 
 
 WRITE_VERBS = ("create", "update", "apply", "patch", "delete")
-
-
-def items(kubectl: Kubectl, kind: str, namespace: str, selector: str | None = None) -> list[Obj]:
-    args = ["get", kind, "-n", namespace] + (["-l", selector] if selector else [])
-    found: list[Obj] = kubectl.json(*args)["items"]
-    return found
 
 
 def writes(process: OperatorProcess) -> float:
@@ -174,7 +161,7 @@ def test_standby_finishes_a_canary_rollout_after_the_leader_is_killed(pair: Pair
     wait_for(promoted, timeout=90, description=f"{new} finishing the rollout")
 
     def deployments() -> list[str]:
-        found = items(kubectl, "deployments", namespace, "kubeforge.dev/inferencefleet=ha-canary")
+        found = list_items(kubectl, "deployments", namespace, "kubeforge.dev/inferencefleet=ha-canary")
         return sorted(d["metadata"]["name"] for d in found)
 
     # The drained stable revision goes; nothing was ever made twice (names are per revision).
@@ -221,9 +208,9 @@ def test_standby_takes_over_gang_admission_without_double_admitting(pair: Pair, 
     deadline = time.monotonic() + 150
     phases: dict[str, str] = {}
     while time.monotonic() < deadline:
-        jobs = items(kubectl, "trainingjobs", namespace)
+        jobs = list_items(kubectl, "trainingjobs", namespace)
         phases = {j["metadata"]["name"]: (j.get("status") or {}).get("phase", "") for j in jobs}
-        pods = items(kubectl, "pods", namespace, "kubeforge.dev/trainingjob")
+        pods = list_items(kubectl, "pods", namespace, "kubeforge.dev/trainingjob")
         holding = {
             p["metadata"]["labels"]["kubeforge.dev/trainingjob"]
             for p in pods
@@ -239,7 +226,7 @@ def test_standby_takes_over_gang_admission_without_double_admitting(pair: Pair, 
     for name in names:
         status = kubectl.get("trainingjob", name, namespace)["status"]
         assert status["restarts"] == 0, (name, status)
-    job_names = [j["metadata"]["name"] for j in items(kubectl, "jobs", namespace)]
+    job_names = [j["metadata"]["name"] for j in list_items(kubectl, "jobs", namespace)]
     assert sorted(job_names) == sorted(f"{n}-a0" for n in names), "one Job per gang, none duplicated"
     successor = next(p for i, p in pair.processes.items() if i != identity)
     assert metric(successor, "controller_runtime_reconcile_errors_total") == 0
@@ -300,7 +287,7 @@ def test_a_fleet_and_a_trainingjob_of_one_name_do_not_fight_over_a_service(
         )
 
         def warned() -> bool:
-            events = items(kubectl, "events", namespace)
+            events = list_items(kubectl, "events", namespace)
             return any(
                 e.get("reason") == "NameConflict" and e["involvedObject"].get("kind") == "TrainingJob"
                 for e in events

@@ -16,8 +16,8 @@ import pytest
 
 from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.workloads import trainingjob_manifest, trainingjob_status
 from test_gang_admission import operator as operator  # a fixture: schedule timeout bound 10 s
-from test_trainingjob import _manifest, _status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -65,9 +65,11 @@ def test_pods_the_scheduler_cannot_place_do_not_keep_a_gang_out(
             timeout=60,
             description=f"{name} Unschedulable (Insufficient cpu) while its GPUs are free",
         )
-    kubectl.apply(_manifest("victim", run_seconds=30, resources={"gpus": 8, "gpuType": "H100"}), namespace)
+    kubectl.apply(
+        trainingjob_manifest("victim", run_seconds=30, resources={"gpus": 8, "gpuType": "H100"}), namespace
+    )
     wait_for(
-        lambda: _status(kubectl, namespace, "victim").get("phase") not in (None, "Queued"),
+        lambda: trainingjob_status(kubectl, namespace, "victim").get("phase") not in (None, "Queued"),
         timeout=45,
         description="the gang admitted onto the free H100s",
     )

@@ -17,8 +17,7 @@ import pytest
 
 from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import fleet, start_operator
-from test_trainingjob import _manifest
+from kubeforge_e2e.workloads import fleet, start_operator, trainingjob_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -75,7 +74,7 @@ def test_a_tenants_own_fields_never_build_a_pod_the_restricted_profile_refuses(
     kubectl: Kubectl, restricted: str, operator: OperatorProcess
 ) -> None:
     namespace = restricted
-    tj = _manifest(
+    tj = trainingjob_manifest(
         "ids",
         workers=1,
         resources={"gpus": 1, "gpuType": "H100"},

@@ -29,7 +29,6 @@ from kubeforge_e2e import Helm, Kubectl, KubectlError, LocalCluster, read_versio
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.workloads import IMAGE, condition, fleet, get_fleet
 from test_chart_install import installed, token_kubeconfig
-from test_fleet import operator  # noqa: F401  (the operator alone: no analysis, no Prometheus)
 from test_rollout import base_spec, cli, revision_of, rollout_of, steady_fleet, wait_phase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -149,7 +148,7 @@ def test_the_api_server_validates_routes(kubectl: Kubectl, namespace: str) -> No
     assert routes_in(kubectl, namespace) == {}
 
 
-@pytest.mark.usefixtures("operator")
+@pytest.mark.usefixtures("fleet_operator")
 def test_canary_weights_follow_the_steps_promotion_and_abort(
     cluster: LocalCluster, kubectl: Kubectl, namespace: str
 ) -> None:
@@ -240,7 +239,7 @@ def test_canary_weights_follow_the_steps_promotion_and_abort(
     assert routes_in(kubectl, namespace) == created
 
 
-@pytest.mark.usefixtures("operator")
+@pytest.mark.usefixtures("fleet_operator")
 def test_a_route_that_does_not_opt_in_is_never_written(kubectl: Kubectl, namespace: str) -> None:
     name = "guarded"
     # Opted in, but for another fleet: the owner of the route let `other` set it, not `guarded`.
@@ -269,7 +268,7 @@ def test_a_route_that_does_not_opt_in_is_never_written(kubectl: Kubectl, namespa
     routed(kubectl, namespace, name, "True", "WeightsSet")
 
 
-@pytest.mark.usefixtures("operator")
+@pytest.mark.usefixtures("fleet_operator")
 def test_a_missing_route_is_reported_not_created(kubectl: Kubectl, namespace: str) -> None:
     name = "lonely"
     body = base_spec(replicas=1, rollout={"httpRoute": {"name": name}})
@@ -285,7 +284,7 @@ def test_a_missing_route_is_reported_not_created(kubectl: Kubectl, namespace: st
     wait_weights(kubectl, namespace, name, name, {stable: 100}, [])
 
 
-@pytest.mark.usefixtures("operator")
+@pytest.mark.usefixtures("fleet_operator")
 def test_a_patch_the_api_server_refuses_is_reported_and_the_route_kept(
     cluster: LocalCluster, kubectl: Kubectl, namespace: str
 ) -> None:

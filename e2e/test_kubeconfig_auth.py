@@ -21,11 +21,18 @@ import yaml
 
 from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet, start_operator, wait_ready
+from kubeforge_e2e.workloads import (
+    IMAGE,
+    fleet,
+    get_fleet,
+    kubectl_kubeforge,
+    plugin_env,
+    start_operator,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-VENV_BIN = Path(sys.executable).parent
 V1, V1BETA1 = "client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"
 
 
@@ -167,31 +174,6 @@ def operator_account(kubectl: Kubectl, namespace: str) -> Iterator[str]:
         yield "operator"
     finally:
         kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found", "--wait=false")
-
-
-def kubectl_kubeforge(
-    cluster: LocalCluster, env: dict[str, str], *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`kubectl kubeforge ...` as a user types it: kubectl finds the plugin on PATH (kubectl takes no
-    global flags before a plugin's name, so the harness's `--kubeconfig` cannot be used here)."""
-    return subprocess.run(
-        [str(cluster.bin_dir / "kubectl"), "kubeforge", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def plugin_env(tmp_path: Path, cluster: LocalCluster, kubeconfigs: list[Path]) -> dict[str, str]:
-    env = cluster.env()
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env["HOME"] = str(home)
-    env["KUBECONFIG"] = os.pathsep.join(str(p) for p in kubeconfigs)
-    env["PATH"] = os.pathsep.join([str(cluster.bin_dir), str(VENV_BIN), env.get("PATH", "")])
-    return env
 
 
 # -- the CLI as a kubectl plugin ---------------------------------------------------------------------------

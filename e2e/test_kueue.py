@@ -17,23 +17,28 @@ import pytest
 
 from kubeforge_e2e import Kubectl, LocalCluster, kueue, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import fleet, wait_ready
-from test_trainingjob import (
+from kubeforge_e2e.workloads import (
     Obj,
-    _condition,
-    _events,
-    _items,
-    _jobs,
-    _manifest,
-    _status,
-    _wait_phase,
-    operator,
+    fleet,
+    kubelet_kills,
+    list_items,
+    status_condition,
+    trainingjob_events,
+    trainingjob_jobs,
+    trainingjob_manifest,
+    trainingjob_status,
+    wait_ready,
+    wait_trainingjob_phase,
 )
-from test_trainingjob_suspend import _kubelet_kills
-
-__all__ = ["operator"]  # the fixture: one operator per test, watching only its namespace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def operator(training_operator: OperatorProcess) -> OperatorProcess:
+    """This module's operator: the operator alone, resyncing every 2 s (conftest's `training_operator`)."""
+    return training_operator
+
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 QUEUE = "team-a"
@@ -129,7 +134,7 @@ priority_classes = pytest.fixture(_priority_classes)
 def _workloads(kubectl: Kubectl, namespace: str) -> dict[str, Obj]:
     """Kueue's Workload objects of the namespace, by the name of the Job each one is for."""
     out = {}
-    for workload in _items(kubectl, "workloads.kueue.x-k8s.io", namespace):
+    for workload in list_items(kubectl, "workloads.kueue.x-k8s.io", namespace):
         for ref in workload["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "Job":
                 out[ref["name"]] = workload
@@ -152,9 +157,9 @@ def test_gpu_quota_for_one_job_runs_two_jobs_one_after_the_other(
 ) -> None:
     queue(gpus=JOB_GPUS + JOB_GPUS // 2)  # 12 GPUs: one job fits, two do not (the cluster has 16 H100s)
     first, second = "first", "second"
-    kubectl.apply(_manifest(first, run_seconds=15, queueName=QUEUE), namespace)
-    _wait_phase(kubectl, namespace, first, "Running")
-    kubectl.apply(_manifest(second, run_seconds=5, queueName=QUEUE), namespace)
+    kubectl.apply(trainingjob_manifest(first, run_seconds=15, queueName=QUEUE), namespace)
+    wait_trainingjob_phase(kubectl, namespace, first, "Running")
+    kubectl.apply(trainingjob_manifest(second, run_seconds=5, queueName=QUEUE), namespace)
 
     # Kueue holds the second back for quota, and says why on its Workload.
     def pending() -> Obj | None:
@@ -170,29 +175,35 @@ def test_gpu_quota_for_one_job_runs_two_jobs_one_after_the_other(
     assert GPU in reserved["message"], reserved
     assert "quota" in reserved["message"], reserved
     assert _admitted(_workloads(kubectl, namespace)[f"{first}-a0"])
-    status = _status(kubectl, namespace, second)
+    status = trainingjob_status(kubectl, namespace, second)
     assert status["phase"] == "Queued"
-    admitted = _condition(status, "Admitted")
+    admitted = status_condition(status, "Admitted")
     assert (admitted["status"], admitted["reason"]) == ("False", "WaitingForKueue")
     assert QUEUE in admitted["message"]
     assert kubectl.get("job", f"{second}-a0", namespace)["spec"]["suspend"] is True
-    assert not _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={second}")
+    assert not list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={second}")
 
     # Never both running: the second starts only once the first finished and gave its quota back.
     def second_running() -> Obj | None:
-        one, two = _status(kubectl, namespace, first), _status(kubectl, namespace, second)
+        one, two = (
+            trainingjob_status(kubectl, namespace, first),
+            trainingjob_status(kubectl, namespace, second),
+        )
         assert not (one.get("phase") == "Running" and two.get("phase") in ("Pending", "Running")), (one, two)
         return two if two.get("phase") == "Running" else None
 
     wait_for(second_running, timeout=90, interval=0.5, description="the second job Running")
-    assert _status(kubectl, namespace, first)["phase"] == "Succeeded"
+    assert trainingjob_status(kubectl, namespace, first)["phase"] == "Succeeded"
     workloads = _workloads(kubectl, namespace)
     assert _wl_condition(workloads[f"{first}-a0"], "Finished").get("status") == "True"
     assert _admitted(workloads[f"{second}-a0"])
-    assert _condition(_status(kubectl, namespace, second), "Admitted")["reason"] == "KueueAdmitted"
-    status = _wait_phase(kubectl, namespace, second, "Succeeded", timeout=60)
+    assert (
+        status_condition(trainingjob_status(kubectl, namespace, second), "Admitted")["reason"]
+        == "KueueAdmitted"
+    )
+    status = wait_trainingjob_phase(kubectl, namespace, second, "Succeeded", timeout=60)
     assert status["restarts"] == 0
-    assert _status(kubectl, namespace, first)["restarts"] == 0
+    assert trainingjob_status(kubectl, namespace, first)["restarts"] == 0
 
 
 def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_intact(
@@ -207,7 +218,7 @@ def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_inta
     deadline = 40
     victim = "low"
     kubectl.apply(
-        _manifest(
+        trainingjob_manifest(
             victim,
             run_seconds=600,
             queueName=QUEUE,
@@ -219,7 +230,7 @@ def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_inta
         ),
         namespace,
     )
-    _wait_phase(kubectl, namespace, victim, "Running")
+    wait_trainingjob_phase(kubectl, namespace, victim, "Running")
     time.sleep(5)
 
     # A higher-priority job arrives; the quota holds one. Kueue evicts the low one to admit it: the Job
@@ -227,19 +238,20 @@ def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_inta
     # and SIGKILL (kwok keeps deleted pods for `terminate-seconds`).
     urgent_seconds = deadline + 5  # longer than the victim's deadline has left
     kubectl.apply(
-        _manifest("high", run_seconds=urgent_seconds, queueName=QUEUE, priorityClassName=high), namespace
+        trainingjob_manifest("high", run_seconds=urgent_seconds, queueName=QUEUE, priorityClassName=high),
+        namespace,
     )
 
     def deleting() -> list[Obj] | None:
-        pods = _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={victim}")
+        pods = list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={victim}")
         going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
         return going if len(going) == 2 else None
 
     for pod, code in zip(
         wait_for(deleting, timeout=60, description="the victim's workers deleted"), (143, 137), strict=True
     ):
-        _kubelet_kills(kubectl, namespace, pod, code)
-    status = _wait_phase(kubectl, namespace, victim, "Queued", timeout=60)
+        kubelet_kills(kubectl, namespace, pod, code)
+    status = wait_trainingjob_phase(kubectl, namespace, victim, "Queued", timeout=60)
     assert status["workers"]["failed"] == 0  # stopped by the preemption, not failed
     job = f"{victim}-a0"
     evicted = _wl_condition(_workloads(kubectl, namespace)[job], "Evicted")
@@ -247,33 +259,33 @@ def test_preempted_job_queues_without_restart_and_resumes_with_its_deadline_inta
     assert status["restarts"] == 0
     # Kueue's Job integration suspends the Job without a reason of its own (the Job controller's default
     # `JobSuspended`), so the operator says `SuspendedByKueue` and points at the Workload.
-    admitted = _condition(status, "Admitted")
+    admitted = status_condition(status, "Admitted")
     assert (admitted["status"], admitted["reason"]) == ("False", "SuspendedByKueue")
     assert "workloads" in admitted["message"]
-    assert _condition(status, "Failed")["status"] == "False"
+    assert status_condition(status, "Failed")["status"] == "False"
     ran = status["activeSeconds"]
     assert 4 <= ran < deadline
-    high_status = _wait_phase(kubectl, namespace, "high", "Running", timeout=60)
+    high_status = wait_trainingjob_phase(kubectl, namespace, "high", "Running", timeout=60)
     assert high_status["restarts"] == 0
 
     # While the high one runs (longer than the deadline has left) the victim waits, charged nothing.
     def victim_back() -> Obj | None:
-        st = _status(kubectl, namespace, victim)
+        st = trainingjob_status(kubectl, namespace, victim)
         assert st["phase"] in ("Queued", "Pending", "Running"), st
         return st if st["phase"] == "Running" else None
 
     status = wait_for(victim_back, timeout=urgent_seconds + 60, interval=1, description="victim resumed")
     resumed = time.monotonic()
-    assert _status(kubectl, namespace, "high")["phase"] == "Succeeded"
+    assert trainingjob_status(kubectl, namespace, "high")["phase"] == "Succeeded"
     assert (status["restarts"], status["jobName"]) == (0, job)
-    assert _condition(status, "Admitted")["reason"] == "KueueAdmitted"
-    assert _jobs(kubectl, namespace, victim) == [job]  # the same attempt resumed
-    reasons = [r for _, r, _ in _events(kubectl, namespace, victim)]
+    assert status_condition(status, "Admitted")["reason"] == "KueueAdmitted"
+    assert trainingjob_jobs(kubectl, namespace, victim) == [job]  # the same attempt resumed
+    reasons = [r for _, r, _ in trainingjob_events(kubectl, namespace, victim)]
     assert not {"WorkerFailed", "WorkerDisrupted", "PermanentExitCode", "DeadlineExceeded"} & set(reasons)
 
     # The deadline counts on from what the job had used before it was preempted.
-    status = _wait_phase(kubectl, namespace, victim, "Failed", timeout=deadline + 30)
-    assert _condition(status, "Failed")["reason"] == "DeadlineExceeded"
+    status = wait_trainingjob_phase(kubectl, namespace, victim, "Failed", timeout=deadline + 30)
+    assert status_condition(status, "Failed")["reason"] == "DeadlineExceeded"
     assert deadline - ran - 3 <= time.monotonic() - resumed <= deadline - ran + 10
     assert status["restarts"] == 0
 
@@ -284,8 +296,8 @@ def test_fleet_in_a_queued_namespace_bypasses_kueue(
     """Serving is not queued: a fleet in a namespace whose jobs Kueue manages scales without a Workload
     (docs/trainingjob.md says why), while the GPU quota there is already used up by a job."""
     queue(gpus=JOB_GPUS)
-    kubectl.apply(_manifest("batch", run_seconds=600, queueName=QUEUE), namespace)
-    _wait_phase(kubectl, namespace, "batch", "Running")
+    kubectl.apply(trainingjob_manifest("batch", run_seconds=600, queueName=QUEUE), namespace)
+    wait_trainingjob_phase(kubectl, namespace, "batch", "Running")
     kubectl.apply(fleet("chat", replicas=1, resources={"gpus": 1, "gpuType": "L4"}), namespace)
     wait_ready(kubectl, namespace, "chat")
     assert list(_workloads(kubectl, namespace)) == ["batch-a0"]

@@ -12,7 +12,6 @@ import pytest
 
 from kubeforge_e2e import GpuSpec, Kubectl, KubectlError, LocalCluster, NodeSpec, wait_for
 from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet
-from test_fleet import operator  # noqa: F401  (the operator alone: no analysis, no Prometheus)
 from test_rollout import (
     cli,
     ready_by_revision,
@@ -54,7 +53,7 @@ def test_unfinishable_baseline_only_analysis_is_refused_naming_the_field(
     kubectl.apply(fleet("ok2", rollout={"steps": [{"weight": 10}], "analysis": BASELINE_ONLY}), namespace)
 
 
-@pytest.mark.usefixtures("operator")
+@pytest.mark.usefixtures("fleet_operator")
 @pytest.mark.parametrize(("gpus_on_node", "stable_kept"), [(2, 1), (1, 0)], ids=["gpu-free", "no-gpu-free"])
 def test_one_replica_at_ten_percent(
     cluster: LocalCluster,
@@ -109,7 +108,7 @@ def test_one_replica_at_ten_percent(
             cluster.delete_node(node)
 
 
-@pytest.mark.usefixtures("operator")
+@pytest.mark.usefixtures("fleet_operator")
 def test_undo_goes_back_to_the_last_promoted_revision_never_an_abandoned_canary(
     cluster: LocalCluster, kubectl: Kubectl, namespace: str
 ) -> None:

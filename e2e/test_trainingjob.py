@@ -11,112 +11,41 @@ the workers: pods of a Job exit 0 after `e2e.kubeforge.dev/run-seconds`, or fail
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from kubeforge_e2e import GpuSpec, Kubectl, LocalCluster, NodeSpec, wait_for
+from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.workloads import (
+    ANNOTATION,
+    TRAINER_IMAGE,
+    Obj,
+    get_trainingjob,
+    list_items,
+    status_condition,
+    trainingjob_events,
+    trainingjob_jobs,
+    trainingjob_manifest,
+    trainingjob_status,
+    wait_trainingjob_phase,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-Obj = dict[str, Any]
-IMAGE = "registry.invalid/kubeforge/trainer:1"
 H100_PRODUCTS = {"NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe", "NVIDIA-H100-NVL", "NVIDIA-H100-SXM5-80GB"}
-ANNOTATION = "e2e.kubeforge.dev/"
 
 
 # --------------------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
-def operator(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path / "operator.log",
-        extra_args=["--namespace", namespace, "--resync-seconds", "2"],
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(120)}")
-
-
-def _manifest(
-    name: str, *, run_seconds: float = 2, annotations: dict[str, str] | None = None, **spec: Any
-) -> Obj:
-    pod_annotations = {f"{ANNOTATION}run-seconds": str(run_seconds), **(annotations or {})}
-    body: Obj = {
-        "image": IMAGE,
-        "workers": 2,
-        "resources": {"gpus": 4, "gpuType": "H100"},
-        "podMetadata": {"annotations": pod_annotations},
-        **spec,
-    }
-    return {
-        "apiVersion": "kubeforge.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": body,
-    }
-
-
-def _tj(kubectl: Kubectl, namespace: str, name: str) -> Obj:
-    found: Obj | None = kubectl.get("trainingjob", name, namespace)
-    assert found is not None, f"TrainingJob {name} is gone"
-    return found
-
-
-def _status(kubectl: Kubectl, namespace: str, name: str) -> Obj:
-    status: Obj = _tj(kubectl, namespace, name).get("status") or {}
-    return status
-
-
-def _condition(status: Obj, type_: str) -> Obj:
-    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
-
-
-def _wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 90) -> Obj:
-    def reached() -> Obj | None:
-        status = _status(kubectl, namespace, name)
-        if status.get("phase") == phase:
-            return status
-        return None
-
-    result: Obj = wait_for(reached, timeout=timeout, description=f"TrainingJob {name} {phase}")
-    return result
-
-
-def _items(kubectl: Kubectl, kind: str, namespace: str, selector: str | None = None) -> list[Obj]:
-    args = ["get", kind, "-n", namespace]
-    if selector:
-        args += ["-l", selector]
-    items: list[Obj] = kubectl.json(*args)["items"]
-    return items
-
-
-def _events(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[str, str, str]]:
-    events = _items(kubectl, "events", namespace)
-    found = [
-        e
-        for e in events
-        if e["involvedObject"].get("kind") == "TrainingJob" and e["involvedObject"]["name"] == name
-    ]
-    found.sort(key=lambda e: e.get("eventTime") or e.get("firstTimestamp") or "")
-    return [(e["type"], e["reason"], e["message"]) for e in found]
-
-
-def _jobs(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
-    return sorted(
-        j["metadata"]["name"] for j in _items(kubectl, "jobs", namespace, f"kubeforge.dev/trainingjob={name}")
-    )
+def operator(training_operator: OperatorProcess) -> OperatorProcess:
+    """This module's operator: the operator alone, resyncing every 2 s (conftest's `training_operator`)."""
+    return training_operator
 
 
 def _env(pod: Obj) -> dict[str, Any]:
@@ -131,13 +60,13 @@ def test_two_torchrun_workers_on_h100_succeed(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "llama"
-    kubectl.apply(_manifest(name, run_seconds=4, distributed={"framework": "torchrun"}), namespace)
-    status = _wait_phase(kubectl, namespace, name, "Running")
+    kubectl.apply(trainingjob_manifest(name, run_seconds=4, distributed={"framework": "torchrun"}), namespace)
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running")
     assert status["workersReady"] == "2/2"
-    assert _condition(status, "Ready")["status"] == "True"
-    assert _condition(status, "Admitted")["reason"] == "GangAdmitted"
+    assert status_condition(status, "Ready")["status"] == "True"
+    assert status_condition(status, "Admitted")["reason"] == "GangAdmitted"
 
-    pods = _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
+    pods = list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
     assert len(pods) == 2
     ranks = set()
     for pod in pods:
@@ -170,20 +99,20 @@ def test_two_torchrun_workers_on_h100_succeed(
 
     # The headless Service publishes the rank-0 hostname that MASTER_ADDR names.
     def rank0_published() -> bool:
-        slices = _items(kubectl, "endpointslices", namespace, f"kubernetes.io/service-name={name}")
+        slices = list_items(kubectl, "endpointslices", namespace, f"kubernetes.io/service-name={name}")
         return any(ep.get("hostname") == f"{name}-a0-0" for s in slices for ep in s.get("endpoints") or [])
 
     wait_for(rank0_published, timeout=30, description="rank 0 in the Service's EndpointSlice")
 
-    status = _wait_phase(kubectl, namespace, name, "Succeeded")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Succeeded")
     assert status["workers"]["succeeded"] == 2
     assert status["restarts"] == 0
     assert status["gpuHours"] > 0
     assert status["completionTime"] >= status["startTime"]
-    ready = _condition(status, "Ready")
+    ready = status_condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
     # In this order (a Queued while other tests hold the H100 nodes may come first).
-    reasons = [reason for _, reason, _ in _events(kubectl, namespace, name)]
+    reasons = [reason for _, reason, _ in trainingjob_events(kubectl, namespace, name)]
     assert reasons[-3:] == ["GangAdmitted", "Running", "Succeeded"]
     header, row = kubectl("get", "tj", name, "-n", namespace).stdout.splitlines()[:2]
     assert header.split()[:6] == ["NAME", "PHASE", "WORKERS", "GPUS", "RESTARTS", "GPU-HOURS"]
@@ -195,20 +124,20 @@ def test_worker_failure_restarts_the_gang_then_fails(
 ) -> None:
     name = "flaky"
     kubectl.apply(
-        _manifest(
+        trainingjob_manifest(
             name,
             annotations={f"{ANNOTATION}fail-exit-code": "1", f"{ANNOTATION}fail-after-seconds": "1"},
             policy={"maxRestarts": 2, "backoffSeconds": 1},
         ),
         namespace,
     )
-    status = _wait_phase(kubectl, namespace, name, "Failed", timeout=120)
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Failed", timeout=120)
     assert status["restarts"] == 2
-    assert _condition(status, "Failed")["reason"] == "BackoffLimitExceeded"
-    assert _condition(status, "Stalled")["status"] == "True"
+    assert status_condition(status, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert status_condition(status, "Stalled")["status"] == "True"
     assert "exited with code 1" in status["message"]
-    assert _jobs(kubectl, namespace, name) == [f"{name}-a2"]  # earlier attempts were removed
-    events = _events(kubectl, namespace, name)
+    assert trainingjob_jobs(kubectl, namespace, name) == [f"{name}-a2"]  # earlier attempts were removed
+    events = trainingjob_events(kubectl, namespace, name)
     restarts = [e for e in events if e[0] == "Warning" and e[2].startswith("Restarting:")]
     assert len(restarts) == 2
     assert "restart 1 of 2" in restarts[0][2]
@@ -222,20 +151,22 @@ def test_permanent_exit_code_fails_without_restart(
 ) -> None:
     name = "badconfig"
     kubectl.apply(
-        _manifest(
+        trainingjob_manifest(
             name,
             annotations={f"{ANNOTATION}fail-exit-code": "42", f"{ANNOTATION}fail-after-seconds": "1"},
             policy={"maxRestarts": 3, "backoffSeconds": 1, "permanentExitCodes": [42]},
         ),
         namespace,
     )
-    status = _wait_phase(kubectl, namespace, name, "Failed")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Failed")
     assert status["restarts"] == 0
-    assert _condition(status, "Failed")["reason"] == "PermanentExitCode"
+    assert status_condition(status, "Failed")["reason"] == "PermanentExitCode"
     assert "exited with code 42, listed in spec.policy.permanentExitCodes" in status["message"]
     assert status["message"].startswith("worker ")
-    assert _jobs(kubectl, namespace, name) == [f"{name}-a0"]
-    assert [r for t, r, _ in _events(kubectl, namespace, name) if t == "Warning"] == ["PermanentExitCode"]
+    assert trainingjob_jobs(kubectl, namespace, name) == [f"{name}-a0"]
+    assert [r for t, r, _ in trainingjob_events(kubectl, namespace, name) if t == "Warning"] == [
+        "PermanentExitCode"
+    ]
 
 
 def test_two_gangs_that_cannot_both_fit_run_one_after_the_other(
@@ -244,18 +175,19 @@ def test_two_gangs_that_cannot_both_fit_run_one_after_the_other(
     # Each needs both 8-GPU H100 nodes of the cluster.
     names = ("gang-a", "gang-b")
     kubectl.apply(
-        [_manifest(n, run_seconds=4, resources={"gpus": 8, "gpuType": "H100"}) for n in names], namespace
+        [trainingjob_manifest(n, run_seconds=4, resources={"gpus": 8, "gpuType": "H100"}) for n in names],
+        namespace,
     )
 
     def one_queued() -> Obj | None:
         for n in names:
-            status = _status(kubectl, namespace, n)
+            status = trainingjob_status(kubectl, namespace, n)
             if status.get("phase") == "Queued":
                 return status
         return None
 
     queued = wait_for(one_queued, timeout=60, description="one gang Queued")
-    admitted = _condition(queued, "Admitted")
+    admitted = status_condition(queued, "Admitted")
     assert admitted["status"] == "False"
     assert admitted["reason"] == "InsufficientCapacity"
     assert "needs 2 workers x 8 GPUs (H100)" in queued["message"]
@@ -266,40 +198,40 @@ def test_two_gangs_that_cannot_both_fit_run_one_after_the_other(
     while time.monotonic() < deadline:
         owners = {
             p["metadata"]["labels"]["kubeforge.dev/trainingjob"]
-            for p in _items(kubectl, "pods", namespace)
+            for p in list_items(kubectl, "pods", namespace)
             if p["status"].get("phase") in ("Pending", "Running")
             and not p["metadata"].get("deletionTimestamp")
         }
         assert len(owners) <= 1, f"workers of {sorted(owners)} at once"
-        if all(_status(kubectl, namespace, n).get("phase") == "Succeeded" for n in names):
+        if all(trainingjob_status(kubectl, namespace, n).get("phase") == "Succeeded" for n in names):
             break
         time.sleep(0.5)
-    first, second = (_wait_phase(kubectl, namespace, n, "Succeeded", timeout=5) for n in names)
+    first, second = (wait_trainingjob_phase(kubectl, namespace, n, "Succeeded", timeout=5) for n in names)
     assert first["restarts"] == second["restarts"] == 0
 
 
 def test_suspend_and_resume(kubectl: Kubectl, namespace: str, operator: OperatorProcess) -> None:
     name = "pausable"
-    kubectl.apply(_manifest(name, run_seconds=6), namespace)
-    _wait_phase(kubectl, namespace, name, "Running")
+    kubectl.apply(trainingjob_manifest(name, run_seconds=6), namespace)
+    wait_trainingjob_phase(kubectl, namespace, name, "Running")
     kubectl("patch", "tj", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
-    status = _wait_phase(kubectl, namespace, name, "Suspended")
-    assert _condition(status, "Admitted")["reason"] == "Suspended"
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Suspended")
+    assert status_condition(status, "Admitted")["reason"] == "Suspended"
 
     def workers_gone() -> bool:
-        return not _jobs(kubectl, namespace, name) and not _items(
+        return not trainingjob_jobs(kubectl, namespace, name) and not list_items(
             kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}"
         )
 
     wait_for(workers_gone, timeout=30, description="workers removed")
-    assert _tj(kubectl, namespace, name)["spec"]["suspend"] is True
+    assert get_trainingjob(kubectl, namespace, name)["spec"]["suspend"] is True
 
     kubectl("patch", "tj", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
-    status = _wait_phase(kubectl, namespace, name, "Running")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running")
     assert status["restarts"] == 0
-    assert _jobs(kubectl, namespace, name) == [f"{name}-a0"]
-    _wait_phase(kubectl, namespace, name, "Succeeded")
-    reasons = [r for _, r, _ in _events(kubectl, namespace, name)]
+    assert trainingjob_jobs(kubectl, namespace, name) == [f"{name}-a0"]
+    wait_trainingjob_phase(kubectl, namespace, name, "Succeeded")
+    reasons = [r for _, r, _ in trainingjob_events(kubectl, namespace, name)]
     assert "Suspended" in reasons
     assert reasons.count("GangAdmitted") == 2
 
@@ -308,17 +240,17 @@ def test_deadline_fails_the_job_and_removes_its_workers(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "slow"
-    kubectl.apply(_manifest(name, run_seconds=60, activeDeadlineSeconds=3), namespace)
-    status = _wait_phase(kubectl, namespace, name, "Failed", timeout=60)
-    assert _condition(status, "Failed")["reason"] == "DeadlineExceeded"
-    wait_for(lambda: not _jobs(kubectl, namespace, name), timeout=30, description="Job deleted")
+    kubectl.apply(trainingjob_manifest(name, run_seconds=60, activeDeadlineSeconds=3), namespace)
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Failed", timeout=60)
+    assert status_condition(status, "Failed")["reason"] == "DeadlineExceeded"
+    wait_for(lambda: not trainingjob_jobs(kubectl, namespace, name), timeout=30, description="Job deleted")
 
 
 def test_ttl_deletes_the_finished_trainingjob(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "shortlived"
-    kubectl.apply(_manifest(name, run_seconds=1, workers=1, ttlSecondsAfterFinished=2), namespace)
+    kubectl.apply(trainingjob_manifest(name, run_seconds=1, workers=1, ttlSecondsAfterFinished=2), namespace)
     wait_for(
         lambda: kubectl.get("trainingjob", name, namespace) is None,
         timeout=60,
@@ -358,7 +290,7 @@ def test_invalid_trainingjobs_are_refused(
         "apiVersion": "kubeforge.dev/v1alpha1",
         "kind": "TrainingJob",
         "metadata": {"name": "invalid"},
-        "spec": {"image": IMAGE, **fields},
+        "spec": {"image": TRAINER_IMAGE, **fields},
     }
     result = kubectl.run("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False)
     assert result.returncode != 0
@@ -377,27 +309,27 @@ def test_invalid_trainingjobs_are_refused(
 def test_names_that_would_break_children_are_refused(
     kubectl: Kubectl, namespace: str, crds: None, name: str, message: str
 ) -> None:
-    manifest = _manifest(name)
+    manifest = trainingjob_manifest(name)
     result = kubectl.run("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False)
     assert result.returncode != 0
     assert message in result.stderr
 
 
 def test_immutable_fields_are_refused_on_update(kubectl: Kubectl, namespace: str, crds: None) -> None:
-    kubectl.apply(_manifest("fixed", suspend=True), namespace)
-    changed = _manifest("fixed", suspend=True, workers=4)
+    kubectl.apply(trainingjob_manifest("fixed", suspend=True), namespace)
+    changed = trainingjob_manifest("fixed", suspend=True, workers=4)
     result = kubectl.run("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
     assert result.returncode != 0
     assert "spec.workers is immutable" in result.stderr
     # Fields that only shape the next attempt may change.
-    kubectl.apply(_manifest("fixed", suspend=True, image=f"{IMAGE}-v2"), namespace)
+    kubectl.apply(trainingjob_manifest("fixed", suspend=True, image=f"{TRAINER_IMAGE}-v2"), namespace)
 
 
 def test_server_side_apply_twice_changes_nothing_and_the_operator_never_writes_spec(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "gitops"
-    text = yaml.safe_dump(_manifest(name, run_seconds=1))
+    text = yaml.safe_dump(trainingjob_manifest(name, run_seconds=1))
 
     def apply() -> None:
         kubectl.run(
@@ -405,8 +337,8 @@ def test_server_side_apply_twice_changes_nothing_and_the_operator_never_writes_s
         )
 
     apply()
-    _wait_phase(kubectl, namespace, name, "Succeeded")
-    before = _tj(kubectl, namespace, name)
+    wait_trainingjob_phase(kubectl, namespace, name, "Succeeded")
+    before = get_trainingjob(kubectl, namespace, name)
     apply()  # what a GitOps tool does on every sync: no conflict (check=True), no change
     after = kubectl.json("get", "trainingjob", name, "-n", namespace, "--show-managed-fields")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
@@ -429,44 +361,27 @@ def test_operator_killed_mid_reconcile_creates_no_duplicates(
     name = "survivor"
     # Long enough to still be Running after the kills below, each followed by a restart that waits for
     # the caches to sync (seconds on a loaded machine).
-    kubectl.apply(_manifest(name, run_seconds=20), namespace)
+    kubectl.apply(trainingjob_manifest(name, run_seconds=20), namespace)
     # SIGKILL a few times while it creates the Service and the Job and writes status.
     for delay in (0.1, 0.4, 0.8):
         time.sleep(delay)
         operator.kill()
         operator.start()
-    _wait_phase(kubectl, namespace, name, "Running")
+    wait_trainingjob_phase(kubectl, namespace, name, "Running")
     operator.kill()
     time.sleep(1)
     operator.start()
-    status = _wait_phase(kubectl, namespace, name, "Succeeded")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Succeeded")
     assert status["restarts"] == 0
-    assert _jobs(kubectl, namespace, name) == [f"{name}-a0"]
-    assert [s["metadata"]["name"] for s in _items(kubectl, "services", namespace)] == [name]
-    pods = _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
+    assert trainingjob_jobs(kubectl, namespace, name) == [f"{name}-a0"]
+    assert [s["metadata"]["name"] for s in list_items(kubectl, "services", namespace)] == [name]
+    pods = list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
     assert sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods) == [
         "0",
         "1",
     ]
-    reasons = [r for _, r, _ in _events(kubectl, namespace, name)]
+    reasons = [r for _, r, _ in trainingjob_events(kubectl, namespace, name)]
     assert reasons.count("Succeeded") == 1
-
-
-@pytest.fixture
-def spare_nodes(cluster: LocalCluster) -> Iterator[tuple[str, list[str]]]:
-    """Three 4-GPU nodes with a GPU product of their own, so this test shares no GPUs with others."""
-    product = f"KF-E2E-{secrets.token_hex(3).upper()}"
-    names = [f"tj-e2e-{product[-6:].lower()}-{i}" for i in range(3)]
-    for node in names:
-        cluster.add_node(
-            NodeSpec(name=node, zone="zone-c", gpu=GpuSpec(product=product, count=4, memory_mib=1024))
-        )
-    try:
-        yield product, names
-    finally:
-        for node in names:
-            if cluster.get_node(node) is not None:
-                cluster.delete_node(node)
 
 
 def test_node_loss_restarts_the_gang(
@@ -479,7 +394,7 @@ def test_node_loss_restarts_the_gang(
     product, _ = spare_nodes
     name = "resilient"
     kubectl.apply(
-        _manifest(
+        trainingjob_manifest(
             name,
             run_seconds=8,
             resources={"gpus": 4, "gpuType": product},
@@ -487,27 +402,27 @@ def test_node_loss_restarts_the_gang(
         ),
         namespace,
     )
-    _wait_phase(kubectl, namespace, name, "Running")
+    wait_trainingjob_phase(kubectl, namespace, name, "Running")
     [victim] = [
         p["spec"]["nodeName"]
-        for p in _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
+        for p in list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
         if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
     ]
     cluster.delete_node(victim)
 
     def restarted() -> Obj | None:
-        status = _status(kubectl, namespace, name)
+        status = trainingjob_status(kubectl, namespace, name)
         return status if status.get("restarts") == 1 else None
 
     wait_for(restarted, timeout=60, description="gang restart after node loss")
-    status = _wait_phase(kubectl, namespace, name, "Running", timeout=60)
-    pods = _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name},kubeforge.dev/attempt=1")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running", timeout=60)
+    pods = list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name},kubeforge.dev/attempt=1")
     assert len(pods) == 2
     assert victim not in {p["spec"]["nodeName"] for p in pods}
-    warnings = [(r, m) for t, r, m in _events(kubectl, namespace, name) if t == "Warning"]
+    warnings = [(r, m) for t, r, m in trainingjob_events(kubectl, namespace, name) if t == "Warning"]
     assert warnings
     assert warnings[0][0] in ("NodeLost", "WorkerFailed")
-    status = _wait_phase(kubectl, namespace, name, "Succeeded", timeout=60)
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Succeeded", timeout=60)
     assert status["restarts"] == 1
 
 

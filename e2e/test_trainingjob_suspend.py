@@ -13,27 +13,31 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 
 import pytest
 
 from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from test_trainingjob import (
+from kubeforge_e2e.workloads import (
     Obj,
-    _condition,
-    _events,
-    _items,
-    _jobs,
-    _manifest,
-    _status,
-    _wait_phase,
-    operator,
+    kubelet_kills,
+    list_items,
+    status_condition,
+    trainingjob_events,
+    trainingjob_jobs,
+    trainingjob_manifest,
+    trainingjob_status,
+    wait_trainingjob_phase,
 )
 
-__all__ = ["operator"]  # the fixture: one operator per test, watching only its namespace
-
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def operator(training_operator: OperatorProcess) -> OperatorProcess:
+    """This module's operator: the operator alone, resyncing every 2 s (conftest's `training_operator`)."""
+    return training_operator
+
 
 QUEUE = "team-a"
 STOPPING = "kueue.x-k8s.io/stopping"
@@ -61,69 +65,12 @@ def _kueue_preempts(kubectl: Kubectl, namespace: str, job: str) -> None:
     _patch_job(kubectl, namespace, job, {"metadata": {"annotations": {STOPPING: None}}})
 
 
-def _kubelet_kills(kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int) -> None:
-    """The kubelet's report for a worker it stopped because the pod was deleted."""
-    meta, status = pod["metadata"], pod["status"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    started = next(
-        (
-            c["state"]["running"]["startedAt"]
-            for c in status.get("containerStatuses") or []
-            if "running" in c["state"]
-        ),
-        status.get("startTime"),
-    )
-    patch = {
-        "status": {
-            "phase": "Failed",
-            "conditions": [
-                {"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": now},
-                {
-                    "type": "ContainersReady",
-                    "status": "False",
-                    "reason": "PodFailed",
-                    "lastTransitionTime": now,
-                },
-            ],
-            "containerStatuses": [
-                {
-                    "name": "worker",
-                    "image": "registry.invalid/kubeforge/trainer:1",
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "started": False,
-                    "state": {
-                        "terminated": {
-                            "exitCode": exit_code,
-                            "reason": "Error",
-                            "startedAt": started,
-                            "finishedAt": now,
-                        }
-                    },
-                }
-            ],
-        }
-    }
-    kubectl(
-        "patch",
-        "pod",
-        str(meta["name"]),
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(patch),
-    )
-
-
 def test_kueue_preemption_queues_the_job_and_readmission_resumes_it(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "preemptible"
     deadline = 30
-    manifest = _manifest(
+    manifest = trainingjob_manifest(
         name,
         run_seconds=600,
         annotations={"e2e.kubeforge.dev/terminate-seconds": "8"},
@@ -133,16 +80,16 @@ def test_kueue_preemption_queues_the_job_and_readmission_resumes_it(
     )
     kubectl.apply(manifest, namespace)
     job = f"{name}-a0"
-    status = _wait_phase(kubectl, namespace, name, "Queued")
-    assert _condition(status, "Admitted")["reason"] == "WaitingForKueue"
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Queued")
+    assert status_condition(status, "Admitted")["reason"] == "WaitingForKueue"
     job_obj = kubectl.get("job", job, namespace)
     assert job_obj["spec"]["suspend"] is True
     assert job_obj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == QUEUE
 
     # Kueue admits the workload; it runs for a while.
     _kueue_admits(kubectl, namespace, job)
-    status = _wait_phase(kubectl, namespace, name, "Running")
-    assert _condition(status, "Admitted")["reason"] == "KueueAdmitted"
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running")
+    assert status_condition(status, "Admitted")["reason"] == "KueueAdmitted"
     assert status.get("activeSince")
     time.sleep(6)
 
@@ -151,24 +98,24 @@ def test_kueue_preemption_queues_the_job_and_readmission_resumes_it(
     selector = f"kubeforge.dev/trainingjob={name}"
 
     def deleting() -> list[Obj] | None:
-        pods = _items(kubectl, "pods", namespace, selector)
+        pods = list_items(kubectl, "pods", namespace, selector)
         going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
         return going if len(going) == 2 else None
 
     for pod, code in zip(
         wait_for(deleting, timeout=30, description="workers deleted"), (143, 137), strict=True
     ):
-        _kubelet_kills(kubectl, namespace, pod, code)
+        kubelet_kills(kubectl, namespace, pod, code)
 
-    status = _wait_phase(kubectl, namespace, name, "Queued")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Queued")
     assert status["restarts"] == 0
-    assert _condition(status, "Admitted")["reason"] == "SuspendedByKueue"
-    assert _condition(status, "Failed")["status"] == "False"
+    assert status_condition(status, "Admitted")["reason"] == "SuspendedByKueue"
+    assert status_condition(status, "Failed")["status"] == "False"
     assert status["workers"]["failed"] == 0  # stopped by the suspension, not failed
     assert "activeSince" not in status
     ran = status["activeSeconds"]
     assert 5 <= ran < deadline
-    assert _jobs(kubectl, namespace, name) == [job]  # the same attempt waits, nothing was deleted
+    assert trainingjob_jobs(kubectl, namespace, name) == [job]  # the same attempt waits, nothing was deleted
     job_conditions = {
         c["type"]: c for c in kubectl.get("job", job, namespace)["status"].get("conditions") or []
     }
@@ -178,19 +125,19 @@ def test_kueue_preemption_queues_the_job_and_readmission_resumes_it(
     operator.kill()
     operator.start()
     time.sleep(deadline - ran + 5)
-    status = _status(kubectl, namespace, name)
+    status = trainingjob_status(kubectl, namespace, name)
     assert (status["phase"], status["restarts"], status["activeSeconds"]) == ("Queued", 0, ran)
-    reasons = [r for _, r, _ in _events(kubectl, namespace, name)]
+    reasons = [r for _, r, _ in trainingjob_events(kubectl, namespace, name)]
     assert "SuspendedByKueue" in reasons
     assert not {"WorkerFailed", "WorkerDisrupted", "PermanentExitCode", "DeadlineExceeded"} & set(reasons)
 
     # Kueue admits it again: the same attempt resumes, and the deadline counts on from what it used.
     _kueue_admits(kubectl, namespace, job)
-    status = _wait_phase(kubectl, namespace, name, "Running")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running")
     assert (status["restarts"], status["jobName"]) == (0, job)
-    assert _condition(status, "Admitted")["reason"] == "KueueAdmitted"
+    assert status_condition(status, "Admitted")["reason"] == "KueueAdmitted"
     resumed = time.monotonic()
-    status = _wait_phase(kubectl, namespace, name, "Failed", timeout=deadline + 30)
-    assert _condition(status, "Failed")["reason"] == "DeadlineExceeded"
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Failed", timeout=deadline + 30)
+    assert status_condition(status, "Failed")["reason"] == "DeadlineExceeded"
     assert deadline - ran - 3 <= time.monotonic() - resumed <= deadline - ran + 10
     assert status["restarts"] == 0

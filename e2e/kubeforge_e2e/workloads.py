@@ -1,7 +1,13 @@
-"""Helpers the end-to-end tests share: the CRDs, the operator as a user runs it, fleet lookups."""
+"""Helpers the end-to-end tests share: the CRDs, the operator as a user runs it, fleet and TrainingJob
+manifests and lookups, the CLI run as a kubectl plugin."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +89,177 @@ def wait_ready(kubectl: Kubectl, namespace: str, name: str, timeout: float = 90)
         return obj if is_true(obj, "Ready") else None
 
     return wait_for(ready, timeout=timeout, interval=0.5, description=f"fleet {name} Ready")
+
+
+# -- TrainingJobs -------------------------------------------------------------------------------------
+
+Obj = dict[str, Any]
+TRAINER_IMAGE = "registry.invalid/kubeforge/trainer:1"
+ANNOTATION = "e2e.kubeforge.dev/"
+"""Prefix of the pod annotations kwok's stages read (`run-seconds`, `fail-exit-code`, ...; e2e/kwok)."""
+
+
+def trainingjob_manifest(
+    name: str, *, run_seconds: float = 2, annotations: dict[str, str] | None = None, **spec: Any
+) -> Obj:
+    """A TrainingJob of two 4-GPU H100 workers that kwok lets run for `run_seconds`, then exit 0."""
+    pod_annotations = {f"{ANNOTATION}run-seconds": str(run_seconds), **(annotations or {})}
+    body: Obj = {
+        "image": TRAINER_IMAGE,
+        "workers": 2,
+        "resources": {"gpus": 4, "gpuType": "H100"},
+        "podMetadata": {"annotations": pod_annotations},
+        **spec,
+    }
+    return {
+        "apiVersion": "kubeforge.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def get_trainingjob(kubectl: Kubectl, namespace: str, name: str) -> Obj:
+    found: Obj | None = kubectl.get("trainingjob", name, namespace)
+    assert found is not None, f"TrainingJob {name} is gone"
+    return found
+
+
+def trainingjob_status(kubectl: Kubectl, namespace: str, name: str) -> Obj:
+    status: Obj = get_trainingjob(kubectl, namespace, name).get("status") or {}
+    return status
+
+
+def status_condition(status: Obj, type_: str) -> Obj:
+    """The condition `type_` of a status, {} when it has none."""
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+def wait_trainingjob_phase(
+    kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 90
+) -> Obj:
+    def reached() -> Obj | None:
+        status = trainingjob_status(kubectl, namespace, name)
+        if status.get("phase") == phase:
+            return status
+        return None
+
+    result: Obj = wait_for(reached, timeout=timeout, description=f"TrainingJob {name} {phase}")
+    return result
+
+
+def list_items(kubectl: Kubectl, kind: str, namespace: str, selector: str | None = None) -> list[Obj]:
+    args = ["get", kind, "-n", namespace]
+    if selector:
+        args += ["-l", selector]
+    items: list[Obj] = kubectl.json(*args)["items"]
+    return items
+
+
+def trainingjob_events(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the TrainingJob's Events, oldest first."""
+    events = list_items(kubectl, "events", namespace)
+    found = [
+        e
+        for e in events
+        if e["involvedObject"].get("kind") == "TrainingJob" and e["involvedObject"]["name"] == name
+    ]
+    found.sort(key=lambda e: e.get("eventTime") or e.get("firstTimestamp") or "")
+    return [(e["type"], e["reason"], e["message"]) for e in found]
+
+
+def trainingjob_jobs(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
+    """Names of the TrainingJob's Jobs (one per attempt)."""
+    return sorted(
+        j["metadata"]["name"]
+        for j in list_items(kubectl, "jobs", namespace, f"kubeforge.dev/trainingjob={name}")
+    )
+
+
+def kubelet_kills(kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int) -> None:
+    """The kubelet's report for a worker it stopped because the pod was deleted."""
+    meta, status = pod["metadata"], pod["status"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = next(
+        (
+            c["state"]["running"]["startedAt"]
+            for c in status.get("containerStatuses") or []
+            if "running" in c["state"]
+        ),
+        status.get("startTime"),
+    )
+    patch = {
+        "status": {
+            "phase": "Failed",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": now},
+                {
+                    "type": "ContainersReady",
+                    "status": "False",
+                    "reason": "PodFailed",
+                    "lastTransitionTime": now,
+                },
+            ],
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "image": "registry.invalid/kubeforge/trainer:1",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": "Error",
+                            "startedAt": started,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+    }
+    kubectl(
+        "patch",
+        "pod",
+        str(meta["name"]),
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    )
+
+
+# -- the CLI as a kubectl plugin ----------------------------------------------------------------------
+
+
+def kubectl_kubeforge(
+    cluster: LocalCluster, env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl kubeforge ...` as a user types it: kubectl finds the plugin on PATH (kubectl takes no
+    global flags before a plugin's name, so the harness's `--kubeconfig` cannot be used here)."""
+    return subprocess.run(
+        [str(cluster.bin_dir / "kubectl"), "kubeforge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def plugin_env(tmp_path: Path, cluster: LocalCluster, kubeconfigs: list[Path]) -> dict[str, str]:
+    """The environment of a user's shell: HOME in `tmp_path` (no ambient ~/.kube/config), KUBECONFIG
+    listing `kubeconfigs`, and PATH with the project's kubectl and the venv's `kubectl-kubeforge`."""
+    env = cluster.env()
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env["HOME"] = str(home)
+    env["KUBECONFIG"] = os.pathsep.join(str(p) for p in kubeconfigs)
+    env["PATH"] = os.pathsep.join(
+        [str(cluster.bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")]
+    )
+    return env

@@ -1,5 +1,5 @@
 """The `kubeforge` command (also the kubectl plugin `kubectl kubeforge`): `run` the operator, control
-fleet `rollout`s, write the `crds`."""
+fleet `rollout`s, show fleets and jobs at a glance (`top`), write the `crds`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -356,24 +356,106 @@ async def _next_change(http: httpx2.AsyncClient, path: str, fleet: dict[str, Any
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from kubeforge.kube.config import ConfigError
-
     if args.action == "rollback":  # `kubeforge rollback FLEET` is `kubeforge rollout undo FLEET`
         args.action = "undo"
+    return _run_client(args, _rollout(args))
+
+
+def _run_client(args: argparse.Namespace, command: Coroutine[Any, Any, int]) -> int:
+    """Run a CLI command that talks to the cluster, turning kubeconfig and login failures into messages."""
+    from kubeforge.kube.config import ConfigError
     from kubeforge.kube.credentials import CredentialError
 
     try:
-        return asyncio.run(_rollout(args))
+        return asyncio.run(command)
     except ConfigError as error:
         print(f"{args.prog}: {error}", file=sys.stderr)
         return 2
     except CredentialError as error:
         print(f"{args.prog}: cannot log in: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends `-w`, as it ends `kubectl get -w`
+        return 130
 
 
-def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("fleet", help="InferenceFleet name")
+TOP_KINDS = {
+    "fleets": "inferenceFleets",
+    "fleet": "inferenceFleets",
+    "inferencefleets": "inferenceFleets",
+    "jobs": "trainingJobs",
+    "job": "trainingJobs",
+    "tj": "trainingJobs",
+    "trainingjobs": "trainingJobs",
+}
+"""`kubeforge top KIND`: the names (kubectl's plural, singular and short names) -> the kind's key."""
+
+_TOP_RESOURCES = {
+    "inferenceFleets": ("kubeforge.dev/v1alpha1", "InferenceFleet"),
+    "trainingJobs": ("kubeforge.dev/v1alpha1", "TrainingJob"),
+}
+
+
+async def _top(args: argparse.Namespace) -> int:
+    import httpx2
+    from lightkube import ApiError
+
+    from kubeforge import top
+    from kubeforge.kube.client import Kube
+    from kubeforge.kube.config import resolve_access
+
+    access = resolve_access(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+    namespace = None if args.all_namespaces else access.namespace
+    scope = "any namespace" if namespace is None else f"{namespace} namespace"
+    kinds = [TOP_KINDS[args.kind]] if args.kind else list(_TOP_RESOURCES)
+    clear = args.watch and args.output == "table" and sys.stdout.isatty()
+    kube = Kube(access)
+    last: str | None = None
+    try:
+        while True:
+            try:
+                # One LIST per kind: everything shown is in the objects themselves.
+                objects = {kind: await kube.list(*_TOP_RESOURCES[kind], namespace) for kind in kinds}
+            except (ApiError, httpx2.HTTPError) as error:
+                # -w rides out an API server restart or a denied LIST, as `watch kubectl get` would
+                reason = error.status.message if isinstance(error, ApiError) else None
+                print(f"error: {reason or error or type(error).__name__}", file=sys.stderr)
+                if not args.watch:
+                    return 1
+            else:
+                rows = top.figures_of(objects, args.sort_by)
+                table = top.render(rows)
+                if args.output == "json":
+                    text = json.dumps(rows, indent=None if args.watch else 2)
+                else:
+                    text = table or f"No resources found in {scope}."
+                if text != last:  # -w prints only what changed, as `kubectl get -w` does
+                    if clear:
+                        print("\x1b[H\x1b[2J", end="")
+                    elif last is not None and args.output == "table":
+                        print()
+                    # kubectl says "No resources found" on stderr, so a pipe sees an empty table
+                    no_rows = args.output == "table" and table is None
+                    print(text, file=sys.stderr if no_rows else sys.stdout, flush=True)
+                    last = text
+            if not args.watch:
+                return 0
+            await asyncio.sleep(args.interval)
+    finally:
+        await kube.close()
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    if args.namespace and args.all_namespaces:
+        print(f"{args.prog} top: --namespace and --all-namespaces exclude each other", file=sys.stderr)
+        return 2
+    if args.interval <= 0:
+        print(f"{args.prog} top: --interval must be above 0", file=sys.stderr)
+        return 2
+    return _run_client(args, _top(args))
+
+
+def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    """The flags with which the CLI finds its cluster the way kubectl does (docs/cli.md)."""
     parser.add_argument("--namespace", "-n", help="namespace (default: the context's, else default)")
     parser.add_argument(
         "--kubeconfig",
@@ -381,6 +463,11 @@ def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
         help="kubeconfig file (default: the files in $KUBECONFIG merged, else ~/.kube/config)",
     )
     parser.add_argument("--context", help="kubeconfig context (default: its current-context)")
+
+
+def _add_rollout_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("fleet", help="InferenceFleet name")
+    _add_cluster_args(parser)
     parser.add_argument(
         "--watch",
         "-w",
@@ -504,6 +591,31 @@ def build_parser(prog: str = "kubeforge") -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="roll a fleet back (same as `rollout undo`)")
     _add_rollout_args(rollback)
     rollback.set_defaults(func=_cmd_rollout, action="rollback")
+
+    from kubeforge.top import SORT_KEYS
+
+    top = sub.add_parser(
+        "top",
+        help="InferenceFleets and TrainingJobs at a glance: phase, replicas, latency, GPUs, cost",
+        description="List InferenceFleets and TrainingJobs with their key figures, read from their status "
+        "(one LIST per kind). A figure an object does not report shows as - (or <none>).",
+    )
+    top.add_argument(
+        "kind", nargs="?", choices=sorted(TOP_KINDS), help="only this kind (default: fleets and jobs)"
+    )
+    _add_cluster_args(top)
+    top.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
+    top.add_argument("--watch", "-w", action="store_true", help="refresh until interrupted")
+    top.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="-w: seconds between refreshes"
+    )
+    top.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    top.add_argument(
+        "--sort-by",
+        choices=SORT_KEYS,
+        help="sort by this column: figures largest first, text alphabetically (default: namespace, name)",
+    )
+    top.set_defaults(func=_cmd_top)
 
     crds = sub.add_parser("crds", help="write the generated CRDs")
     crds.add_argument("--out", action="append", help="directory (repeatable; default: crds/ and the chart's)")
