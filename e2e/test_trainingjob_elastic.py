@@ -112,8 +112,9 @@ def test_elastic_job_starts_with_what_fits_and_grows_when_gpus_free_up(
     # Grown in place: the same attempt, no restart, Running throughout.
     assert (status["restarts"], status["attempt"], status["phase"]) == (0, 0, "Running")
     wait_for(
-        lambda: len([p for p in _workers(kubectl, namespace, name) if p["status"].get("phase") == "Running"])
-        == 4,
+        lambda: (
+            len([p for p in _workers(kubectl, namespace, name) if p["status"].get("phase") == "Running"]) == 4
+        ),
         timeout=60,
         description="4 workers running",
     )
@@ -144,10 +145,9 @@ def test_operator_killed_mid_growth_leaves_no_duplicate_or_orphaned_worker(
         lambda: _current(kubectl, namespace, name, 4), timeout=90, description="the elastic job at 4"
     )
     assert (status["restarts"], status["attempt"]) == (0, 0)
-    assert status["lastResize"]["to"] == 4 and status["lastResize"]["reason"] == "CapacityFreed"
-    wait_for(
-        lambda: len(_workers(kubectl, namespace, name)) == 4, timeout=60, description="4 live workers"
-    )
+    assert status["lastResize"]["to"] == 4
+    assert status["lastResize"]["reason"] == "CapacityFreed"
+    wait_for(lambda: len(_workers(kubectl, namespace, name)) == 4, timeout=60, description="4 live workers")
     _assert_one_attempt_of(kubectl, namespace, name, 4)
     # A second restart of a converged operator changes nothing.
     before = _status(kubectl, namespace, name)
