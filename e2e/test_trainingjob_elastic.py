@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 
 from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.operator import OperatorProcess
@@ -25,6 +26,7 @@ from test_trainingjob import (
     _jobs,
     _manifest,
     _status,
+    _tj,
     _wait_phase,
 )
 from test_trainingjob import operator as operator  # a fixture: an operator for the test's namespace
@@ -157,3 +159,51 @@ def test_operator_killed_mid_growth_leaves_no_duplicate_or_orphaned_worker(
     after = _status(kubectl, namespace, name)
     assert after["lastResize"] == before["lastResize"]
     _assert_one_attempt_of(kubectl, namespace, name, 4)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"elastic": {"minWorkers": 4, "maxWorkers": 2}}, "spec.elastic.minWorkers must not exceed"),
+        ({"workers": 2, "elastic": {"minWorkers": 1, "maxWorkers": 2}}, "spec.workers and spec.elastic are"),
+        ({"elastic": {"minWorkers": 1, "maxWorkers": 2}, "queueName": "q"}, "cannot be combined with"),
+        (
+            {"elastic": {"minWorkers": 1, "maxWorkers": 2}, "distributed": {"framework": "none"}},
+            "needs spec.distributed.framework torchrun",
+        ),
+        ({"elastic": {"minWorkers": 0, "maxWorkers": 2}}, "spec.elastic.minWorkers"),
+    ],
+    ids=["min-above-max", "with-workers", "with-queue", "not-torchrun", "zero"],
+)
+def test_invalid_elastic_specs_are_refused_by_the_api_server(
+    kubectl: Kubectl, namespace: str, crds: None, fields: Obj, message: str
+) -> None:
+    manifest = _manifest("invalid", **fields)
+    if "workers" not in fields:
+        del manifest["spec"]["workers"]
+    result = kubectl.run("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert kubectl.get("trainingjob", "invalid", namespace) is None
+
+
+def test_elastic_bounds_and_the_switch_to_a_fixed_size_are_immutable(
+    kubectl: Kubectl, namespace: str, crds: None
+) -> None:
+    manifest = _manifest("bounded", suspend=True, elastic={"minWorkers": 1, "maxWorkers": 2})
+    del manifest["spec"]["workers"]
+    kubectl.apply(manifest, namespace)
+    stored = _tj(kubectl, namespace, "bounded")
+    assert "workers" not in stored["spec"], "no default may make workers and elastic both set"
+    wider = _manifest("bounded", suspend=True, elastic={"minWorkers": 1, "maxWorkers": 3})
+    del wider["spec"]["workers"]
+    fixed = _manifest("bounded", suspend=True, workers=2)
+    for changed in (wider, fixed):
+        result = kubectl.run("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
+        assert result.returncode != 0
+        assert "spec.elastic is immutable" in result.stderr, result.stderr
+    # A rigid job written without workers may later say `workers: 1`: the same size.
+    rigid = _manifest("rigid", suspend=True)
+    del rigid["spec"]["workers"]
+    kubectl.apply(rigid, namespace)
+    kubectl.apply(_manifest("rigid", suspend=True, workers=1), namespace)
