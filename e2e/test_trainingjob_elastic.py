@@ -10,13 +10,15 @@ fills. kwok plays the workers: each runs for the seconds its pod annotation says
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from kubeforge_e2e import Kubectl, wait_for
+from kubeforge_e2e import GpuSpec, Kubectl, LocalCluster, NodeSpec, wait_for
 from kubeforge_e2e.operator import OperatorProcess
 from test_trainingjob import (
     Obj,
@@ -33,6 +35,9 @@ from test_trainingjob import operator as operator  # a fixture: an operator for 
 from test_trainingjob import spare_nodes as spare_nodes  # a fixture: GPU nodes of their own
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+SCHEDULE_TIMEOUT = 10
+"""`policy.scheduleTimeoutSeconds` of the give-back test (its least)."""
 
 INDEX = "batch.kubernetes.io/job-completion-index"
 
@@ -207,3 +212,77 @@ def test_elastic_bounds_and_the_switch_to_a_fixed_size_are_immutable(
     del rigid["spec"]["workers"]
     kubectl.apply(rigid, namespace)
     kubectl.apply(_manifest("rigid", suspend=True, workers=1), namespace)
+
+
+@pytest.fixture
+def cpu_short_nodes(cluster: LocalCluster) -> Iterator[tuple[str, list[str]]]:
+    """Two nodes of a GPU product of their own: `roomy` (2 GPUs, 64 CPUs) and `cramped` (4 GPUs, 4 CPUs).
+    The capacity ledger counts GPUs only, so workers asking 8 CPUs look like they fit on `cramped`."""
+    product = f"KF-E2E-{secrets.token_hex(3).upper()}"
+    suffix = product[-6:].lower()
+    nodes = [
+        NodeSpec(name=f"tj-roomy-{suffix}", zone="zone-c", cpu="64", gpu=GpuSpec(product, 2, 1024)),
+        NodeSpec(name=f"tj-cramped-{suffix}", zone="zone-c", cpu="4", gpu=GpuSpec(product, 4, 1024)),
+    ]
+    for node in nodes:
+        cluster.add_node(node)
+    try:
+        yield product, [n.name for n in nodes]
+    finally:
+        for node in nodes:
+            if cluster.get_node(node.name) is not None:
+                cluster.delete_node(node.name)
+
+
+def test_added_workers_that_cannot_be_placed_are_given_back_without_a_restart(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    cpu_short_nodes: tuple[str, list[str]],
+) -> None:
+    """The elastic job starts with 1 worker on `roomy` while a filler holds `cramped`'s GPUs. The filler
+    ends, the ledger sees 4 free GPUs and the job grows to 3; the scheduler cannot place the 2 added
+    workers (8 CPUs each, `cramped` has 4), so after the schedule timeout the job gives them back: a
+    shrink to 1 with reason CapacityReclaimed, on the same attempt, and not a failure of its Job."""
+    product, (roomy, _) = cpu_short_nodes
+    kubectl.apply(
+        _manifest("filler", run_seconds=15, workers=1, resources={"gpus": 4, "gpuType": product, "cpu": "1"}),
+        namespace,
+    )
+    _wait_phase(kubectl, namespace, "filler", "Running")
+    manifest = _manifest(
+        "squeezed",
+        run_seconds=240,
+        resources={"gpus": 2, "gpuType": product, "cpu": "8"},
+        elastic={"minWorkers": 1, "maxWorkers": 3},
+        policy={"scheduleTimeoutSeconds": SCHEDULE_TIMEOUT},
+    )
+    del manifest["spec"]["workers"]
+    kubectl.apply(manifest, namespace)
+    started = _wait_phase(kubectl, namespace, "squeezed", "Running")
+    assert started["workers"]["current"] == 1
+    [first] = _workers(kubectl, namespace, "squeezed")
+    assert first["spec"]["nodeName"] == roomy
+
+    wait_for(lambda: _current(kubectl, namespace, "squeezed", 3), timeout=90, description="grown to 3")
+    status: Obj = wait_for(
+        lambda: _current(kubectl, namespace, "squeezed", 1), timeout=90, description="given back to 1"
+    )
+    resize = status["lastResize"]
+    assert (resize["from"], resize["to"], resize["reason"]) == (3, 1, "CapacityReclaimed")
+    assert (status["restarts"], status["attempt"], status["phase"]) == (0, 0, "Running")
+    wait_for(
+        lambda: len(_workers(kubectl, namespace, "squeezed")) == 1, timeout=60, description="1 live worker"
+    )
+    _assert_one_attempt_of(kubectl, namespace, "squeezed", 1)
+    job = kubectl.json("get", "job", "squeezed-a0", "-n", namespace)
+    assert not any(
+        c["type"] in ("Failed", "FailureTarget") and c["status"] == "True"
+        for c in job["status"].get("conditions") or []
+    ), job["status"]
+    reasons = [r for _, r, _ in _events(kubectl, namespace, "squeezed")]
+    assert "CapacityReclaimed" in reasons
+    assert not any(r in ("Restarting", "WorkerFailed", "WorkerDisrupted", "ScheduleTimeout") for r in reasons)
+    # It does not try again at once: growth waits a schedule timeout after a give-back.
+    time.sleep(SCHEDULE_TIMEOUT / 2)
+    assert _status(kubectl, namespace, "squeezed")["workers"]["current"] == 1

@@ -446,3 +446,21 @@ def test_a_rigid_job_has_no_elastic_status() -> None:
     assert set(wire["workers"]) == {"desired", "active", "ready", "succeeded", "failed"}
     assert wire["workersReady"] == "2/2"
     assert not plan.wants_room
+
+
+def test_after_giving_back_unplaceable_workers_growth_waits_one_schedule_timeout() -> None:
+    """Workers kept off by something the ledger does not count (CPU, memory) would be added and given back
+    in a loop: after a give-back, growth is tried again once per schedule timeout."""
+    gave_back = {
+        "time": format_time(NOW - timedelta(seconds=100)),
+        "from": 3,
+        "to": 1,
+        "reason": "CapacityReclaimed",
+    }
+    pods = [_pod(0)]
+    plan = decide(_obs(_running(1, lastResize=gave_back), _job(1), pods, room=3))
+    assert not plan.wants_room
+    assert plan.resize is None
+    assert plan.requeue_after == pytest.approx(200)
+    later = {**gave_back, "time": format_time(NOW - timedelta(seconds=301))}
+    assert decide(_obs(_running(1, lastResize=later), _job(1), pods)).wants_room

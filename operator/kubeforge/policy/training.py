@@ -758,7 +758,9 @@ def _verdict(o: Observed) -> _Verdict:
             requeue = left if requeue is None else min(requeue, left)
         resize, wants_room = None, False
         if spec.elastic is not None:
-            resize, wants_room = _elastic_resize(o, size, pods, stranded)
+            resize, wants_room, cooling = _elastic_resize(o, size, pods, stranded)
+            if cooling is not None:
+                requeue = cooling if requeue is None else min(requeue, cooling)
         if resize is not None:
             size, counts = resize.to, counts.model_copy(update={"desired": resize.to})
         if running >= size or (spec.elastic is not None and running >= spec.elastic.min_workers):
@@ -918,27 +920,43 @@ def _placing_since(o: Observed, job: JobView, now: datetime) -> datetime:
     return since
 
 
+def _cooling(o: Observed) -> float | None:
+    """Seconds left before an attempt that gave back added workers it could not place may grow again:
+    the ledger counts GPUs only, so workers kept off by CPU, memory or another scheduler would be added
+    and given back in a loop; one try per schedule timeout bounds that."""
+    last = o.status.last_resize
+    if last is None or last.reason != elastic.CAPACITY_RECLAIMED or last.to >= last.from_:
+        return None
+    at = parse_time(last.time)
+    if at is None:
+        return None
+    left = (at + timedelta(seconds=schedule_timeout(o)) - o.now).total_seconds()
+    return left if left > 0 else None
+
+
 def _elastic_resize(
     o: Observed, size: int, pods: Sequence[PodView], stranded: int
-) -> tuple[elastic.Resize | None, bool]:
-    """The resize of a running elastic attempt, and whether the ledger's room is wanted first. Growth is
-    asked for only once every worker of the attempt is placed, so it goes one step at a time and the
-    ledger never counts the job's own unplaced workers twice."""
+) -> tuple[elastic.Resize | None, bool, float | None]:
+    """The resize of a running elastic attempt, whether the ledger's room is wanted first, and when to
+    look again if growth is cooling down. Growth is asked for only once every worker of the attempt is
+    placed, so it goes one step at a time and the ledger never counts the job's own unplaced workers
+    twice."""
     spec = o.spec
     assert spec.elastic is not None
     bounds = elastic.Bounds(spec.elastic.min_workers, spec.elastic.max_workers)
     placed = {p.index for p in pods if p.node is not None or p.terminal}
     settled = _placed_prefix(placed, size) >= size and not any(p.deleting for p in pods)
-    grow = settled and size < elastic.allowed(bounds, o.ceiling)
+    cooling = _cooling(o)
+    grow = settled and size < elastic.allowed(bounds, o.ceiling) and cooling is None
     if grow and o.room is None and stranded == 0:
         # Shrinks never wait for the ledger; growth does.
         shrink = elastic.decide_size(size, bounds, room=None, ceiling=o.ceiling)
-        return shrink, shrink is None
+        return shrink, shrink is None, None
     room = o.room if grow else None
     decided = elastic.decide_size(
         size, bounds, room=room, stranded=stranded, ceiling=o.ceiling, timeout=schedule_timeout(o)
     )
-    return decided, False
+    return decided, False, cooling
 
 
 _CREATED: tuple[Status, str, str] = ("True", "Created", "the workers were created without gang admission")
