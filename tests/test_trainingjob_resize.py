@@ -464,3 +464,46 @@ def test_after_giving_back_unplaceable_workers_growth_waits_one_schedule_timeout
     assert plan.requeue_after == pytest.approx(200)
     later = {**gave_back, "time": format_time(NOW - timedelta(seconds=301))}
     assert decide(_obs(_running(1, lastResize=later), _job(1), pods)).wants_room
+
+
+@given(
+    bounds=st.tuples(st.integers(1, 6), st.integers(0, 6)),
+    offset=st.integers(0, 12),
+    placed=st.lists(st.booleans(), min_size=12, max_size=12),
+    room=st.none() | st.integers(0, 12),
+    grew_ago=st.none() | st.integers(0, 600),
+)
+def test_decide_keeps_a_running_elastic_attempt_within_its_bounds_and_the_ledgers_room(
+    bounds: tuple[int, int], offset: int, placed: list[bool], room: int | None, grew_ago: int | None
+) -> None:
+    low, high = bounds[0], bounds[0] + bounds[1]
+    size = min(low + offset, high)
+    spec = _spec(elastic={"minWorkers": low, "maxWorkers": high})
+    pods = [
+        _pod(i, node=f"n{i % 4}" if placed[i] else None, phase="Running" if placed[i] else "Pending")
+        for i in range(size)
+    ]
+    extra: dict[str, Any] = {}
+    if grew_ago is not None and size > low:
+        when = format_time(NOW - timedelta(seconds=grew_ago))
+        extra["lastResize"] = {"time": when, "from": low, "to": size, "reason": "CapacityFreed"}
+    plan = decide(_obs(_running(size, **extra), _job(size), pods, spec=spec, room=room))
+    prefix = next((i for i in range(size) if not placed[i]), size)
+    if prefix >= low:
+        # Fewer than minWorkers placed is a gang that did not place (a restart, as for a fixed job).
+        assert plan.status.restarts == 0, "a resize is never a restart"
+    assert plan.create_attempt is None
+    if plan.resize is None:
+        return
+    _, to, reason = plan.resize
+    assert low <= to <= high
+    assert plan.status.workers is not None
+    assert plan.status.workers.current == to
+    if to > size:
+        assert reason == "CapacityFreed"
+        assert room is not None
+        assert to - size <= room
+        assert all(placed[:size]), "growth only once every worker is placed"
+    else:
+        assert reason == "CapacityReclaimed"
+        assert not all(placed[:size]), "a shrink needs workers that could not be placed"
