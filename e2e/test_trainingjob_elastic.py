@@ -129,7 +129,15 @@ def test_elastic_job_starts_with_what_fits_and_grows_when_gpus_free_up(
     events = [(r, m) for _, r, m in _events(kubectl, namespace, name)]
     assert any(r == "CapacityFreed" and m.startswith("grew from 2 workers to 4") for r, m in events), events
     assert not any(r in ("Restarting", "WorkerFailed", "WorkerDisrupted") for r, _ in events), events
-    assert 'kubeforge_trainingjob_resizes_total{direction="up"' in operator.metrics()
+    grew = [
+        line
+        for line in operator.metrics().splitlines()
+        if line.startswith("kubeforge_trainingjob_resizes_total{")
+        and 'direction="up"' in line
+        and 'reason="CapacityFreed"' in line
+    ]
+    assert grew, "no resize counted"
+    assert float(grew[0].rsplit(" ", 1)[1]) >= 1
 
 
 def test_operator_killed_mid_growth_leaves_no_duplicate_or_orphaned_worker(
