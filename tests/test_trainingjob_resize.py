@@ -4,6 +4,7 @@ resizes and the status and Events they produce."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,9 @@ from kubeforge.policy.capacity import (
     slots,
 )
 from kubeforge.policy.conditions import format_time
+from kubeforge.policy.status import apply_merge_patch
 from kubeforge.policy.training import JobView, NodeView, Observed, PodView, decide, job_view
+from test_trainingjob_controller import H100, TJ, FakeKube, Obj, _controller, _settle, _trainingjob
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 OWNER = Owner("tj", "ns", "uid-1")
@@ -507,3 +510,90 @@ def test_decide_keeps_a_running_elastic_attempt_within_its_bounds_and_the_ledger
     else:
         assert reason == "CapacityReclaimed"
         assert not all(placed[:size]), "a shrink needs workers that could not be placed"
+
+
+# -------------------------------------------------------------------------------------- controller
+
+
+class ResizingKube(FakeKube):
+    """The fake API server, plus merge patches of a Job; with `lag`, a patch reaches the objects (and so
+    the caches) only on `flush()`, as a watch event that has not arrived yet."""
+
+    def __init__(self, *, lag: bool = False) -> None:
+        super().__init__()
+        self.lag = lag
+        self.pending: list[tuple[tuple[str, str, str | None, str], Obj]] = []
+
+    async def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Obj) -> Obj:
+        self._write("patch", kind, name)
+        key = (api_version, kind, namespace, name)
+        self.pending.append((key, body))
+        if not self.lag:
+            self.flush()
+        return copy.deepcopy(self.objects[key])
+
+    async def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: Obj) -> Obj:
+        # A real merge patch (the base fake replaces nested objects whole, losing e.g. workers.current).
+        self._write("patch_status", kind, name)
+        obj = self.objects[(api_version, kind, namespace, name)]
+        obj["status"] = apply_merge_patch(obj.get("status") or {}, status)
+        return copy.deepcopy(obj)
+
+    def flush(self) -> None:
+        for key, body in self.pending:
+            obj = self.objects[key]
+            obj["spec"].update(body["spec"])
+            obj["metadata"].setdefault("annotations", {}).update(body["metadata"]["annotations"])
+        self.pending.clear()
+
+
+def _elastic_tj() -> Obj:
+    tj = _trainingjob(elastic={"minWorkers": 1, "maxWorkers": 4})
+    del tj["spec"]["workers"]
+    return tj
+
+
+async def test_the_controller_grows_a_running_attempt_once_even_before_its_cache_shows_it() -> None:
+    kube = ResizingKube(lag=True)
+    kube.nodes(2)
+    kube.add(_elastic_tj())
+    controller = _controller(kube)
+    await _settle(kube, controller)
+    [job] = kube.jobs()
+    assert job["spec"]["parallelism"] == 2, "admitted with what fits: 2 of 8 GPUs on 2 nodes"
+    kube.run_pods(job)
+    await _settle(kube, controller)
+    assert not [c for c in kube.calls if c[0] == "patch"], "no room: no resize"
+
+    kube.add(  # a third node joins
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "h100-2", "labels": {"nvidia.com/gpu.product": H100}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "allocatable": {"nvidia.com/gpu": "8"},
+            },
+        }
+    )
+    obj = await kube.get(*TJ, "tj", "ns")
+    assert obj is not None
+    await controller.reconcile(obj)
+    assert [c for c in kube.calls if c[0] == "patch"] == [("patch", "Job", "tj-a0")]
+    assert kube.pending[0][1]["spec"] == {"parallelism": 3, "completions": 3}
+    tj = await kube.get(*TJ, "tj", "ns")
+    assert tj is not None
+    assert tj["status"]["workers"]["current"] == 3
+    assert tj["status"]["lastResize"]["reason"] == "CapacityFreed"
+    assert [e[1] for e in kube.events].count("CapacityFreed") == 1
+    # A pass before the Job's watch event arrives sees the size it wrote, not the old one: no second
+    # resize, no second Event, no status change.
+    kube.calls.clear()
+    await controller.reconcile(tj)
+    assert [c for c in kube.calls if c[0] in ("patch", "patch_status")] == []
+    kube.flush()
+    after = await kube.get(*TJ, "tj", "ns")
+    assert after is not None
+    await controller.reconcile(after)
+    assert [c for c in kube.calls if c[0] in ("patch", "patch_status")] == []
+    assert [e[1] for e in kube.events].count("CapacityFreed") == 1

@@ -202,15 +202,17 @@ class TrainingJobController:
             plan = training.decide(replace(observed, room=room, now=_now()))
             # Still below its maximum: any freed GPU or node change wakes it, as it wakes queued gangs.
             self._waiting.add((namespace, name))
-            if plan.resize is not None:
-                demand = capacity.demand_of(key, plan.resize[1], spec.resources.gpus, spec.resources.gpu_type)
-                self._reserved[key] = (demand, status.restarts)
         elif spec.elastic is not None and plan.status.phase in ("Pending", "Running"):
             self._waiting.discard((namespace, name))
         elif plan.status.phase not in ("Pending", "Running"):
             self._reserved.pop(key, None)
             if plan.status.phase != "Queued":
                 self._waiting.discard((namespace, name))
+        if plan.resize is not None:
+            # What other admissions count for this job until its status shows the new size, grown or
+            # shrunk (a stale larger promise would hold GPUs it gave back).
+            demand = capacity.demand_of(key, plan.resize[1], spec.resources.gpus, spec.resources.gpu_type)
+            self._reserved[key] = (demand, status.restarts)
         await self._execute(obj, spec, owner, plan)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
