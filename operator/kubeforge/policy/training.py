@@ -765,7 +765,7 @@ def _verdict(o: Observed) -> _Verdict:
             size, counts = resize.to, counts.model_copy(update={"desired": resize.to})
         if running >= size or (spec.elastic is not None and running >= spec.elastic.min_workers):
             attempt_note = f" (attempt {restarts + 1})" if restarts else ""
-            more = "" if running >= size else f"; {size - running} added being placed"
+            more = "" if running >= size else f"; {size - running} more being placed"
             return _Verdict(
                 phase="Running",
                 reason="Running",
