@@ -19,15 +19,18 @@ from kubeforge.builders.trainingjob import Owner, build_job, resize_patch, worke
 from kubeforge.kube import projections
 from kubeforge.policy import elastic, gangs
 from kubeforge.policy.capacity import (
+    GPU_POD_TOLERATIONS,
     Claim,
     Demand,
     Ledger,
     NodeInfo,
     PodInfo,
     admit_claims,
+    claims_of,
     demand_of,
     most_that_fit,
     slots,
+    surge_room,
 )
 from kubeforge.policy.conditions import format_time
 from kubeforge.policy.status import apply_merge_patch
@@ -597,3 +600,16 @@ async def test_the_controller_grows_a_running_attempt_once_even_before_its_cache
     await controller.reconcile(after)
     assert [c for c in kube.calls if c[0] in ("patch", "patch_status")] == []
     assert [e[1] for e in kube.events].count("CapacityFreed") == 1
+
+
+def test_a_fleets_surge_is_not_offered_the_room_of_an_elastic_jobs_added_workers() -> None:
+    """One capacity: an elastic job grown from 2 to 3 whose third worker is not bound yet keeps that
+    worker's room against a fleet's surge, exactly as an admitted gang's unplaced worker."""
+    nodes = [_node("a", 4), _node("b", 4)]
+    placed = [PodInfo("ns", f"w{i}", "a", 2, False, trainingjob="ns/tj", attempt=0) for i in range(2)]
+    ledger = Ledger.of(nodes, placed)
+    assert surge_room(2, None, nodes, ledger.free()) == 2
+    grown = ledger.unplaced(demand_of("ns/tj", 3, 2, None), 0)
+    assert grown.workers == 1
+    claims = claims_of([grown], ledger.claiming)
+    assert surge_room(2, None, nodes, ledger.free(), claims, GPU_POD_TOLERATIONS) == 1
