@@ -40,6 +40,9 @@ KIND = "TrainingJob"
 MAX_NAME_LENGTH = 52
 MAX_RESTARTS = 99
 MAX_WORKERS = 1000
+RESIZE_REASON_ANNOTATION = "kubeforge.dev/resize-reason"
+"""On an elastic job's attempt Job: why the operator last changed its size, written in the same patch as
+`parallelism`, so a status that missed the resize (operator killed in between) still says why."""
 
 
 def job_name(name: str, attempt: int) -> str:
@@ -82,6 +85,42 @@ class Checkpoint(KubeModel):
     """Name of a PersistentVolumeClaim in the TrainingJob's namespace (ReadWriteMany for several workers)."""
     mount_path: str = Field(default="/checkpoints", min_length=2, max_length=1024, pattern=r"^/[^:]*[^/:]$")
     """Where the claim is mounted in each worker."""
+
+
+def _no_schema_default(schema: dict[str, Any]) -> None:
+    # `workers` defaults to 1 in the models, but not in the CRD: a default stored by the API server could
+    # not be told from a value the user wrote, and `workers` and `elastic` are exclusive.
+    schema.pop("default", None)
+
+
+class Elastic(KubeModel):
+    """An elastic job: admitted once `minWorkers` fit, then grown by whole workers toward `maxWorkers` as
+    GPUs free up, and shrunk back (never below `minWorkers`) when its room is reclaimed. The workers run
+    torchrun's elastic rendezvous (`--nnodes=MIN:MAX`, c10d on rank 0), so a resize is a re-rendezvous of
+    the running attempt, not a restart. Immutable after creation."""
+
+    min_workers: int = Field(ge=1, le=MAX_WORKERS)
+    """Fewest workers the job runs with: it waits in `Queued` until that many fit together."""
+    max_workers: int = Field(ge=1, le=MAX_WORKERS)
+    """Most workers the job runs with; more are never added, however many GPUs are free."""
+
+    model_config = ConfigDict(
+        **KubeModel.model_config,
+        json_schema_extra=_rules(
+            {
+                "rule": "self.minWorkers <= self.maxWorkers",
+                "message": "spec.elastic.minWorkers must not exceed spec.elastic.maxWorkers",
+                "fieldPath": ".minWorkers",
+            }
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Elastic:
+        # The CEL rule above, for specs that did not come through the API server.
+        if self.min_workers > self.max_workers:
+            raise ValueError("spec.elastic.minWorkers must not exceed spec.elastic.maxWorkers")
+        return self
 
 
 class TrainingPolicy(KubeModel):
@@ -129,9 +168,41 @@ _SPEC_RULES: tuple[dict[str, str], ...] = (
         "fieldPath": ".distributed.procsPerWorker",
     },
     {
-        "rule": "self.workers == oldSelf.workers",
+        "rule": "(has(self.workers) ? self.workers : 1) == (has(oldSelf.workers) ? oldSelf.workers : 1)",
         "message": "spec.workers is immutable: create a new TrainingJob to change the gang size",
         "fieldPath": ".workers",
+    },
+    {
+        "rule": "!has(self.elastic) || !has(self.workers)",
+        "message": "spec.workers and spec.elastic are exclusive: an elastic job runs between"
+        " spec.elastic.minWorkers and spec.elastic.maxWorkers workers; remove spec.workers",
+        "fieldPath": ".workers",
+    },
+    {
+        "rule": "has(self.elastic) == has(oldSelf.elastic)"
+        " && (!has(self.elastic) || self.elastic == oldSelf.elastic)",
+        "message": "spec.elastic is immutable: create a new TrainingJob to change its bounds or to switch"
+        " between a fixed and an elastic size",
+        "fieldPath": ".elastic",
+    },
+    {
+        "rule": "!has(self.elastic) || !has(self.queueName)",
+        "message": "spec.elastic cannot be combined with spec.queueName: a Kueue queue admits a fixed size;"
+        " use spec.workers with a queue",
+        "fieldPath": ".elastic",
+    },
+    {
+        "rule": "!has(self.elastic) || !has(self.distributed) || !has(self.distributed.framework)"
+        " || self.distributed.framework == 'torchrun'",
+        "message": "spec.elastic needs spec.distributed.framework torchrun: resizing relies on torchrun's"
+        " elastic rendezvous",
+        "fieldPath": ".distributed.framework",
+    },
+    {
+        "rule": "!has(self.elastic) || !has(self.policy) || !has(self.policy.gang) || self.policy.gang",
+        "message": "spec.policy.gang cannot be false with spec.elastic: an elastic job is admitted when"
+        " spec.elastic.minWorkers fit together",
+        "fieldPath": ".policy.gang",
     },
     {
         "rule": "has(self.resources) == has(oldSelf.resources)"
@@ -182,8 +253,10 @@ class TrainingJobSpec(KubeModel):
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
     """Labels and annotations added to every worker pod; reserved keys (kubeforge.dev/*, Kueue's,
     managed-by, AppArmor and seccomp, service-mesh injection) are refused."""
-    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
-    """Worker pods (nodes in torchrun's terms). Immutable after creation."""
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS, json_schema_extra=_no_schema_default)
+    """Worker pods (torchrun's nodes); 1 when unset, exclusive with `elastic`. Immutable after creation."""
+    elastic: Elastic | None = None
+    """Run between `minWorkers` and `maxWorkers` workers, as many as fit (instead of `workers`)."""
     resources: Resources = Field(default_factory=Resources, json_schema_extra={"default": {}})
     """GPUs, GPU type, CPU and memory of each worker. Immutable after creation."""
     distributed: Distributed = Field(default_factory=Distributed, json_schema_extra={"default": {}})
@@ -222,11 +295,33 @@ class TrainingJobSpec(KubeModel):
         if procs is not None and gpus > 0 and procs > gpus:
             raise ValueError("spec.distributed.procsPerWorker must not exceed spec.resources.gpus")
         check_process_totals(self.command, self.args, self.env)
+        if self.elastic is not None:
+            if "workers" in self.model_fields_set:
+                raise ValueError("spec.workers and spec.elastic are exclusive")
+            if self.queue_name:
+                raise ValueError("spec.elastic cannot be combined with spec.queueName")
+            if self.distributed.framework != "torchrun":
+                raise ValueError("spec.elastic needs spec.distributed.framework torchrun")
+            if self.policy.gang is False:
+                raise ValueError("spec.policy.gang cannot be false with spec.elastic")
         return self
 
     @property
+    def min_workers(self) -> int:
+        """Fewest workers an attempt runs with: `elastic.minWorkers`, or `workers`."""
+        return self.elastic.min_workers if self.elastic is not None else self.workers
+
+    @property
+    def max_workers(self) -> int:
+        """Most workers an attempt runs with: `elastic.maxWorkers`, or `workers`."""
+        return self.elastic.max_workers if self.elastic is not None else self.workers
+
+    @property
     def gang(self) -> bool:
-        """The effective gang setting: explicit, or on for more than one worker."""
+        """The effective gang setting: explicit, or on for more than one worker; always on for an elastic
+        job (its `minWorkers` are admitted together, and it grows by what the capacity ledger says fits)."""
+        if self.elastic is not None:
+            return True
         return self.policy.gang if self.policy.gang is not None else self.workers > 1
 
     @property
@@ -240,7 +335,7 @@ class WorkerCounts(KubeModel):
     """Worker pods of the current attempt."""
 
     desired: int = 0
-    """Workers the job runs (`spec.workers`)."""
+    """Workers the job runs (`spec.workers`; for an elastic job its current size)."""
     active: int = 0
     """Pods pending or running."""
     ready: int = 0
@@ -249,6 +344,31 @@ class WorkerCounts(KubeModel):
     """Pods that exited 0."""
     failed: int = 0
     """Pods that failed."""
+    current: int | None = None
+    """Elastic jobs: workers the running attempt has now (its Job's parallelism)."""
+    min: int | None = None
+    """Elastic jobs: `spec.elastic.minWorkers`."""
+    max: int | None = None
+    """Elastic jobs: `spec.elastic.maxWorkers`."""
+
+
+ResizeReason = Literal["CapacityFreed", "CapacityReclaimed"]
+
+
+class Resize(KubeModel):
+    """A change of an elastic job's size by the operator: not a restart, and not a failure."""
+
+    time: str
+    """When the operator resized the attempt."""
+    from_: int = Field(alias="from")
+    """Workers before."""
+    to: int
+    """Workers after."""
+    reason: ResizeReason
+    """`CapacityFreed`: GPUs freed up and more workers fit; `CapacityReclaimed`: workers were given
+    back (their room was taken before they could be placed)."""
+    message: str | None = None
+    """What happened, in one sentence."""
 
 
 class TrainingJobStatus(KubeModel):
@@ -264,6 +384,8 @@ class TrainingJobStatus(KubeModel):
     """Worker pod counts of the current attempt."""
     workers_ready: str | None = None
     """`ready/desired`, for `kubectl get`."""
+    last_resize: Resize | None = None
+    """Elastic jobs: the last time the operator grew or shrank the running attempt, and why."""
     restarts: int = 0
     """Whole-gang restarts so far."""
     attempt: int = 0
@@ -316,7 +438,11 @@ INFO = KindInfo(
     ),
     printer_columns=(
         PrinterColumn("Phase", ".status.phase", description="Lifecycle phase"),
-        PrinterColumn("Workers", ".status.workersReady", description="Ready workers / desired workers"),
+        PrinterColumn(
+            "Workers",
+            ".status.workersReady",
+            description="Ready workers / desired workers (elastic jobs: and their min-max range)",
+        ),
         PrinterColumn("GPUs", ".spec.resources.gpus", type="integer", description="GPUs per worker"),
         PrinterColumn("GPU-Type", ".spec.resources.gpuType", description="GPU model", priority=1),
         PrinterColumn("Restarts", ".status.restarts", type="integer", description="Whole-gang restarts"),

@@ -15,6 +15,7 @@ __all__ = [
     "build_service",
     "job_name",
     "master_addr",
+    "resize_patch",
     "selector_labels",
     "service_name",
     "worker_env",
@@ -27,7 +28,13 @@ from typing import Any
 from kubeforge.api.names import COMPLETION_INDEX_ANNOTATION as COMPLETION_INDEX_ANNOTATION
 from kubeforge.api.names import KUEUE_QUEUE_LABEL as KUEUE_QUEUE_LABEL
 from kubeforge.api.names import WORKER_CONTAINER
-from kubeforge.api.trainingjob import ATTEMPT_LABEL, KIND, TrainingJobSpec, job_name
+from kubeforge.api.trainingjob import (
+    ATTEMPT_LABEL,
+    KIND,
+    RESIZE_REASON_ANNOTATION,
+    TrainingJobSpec,
+    job_name,
+)
 from kubeforge.builders.common import (
     child_metadata,
     container_security_context,
@@ -42,6 +49,11 @@ from kubeforge.builders.common import (
 CONTAINER_NAME = WORKER_CONTAINER
 PORT_NAME = "rendezvous"
 CHECKPOINT_ENV = "KUBEFORGE_CHECKPOINT_DIR"
+RDZV_BACKEND = "c10d"
+ELASTIC_MAX_RESTARTS = 100
+"""torchrun's `--max-restarts` for elastic workers: a peer that leaves (a shrink) costs the survivors one
+worker-group restart (a re-rendezvous), so the budget must outlast many resizes. A peer that joins costs
+none. A worker's own failure still fails the pod after that, and the operator restarts the gang."""
 SHM_VOLUME = "dshm"
 CHECKPOINT_VOLUME = "checkpoint"
 # Taints the node lifecycle controller puts on a node it lost contact with.
@@ -111,6 +123,8 @@ def managed_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[
         "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
     }
     nproc = spec.procs_per_worker
+    if spec.elastic is not None:
+        return _elastic_env(spec, owner, attempt)
     static: dict[str, str] = {
         "MASTER_ADDR": master_addr(owner, attempt),
         "MASTER_PORT": str(spec.distributed.port),
@@ -132,6 +146,41 @@ def managed_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[
     env.append({"name": "NODE_RANK", "valueFrom": rank})
     if spec.distributed.framework == "torchrun":
         env.append({"name": "PET_NODE_RANK", "valueFrom": rank})
+    return env
+
+
+def _elastic_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[str, Any]]:
+    """torchrun's elastic launch: `--nnodes=MIN:MAX` with c10d rendezvous on rank 0 (`PET_*` are the
+    variables torchrun reads for its flags). The size is not fixed, so there is no `WORLD_SIZE` (torchrun
+    sets it for each rendezvous) and no `PET_NODE_RANK` (the rendezvous assigns ranks); `NODE_RANK` stays
+    the pod's index, for logs."""
+    assert spec.elastic is not None
+    nproc = str(spec.procs_per_worker)
+    nnodes = f"{spec.elastic.min_workers}:{spec.elastic.max_workers}"
+    addr, port = master_addr(owner, attempt), str(spec.distributed.port)
+    static: dict[str, str] = {
+        "MASTER_ADDR": addr,
+        "MASTER_PORT": port,
+        "NNODES": nnodes,
+        "NPROC_PER_NODE": nproc,
+        "PET_NNODES": nnodes,
+        "PET_NPROC_PER_NODE": nproc,
+        "PET_RDZV_BACKEND": RDZV_BACKEND,
+        "PET_RDZV_ENDPOINT": f"{addr}:{port}",
+        "PET_RDZV_ID": job_name(owner.name, attempt),
+        "PET_MAX_RESTARTS": str(ELASTIC_MAX_RESTARTS),
+        "KUBEFORGE_MIN_WORKERS": str(spec.elastic.min_workers),
+        "KUBEFORGE_MAX_WORKERS": str(spec.elastic.max_workers),
+        "KUBEFORGE_ATTEMPT": str(attempt),
+        "KUBEFORGE_TRAININGJOB": owner.name,
+    }
+    if spec.checkpoint is not None:
+        static[CHECKPOINT_ENV] = spec.checkpoint.mount_path
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in static.items()]
+    rank: dict[str, Any] = {
+        "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
+    }
+    env.append({"name": "NODE_RANK", "valueFrom": rank})
     return env
 
 
@@ -204,19 +253,27 @@ def build_pod_template(spec: TrainingJobSpec, owner: Owner, attempt: int) -> dic
     return {"metadata": pod_metadata(spec.pod_metadata, labels), "spec": pod_spec}
 
 
-def build_job(spec: TrainingJobSpec, owner: Owner, attempt: int) -> dict[str, Any]:
+def build_job(
+    spec: TrainingJobSpec, owner: Owner, attempt: int, workers: int | None = None
+) -> dict[str, Any]:
     """One attempt of the whole gang: an Indexed Job whose pod `i` is rank `i`.
 
     `backoffLimit: 0`: any worker failure fails the attempt, and kubeforge restarts the whole gang, since a
     torchrun rendezvous cannot take one replaced worker. With a Kueue queue the Job starts suspended and
-    Kueue admits it by unsuspending it."""
+    Kueue admits it by unsuspending it.
+
+    An elastic job's attempt starts with `workers` (what fitted at admission) and is resized in place by
+    `resize_patch()`: an Indexed Job whose `parallelism` equals its `completions` may change both, the
+    Job controller adds the missing indexes or removes the highest ones, and rank 0 (the rendezvous
+    host) always stays."""
+    size = spec.workers if spec.elastic is None else (workers or spec.elastic.min_workers)
     extra = {ATTEMPT_LABEL: str(attempt)}
     if spec.queue_name:
         extra[KUEUE_QUEUE_LABEL] = spec.queue_name
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
-        "completions": spec.workers,
-        "parallelism": spec.workers,
+        "completions": size,
+        "parallelism": size,
         "backoffLimit": 0,
         "template": build_pod_template(spec, owner, attempt),
     }
@@ -234,4 +291,12 @@ def build_job(spec: TrainingJobSpec, owner: Owner, attempt: int) -> dict[str, An
             extra_labels=extra,
         ),
         "spec": job_spec,
+    }
+
+
+def resize_patch(workers: int, reason: str) -> dict[str, Any]:
+    """The merge patch that resizes an elastic attempt's Job, with the reason beside it in one write."""
+    return {
+        "metadata": {"annotations": {RESIZE_REASON_ANNOTATION: reason}},
+        "spec": {"parallelism": workers, "completions": workers},
     }

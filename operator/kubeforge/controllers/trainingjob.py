@@ -16,8 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
-from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec
-from kubeforge.builders.trainingjob import Owner, build_job, build_pod_template, build_service
+from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec, WorkerCounts
+from kubeforge.builders.trainingjob import (
+    Owner,
+    build_job,
+    build_pod_template,
+    build_service,
+    resize_patch,
+)
 from kubeforge.controllers.ownership import (
     PRIORITY_CLASS_NOT_ALLOWED,
     clear_conflict,
@@ -61,6 +67,9 @@ class TrainingJobController:
         self._reserved: dict[str, tuple[capacity.Demand, int]] = {}
         """Gangs this process admitted whose Admitted condition the cache may not show yet: admission
         runs without awaiting, and this covers the writes still in flight."""
+        self._sized: dict[str, tuple[str, int]] = {}
+        """Elastic jobs this process resized, (Job, workers), until the Job cache shows the new size: a
+        pass woken before the Job's watch event must not see the old size and resize again."""
         self._rejected: dict[str, tuple[int, str]] = {}
         """Jobs whose children the API server refused as invalid (422), with that generation and the
         message: until the spec changes, passes report it instead of sending the same write again."""
@@ -78,6 +87,7 @@ class TrainingJobController:
     async def forget(self, namespace: str, name: str) -> None:
         self._waiting.discard((namespace, name))
         self._reserved.pop(f"{namespace}/{name}", None)
+        self._sized.pop(f"{namespace}/{name}", None)
         self._rejected.pop(f"{namespace}/{name}", None)
 
     # -- what wakes whom -----------------------------------------------------------------------------
@@ -159,58 +169,143 @@ class TrainingJobController:
         nodes = None
         if any(p.node is not None and not p.terminal for p in pod_views):
             nodes = {n.name: n for n in (training.node_view(o) for o in self.caches.list(NODE))}
+        key = f"{namespace}/{name}"
         observed = training.Observed(
             name=name,
             namespace=namespace,
             generation=int(meta.get("generation") or 0),
             spec=spec,
             status=status,
-            jobs=[training.job_view(j, owner.uid) for j in jobs],
+            jobs=self._job_views(key, jobs, owner.uid),
             pods=pod_views,
             nodes=nodes,
             now=_now(),
             max_schedule_timeout_seconds=self.config.max_schedule_timeout_seconds,
         )
         plan = training.decide(observed)
-        key = f"{namespace}/{name}"
         if plan.needs_admission:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
-            admission = self._admit(obj, spec, owner, status.restarts)
+            admission = self._admit_size(obj, spec, owner, status.restarts)
             plan = training.decide(replace(observed, admission=admission, now=_now()))
             if admission.fits:
                 self._waiting.discard((namespace, name))
-                demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
+                size = plan.create_workers or spec.workers
+                demand = capacity.demand_of(key, size, spec.resources.gpus, spec.resources.gpu_type)
                 self._reserved[key] = (demand, plan.create_attempt or 0)
             else:
                 self._waiting.add((namespace, name))
+        elif plan.wants_room:
+            # Growth is admission of more workers: decided and reserved without an await in between.
+            room = self._room(obj, spec, owner, status.restarts, plan.status.workers)
+            plan = training.decide(replace(observed, room=room, now=_now()))
+            # Still below its maximum: any freed GPU or node change wakes it, as it wakes queued gangs.
+            self._waiting.add((namespace, name))
+        elif spec.elastic is not None and plan.status.phase in ("Pending", "Running"):
+            self._waiting.discard((namespace, name))
         elif plan.status.phase not in ("Pending", "Running"):
             self._reserved.pop(key, None)
             if plan.status.phase != "Queued":
                 self._waiting.discard((namespace, name))
+        if plan.resize is not None:
+            # What other admissions count for this job until its status shows the new size, grown or
+            # shrunk (a stale larger promise would hold GPUs it gave back).
+            demand = capacity.demand_of(key, plan.resize[1], spec.resources.gpus, spec.resources.gpu_type)
+            self._reserved[key] = (demand, status.restarts)
         await self._execute(obj, spec, owner, plan)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
-    def _admit(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int) -> capacity.Admission:
+    def _admitted(self, found: gangs.Gangs, key: str) -> dict[str, tuple[capacity.Demand, int]]:
+        """The admitted gangs the objects show, and those this process admitted or grew whose status the
+        cache may not show yet (for the same attempt the larger promise wins: an elastic job just grew)."""
+        admitted = dict(found.admitted)
+        for reserved_key, held in self._reserved.items():
+            if reserved_key == key:
+                continue
+            seen = admitted.get(reserved_key)
+            if seen is None or (seen[1] == held[1] and held[0].workers > seen[0].workers):
+                admitted[reserved_key] = held
+        return admitted
+
+    def _job_views(self, key: str, jobs: Iterable[Obj], owner_uid: str) -> list[training.JobView]:
+        views = [training.job_view(j, owner_uid) for j in jobs]
+        sized = self._sized.get(key)
+        if sized is None:
+            return views
+        cached = next((v for v in views if v.name == sized[0]), None)
+        if cached is None or cached.parallelism == sized[1]:
+            del self._sized[key]  # the cache caught up (or the Job is gone)
+            return views
+        return [replace(v, parallelism=sized[1]) if v.name == sized[0] else v for v in views]
+
+    def _admit_size(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int) -> capacity.Admission:
+        """`_admit()`; for an elastic job, once its `minWorkers` fit, the most workers up to `maxWorkers`
+        that are admitted together (admission is monotone in the count: a binary search)."""
+        admission = self._admit(obj, spec, owner, attempt, spec.min_workers)
+        if spec.elastic is None or not admission.fits or spec.max_workers == spec.min_workers:
+            return admission
+        low, high = spec.min_workers, spec.max_workers
+        best = admission
+        while low < high:
+            mid = (low + high + 1) // 2
+            trial = self._admit(obj, spec, owner, attempt, mid)
+            if trial.fits:
+                low, best = mid, trial
+            else:
+                high = mid - 1
+        return capacity.Admission(True, low, best.message)
+
+    def _room(
+        self,
+        obj: Obj,
+        spec: TrainingJobSpec,
+        owner: Owner,
+        attempt: int,
+        workers: WorkerCounts | None,
+    ) -> int:
+        """More whole workers a running elastic attempt may add now (`Ledger.room`), within the
+        namespace's GPU quota. Gangs queued for GPUs go first: growth only takes what none of them could
+        use (the same best-effort order as admission)."""
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        current = (workers.current if workers is not None else None) or spec.min_workers
+        want = max(0, spec.max_workers - current)
+        demand = capacity.demand_of(key, want, spec.resources.gpus, spec.resources.gpu_type)
+        if want == 0 or demand.gpus <= 0:
+            return want
+        ledger = self.caches.capacity()
+        found = gangs.gangs_of(self.caches.list(TRAININGJOB), self._priority, skip=key)
+        admitted = self._admitted(found, key)
+        others = {k: ledger.unplaced(whole, n) for k, (whole, n) in admitted.items()}
+        ahead = [d for _, d in sorted(found.queued, key=lambda q: q[0])]
+        template = build_pod_template(spec, owner, attempt)
+        tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
+        room = ledger.room(demand, others.values(), ahead=ahead, tolerations=tolerations)
+        quotas = [q for q in map(capacity.quota_of, self.caches.list(RESOURCE_QUOTA, meta["namespace"])) if q]
+        for quota in quotas:
+            room = min(room, max(0, quota.hard - quota.used) // demand.gpus)
+        return room
+
+    def _admit(
+        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int, workers: int | None = None
+    ) -> capacity.Admission:
         """Whether all workers are sure to fit now (`policy.capacity`): after what pods hold, whatever
         nodes the unplaced workers of admitted gangs and unbound pods land on, and the gangs queued before
         this one (oldest first) that fit; within the namespace's GPU quota and reservation limit."""
         meta = obj["metadata"]
         namespace = meta["namespace"]
         key = f"{namespace}/{meta['name']}"
-        demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
+        size = spec.workers if workers is None else workers
+        demand = capacity.demand_of(key, size, spec.resources.gpus, spec.resources.gpu_type)
         if demand.gpus <= 0:
-            return capacity.Admission(True, spec.workers, "needs no GPUs")
+            return capacity.Admission(True, size, "needs no GPUs")
         ledger = self.caches.capacity()
         found = gangs.gangs_of(self.caches.list(TRAININGJOB), self._priority, skip=key)
-        admitted = dict(found.admitted)
-        for reserved_key, held in self._reserved.items():
-            if reserved_key != key:
-                admitted.setdefault(reserved_key, held)
+        admitted = self._admitted(found, key)
         others = {k: ledger.unplaced(whole, n) for k, (whole, n) in admitted.items()}
         refused = self._namespace_limits(ledger, demand, namespace, admitted, others)
         if refused is not None:
@@ -286,8 +381,23 @@ class TrainingJobController:
                 continue  # already going
             if await self.kube.delete(JOB.api_version, JOB.kind, job_name, namespace):
                 log.info("TrainingJob %s/%s: deleted Job %s", namespace, name, job_name)
+        if plan.resize is not None:
+            job_name, workers, reason = plan.resize
+            # parallelism and completions together, with the reason, in one write (see build_job).
+            await self.kube.patch(
+                JOB.api_version, JOB.kind, job_name, namespace, resize_patch(workers, reason)
+            )
+            self._sized[f"{namespace}/{name}"] = (job_name, workers)
+            log.info(
+                "TrainingJob %s/%s: resized Job %s to %d workers (%s)",
+                namespace,
+                name,
+                job_name,
+                workers,
+                reason,
+            )
         if plan.create_attempt is not None:
-            job = build_job(spec, owner, plan.create_attempt)
+            job = build_job(spec, owner, plan.create_attempt, plan.create_workers)
             # A Job is created once per attempt; its template is immutable afterwards.
             with child_write():
                 await self.kube.apply_if_changed(
@@ -331,6 +441,10 @@ class TrainingJobController:
             exposition.TRANSITIONS.labels(KIND, changed["type"], changed["status"], changed["reason"]).inc()
         if plan.restarted:
             exposition.TRAINING_RESTARTS.labels(namespace).inc()
+        resize = plan.status.last_resize
+        if resize is not None and resize != training.parse_status(old_raw).last_resize:
+            direction = "up" if resize.to > resize.from_ else "down"
+            exposition.TRAINING_RESIZES.labels(namespace, direction, resize.reason).inc()
 
 
 class _UnreadableSpecError(Exception):

@@ -18,6 +18,7 @@ from kubeforge.api.names import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
 )
+from kubeforge.api.trainingjob import RESIZE_REASON_ANNOTATION
 
 Obj = dict[str, Any]
 
@@ -156,8 +157,10 @@ def child(obj: Obj) -> Obj | None:
     """A child the operator writes (Deployment, Job, Service, PDB, ControllerRevision): metadata with the
     applied-hash annotation, the few spec fields the policies read, and the whole status."""
     spec = obj.get("spec") or {}
-    projected_spec = {k: spec[k] for k in ("replicas", "suspend") if k in spec}
-    out: Obj = {**_head(obj), "metadata": _meta(obj, (APPLIED_HASH_ANNOTATION,)), "spec": projected_spec}
+    # `parallelism` and the resize reason: an elastic TrainingJob's attempt size and why it last changed.
+    projected_spec = {k: spec[k] for k in ("replicas", "suspend", "parallelism") if k in spec}
+    kept = (APPLIED_HASH_ANNOTATION, RESIZE_REASON_ANNOTATION)
+    out: Obj = {**_head(obj), "metadata": _meta(obj, kept), "spec": projected_spec}
     if obj.get("status"):
         out["status"] = obj["status"]
     return out

@@ -39,6 +39,12 @@ TRAINING_RESTARTS = Counter(
     ["namespace"],
     registry=REGISTRY,
 )
+TRAINING_RESIZES = Counter(
+    "kubeforge_trainingjob_resizes_total",
+    "Resizes of elastic TrainingJobs by the operator, by direction (up, down) and reason.",
+    ["namespace", "direction", "reason"],
+    registry=REGISTRY,
+)
 TRAINING_GPU_HOURS = Gauge(
     "kubeforge_trainingjob_gpu_hours",
     "GPU-hours held by each TrainingJob so far.",

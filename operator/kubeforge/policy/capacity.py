@@ -480,6 +480,31 @@ def admit(
     return admit_claims(demand, nodes, free, claims, tolerations, gpu_type=gpu_type, ahead=ahead)
 
 
+def most_that_fit(
+    demand: Demand,
+    nodes: Sequence[NodeInfo],
+    free: Mapping[str, int],
+    claims: Sequence[Claim],
+    tolerations: Sequence[Toleration],
+    *,
+    ahead: Sequence[Demand] = (),
+) -> int:
+    """The most of `demand`'s workers (0 to `demand.workers`) that `admit_claims()` admits together: an
+    elastic job's room. Fitting is monotone in the count (fewer workers take fewer slots and do less
+    damage to every other claim), so a binary search finds it."""
+    if demand.gpus <= 0:
+        return demand.workers
+    low, high = 0, demand.workers
+    while low < high:
+        mid = (low + high + 1) // 2
+        trial = Demand(demand.key, mid, demand.gpus, demand.products)
+        if admit_claims(trial, nodes, free, claims, tolerations, ahead=ahead).fits:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def surge_room(
     gpus: int,
     gpu_type: str | None,
@@ -703,6 +728,23 @@ class Ledger:
         """`unplaced()` from the counts kept per attempt."""
         placed = self._placed.get((demand.key, attempt), 0)
         return Demand(demand.key, max(0, demand.workers - placed), demand.gpus, demand.products)
+
+    def room(
+        self,
+        demand: Demand,
+        others: Iterable[Demand] = (),
+        *,
+        ahead: Sequence[Demand] = (),
+        tolerations: Sequence[Toleration] = GPU_POD_TOLERATIONS,
+    ) -> int:
+        """How many more workers (at most `demand.workers`) a running elastic job may add now: its own
+        placed workers keep their GPUs (nothing is excluded), and the added ones must fit beside every
+        claim and leave every admitted gang's unplaced workers, and the gangs queued `ahead`, sure of a
+        place, exactly as an admission would. 0 while free capacity is unknown."""
+        if self.scope and demand.gpus > 0:
+            return 0
+        claims = claims_of(list(others), self.claiming, skip=demand.key)
+        return most_that_fit(demand, self.nodes, self.free(), claims, tolerations, ahead=ahead)
 
     def admit(
         self,

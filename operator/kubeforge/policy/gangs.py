@@ -25,7 +25,8 @@ QueueOrder = tuple[int, str, str]
 class Gangs:
     admitted: dict[str, tuple[Demand, int]] = field(default_factory=dict)
     """`<namespace>/<name>` -> (all its workers, current attempt), for gangs admitted by kubeforge
-    whose attempt is still being placed (Pending)."""
+    whose attempt is still being placed (Pending), and running elastic jobs (their added workers may
+    still be unplaced: `Ledger.unplaced` counts only those)."""
     queued: list[tuple[QueueOrder, Demand]] = field(default_factory=list)
     """Gangs waiting for GPUs (not for quota or a reservation limit), in no particular order."""
 
@@ -41,8 +42,12 @@ def gangs_of(
         if key == skip or meta.get("deletionTimestamp"):
             continue
         # Cheap test first: this runs over every TrainingJob for each admission and each fleet surge.
-        # A Running gang has every worker on a node, so it claims nothing beyond what its pods hold.
-        if (obj.get("status") or {}).get("phase") not in ("Pending", "Queued"):
+        # A Running gang has every worker on a node, so it claims nothing beyond what its pods hold;
+        # a running elastic job may have grown, and its added workers are promised their room.
+        phase = (obj.get("status") or {}).get("phase")
+        if phase not in ("Pending", "Queued") and not (
+            phase == "Running" and (obj.get("spec") or {}).get("elastic")
+        ):
             continue
         status = status_model.parse_status(TrainingJobStatus, obj.get("status"))
         admitted = next((c for c in status.conditions if c.type == "Admitted"), None)
@@ -52,7 +57,7 @@ def gangs_of(
             spec = TrainingJobSpec.model_validate(obj.get("spec") or {})
         except ValidationError:
             continue
-        whole = demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
+        whole = demand_of(key, gang_size(spec, status), spec.resources.gpus, spec.resources.gpu_type)
         if (
             status.phase == "Queued"
             and admitted.reason == "InsufficientCapacity"
@@ -61,6 +66,21 @@ def gangs_of(
         ):
             order = (-priority(spec), str(meta.get("creationTimestamp") or ""), key)
             out.queued.append((order, whole))
-        elif status.phase == "Pending" and admitted.status == "True" and admitted.reason == "GangAdmitted":
+        elif (
+            status.phase in ("Pending", "Running")
+            and admitted.status == "True"
+            and admitted.reason == "GangAdmitted"
+        ):
             out.admitted[key] = (whole, status.attempt)
     return out
+
+
+def gang_size(spec: TrainingJobSpec, status: TrainingJobStatus) -> int:
+    """Workers a gang waits for or holds: `spec.workers`; for an elastic job the size its status records
+    for the running attempt, or `minWorkers` (what admission waits for)."""
+    if spec.elastic is None:
+        return spec.workers
+    current = status.workers.current if status.workers is not None else None
+    if status.phase in ("Pending", "Running") and current:
+        return current
+    return spec.elastic.min_workers

@@ -22,12 +22,15 @@ from kubeforge.api.trainingjob import (
     ATTEMPT_LABEL,
     FINISHED_PHASES,
     GPU_RESOURCE,
+    RESIZE_REASON_ANNOTATION,
     Phase,
+    Resize,
     TrainingJobSpec,
     TrainingJobStatus,
     WorkerCounts,
     job_name,
 )
+from kubeforge.policy import elastic
 from kubeforge.policy import status as status_model
 from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import ConditionUpdate, Status, format_time, merge_conditions, parse_time
@@ -115,6 +118,10 @@ class JobView:
     """When the Job controller recorded the suspension (its `Suspended` condition), once it has."""
     suspend_reason: str = ""
     suspend_message: str = ""
+    parallelism: int | None = None
+    """`spec.parallelism`: an elastic attempt's current size."""
+    resize_reason: str = ""
+    """Why the operator last resized the Job (its resize-reason annotation)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +241,8 @@ def job_view(job: Mapping[str, Any], owner_uid: str) -> JobView:
         suspended_at=parse_time(suspended.get("lastTransitionTime")),
         suspend_reason=str(suspended.get("reason") or ""),
         suspend_message=str(suspended.get("message") or ""),
+        parallelism=_int((job.get("spec") or {}).get("parallelism")),
+        resize_reason=str((meta.get("annotations") or {}).get(RESIZE_REASON_ANNOTATION) or ""),
     )
 
 
@@ -276,6 +285,10 @@ class Observed:
     """The gang admission verdict, once the controller computed it for a plan that asked for it."""
     max_schedule_timeout_seconds: int | None = None
     """The operator owner's bound on `spec.policy.scheduleTimeoutSeconds`."""
+    room: int | None = None
+    """Elastic jobs: more whole workers the capacity ledger says fit now, once a plan asked for it."""
+    ceiling: int | None = None
+    """Elastic jobs: the most workers a lender leaves the job (None: no lender; see `policy.elastic`)."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +313,12 @@ class Plan:
     requeue_after: float | None = None
     events: tuple[Event, ...] = ()
     restarted: bool = False
+    create_workers: int | None = None
+    """Workers of the attempt to create (an elastic job's admitted size; None: `spec.workers`)."""
+    resize: tuple[str, int, str] | None = None
+    """Elastic jobs: (Job, workers, reason): resize the running attempt's Job in place."""
+    wants_room: bool = False
+    """Elastic jobs: the attempt may grow; decide again with `Observed.room` filled in."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +340,10 @@ class _Verdict:
     counts: WorkerCounts | None = None
     event: Event | None = None
     """The Event for this transition, when a better one than "<phase>: <message>" exists."""
+    size: int | None = None
+    """Workers of the current attempt after this pass (None: no attempt)."""
+    resize: elastic.Resize | None = None
+    wants_room: bool = False
 
 
 def backoff_seconds(spec: TrainingJobSpec, restart: int) -> float:
@@ -331,11 +354,11 @@ def backoff_seconds(spec: TrainingJobSpec, restart: int) -> float:
     return float(min(MAX_BACKOFF_SECONDS, spec.policy.backoff_seconds * 2 ** min(restart - 1, 20)))
 
 
-def worker_counts(spec: TrainingJobSpec, pods: Iterable[PodView]) -> WorkerCounts:
+def worker_counts(spec: TrainingJobSpec, pods: Iterable[PodView], size: int | None = None) -> WorkerCounts:
     pods = list(pods)
     active = [p for p in pods if not p.terminal and not p.deleting]
     return WorkerCounts(
-        desired=spec.workers,
+        desired=spec.workers if size is None else size,
         active=len(active),
         ready=sum(1 for p in active if p.ready and p.phase == "Running"),
         succeeded=sum(1 for p in pods if p.phase == "Succeeded"),
@@ -537,10 +560,17 @@ def _verdict(o: Observed) -> _Verdict:
     current = next((j for j in owned if j.name == current_name and not j.deleting), None)
     stale = tuple(sorted(j.name for j in owned if j.name != current_name and not j.deleting))
     pods = [p for p in o.pods if current is not None and p.job_uid == current.uid]
+    size = attempt_size(spec, current)
+    if spec.elastic is not None:
+        # Workers above the attempt's size were shed by a shrink: the Job controller removes them, and
+        # how they end says nothing about the training.
+        pods = [p for p in pods if p.index is None or p.index < size]
     # Workers stopped by a suspension did not fail: they are not counted as failed.
-    counts = worker_counts(spec, [p for p in pods if current is None or not suspend_casualty(p, current)])
+    counts = worker_counts(
+        spec, [p for p in pods if current is None or not suspend_casualty(p, current)], size
+    )
     start = parse_time(st.start_time)
-    base: dict[str, Any] = {"restarts": restarts, "start_time": start, "counts": counts}
+    base: dict[str, Any] = {"restarts": restarts, "start_time": start, "counts": counts, "size": size}
     gang_ours = spec.gang and not spec.queue_name
 
     # 1. Finished is final.
@@ -552,7 +582,7 @@ def _verdict(o: Observed) -> _Verdict:
         return _Verdict(
             phase="Succeeded",
             reason="Succeeded",
-            message=f"all {spec.workers} workers completed"
+            message=f"all {size} workers completed"
             + (f" after {restarts} restart{'s' if restarts != 1 else ''}" if restarts else ""),
             admitted=("False", "Finished", "the job has finished"),
             completion_time=current.completion_time or now,
@@ -591,6 +621,7 @@ def _verdict(o: Observed) -> _Verdict:
             delete_jobs=everything,
             status_first=True,
             counts=counts,
+            size=size,
         )
 
     # 5. The current attempt failed, or lost a node: fail, or restart the whole gang.
@@ -644,19 +675,25 @@ def _verdict(o: Observed) -> _Verdict:
                 status_first=True,
                 requeue_after=wait,
                 counts=counts,
+                size=size,
             )
 
-    # 6. A gang we admitted that the scheduler could not place in time gives its GPUs back.
+    # 6. A gang we admitted that the scheduler could not place in time gives its GPUs back (an elastic
+    # job whose first `minWorkers` are placed only gives back the workers it added).
+    stranded = 0
     if current is not None and gang_ours and not current.suspended:
-        since = current.start_time or current.created or now
+        since = _placing_since(o, current, now)
         placed = {p.index for p in pods if p.node is not None or p.terminal}
         timeout = schedule_timeout(o)
-        if len(placed) < spec.workers:
+        if len(placed) < size:
             remaining = (since + timedelta(seconds=timeout) - now).total_seconds()
-            if remaining <= 0:
-                unplaced = spec.workers - len(placed)
+            prefix = _placed_prefix(placed, size)
+            if remaining <= 0 and spec.elastic is not None and prefix >= spec.elastic.min_workers:
+                stranded = size - prefix
+            elif remaining <= 0:
+                unplaced = size - len(placed)
                 message = (
-                    f"{unplaced} of {spec.workers} workers were not scheduled within {timeout}s; "
+                    f"{unplaced} of {size} workers were not scheduled within {timeout}s; "
                     "released the placement"
                 )
                 # A gang that cannot place is not left to hold GPUs forever: the timeout is a restart.
@@ -681,7 +718,7 @@ def _verdict(o: Observed) -> _Verdict:
                     admitted=("False", "ScheduleTimeout", message),
                     delete_jobs=everything,
                     status_first=True,
-                    **(base | {"restarts": restarts + 1}),
+                    **(base | {"restarts": restarts + 1, "size": None}),
                 )
 
     # 7. The attempt is there: waiting for Kueue, starting, or running.
@@ -713,18 +750,29 @@ def _verdict(o: Observed) -> _Verdict:
         else:
             admitted = _CREATED
         requeue: float | None = None
-        if gang_ours and running < spec.workers:
-            since = current.start_time or current.created or now
+        if gang_ours and running < size:
+            since = _placing_since(o, current, now)
             requeue = max(0.0, (since + timedelta(seconds=schedule_timeout(o)) - now).total_seconds())
         if deadline is not None:
             left = max(0.0, deadline - used)
             requeue = left if requeue is None else min(requeue, left)
-        if running >= spec.workers:
+        resize, wants_room = None, False
+        if spec.elastic is not None:
+            resize, wants_room, cooling = _elastic_resize(o, size, pods, stranded)
+            if cooling is not None:
+                requeue = cooling if requeue is None else min(requeue, cooling)
+        if resize is not None:
+            size, counts = resize.to, counts.model_copy(update={"desired": resize.to})
+        if running >= size or (spec.elastic is not None and running >= spec.elastic.min_workers):
             attempt_note = f" (attempt {restarts + 1})" if restarts else ""
+            more = "" if running >= size else f"; {size - running} more being placed"
             return _Verdict(
                 phase="Running",
                 reason="Running",
-                message=f"all {spec.workers} workers running{attempt_note}",
+                message=f"{'all ' if running >= size else ''}{running}"
+                f"{'' if running >= size else f' of {size}'} workers running{more}{attempt_note}"
+                if spec.elastic is not None
+                else f"all {size} workers running{attempt_note}",
                 admitted=admitted,
                 restarts=restarts,
                 start_time=started,
@@ -732,11 +780,14 @@ def _verdict(o: Observed) -> _Verdict:
                 delete_jobs=stale,
                 requeue_after=requeue,
                 counts=counts,
+                size=size,
+                resize=resize,
+                wants_room=wants_room,
             )
         return _Verdict(
             phase="Pending",
             reason="WorkersStarting",
-            message=_starting(running, spec.workers) + _placement_problem(pods),
+            message=_starting(running, size) + _placement_problem(pods),
             admitted=admitted,
             restarts=restarts,
             start_time=started,
@@ -744,6 +795,8 @@ def _verdict(o: Observed) -> _Verdict:
             delete_jobs=stale,
             requeue_after=requeue,
             counts=counts,
+            size=size,
+            resize=resize,
         )
 
     # 8. No attempt yet. A Job of the same name that is still going away must be gone first.
@@ -795,7 +848,16 @@ def _verdict(o: Observed) -> _Verdict:
                 start_time=start,
                 counts=counts,
             )
-        admitted = ("True", "GangAdmitted", f"all {spec.workers} workers fit: {o.admission.message}")
+        if spec.elastic is not None:
+            size = max(spec.elastic.min_workers, min(spec.elastic.max_workers, o.admission.placeable))
+            admitted = (
+                "True",
+                "GangAdmitted",
+                f"{size} workers fit (elastic {spec.elastic.min_workers}-{spec.elastic.max_workers}): "
+                f"{o.admission.message}",
+            )
+        else:
+            admitted = ("True", "GangAdmitted", f"all {spec.workers} workers fit: {o.admission.message}")
         why = f"admitted: {o.admission.message}"
     elif spec.queue_name:
         admitted = _kueue_admitted(spec)
@@ -809,16 +871,92 @@ def _verdict(o: Observed) -> _Verdict:
     return _Verdict(
         phase="Queued" if spec.queue_name else "Pending",
         reason="WaitingForKueue" if spec.queue_name else "WorkersStarting",
-        message=_kueue_wait(spec) if spec.queue_name else _starting(0, spec.workers),
+        message=_kueue_wait(spec) if spec.queue_name else _starting(0, size),
         admitted=admitted,
         restarts=restarts,
         start_time=None if spec.queue_name else start_after,
         job=current_name,
         delete_jobs=stale,
         create_attempt=restarts,
-        counts=WorkerCounts(desired=spec.workers),
+        counts=WorkerCounts(desired=size),
+        size=size,
         event=Event("Normal", event_reason, f"created Job {current_name}{attempt_note} ({why})"),
     )
+
+
+def attempt_size(spec: TrainingJobSpec, job: JobView | None) -> int:
+    """Workers of the current attempt: `spec.workers`, or an elastic Job's `parallelism` (the truth the
+    operator resized; `minWorkers` before it is known)."""
+    if spec.elastic is None:
+        return spec.workers
+    if job is not None and job.parallelism is not None and job.parallelism > 0:
+        return job.parallelism
+    return spec.elastic.min_workers
+
+
+def _placed_prefix(placed: set[int | None], size: int) -> int:
+    """How many of the lowest indexes are placed: a shrink removes the highest, so only those can stay."""
+    n = 0
+    while n < size and n in placed:
+        n += 1
+    return n
+
+
+def _placing_since(o: Observed, job: JobView, now: datetime) -> datetime:
+    """Since when the attempt's unplaced workers have been waiting: the attempt's start, or the last
+    growth of this attempt (added workers get their own schedule timeout)."""
+    since = job.start_time or job.created or now
+    grown = o.status.last_resize
+    if (
+        o.spec.elastic is not None
+        and grown is not None
+        and grown.to > grown.from_
+        and o.status.attempt == o.status.restarts
+        and o.status.job_name == job.name
+    ):
+        at = parse_time(grown.time)
+        if at is not None and at > since:
+            return at
+    return since
+
+
+def _cooling(o: Observed) -> float | None:
+    """Seconds left before an attempt that gave back added workers it could not place may grow again:
+    the ledger counts GPUs only, so workers kept off by CPU, memory or another scheduler would be added
+    and given back in a loop; one try per schedule timeout bounds that."""
+    last = o.status.last_resize
+    if last is None or last.reason != elastic.CAPACITY_RECLAIMED or last.to >= last.from_:
+        return None
+    at = parse_time(last.time)
+    if at is None:
+        return None
+    left = (at + timedelta(seconds=schedule_timeout(o)) - o.now).total_seconds()
+    return left if left > 0 else None
+
+
+def _elastic_resize(
+    o: Observed, size: int, pods: Sequence[PodView], stranded: int
+) -> tuple[elastic.Resize | None, bool, float | None]:
+    """The resize of a running elastic attempt, whether the ledger's room is wanted first, and when to
+    look again if growth is cooling down. Growth is asked for only once every worker of the attempt is
+    placed, so it goes one step at a time and the ledger never counts the job's own unplaced workers
+    twice."""
+    spec = o.spec
+    assert spec.elastic is not None
+    bounds = elastic.Bounds(spec.elastic.min_workers, spec.elastic.max_workers)
+    placed = {p.index for p in pods if p.node is not None or p.terminal}
+    settled = _placed_prefix(placed, size) >= size and not any(p.deleting for p in pods)
+    cooling = _cooling(o)
+    grow = settled and size < elastic.allowed(bounds, o.ceiling) and cooling is None
+    if grow and o.room is None and stranded == 0:
+        # Shrinks never wait for the ledger; growth does.
+        shrink = elastic.decide_size(size, bounds, room=None, ceiling=o.ceiling)
+        return shrink, shrink is None, None
+    room = o.room if grow else None
+    decided = elastic.decide_size(
+        size, bounds, room=room, stranded=stranded, ceiling=o.ceiling, timeout=schedule_timeout(o)
+    )
+    return decided, False, cooling
 
 
 _CREATED: tuple[Status, str, str] = ("True", "Created", "the workers were created without gang admission")
@@ -1057,6 +1195,18 @@ def decide(o: Observed) -> Plan:
     if v.needs_admission:
         return Plan(status=o.status, needs_admission=True, delete_jobs=v.delete_jobs)
     counts = v.counts or WorkerCounts(desired=o.spec.workers)
+    last_resize = _last_resize(o, v)
+    workers = counts.to_wire()
+    ready = f"{counts.ready}/{counts.desired}"
+    if o.spec.elastic is not None:
+        bounds = o.spec.elastic
+        running = v.job is not None and v.phase in ("Pending", "Running") and v.size is not None
+        workers |= {
+            "current": v.size if running else 0,
+            "min": bounds.min_workers,
+            "max": bounds.max_workers,
+        }
+        ready += f" ({bounds.min_workers}-{bounds.max_workers})"
     gpu_hours, as_of = _accounting(o)
     active_total, active_since = _active_clock(o, v.phase)
     conditions = merge_conditions(
@@ -1070,8 +1220,9 @@ def decide(o: Observed) -> Plan:
             "phase": v.phase,
             "message": v.message or None,
             "conditions": conditions,
-            "workers": counts.to_wire(),
-            "workersReady": f"{counts.ready}/{counts.desired}",
+            "workers": workers,
+            "workersReady": ready,
+            "lastResize": last_resize.to_wire() if last_resize is not None else None,
             "restarts": v.restarts,
             "attempt": v.restarts,
             "jobName": v.job,
@@ -1090,6 +1241,8 @@ def decide(o: Observed) -> Plan:
     old_reason = _reason_of(o.status, o.status.phase or "")
     if v.phase != o.status.phase or (v.phase in ("Queued", "Restarting") and v.reason != old_reason):
         events.append(v.event or _event(v))
+    if last_resize is not None and last_resize != o.status.last_resize:
+        events.append(Event("Normal", last_resize.reason, last_resize.message or last_resize.reason))
     delete_self = False
     requeue = v.requeue_after
     ttl = o.spec.ttl_seconds_after_finished
@@ -1108,6 +1261,40 @@ def decide(o: Observed) -> Plan:
         requeue_after=requeue,
         events=tuple(events),
         restarted=v.restarts > o.status.restarts,
+        create_workers=v.size if v.create_attempt is not None and o.spec.elastic is not None else None,
+        resize=(v.job, v.resize.to, v.resize.reason) if v.resize is not None and v.job is not None else None,
+        wants_room=v.wants_room,
+    )
+
+
+def _last_resize(o: Observed, v: _Verdict) -> Resize | None:
+    """`status.lastResize`: a new one when the running attempt's size differs from the one the status
+    recorded for the same attempt, whether this pass resizes it or an earlier pass did and was killed
+    before it wrote the status (the Job's annotation then says why); else the stored one."""
+    old = o.status
+    before = old.workers.current if old.workers is not None else None
+    same_attempt = (
+        v.job is not None
+        and old.job_name == v.job
+        and old.attempt == v.restarts
+        and v.phase in ("Pending", "Running")
+    )
+    if o.spec.elastic is None or not same_attempt or not before or v.size is None or v.size == before:
+        return old.last_resize
+    if v.resize is not None:
+        reason, message = v.resize.reason, v.resize.message
+    else:
+        job = next((j for j in o.jobs if j.name == v.job), None)
+        grew = v.size > before
+        noted = job.resize_reason if job is not None else ""
+        reason = (
+            noted
+            if noted in (elastic.CAPACITY_FREED, elastic.CAPACITY_RECLAIMED)
+            else (elastic.CAPACITY_FREED if grew else elastic.CAPACITY_RECLAIMED)
+        )
+        message = f"{'grew' if grew else 'shrank'} from {before} to {v.size} workers"
+    return Resize.model_validate(
+        {"time": format_time(o.now), "from": before, "to": v.size, "reason": reason, "message": message}
     )
 
 
