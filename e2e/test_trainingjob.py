@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +23,7 @@ from kubeforge_e2e.workloads import (
     ANNOTATION,
     TRAINER_IMAGE,
     Obj,
+    container_env,
     get_trainingjob,
     list_items,
     status_condition,
@@ -48,11 +48,6 @@ def operator(training_operator: OperatorProcess) -> OperatorProcess:
     return training_operator
 
 
-def _env(pod: Obj) -> dict[str, Any]:
-    container = pod["spec"]["containers"][0]
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-
-
 # --------------------------------------------------------------------------------------------- tests
 
 
@@ -74,7 +69,7 @@ def test_two_torchrun_workers_on_h100_succeed(
         ranks.add(index)
         assert pod["spec"]["hostname"] == f"{name}-a0-{index}"
         assert pod["spec"]["subdomain"] == name
-        env = _env(pod)
+        env = container_env(pod)
         assert env["MASTER_ADDR"] == env["PET_MASTER_ADDR"] == f"{name}-a0-0.{name}.{namespace}.svc"
         assert env["MASTER_PORT"] == env["PET_MASTER_PORT"] == "29500"
         assert env["WORLD_SIZE"] == "8"

@@ -20,21 +20,26 @@ import yaml
 
 from kubeforge_e2e import GpuSpec, Kubectl, LocalCluster, NodeSpec, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from test_trainingjob import (
+from kubeforge_e2e.workloads import (
     Obj,
-    _env,
-    _events,
-    _items,
-    _jobs,
-    _manifest,
-    _status,
-    _tj,
-    _wait_phase,
+    container_env,
+    get_trainingjob,
+    list_items,
+    trainingjob_events,
+    trainingjob_jobs,
+    trainingjob_manifest,
+    trainingjob_status,
+    wait_trainingjob_phase,
 )
-from test_trainingjob import operator as operator  # a fixture: an operator for the test's namespace
-from test_trainingjob import spare_nodes as spare_nodes  # a fixture: GPU nodes of their own
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def operator(training_operator: OperatorProcess) -> OperatorProcess:
+    """The operator alone on the test's namespace, resyncing every 2 s (conftest's `training_operator`)."""
+    return training_operator
+
 
 SCHEDULE_TIMEOUT = 10
 """`policy.scheduleTimeoutSeconds` of the give-back test (its least)."""
@@ -43,7 +48,7 @@ INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 def _elastic(name: str, product: str, *, run_seconds: float, minimum: int, maximum: int) -> Obj:
-    manifest = _manifest(
+    manifest = trainingjob_manifest(
         name,
         run_seconds=run_seconds,
         resources={"gpus": 2, "gpuType": product},
@@ -55,20 +60,22 @@ def _elastic(name: str, product: str, *, run_seconds: float, minimum: int, maxim
 
 def _filler(name: str, product: str, run_seconds: float) -> Obj:
     """A rigid gang of 2 x 4 GPUs: two of the three spare nodes, whole."""
-    return _manifest(name, run_seconds=run_seconds, workers=2, resources={"gpus": 4, "gpuType": product})
+    return trainingjob_manifest(
+        name, run_seconds=run_seconds, workers=2, resources={"gpus": 4, "gpuType": product}
+    )
 
 
 def _workers(kubectl: Kubectl, namespace: str, name: str) -> list[Obj]:
     """The job's pods that are not going away."""
     return [
         p
-        for p in _items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
+        for p in list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
         if not p["metadata"].get("deletionTimestamp")
     ]
 
 
 def _current(kubectl: Kubectl, namespace: str, name: str, workers: int) -> Obj | None:
-    status = _status(kubectl, namespace, name)
+    status = trainingjob_status(kubectl, namespace, name)
     return status if (status.get("workers") or {}).get("current") == workers else None
 
 
@@ -76,9 +83,9 @@ def _start_partly_full(kubectl: Kubectl, namespace: str, product: str, name: str
     """The filler holds 8 of the 12 GPUs; the elastic job (1-4 workers of 2 GPUs) starts with the 2 that
     fit in the 4 left, and is Running with them."""
     kubectl.apply(_filler("filler", product, run_seconds=25), namespace)
-    _wait_phase(kubectl, namespace, "filler", "Running")
+    wait_trainingjob_phase(kubectl, namespace, "filler", "Running")
     kubectl.apply(_elastic(name, product, run_seconds=240, minimum=1, maximum=4), namespace)
-    status = _wait_phase(kubectl, namespace, name, "Running")
+    status = wait_trainingjob_phase(kubectl, namespace, name, "Running")
     assert status["workers"]["current"] == 2, status
     assert (status["workers"]["min"], status["workers"]["max"]) == (1, 4)
     assert status["workersReady"].endswith("(1-4)")
@@ -89,7 +96,7 @@ def _start_partly_full(kubectl: Kubectl, namespace: str, product: str, name: str
 def _assert_one_attempt_of(kubectl: Kubectl, namespace: str, name: str, workers: int) -> None:
     """One Job, sized `workers`, and exactly one live pod per index 0..workers-1: nothing duplicated,
     nothing left over."""
-    assert _jobs(kubectl, namespace, name) == [f"{name}-a0"]
+    assert trainingjob_jobs(kubectl, namespace, name) == [f"{name}-a0"]
     job = kubectl.json("get", "job", f"{name}-a0", "-n", namespace)
     assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (workers, workers)
     indexes = sorted(int(p["metadata"]["annotations"][INDEX]) for p in _workers(kubectl, namespace, name))
@@ -104,13 +111,13 @@ def test_elastic_job_starts_with_what_fits_and_grows_when_gpus_free_up(
     _start_partly_full(kubectl, namespace, product, name)
     # Every worker runs torchrun's elastic launch against rank 0's c10d rendezvous.
     [rank0] = [p for p in _workers(kubectl, namespace, name) if p["metadata"]["annotations"][INDEX] == "0"]
-    env = _env(rank0)
+    env = container_env(rank0)
     assert env["PET_NNODES"] == "1:4"
     assert env["PET_RDZV_BACKEND"] == "c10d"
     assert env["PET_RDZV_ENDPOINT"] == f"{name}-a0-0.{name}.{namespace}.svc:29500"
     assert "WORLD_SIZE" not in env
 
-    _wait_phase(kubectl, namespace, "filler", "Succeeded")
+    wait_trainingjob_phase(kubectl, namespace, "filler", "Succeeded")
     status: Obj = wait_for(
         lambda: _current(kubectl, namespace, name, 4), timeout=90, description="the elastic job grown to 4"
     )
@@ -126,7 +133,7 @@ def test_elastic_job_starts_with_what_fits_and_grows_when_gpus_free_up(
         description="4 workers running",
     )
     _assert_one_attempt_of(kubectl, namespace, name, 4)
-    events = [(r, m) for _, r, m in _events(kubectl, namespace, name)]
+    events = [(r, m) for _, r, m in trainingjob_events(kubectl, namespace, name)]
     assert any(r == "CapacityFreed" and m.startswith("grew from 2 workers to 4") for r, m in events), events
     assert not any(r in ("Restarting", "WorkerFailed", "WorkerDisrupted") for r, _ in events), events
     grew = [
@@ -165,11 +172,11 @@ def test_operator_killed_mid_growth_leaves_no_duplicate_or_orphaned_worker(
     wait_for(lambda: len(_workers(kubectl, namespace, name)) == 4, timeout=60, description="4 live workers")
     _assert_one_attempt_of(kubectl, namespace, name, 4)
     # A second restart of a converged operator changes nothing.
-    before = _status(kubectl, namespace, name)
+    before = trainingjob_status(kubectl, namespace, name)
     operator.kill()
     operator.start()
     time.sleep(5)
-    after = _status(kubectl, namespace, name)
+    after = trainingjob_status(kubectl, namespace, name)
     assert after["lastResize"] == before["lastResize"]
     _assert_one_attempt_of(kubectl, namespace, name, 4)
 
@@ -191,7 +198,7 @@ def test_operator_killed_mid_growth_leaves_no_duplicate_or_orphaned_worker(
 def test_invalid_elastic_specs_are_refused_by_the_api_server(
     kubectl: Kubectl, namespace: str, crds: None, fields: Obj, message: str
 ) -> None:
-    manifest = _manifest("invalid", **fields)
+    manifest = trainingjob_manifest("invalid", **fields)
     if "workers" not in fields:
         del manifest["spec"]["workers"]
     result = kubectl.run("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False)
@@ -203,23 +210,23 @@ def test_invalid_elastic_specs_are_refused_by_the_api_server(
 def test_elastic_bounds_and_the_switch_to_a_fixed_size_are_immutable(
     kubectl: Kubectl, namespace: str, crds: None
 ) -> None:
-    manifest = _manifest("bounded", suspend=True, elastic={"minWorkers": 1, "maxWorkers": 2})
+    manifest = trainingjob_manifest("bounded", suspend=True, elastic={"minWorkers": 1, "maxWorkers": 2})
     del manifest["spec"]["workers"]
     kubectl.apply(manifest, namespace)
-    stored = _tj(kubectl, namespace, "bounded")
+    stored = get_trainingjob(kubectl, namespace, "bounded")
     assert "workers" not in stored["spec"], "no default may make workers and elastic both set"
-    wider = _manifest("bounded", suspend=True, elastic={"minWorkers": 1, "maxWorkers": 3})
+    wider = trainingjob_manifest("bounded", suspend=True, elastic={"minWorkers": 1, "maxWorkers": 3})
     del wider["spec"]["workers"]
-    fixed = _manifest("bounded", suspend=True, workers=2)
+    fixed = trainingjob_manifest("bounded", suspend=True, workers=2)
     for changed in (wider, fixed):
         result = kubectl.run("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
         assert result.returncode != 0
         assert "spec.elastic is immutable" in result.stderr, result.stderr
     # A rigid job written without workers may later say `workers: 1`: the same size.
-    rigid = _manifest("rigid", suspend=True)
+    rigid = trainingjob_manifest("rigid", suspend=True)
     del rigid["spec"]["workers"]
     kubectl.apply(rigid, namespace)
-    kubectl.apply(_manifest("rigid", suspend=True, workers=1), namespace)
+    kubectl.apply(trainingjob_manifest("rigid", suspend=True, workers=1), namespace)
 
 
 @pytest.fixture
@@ -254,11 +261,13 @@ def test_added_workers_that_cannot_be_placed_are_given_back_without_a_restart(
     shrink to 1 with reason CapacityReclaimed, on the same attempt, and not a failure of its Job."""
     product, (roomy, _) = cpu_short_nodes
     kubectl.apply(
-        _manifest("filler", run_seconds=15, workers=1, resources={"gpus": 4, "gpuType": product, "cpu": "1"}),
+        trainingjob_manifest(
+            "filler", run_seconds=15, workers=1, resources={"gpus": 4, "gpuType": product, "cpu": "1"}
+        ),
         namespace,
     )
-    _wait_phase(kubectl, namespace, "filler", "Running")
-    manifest = _manifest(
+    wait_trainingjob_phase(kubectl, namespace, "filler", "Running")
+    manifest = trainingjob_manifest(
         "squeezed",
         run_seconds=240,
         resources={"gpus": 2, "gpuType": product, "cpu": "8"},
@@ -267,7 +276,7 @@ def test_added_workers_that_cannot_be_placed_are_given_back_without_a_restart(
     )
     del manifest["spec"]["workers"]
     kubectl.apply(manifest, namespace)
-    started = _wait_phase(kubectl, namespace, "squeezed", "Running")
+    started = wait_trainingjob_phase(kubectl, namespace, "squeezed", "Running")
     assert started["workers"]["current"] == 1
     [first] = _workers(kubectl, namespace, "squeezed")
     assert first["spec"]["nodeName"] == roomy
@@ -288,9 +297,9 @@ def test_added_workers_that_cannot_be_placed_are_given_back_without_a_restart(
         c["type"] in ("Failed", "FailureTarget") and c["status"] == "True"
         for c in job["status"].get("conditions") or []
     ), job["status"]
-    reasons = [r for _, r, _ in _events(kubectl, namespace, "squeezed")]
+    reasons = [r for _, r, _ in trainingjob_events(kubectl, namespace, "squeezed")]
     assert "CapacityReclaimed" in reasons
     assert not any(r in ("Restarting", "WorkerFailed", "WorkerDisrupted", "ScheduleTimeout") for r in reasons)
     # It does not try again at once: growth waits a schedule timeout after a give-back.
     time.sleep(SCHEDULE_TIMEOUT / 2)
-    assert _status(kubectl, namespace, "squeezed")["workers"]["current"] == 1
+    assert trainingjob_status(kubectl, namespace, "squeezed")["workers"]["current"] == 1

@@ -99,6 +99,12 @@ ANNOTATION = "e2e.kubeforge.dev/"
 """Prefix of the pod annotations kwok's stages read (`run-seconds`, `fail-exit-code`, ...; e2e/kwok)."""
 
 
+def container_env(pod: Obj) -> dict[str, Any]:
+    """The first container's environment: name -> value (or valueFrom)."""
+    container = pod["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
 def trainingjob_manifest(
     name: str, *, run_seconds: float = 2, annotations: dict[str, str] | None = None, **spec: Any
 ) -> Obj:
