@@ -296,7 +296,7 @@ def scale_figure(report: Report) -> Figure:
             "baseline_children",
             "available_curve",
             "available",
-            "Deployments + Service, PDB, ControllerRevision available",
+            "Deployments + Service, ControllerRevision available",
             "0.6",
             "--",
         ),

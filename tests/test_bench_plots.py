@@ -179,7 +179,7 @@ def test_scale_chart_draws_the_second_baseline_when_it_ran() -> None:
     report = load("scale.json")
     report["baseline_children"] = {"available_curve": {"t": [0.0, 4.0], "available": [0, 10]}}
     series = lines(plots.scale_figure(report).axes[0])
-    assert ys(series["Deployments + Service, PDB, ControllerRevision available"]) == [0, 10]
+    assert ys(series["Deployments + Service, ControllerRevision available"]) == [0, 10]
 
 
 # -------------------------------------------------------------------------------------- rendering
