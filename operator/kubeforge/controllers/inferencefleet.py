@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from lightkube import ApiError
@@ -43,6 +43,7 @@ from kubeforge.controllers.ownership import (
     warn_owner,
 )
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
+from kubeforge.controllers.usage import held_gpus
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
@@ -61,7 +62,7 @@ from kubeforge.kube.kinds import (
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
-from kubeforge.policy import autoscaler, capacity, gangs
+from kubeforge.policy import autoscaler, capacity, gangs, training
 from kubeforge.policy import fleet as policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
@@ -218,6 +219,8 @@ class InferenceFleetController:
             reading=reading,
             next_evaluation_in=None if fleet.next_evaluation is None else fleet.next_evaluation - now_mono,
             measured=None if measured is None else (measured[0], now_mono - measured[1]),
+            catalog=self.config.catalog,
+            usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
         )
         if spec is None:
             return observed
@@ -248,6 +251,7 @@ class InferenceFleetController:
             pods=summarize_pods(pods),
             revision_pods=count_revision_pods(pods, build.REVISION_LABEL),
             templates_kept=kept,
+            held=held_gpus(self.caches, map(training.pod_view, pods), spec.resources.gpu_type, self.config),
         )
 
     async def _read(self, auto: Autoscaling, namespace: str, name: str) -> autoscaler.Reading:
@@ -331,6 +335,15 @@ class InferenceFleetController:
         if patch is not None:
             await self.kube.patch_status(FLEET.api_version, FLEET.kind, name, namespace, patch)
             exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
+        exposition.record_usage(
+            KIND,
+            namespace,
+            name,
+            plan.status.usage,
+            limited=None
+            if o.spec is None or o.spec.budget is None
+            else any(c.type == "BudgetLimited" and c.status == "True" for c in plan.status.conditions),
+        )
         for changed in plan.transitions:
             exposition.TRANSITIONS.labels(KIND, changed.type, changed.status, changed.reason).inc()
         if o.measurement is not None and plan.status.rollout and plan.status.rollout.last_analysis:
