@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from kubeforge.api.usage import Usage
+from kubeforge.metrics.promql import usage_queries
 from kubeforge.policy import autoscaler
 from kubeforge.policy import training as training_policy
 from kubeforge.policy.capacity import NodeInfo
 from kubeforge.policy.fleet import Capacity, FleetObserved, FleetPlan
 from kubeforge.policy.fleet import decide as fleet_decide
 from kubeforge.policy.status import status_diff
-from kubeforge.policy.usage import Held
+from kubeforge.policy.usage import Held, UsageReading
 from test_fleet_controller import AUTO
 from test_fleet_decide import T0, spec, steady
 from test_trainingjob_policy import NOW, _cond, _job, _obs, _pod, _running, _spec
@@ -141,3 +142,33 @@ def test_a_training_jobs_usage_counts_every_worker_from_its_start() -> None:
     assert plan.status.usage is not None
     assert plan.status.usage.gpu_hours * 3600 == pytest.approx(8 * 20)
     assert plan.status.usage.cost_per_hour == 32.0
+
+
+def test_a_fleets_fold_asks_what_prometheus_measured_over_the_segment() -> None:
+    s = spec(resources=H100_1)
+    o = replace(steady(s, replicas=2), held=_held(2))
+    first = decide_fleet(o)
+    later = replace(o, status=first.status, now=o.now + timedelta(hours=1), measures_usage=True)
+    asked = decide_fleet(later)
+    assert asked.needs_usage == 3600.0
+    assert not asked.complete
+    measured = decide_fleet(
+        replace(later, usage_reading=UsageReading(watts=300.0, requests=2000.0, tokens=4e5))
+    )
+    usage = measured.status.usage
+    assert usage is not None
+    assert usage.energy_source == "dcgm"
+    assert usage.energy_kwh - first.status.usage.energy_kwh == pytest.approx(0.3)  # type: ignore[union-attr]
+    assert usage.cost_per_1k_requests == pytest.approx(8.0 / 2)  # 8/h for an hour over 2,000 requests
+    assert usage.cost_per_m_tokens == pytest.approx(20.0)
+    assert usage.watts == pytest.approx(300.0)
+
+
+def test_usage_queries_read_only_the_fleets_namespace_and_pods() -> None:
+    queries = usage_queries("team-a", "chat", 3600)
+    assert set(queries) == {"watts", "utilization", "requests", "tokens"}
+    for text in queries.values():
+        assert 'namespace="team-a"' in text
+        assert "[1h]" in text  # the segment, as the confinement prints it
+    assert "DCGM_FI_DEV_POWER_USAGE" in queries["watts"]
+    assert 'pod=~"chat-' in queries["watts"]

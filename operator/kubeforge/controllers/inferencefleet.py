@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from lightkube import ApiError
 from pydantic import ValidationError
@@ -64,6 +64,7 @@ from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
 from kubeforge.policy import autoscaler, capacity, gangs, training
 from kubeforge.policy import fleet as policy
+from kubeforge.policy import usage as usage_policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
 from kubeforge.policy.rejection import rejection_message
@@ -83,6 +84,14 @@ class MetricSource(Protocol):
     async def sample(self, spec: AnalysisSpec, namespace: str, name: str, revision: str) -> MetricSample:
         """One revision's analysis metrics; raises MetricsError when they cannot be read."""
         ...
+
+
+@runtime_checkable
+class UsageSource(Protocol):
+    """A metric source that can also measure a fleet's GPUs and traffic over a segment (for
+    `status.usage`: energy from DCGM, cost per request and per token)."""
+
+    async def usage(self, namespace: str, name: str, seconds: float) -> usage_policy.UsageReading: ...
 
 
 @dataclass
@@ -221,6 +230,7 @@ class InferenceFleetController:
             measured=None if measured is None else (measured[0], now_mono - measured[1]),
             catalog=self.config.catalog,
             usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
+            measures_usage=isinstance(self.source, UsageSource),
         )
         if spec is None:
             return observed
@@ -285,6 +295,11 @@ class InferenceFleetController:
             measurement = await self._measure(o.namespace, o.name, plan.measure)
             ago = observed_at - fleet.measured[1]  # as the other inputs: counted from the observation
             return replace(o, measurement=measurement, measured=(plan.measure.revision, ago))
+        if plan.needs_usage is not None:
+            reading = usage_policy.UsageReading()
+            if isinstance(self.source, UsageSource):
+                reading = await self.source.usage(o.namespace, o.name, plan.needs_usage)
+            return replace(o, usage_reading=reading)
         if plan.needs_templates:
             templates = dict(o.templates)
             for rev in plan.needs_templates:

@@ -15,7 +15,10 @@ fetches it and decides again with it. Each is asked at most once a pass, in this
 - `measure`: the canary's analysis is due: what Prometheus says of it (and of the stable revision);
 - `needs_templates`: a revision to run has no Deployment left (a rollback to a drained revision): its
   stored template, from its ControllerRevision (one of the two reads not served by the caches);
-- `needs_route`: the weights of the fleet's HTTPRoute are to be set: the route (the other such read).
+- `needs_route`: the weights of the fleet's HTTPRoute are to be set: the route (the other such read);
+- `needs_usage`: `status.usage` folds a segment (a rate changed, or the checkpoint is due) and a metric
+  source is configured: what Prometheus measured of the fleet over that segment (GPU power and
+  utilization, requests and tokens served), for its energy and unit costs.
 
 The plan names the children to write rather than building them. `kubeforge.builders` and
 `kubeforge.policy` are sibling layers that may not import each other (import contracts), and the
@@ -52,7 +55,7 @@ from kubeforge.policy import analysis, autoscaler, capacity
 from kubeforge.policy import rollout as rollouts
 from kubeforge.policy import usage as accounting
 from kubeforge.policy.analysis import MetricSample
-from kubeforge.policy.conditions import ConditionUpdate
+from kubeforge.policy.conditions import ConditionUpdate, parse_time
 from kubeforge.policy.events import Event
 from kubeforge.policy.fleet_events import changed_conditions, condition_events, outcomes, scale_event
 from kubeforge.policy.fleet_status import (
@@ -65,7 +68,7 @@ from kubeforge.policy.fleet_status import (
     invalid_status,
 )
 
-MAX_ROUNDS = 5
+MAX_ROUNDS = 6
 """Decisions a pass can take at most: one, and one more per kind of input a plan may ask for."""
 
 
@@ -165,6 +168,9 @@ class FleetObserved:
     """The GPUs the fleet's pods hold or held, priced by their nodes (`policy.usage.held_of`)."""
     catalog: GpuCatalog = DEFAULT_CATALOG
     usage_checkpoint: timedelta = accounting.DEFAULT_CHECKPOINT
+    measures_usage: bool = False
+    """A metric source is configured: a fold asks what it measured over the segment."""
+    usage_reading: accounting.UsageReading | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,6 +256,8 @@ class FleetPlan:
     needs_templates: tuple[str, ...] = ()
     needs_route: str | None = None
     """The name of the HTTPRoute to read."""
+    needs_usage: float | None = None
+    """Seconds of the segment `status.usage` folds, over which to read the fleet's measurements."""
 
     @property
     def complete(self) -> bool:
@@ -258,6 +266,7 @@ class FleetPlan:
             and self.measure is None
             and not self.needs_templates
             and self.needs_route is None
+            and self.needs_usage is None
         )
 
 
@@ -402,11 +411,19 @@ def _finish(
     # A spec the operator cannot read lists no pods: the usage stays as stored until it can.
     ledger = (
         accounting.account(
-            o.status.usage, o.held, o.now, currency=o.catalog.currency, checkpoint=o.usage_checkpoint
+            o.status.usage,
+            o.held,
+            o.now,
+            currency=o.catalog.currency,
+            checkpoint=o.usage_checkpoint,
+            reading=o.usage_reading,
         )
         if o.spec is not None
         else accounting.Accounting(o.status.usage)
     )
+    since = parse_time(o.status.usage.accounted_until) if o.status.usage is not None else None
+    if ledger.folded and o.measures_usage and o.usage_reading is None and since is not None:
+        return FleetPlan(status=o.status, needs_usage=max(1.0, (o.now - since).total_seconds()))
     status = status.model_copy(update={"usage": ledger.usage})
     events = [*rollout_events, *condition_events(o.status.conditions, status.conditions)]
     scaled = scale_event(evaluation) if evaluation is not None else None

@@ -62,10 +62,12 @@ class Held:
     price: float
     """Per GPU-hour."""
     watts: float
-    """Per GPU."""
+    """Per GPU, at TDP."""
     start: datetime
     end: datetime | None = None
     """None while the pod still holds its GPUs."""
+    idle_watts: float = 0.0
+    """Per GPU, idle."""
 
     @property
     def pool(self) -> tuple[str, bool, float]:
@@ -73,6 +75,20 @@ class Held:
 
     def running_at(self, when: datetime) -> bool:
         return self.start <= when and (self.end is None or self.end > when)
+
+
+@dataclass(frozen=True)
+class UsageReading:
+    """What Prometheus measured of a workload over the segment being folded; None: not available."""
+
+    watts: float | None = None
+    """Average power of all its GPUs (DCGM `DCGM_FI_DEV_POWER_USAGE`), watts."""
+    utilization: float | None = None
+    """Average utilization of its GPUs, 0..1 (DCGM `DCGM_FI_DEV_GPU_UTIL` / 100)."""
+    requests: float | None = None
+    """Requests served in the segment."""
+    tokens: float | None = None
+    """Tokens generated in the segment."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +141,11 @@ def held_of(
     spot = is_spot(labels, catalog)
     price = catalog.hourly_price(offering, spot=spot) if offering is not None else 0.0
     watts, _ = watts_per_gpu(offering, utilization)
+    idle = offering.power.idle_watts if offering is not None else 0.0
     name = offering.name if offering is not None else UNKNOWN_GPU
-    return Held(gpus=gpus, gpu_type=name, spot=spot, price=price, watts=watts, start=start, end=end)
+    return Held(
+        gpus=gpus, gpu_type=name, spot=spot, price=price, watts=watts, start=start, end=end, idle_watts=idle
+    )
 
 
 # -- folding -----------------------------------------------------------------------------------------------
@@ -156,13 +175,16 @@ class Segment:
     gpu_seconds: float = 0.0
     cost: float = 0.0
     joules: float = 0.0
+    """At each GPU's TDP."""
+    idle_joules: float = 0.0
+    """At each GPU's idle power (a pod gone from the caches: at its stored power)."""
 
 
 def charge(stored: Usage | None, held: Sequence[Held], now: datetime) -> Segment:
     """What `(stored.accountedUntil, now]` adds: visible pods for their own time inside it, and GPUs of the
     stored pools that no visible pod accounts for (pods gone from the caches) to `now`."""
     since = parse_time(stored.accounted_until) if stored is not None else None
-    gpu_s = cost = joules = 0.0
+    gpu_s = cost = joules = idle = 0.0
     for h in held:
         begin = h.start if since is None else max(h.start, since)
         end = min(h.end or now, now)
@@ -171,6 +193,7 @@ def charge(stored: Usage | None, held: Sequence[Held], now: datetime) -> Segment
             gpu_s += seconds
             cost += seconds * h.price / 3600.0
             joules += seconds * h.watts
+            idle += seconds * h.idle_watts
     if stored is not None and since is not None and now > since:
         seen: dict[tuple[str, bool, float], int] = {}
         for h in held:
@@ -184,7 +207,8 @@ def charge(stored: Usage | None, held: Sequence[Held], now: datetime) -> Segment
                 gpu_s += gone * elapsed
                 cost += gone * elapsed * pool.price_per_gpu_hour / 3600.0
                 joules += gone * elapsed * pool.watts_per_gpu
-    return Segment(gpu_s, cost, joules)
+                idle += gone * elapsed * pool.watts_per_gpu
+    return Segment(gpu_s, cost, joules, idle)
 
 
 def account(
@@ -194,15 +218,13 @@ def account(
     *,
     currency: str,
     checkpoint: timedelta = DEFAULT_CHECKPOINT,
-    energy_source: EnergySource = "tdp",
-    measured_watts: float | None = None,
-    per_request: tuple[float, float] | None = None,
+    reading: UsageReading | None = None,
 ) -> Accounting:
     """`status.usage` after a pass at `now`: the stored one when no rate changed and no checkpoint is due
     (no write), else the elapsed segment folded in.
 
-    `measured_watts` is the workload's average GPU power over the segment from DCGM (total, all pods);
-    `per_request` the requests and tokens served in the segment, for the fleets' unit costs."""
+    `reading` is what Prometheus measured over the segment, when the caller could ask (see
+    `UsageReading`): it decides the energy source and the unit costs."""
     now = now.replace(microsecond=0)
     pools = pools_at(held, now)
     since = parse_time(stored.accounted_until) if stored is not None else None
@@ -216,16 +238,28 @@ def account(
     if stored is not None and not changed and not due:
         return Accounting(stored, _next_checkpoint(stored, now, checkpoint))
     seg = charge(stored, held, now)
-    source = energy_source
+    reading = reading or UsageReading()
+    source: EnergySource = "tdp"
     joules = seg.joules
-    if measured_watts is not None and since is not None and now > since:
-        joules, source = measured_watts * (now - since).total_seconds(), "dcgm"
+    scale = 1.0  # the power now, per GPU, as a share of TDP (for the rate written with the totals)
+    elapsed = (now - since).total_seconds() if since is not None else 0.0
+    if reading.watts is not None and elapsed > 0 and seg.joules > 0:
+        joules, source = reading.watts * elapsed, "dcgm"
+        scale = joules / seg.joules
+    elif reading.utilization is not None:
+        used = min(max(reading.utilization, 0.0), 1.0)
+        joules, source = seg.idle_joules + used * (seg.joules - seg.idle_joules), "utilization"
+        scale = joules / seg.joules if seg.joules > 0 else 1.0
     base = stored or Usage(currency=currency)
     unit: dict[str, float | None] = {}
-    if per_request is not None:
-        requests, tokens = per_request
-        unit["cost_per_1k_requests"] = round(seg.cost * 1000 / requests, _DIGITS) if requests > 0 else None
-        unit["cost_per_m_tokens"] = round(seg.cost * 1e6 / tokens, _DIGITS) if tokens > 0 else None
+    if reading.requests is not None:
+        unit["cost_per_1k_requests"] = (
+            round(seg.cost * 1000 / reading.requests, _DIGITS) if reading.requests > 0 else None
+        )
+    if reading.tokens is not None:
+        unit["cost_per_m_tokens"] = (
+            round(seg.cost * 1e6 / reading.tokens, _DIGITS) if reading.tokens > 0 else None
+        )
     usage = base.model_copy(
         update={
             "gpu_hours": round(base.gpu_hours + seg.gpu_seconds / 3600.0, _DIGITS),
@@ -236,7 +270,7 @@ def account(
             "accounted_until": format_time(now),
             "gpus": sum(p.gpus for p in pools),
             "cost_per_hour": round(sum(p.gpus * p.price_per_gpu_hour for p in pools), _DIGITS),
-            "watts": round(sum(p.gpus * p.watts_per_gpu for p in pools), 3),
+            "watts": round(scale * sum(p.gpus * p.watts_per_gpu for p in pools), 3),
             "pools": pools,
             **unit,
         }

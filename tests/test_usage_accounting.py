@@ -3,6 +3,7 @@ pods the caches show, never double counted across restarts or lost writes; budge
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from kubeforge.api.catalog import DEFAULT_CATALOG
 from kubeforge.api.usage import FleetBudget, TrainingBudget, Usage
 from kubeforge.policy.usage import (
     Held,
+    UsageReading,
     account,
     extrapolate,
     fleet_budget_cap,
@@ -142,15 +144,28 @@ def test_extrapolation_adds_the_stored_rates_since_accounted_until() -> None:
 
 def test_dcgm_power_replaces_the_estimate_for_the_segment() -> None:
     usage = account(None, [_h100(0)], _at(0), currency="USD").usage
-    folded = account(usage, [_h100(0, end=3600)], _at(3600), currency="USD", measured_watts=250.0)
+    folded = account(
+        usage, [_h100(0, end=3600)], _at(3600), currency="USD", reading=UsageReading(watts=250.0)
+    )
     assert folded.usage is not None
     assert folded.usage.energy_kwh == pytest.approx(0.25)
     assert folded.usage.energy_source == "dcgm"
 
 
+def test_utilization_puts_the_energy_between_idle_and_tdp() -> None:
+    pod = Held(1, "H100", False, 4.0, 700.0, T0, idle_watts=70.0)
+    usage = account(None, [pod], T0, currency="USD").usage
+    folded = account(
+        usage, [replace(pod, end=_at(3600))], _at(3600), currency="USD", reading=UsageReading(utilization=0.5)
+    )
+    assert folded.usage is not None
+    assert folded.usage.energy_kwh == pytest.approx(0.385)
+    assert folded.usage.energy_source == "utilization"
+
+
 def test_unit_costs_per_requests_and_tokens() -> None:
     usage = account(None, [_h100(0)], _at(0), currency="USD").usage
-    folded = account(usage, [], _at(3600), currency="USD", per_request=(4000.0, 0.0))
+    folded = account(usage, [], _at(3600), currency="USD", reading=UsageReading(requests=4000.0, tokens=0.0))
     assert folded.usage is not None
     assert folded.usage.cost_per_1k_requests == pytest.approx(1.0)
     assert folded.usage.cost_per_m_tokens is None
