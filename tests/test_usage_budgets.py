@@ -172,3 +172,37 @@ def test_usage_queries_read_only_the_fleets_namespace_and_pods() -> None:
         assert "[1h]" in text  # the segment, as the confinement prints it
     assert "DCGM_FI_DEV_POWER_USAGE" in queries["watts"]
     assert 'pod=~"chat-' in queries["watts"]
+
+
+def test_usage_metrics_are_extrapolated_at_scrape_and_go_away_with_their_object() -> None:
+    from prometheus_client import generate_latest
+
+    from kubeforge.api.common import Condition
+    from kubeforge.metrics import exposition
+
+    usage = Usage(
+        cost=1.0,
+        cost_per_hour=4.0,
+        gpus=2,
+        watts=1400.0,
+        gpu_hours=0.5,
+        accounted_until="2026-03-01T12:00:00Z",
+    )
+    limited = Condition(
+        type="BudgetLimited", status="True", reason="BudgetLimited", message="", last_transition_time="x"
+    )
+    saved = exposition.USAGE.clock
+    exposition.USAGE.clock = lambda: T0 + timedelta(minutes=30)
+    try:
+        exposition.record_usage("InferenceFleet", "team-a", "chat", usage, [limited], "BudgetLimited")
+        text = generate_latest(exposition.REGISTRY).decode()
+        labels = 'kind="InferenceFleet",name="chat",namespace="team-a"'
+        assert f'kubeforge_cost_total{{currency="USD",{labels}}} 3.0' in text
+        assert f"kubeforge_gpu_hours_total{{{labels}}} 1.5" in text
+        assert f"kubeforge_energy_kwh_total{{{labels}}} 0.7" in text
+        assert f'kubeforge_cost_per_hour{{currency="USD",{labels}}} 4.0' in text
+        assert f"kubeforge_budget_limited{{{labels}}} 1.0" in text
+        exposition.forget("InferenceFleet", "team-a", "chat")
+        assert labels not in generate_latest(exposition.REGISTRY).decode()
+    finally:
+        exposition.USAGE.clock = saved

@@ -350,14 +350,14 @@ class InferenceFleetController:
         if patch is not None:
             await self.kube.patch_status(FLEET.api_version, FLEET.kind, name, namespace, patch)
             exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
+        budgeted = o.spec is not None and o.spec.budget is not None
         exposition.record_usage(
             KIND,
             namespace,
             name,
             plan.status.usage,
-            limited=None
-            if o.spec is None or o.spec.budget is None
-            else any(c.type == "BudgetLimited" and c.status == "True" for c in plan.status.conditions),
+            plan.status.conditions,
+            "BudgetLimited" if budgeted else None,
         )
         for changed in plan.transitions:
             exposition.TRANSITIONS.labels(KIND, changed.type, changed.status, changed.reason).inc()

@@ -306,18 +306,8 @@ class TrainingJobController:
         exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
         exposition.record_phase(KIND, namespace, name, plan.status.phase or "Pending", PHASES)
         exposition.TRAINING_GPU_HOURS.labels(namespace, name).set(plan.status.gpu_hours)
-        exposition.record_usage(
-            KIND,
-            namespace,
-            name,
-            plan.status.usage,
-            limited=None
-            if spec.budget is None
-            else plan.status.phase == "Suspended"
-            and any(
-                c.type == training.BUDGET_EXCEEDED and c.status == "True" for c in plan.status.conditions
-            ),
-        )
+        budget = training.BUDGET_EXCEEDED if spec.budget is not None else None
+        exposition.record_usage(KIND, namespace, name, plan.status.usage, plan.status.conditions, budget)
         if plan.delete_self:
             log.info("TrainingJob %s/%s: ttlSecondsAfterFinished passed, deleting it", namespace, name)
             await self.kube.event(

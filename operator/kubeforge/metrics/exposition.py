@@ -261,18 +261,24 @@ REGISTRY.register(USAGE)
 
 
 def record_usage(
-    kind: str, namespace: str, name: str, usage: Usage | None, *, limited: bool | None = None
+    kind: str,
+    namespace: str,
+    name: str,
+    usage: Usage | None,
+    conditions: Iterable[Any] = (),
+    budget_condition: str | None = None,
 ) -> None:
-    """The object's `status.usage` (None: nothing accounted yet) and whether its budget holds it back."""
+    """The object's `status.usage` (None: nothing accounted yet), and for an object with a budget
+    whether its `budget_condition` (`BudgetLimited`, `BudgetExceeded`) is True among `conditions`."""
     key = (kind, namespace, name)
     if usage is None:
         USAGE.usage.pop(key, None)
     else:
         USAGE.usage[key] = usage
-    if limited is None:
+    if budget_condition is None:
         USAGE.limited.pop(key, None)
     else:
-        USAGE.limited[key] = limited
+        USAGE.limited[key] = any(c.type == budget_condition and c.status == "True" for c in conditions)
 
 
 LEADER = Gauge(
