@@ -20,7 +20,7 @@ from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.prometheus import PrometheusProcess
 from kubeforge_e2e.workloads import condition, fleet, fleet_pods, get_fleet, wait_ready
-from test_fleet_autoscale import with_condition
+from test_fleet_autoscale import AUTOSCALING, MODEL, with_condition
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(300)]
 
@@ -168,17 +168,8 @@ def test_a_fleet_at_its_budget_holds_its_replicas_under_rising_load(
     prometheus: PrometheusProcess,
 ) -> None:
     name = "thrifty"
-    autoscaling = {
-        "minReplicas": 1,
-        "maxReplicas": 6,
-        "metric": "latencyP95",
-        "target": 0.5,
-        "intervalSeconds": 2,
-        "stableWindowSeconds": 10,
-        "panicWindowSeconds": 4,
-        "scaleDownStabilizationSeconds": 20,
-    }
-    model = {"service_seconds": 0.2, "slots": 4}  # 20 requests per second per replica
+    autoscaling = {**AUTOSCALING, "maxReplicas": 6}
+    model = MODEL  # 20 requests per second per replica
     loadsim.set_load(namespace, name, 5, **model)
     # 0.80/h per L4 replica: 1.70/h buys two.
     spec = {"replicas": 1, "resources": {"gpus": 1, "gpuType": "L4"}, "autoscaling": autoscaling}

@@ -128,6 +128,17 @@ def test_a_pod_that_stops_folds_its_time_exactly_and_the_rate_drops() -> None:
     assert stopped.usage.cost_per_hour == 4.0
 
 
+def test_a_pod_in_its_grace_period_holds_its_gpus_and_writes_nothing_until_it_ends() -> None:
+    usage = account(None, [_h100(0), _h100(0)], _at(10), currency="USD").usage
+    deleting = [_h100(0), _h100(0, end=60)]  # deletionTimestamp: deleted at 30 s with a 30 s grace
+    for t in (30, 40, 50):
+        assert not account(usage, deleting, _at(t), currency="USD").folded
+    ended = account(usage, deleting, _at(70), currency="USD")
+    assert ended.folded
+    assert ended.usage is not None
+    assert ended.usage.gpu_hours == pytest.approx((70 + 60) / 3600)
+
+
 def test_a_pod_gone_from_the_caches_is_charged_at_the_stored_rate_until_now() -> None:
     usage = account(None, [_h100(0), _h100(0)], _at(10), currency="USD").usage
     gone = account(usage, [_h100(0)], _at(70), currency="USD")

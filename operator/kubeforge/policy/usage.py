@@ -232,7 +232,8 @@ def account(
         return Accounting(None)
     # A pod that stopped after `accountedUntil` is a rate change too, even when another one took its
     # place (or it started and stopped between two passes): its end is not accounted yet.
-    ended = any(h.end is not None and (since is None or h.end > since) for h in held)
+    # (An end still ahead, a deleted pod's grace period, is not one yet: the pod still holds its GPUs.)
+    ended = any(h.end is not None and h.end <= now and (since is None or h.end > since) for h in held)
     changed = stored is None or _rates(stored.pools) != _rates(pools) or ended
     due = stored is not None and bool(stored.pools) and (since is None or now - since >= checkpoint)
     if stored is not None and not changed and not due:
