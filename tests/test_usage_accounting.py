@@ -139,6 +139,14 @@ def test_a_pod_in_its_grace_period_holds_its_gpus_and_writes_nothing_until_it_en
     assert ended.usage.gpu_hours == pytest.approx((70 + 60) / 3600)
 
 
+def test_a_pod_that_ends_in_the_second_of_the_last_fold_is_not_charged_again() -> None:
+    # A fold at 15.2 s (written as 15 s) saw the pod running; it ended at 15.5 s (written as 15 s).
+    usage = account(None, [_h100(0, gpus=2)], _at(15.2), currency="USD").usage
+    ended = account(usage, [_h100(0, end=15, gpus=2)], _at(20), currency="USD")
+    assert ended.usage is not None
+    assert ended.usage.gpu_hours == pytest.approx(2 * 15 / 3600)
+
+
 def test_a_pod_gone_from_the_caches_is_charged_at_the_stored_rate_until_now() -> None:
     usage = account(None, [_h100(0), _h100(0)], _at(10), currency="USD").usage
     gone = account(usage, [_h100(0)], _at(70), currency="USD")

@@ -195,9 +195,12 @@ def charge(stored: Usage | None, held: Sequence[Held], now: datetime) -> Segment
             joules += seconds * h.watts
             idle += seconds * h.idle_watts
     if stored is not None and since is not None and now > since:
+        # The stored pools hold the pods that ran at `since`, and those whose end, written to the second,
+        # fell in the same second as the last fold (it saw them running): both are visible and charged
+        # above, whatever is left of the stored GPUs is gone.
         seen: dict[tuple[str, bool, float], int] = {}
         for h in held:
-            if h.running_at(since):
+            if h.start <= since and (h.end is None or h.end >= since):
                 seen[h.pool] = seen.get(h.pool, 0) + h.gpus
         elapsed = (now - since).total_seconds()
         for pool in stored.pools:
