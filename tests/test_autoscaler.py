@@ -48,7 +48,7 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def obs(ready: int, current: int | None = None, **kw: int) -> Observed:
+def obs(ready: int, current: int | None = None, **kw: Any) -> Observed:
     return Observed(ready=ready, current=current if current is not None else ready, scheduled=ready, **kw)
 
 

@@ -324,6 +324,7 @@ BASE_ARGS = [
     "json",
     "--max-concurrent-reconciles=10",
     "--resync-seconds=300",
+    "--usage-checkpoint-seconds=3600",
     "--max-schedule-timeout-seconds=300",
     "--max-unplaced-gpus-per-namespace=0",
     "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
@@ -387,6 +388,7 @@ LEADER_ARGS = [
                 "json",
                 "--max-concurrent-reconciles=10",
                 "--resync-seconds=300",
+                "--usage-checkpoint-seconds=3600",
                 "--max-schedule-timeout-seconds=300",
                 "--max-unplaced-gpus-per-namespace=0",
                 "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
@@ -399,6 +401,7 @@ LEADER_ARGS = [
             [
                 "maxConcurrentReconciles=32",
                 "resyncSeconds=1800000",
+                "usageCheckpointSeconds=7200",
                 "leaderElection.leaseDurationSeconds=60",
                 "leaderElection.renewDeadlineSeconds=40",
                 "leaderElection.retryPeriodSeconds=5",
@@ -406,9 +409,10 @@ LEADER_ARGS = [
                 "gangAdmission.maxUnplacedGpusPerNamespace=64",
             ],
             [
-                *BASE_ARGS[:-5],
+                *BASE_ARGS[:-6],
                 "--max-concurrent-reconciles=32",
                 "--resync-seconds=1800000",  # not 1.8e+06
+                "--usage-checkpoint-seconds=7200",
                 "--max-schedule-timeout-seconds=120",
                 "--max-unplaced-gpus-per-namespace=64",
                 "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",

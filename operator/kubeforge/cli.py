@@ -158,6 +158,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.max_schedule_timeout_seconds < 10:
         print("kubeforge run: --max-schedule-timeout-seconds must be at least 10", file=sys.stderr)
         return 2
+    if args.usage_checkpoint_seconds < 10:
+        print("kubeforge run: --usage-checkpoint-seconds must be at least 10", file=sys.stderr)
+        return 2
     if args.max_unplaced_gpus_per_namespace < 0:
         print("kubeforge run: --max-unplaced-gpus-per-namespace must not be negative", file=sys.stderr)
         return 2
@@ -176,6 +179,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         namespaces=tuple(args.namespace or ()),
         prometheus_url=args.prometheus_url,
         resync_seconds=args.resync_seconds,
+        usage_checkpoint_seconds=args.usage_checkpoint_seconds,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         max_schedule_timeout_seconds=args.max_schedule_timeout_seconds,
         max_unplaced_gpus_per_namespace=args.max_unplaced_gpus_per_namespace,
@@ -528,6 +532,12 @@ def build_parser(prog: str = "kubeforge") -> argparse.ArgumentParser:
         type=float,
         default=300.0,
         help="re-enqueue every cached object this often: a safety net under the watches (no API call)",
+    )
+    run.add_argument(
+        "--usage-checkpoint-seconds",
+        type=float,
+        default=3600.0,
+        help="while GPUs are held and no rate changes, fold status.usage at most this often (docs/cost.md)",
     )
     run.add_argument(
         "--max-concurrent-reconciles",

@@ -18,6 +18,7 @@ from kubeforge.api import common
 from kubeforge.api.common import Condition, EnvVar, KubeModel, PodMetadata, Resources, condition_list_schema
 from kubeforge.api.crdgen import KindInfo, PrinterColumn, ScaleSubresource
 from kubeforge.api.rollout import RolloutSpec, RolloutStatus
+from kubeforge.api.usage import FleetBudget, Usage
 
 KIND = "InferenceFleet"
 
@@ -252,6 +253,9 @@ class InferenceFleetSpec(KubeModel):
     """Metric-driven autoscaling; without it the fleet runs `replicas` replicas."""
     security_context: SecurityContext | None = None
     """UID, GID and fsGroup of the pods."""
+    budget: FleetBudget | None = None
+    """What the fleet may spend: the autoscaler never asks for more replicas than `maxCostPerHour` (and
+    `maxEnergyKWhPerDay`) buys, and the fleet then says `BudgetLimited`."""
     rollout: RolloutSpec | None = None
     """How a new revision (a change of the pod template) replaces the running one: canary steps gated
     by Prometheus analysis, automatic rollback, manual control. Without it a new revision replaces the
@@ -347,6 +351,8 @@ class InferenceFleetStatus(KubeModel):
     autoscaler: AutoscalerStatus | None = None
     rollout: RolloutStatus | None = None
     """Progress of the rollout of a new revision, the revision history, the last analysis."""
+    usage: Usage | None = None
+    """GPU-hours, cost and energy so far and the rates in force (see docs/cost.md)."""
 
 
 INFO = KindInfo(
@@ -365,6 +371,7 @@ INFO = KindInfo(
         PrinterColumn("Reason", ".status.autoscaler.reason", priority=1),
         PrinterColumn("Rollout", ".status.rollout.phase"),
         PrinterColumn("Canary", ".status.rollout.canaryWeight", "integer", priority=1),
+        PrinterColumn("Cost/h", ".status.usage.costPerHour", "number", priority=1),
         PrinterColumn("Status", '.status.conditions[?(@.type=="Ready")].reason'),
     ),
     scale=ScaleSubresource(),

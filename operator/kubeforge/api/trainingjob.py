@@ -31,6 +31,7 @@ from kubeforge.api.names import ATTEMPT_LABEL as ATTEMPT_LABEL
 from kubeforge.api.names import GPU_PRODUCT_LABEL as GPU_PRODUCT_LABEL
 from kubeforge.api.names import GPU_RESOURCE as GPU_RESOURCE
 from kubeforge.api.names import TRAININGJOB_LABEL as TRAININGJOB_LABEL
+from kubeforge.api.usage import TrainingBudget, Usage
 
 KIND = "TrainingJob"
 
@@ -283,6 +284,10 @@ class TrainingJobSpec(KubeModel):
     """Gang placement, restarts and backoff."""
     security_context: WorkerSecurityContext | None = None
     """User and groups of the worker processes."""
+    budget: TrainingBudget | None = None
+    """Most the job may cost in all: once `status.usage.cost` reaches `maxCost` the workers are removed
+    (as `suspend` does) and the job is `Suspended` with reason `BudgetExceeded` until the budget is
+    raised or removed."""
 
     model_config = ConfigDict(
         **KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES, *process_rules())
@@ -408,6 +413,8 @@ class TrainingJobStatus(KubeModel):
     """GPU-hours held by the job's workers so far, over all attempts."""
     gpu_hours_as_of: str | None = None
     """Time up to which `gpuHours` is accounted."""
+    usage: Usage | None = None
+    """GPU-hours, cost and energy so far and the rates in force (see docs/cost.md)."""
     observed_generation: int | None = None
     """The `metadata.generation` this status was computed from."""
 
@@ -447,6 +454,7 @@ INFO = KindInfo(
         PrinterColumn("GPU-Type", ".spec.resources.gpuType", description="GPU model", priority=1),
         PrinterColumn("Restarts", ".status.restarts", type="integer", description="Whole-gang restarts"),
         PrinterColumn("GPU-Hours", ".status.gpuHours", type="number", description="GPU-hours held so far"),
+        PrinterColumn("Cost", ".status.usage.cost", type="number", description="Cost so far", priority=1),
         PrinterColumn("Message", ".status.message", description="What is happening", priority=1),
     ),
 )

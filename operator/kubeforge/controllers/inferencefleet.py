@@ -24,8 +24,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 from lightkube import ApiError
 from pydantic import ValidationError
@@ -42,6 +42,7 @@ from kubeforge.controllers.ownership import (
     warn_owner,
 )
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys, together
+from kubeforge.controllers.usage import held_gpus
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
@@ -60,8 +61,9 @@ from kubeforge.kube.kinds import (
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
-from kubeforge.policy import autoscaler, capacity, gangs
+from kubeforge.policy import autoscaler, capacity, gangs, training
 from kubeforge.policy import fleet as policy
+from kubeforge.policy import usage as usage_policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
 from kubeforge.policy.rejection import rejection_message
@@ -81,6 +83,14 @@ class MetricSource(Protocol):
     async def sample(self, spec: AnalysisSpec, namespace: str, name: str, revision: str) -> MetricSample:
         """One revision's analysis metrics; raises MetricsError when they cannot be read."""
         ...
+
+
+@runtime_checkable
+class UsageSource(Protocol):
+    """A metric source that can also measure a fleet's GPUs and traffic over a segment (for
+    `status.usage`: energy from DCGM, cost per request and per token)."""
+
+    async def usage(self, namespace: str, name: str, seconds: float) -> usage_policy.UsageReading: ...
 
 
 @dataclass
@@ -217,6 +227,9 @@ class InferenceFleetController:
             reading=reading,
             next_evaluation_in=None if fleet.next_evaluation is None else fleet.next_evaluation - now_mono,
             measured=None if measured is None else (measured[0], now_mono - measured[1]),
+            catalog=self.config.catalog,
+            usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
+            measures_usage=isinstance(self.source, UsageSource),
         )
         if spec is None:
             return observed
@@ -247,6 +260,7 @@ class InferenceFleetController:
             pods=summarize_pods(pods),
             revision_pods=count_revision_pods(pods, build.REVISION_LABEL),
             templates_kept=kept,
+            held=held_gpus(self.caches, map(training.pod_view, pods), spec.resources.gpu_type, self.config),
         )
 
     async def _read(self, auto: Autoscaling, namespace: str, name: str) -> autoscaler.Reading:
@@ -280,6 +294,11 @@ class InferenceFleetController:
             measurement = await self._measure(o.namespace, o.name, plan.measure)
             ago = observed_at - fleet.measured[1]  # as the other inputs: counted from the observation
             return replace(o, measurement=measurement, measured=(plan.measure.revision, ago))
+        if plan.needs_usage is not None:
+            reading = usage_policy.UsageReading()
+            if isinstance(self.source, UsageSource):
+                reading = await self.source.usage(o.namespace, o.name, plan.needs_usage)
+            return replace(o, usage_reading=reading)
         if plan.needs_templates:
             templates = dict(o.templates)
             for rev in plan.needs_templates:
@@ -334,6 +353,15 @@ class InferenceFleetController:
         if patch is not None:
             await self.kube.patch_status(FLEET.api_version, FLEET.kind, name, namespace, patch)
             exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
+        budgeted = o.spec is not None and o.spec.budget is not None
+        exposition.record_usage(
+            KIND,
+            namespace,
+            name,
+            plan.status.usage,
+            plan.status.conditions,
+            "BudgetLimited" if budgeted else None,
+        )
         for changed in plan.transitions:
             exposition.TRANSITIONS.labels(KIND, changed.type, changed.status, changed.reason).inc()
         if o.measurement is not None and plan.status.rollout and plan.status.rollout.last_analysis:

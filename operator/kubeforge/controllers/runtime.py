@@ -43,6 +43,8 @@ class OperatorConfig:
     """Prices, power and throughput per GPU product (`--gpu-catalog`)."""
     prometheus_url: str | None = None
     resync_seconds: float = 300.0
+    usage_checkpoint_seconds: float = 3600.0
+    """How often `status.usage` is folded while no rate changes (`--usage-checkpoint-seconds`)."""
     max_concurrent_reconciles: int = 10
     max_schedule_timeout_seconds: int = 300
     """Cluster-wide bound on a gang's `spec.policy.scheduleTimeoutSeconds`: an admitted gang that cannot

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,6 +32,7 @@ from kubeforge.controllers.ownership import (
     warn_owner,
 )
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
+from kubeforge.controllers.usage import held_gpus
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
@@ -181,6 +182,9 @@ class TrainingJobController:
             nodes=nodes,
             now=_now(),
             max_schedule_timeout_seconds=self.config.max_schedule_timeout_seconds,
+            held=held_gpus(self.caches, pod_views, spec.resources.gpu_type, self.config),
+            currency=self.config.catalog.currency,
+            usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
         )
         plan = training.decide(observed)
         if plan.needs_admission:
@@ -412,6 +416,8 @@ class TrainingJobController:
         exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
         exposition.record_phase(KIND, namespace, name, plan.status.phase or "Pending", PHASES)
         exposition.TRAINING_GPU_HOURS.labels(namespace, name).set(plan.status.gpu_hours)
+        budget = training.BUDGET_EXCEEDED if spec.budget is not None else None
+        exposition.record_usage(KIND, namespace, name, plan.status.usage, plan.status.conditions, budget)
         if plan.delete_self:
             log.info("TrainingJob %s/%s: ttlSecondsAfterFinished passed, deleting it", namespace, name)
             await self.kube.event(

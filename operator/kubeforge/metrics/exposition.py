@@ -7,11 +7,15 @@ not export a growing set of stale series.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from kubeforge.api.usage import Usage
+from kubeforge.policy.usage import extrapolate
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -221,6 +225,85 @@ class _CacheCollector(Collector):
 
 CACHES = _CacheCollector()
 REGISTRY.register(CACHES)
+
+
+class _UsageCollector(Collector):
+    """GPU-hours, cost and energy of every object, extrapolated from its `status.usage` at scrape time
+    (`total + rate x (now - accountedUntil)`), so the series move every scrape while the status is
+    written only when a rate changes. Labels are the object's kind, namespace and name (and the
+    currency): nothing a request carries, so no request-level data reaches a label."""
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
+        self.usage: dict[tuple[str, str, str], Usage] = {}
+        self.limited: dict[tuple[str, str, str], bool] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["kind", "namespace", "name"]
+        gpu_hours = CounterMetricFamily(
+            "kubeforge_gpu_hours", "GPU-hours held by each object so far.", labels=labels
+        )
+        cost = CounterMetricFamily(
+            "kubeforge_cost",
+            "Cost of each object's GPUs so far (catalog price x time).",
+            labels=[*labels, "currency"],
+        )
+        energy = CounterMetricFamily(
+            "kubeforge_energy_kwh", "Energy drawn by each object's GPUs so far, in kWh.", labels=labels
+        )
+        per_hour = GaugeMetricFamily(
+            "kubeforge_cost_per_hour",
+            "What each object's GPUs held now cost per hour.",
+            labels=[*labels, "currency"],
+        )
+        gpus = GaugeMetricFamily("kubeforge_gpus_held", "GPUs each object holds now.", labels=labels)
+        watts = GaugeMetricFamily(
+            "kubeforge_gpu_power_watts", "Power each object's GPUs draw now.", labels=labels
+        )
+        limited = GaugeMetricFamily(
+            "kubeforge_budget_limited",
+            "1 while spec.budget holds an object back (fleet: BudgetLimited; TrainingJob: BudgetExceeded).",
+            labels=labels,
+        )
+        now = self.clock()
+        for key, usage in list(self.usage.items()):
+            totals = extrapolate(usage, now)
+            gpu_hours.add_metric(list(key), totals.gpu_hours)
+            cost.add_metric([*key, usage.currency], totals.cost)
+            energy.add_metric(list(key), totals.energy_kwh)
+            per_hour.add_metric([*key, usage.currency], usage.cost_per_hour)
+            gpus.add_metric(list(key), usage.gpus)
+            watts.add_metric(list(key), usage.watts)
+        for key, held in list(self.limited.items()):
+            limited.add_metric(list(key), 1.0 if held else 0.0)
+        yield from (gpu_hours, cost, energy, per_hour, gpus, watts, limited)
+
+
+USAGE = _UsageCollector()
+REGISTRY.register(USAGE)
+
+
+def record_usage(
+    kind: str,
+    namespace: str,
+    name: str,
+    usage: Usage | None,
+    conditions: Iterable[Any] = (),
+    budget_condition: str | None = None,
+) -> None:
+    """The object's `status.usage` (None: nothing accounted yet), and for an object with a budget
+    whether its `budget_condition` (`BudgetLimited`, `BudgetExceeded`) is True among `conditions`."""
+    key = (kind, namespace, name)
+    if usage is None:
+        USAGE.usage.pop(key, None)
+    else:
+        USAGE.usage[key] = usage
+    if budget_condition is None:
+        USAGE.limited.pop(key, None)
+    else:
+        USAGE.limited[key] = any(c.type == budget_condition and c.status == "True" for c in conditions)
+
+
 LEADER = Gauge(
     "leader_election_master_status",
     "1 while this replica is the leader (client-go's name); 0 on standby.",
@@ -259,6 +342,7 @@ def record_target(namespace: str, name: str, metric: str, target: float) -> None
 
 def forget(kind: str, namespace: str, name: str) -> None:
     """Drop every series of one object."""
+    record_usage(kind, namespace, name, None)
     for gauge in (CONDITION, PHASE):
         for labels in list(_series(gauge)):
             if labels[:3] == (kind, namespace, name):

@@ -34,6 +34,7 @@ from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.metrics import scope
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
+from kubeforge.policy.usage import UsageReading
 
 DEFAULT_TIMEOUT = 2.0
 
@@ -133,6 +134,33 @@ nothing and read as no data."""
 
 LATENCY_QUERY = DEFAULT_QUERIES["latencyP95"]
 """A revision's p95 request latency, seconds (vLLM's histogram, else the generic HTTP ones)."""
+
+
+USAGE_QUERIES: dict[str, str] = {
+    # Summed over every GPU series of the fleet's pods: the fleet's average power over the window.
+    "watts": "sum(avg_over_time(DCGM_FI_DEV_POWER_USAGE{{" + GPU_PODS + "}}[{w}]))",
+    "utilization": "avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{" + GPU_PODS + "}}[{w}])) / 100",
+    "requests": _either(
+        _sum("increase", "vllm:e2e_request_latency_seconds_count"),
+        _sum("increase", "http_requests_total", _HTTP),
+        _sum("increase", "starlette_requests_total", _STARLETTE),
+    ),
+    "tokens": _sum("increase", "vllm:generation_tokens_total"),
+}
+"""What `status.usage` reads of a fleet over the segment it folds (`{w}`): its GPUs' power and
+utilization from dcgm-exporter, the requests and tokens it served. Only the fleet's namespace is read,
+and the results are only totals: nothing request-level."""
+
+
+def usage_queries(
+    namespace: str, name: str, seconds: float, convention: LabelConvention = LabelConvention()
+) -> dict[str, str]:
+    sel = selector(namespace, name, convention)
+    window = f"{max(1, round(seconds))}s"
+    return {
+        key: confined(_fill(text, namespace, name, sel, window, convention), namespace, None, convention)
+        for key, text in USAGE_QUERIES.items()
+    }
 
 
 def fleet_pods_regex(name: str) -> str:
@@ -344,6 +372,29 @@ class PrometheusSource:
         if queries.latency_p95 is not None:
             latency = await self.query(queries.latency_p95)
         return MetricSample(error_rate=error_rate, latency_p95=latency)
+
+    async def usage(self, namespace: str, name: str, seconds: float) -> UsageReading:
+        """What the fleet's GPUs drew and its servers served over the last `seconds`; a value Prometheus
+        does not have (or cannot give) is None, and accounting falls back (TDP, no unit cost)."""
+        try:
+            queries = usage_queries(namespace, name, seconds, self.convention)
+        except MetricsError:
+            return UsageReading()
+        results = await asyncio.gather(*(self.query(q) for q in queries.values()), return_exceptions=True)
+        values: dict[str, float | None] = {}
+        for key, result in zip(queries, results, strict=True):
+            if isinstance(result, MetricsError):
+                values[key] = None
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                values[key] = result
+        return UsageReading(
+            watts=values["watts"],
+            utilization=values["utilization"],
+            requests=values["requests"],
+            tokens=values["tokens"],
+        )
 
     async def read(self, spec: Autoscaling, namespace: str, name: str) -> Reading:
         """The stable and panic values, the request rate, and the activation rate, queried together."""

@@ -30,6 +30,8 @@ The rules, in the order they apply:
    at least one fewer), then bounds `[minReplicas, maxReplicas]`.
 7. Capacity: when pods of the fleet are unschedulable, ask for at most the scheduled pods plus one,
    so exactly one pod waits for capacity (and shows when it appears) instead of a growing crowd.
+   Budget: never scale up past the replicas `spec.budget` buys (`BudgetLimited`), but never below
+   `minReplicas`, and the budget alone never scales down.
 8. Scale to zero (optional): after `idleSeconds` of zero requests, go to zero; at zero, wake to
    `minReplicas` when the activation rate exceeds `activationThreshold`.
 """
@@ -82,6 +84,9 @@ class Observed:
     """Pods bound to a node (ready or still starting)."""
     unschedulable: int = 0
     """Pods Pending because the scheduler found no node (PodScheduled=False, Unschedulable)."""
+    budget_replicas: int | None = None
+    """The most replicas `spec.budget` buys (`policy.usage.fleet_budget_cap`); None: no budget."""
+    budget_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ class Decision:
     metrics_unavailable: bool = False
     unavailable_reason: str = ""
     capacity_limited: bool = False
+    budget_limited: bool = False
+    """The budget held the count below what the load asked for."""
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -418,6 +425,18 @@ def _finish(
             notes = (*notes, f"{observed.unschedulable} pod(s) unschedulable: asking for at most {cap}")
             desired = cap
             reason = "CapacityLimited"
+    budget_limited = False
+    if observed.budget_replicas is not None:
+        # Never above what the budget buys when scaling up; never below minReplicas (an availability
+        # floor the user set explicitly) and never a scale-down forced by the budget alone.
+        ceiling = max(observed.budget_replicas, spec.min_replicas, min(base, desired))
+        if desired > ceiling:
+            notes = (*notes, f"{observed.budget_message}: asking for at most {ceiling}")
+            desired = ceiling
+            reason = "BudgetLimited"
+        budget_limited = reason == "BudgetLimited" or (
+            recommended is not None and recommended > desired and desired >= observed.budget_replicas
+        )
     if notes:
         message = f"{message}; " + "; ".join(notes)
     if desired != base:
@@ -434,6 +453,7 @@ def _finish(
         value=value if value is not None else reading.stable,
         panic_value=reading.panic,
         capacity_limited=capacity_limited,
+        budget_limited=budget_limited,
         notes=notes,
     )
 

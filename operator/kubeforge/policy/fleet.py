@@ -15,7 +15,10 @@ fetches it and decides again with it. Each is asked at most once a pass, in this
 - `measure`: the canary's analysis is due: what Prometheus says of it (and of the stable revision);
 - `needs_templates`: a revision to run has no Deployment left (a rollback to a drained revision): its
   stored template, from its ControllerRevision (one of the two reads not served by the caches);
-- `needs_route`: the weights of the fleet's HTTPRoute are to be set: the route (the other such read).
+- `needs_route`: the weights of the fleet's HTTPRoute are to be set: the route (the other such read);
+- `needs_usage`: `status.usage` folds a segment (a rate changed, or the checkpoint is due) and a metric
+  source is configured: what Prometheus measured of the fleet over that segment (GPU power and
+  utilization, requests and tokens served), for its energy and unit costs.
 
 The plan names the children to write rather than building them. `kubeforge.builders` and
 `kubeforge.policy` are sibling layers that may not import each other (import contracts), and the
@@ -35,9 +38,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from kubeforge.api.catalog import DEFAULT_CATALOG, GpuCatalog
 from kubeforge.api.common import Condition
 from kubeforge.api.fleet_names import (
     deployment_name,
@@ -49,8 +53,9 @@ from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, I
 from kubeforge.api.rollout import AnalysisRun, AnalysisSpec
 from kubeforge.policy import analysis, autoscaler, capacity
 from kubeforge.policy import rollout as rollouts
+from kubeforge.policy import usage as accounting
 from kubeforge.policy.analysis import MetricSample
-from kubeforge.policy.conditions import ConditionUpdate
+from kubeforge.policy.conditions import ConditionUpdate, parse_time
 from kubeforge.policy.events import Event
 from kubeforge.policy.fleet_events import changed_conditions, condition_events, outcomes, scale_event
 from kubeforge.policy.fleet_status import (
@@ -63,7 +68,7 @@ from kubeforge.policy.fleet_status import (
     invalid_status,
 )
 
-MAX_ROUNDS = 5
+MAX_ROUNDS = 6
 """Decisions a pass can take at most: one, and one more per kind of input a plan may ask for."""
 
 
@@ -159,6 +164,13 @@ class FleetObserved:
     """Stored templates of revisions to rebuild, as the fleet's spec with them; None when the stored one
     is missing, unreadable or does not hash to its revision."""
     route: RouteRead | None = None
+    held: tuple[accounting.Held, ...] = ()
+    """The GPUs the fleet's pods hold or held, priced by their nodes (`policy.usage.held_of`)."""
+    catalog: GpuCatalog = DEFAULT_CATALOG
+    usage_checkpoint: timedelta = accounting.DEFAULT_CHECKPOINT
+    measures_usage: bool = False
+    """A metric source is configured: a fold asks what it measured over the segment."""
+    usage_reading: accounting.UsageReading | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,6 +256,8 @@ class FleetPlan:
     needs_templates: tuple[str, ...] = ()
     needs_route: str | None = None
     """The name of the HTTPRoute to read."""
+    needs_usage: float | None = None
+    """Seconds of the segment `status.usage` folds, over which to read the fleet's measurements."""
 
     @property
     def complete(self) -> bool:
@@ -252,6 +266,7 @@ class FleetPlan:
             and self.measure is None
             and not self.needs_templates
             and self.needs_route is None
+            and self.needs_usage is None
         )
 
 
@@ -326,6 +341,9 @@ def decide(o: FleetObserved) -> FleetPlan:
         extra.append(routed)
     if missing and plan.degraded is None:
         extra.append(ConditionUpdate("Degraded", "True", "RevisionNotFound", missing))
+    budget = _budget_condition(o, spec, memory)
+    if budget is not None:
+        extra.append(budget)
     if unknown and o.capacity is not None and not o.pods.unschedulable:
         # Pods the scheduler cannot place say more than this (`CapacityLimited` from the pods).
         extra.append(_capacity_unknown(o.capacity.scope))
@@ -388,12 +406,30 @@ def _finish(
     in_rollout: bool,
     rollout_due: float | None = None,
 ) -> FleetPlan:
-    """The plan around a decided status: the news in it, and when to come back."""
+    """The plan around a decided status (with its usage folded in): the news in it, and when to come
+    back."""
+    # A spec the operator cannot read lists no pods: the usage stays as stored until it can.
+    ledger = (
+        accounting.account(
+            o.status.usage,
+            o.held,
+            o.now,
+            currency=o.catalog.currency,
+            checkpoint=o.usage_checkpoint,
+            reading=o.usage_reading,
+        )
+        if o.spec is not None
+        else accounting.Accounting(o.status.usage)
+    )
+    since = parse_time(o.status.usage.accounted_until) if o.status.usage is not None else None
+    if ledger.folded and o.measures_usage and o.usage_reading is None and since is not None:
+        return FleetPlan(status=o.status, needs_usage=max(1.0, (o.now - since).total_seconds()))
+    status = status.model_copy(update={"usage": ledger.usage})
     events = [*rollout_events, *condition_events(o.status.conditions, status.conditions)]
     scaled = scale_event(evaluation) if evaluation is not None else None
     if scaled is not None:
         events.append(scaled)
-    waits = [w for w in (o.next_evaluation_in, rollout_due) if w is not None]
+    waits = [w for w in (o.next_evaluation_in, rollout_due, ledger.requeue_after) if w is not None]
     return FleetPlan(
         status=status,
         writes=writes,
@@ -430,11 +466,14 @@ def _autoscale(
     memory = o.memory
     evaluation: autoscaler.Decision | None = None
     if o.reading is not None:
+        cap = _budget_cap(o, spec)
         observed = autoscaler.Observed(
             ready=o.pods.ready,
             current=current,
             scheduled=o.pods.scheduled,
             unschedulable=o.pods.unschedulable,
+            budget_replicas=cap.replicas if cap is not None else None,
+            budget_message=cap.message if cap is not None else "",
         )
         reading = autoscaler.per_replica(auto, o.reading, o.pods.ready)
         evaluation = autoscaler.decide(auto, reading, observed, _autoscaler_memory(o), o.now)
@@ -454,6 +493,36 @@ def _autoscale(
     last = memory.decision.memory if memory.decision is not None else _autoscaler_memory(o)
     desired = autoscaler.baseline(auto, autoscaler.Observed(ready=0, current=current), last)
     return evaluation, memory, desired
+
+
+def _budget_cap(o: FleetObserved, spec: InferenceFleetSpec) -> accounting.BudgetCap | None:
+    """The most replicas `spec.budget` buys, at what the fleet's GPUs cost and draw now."""
+    if spec.budget is None:
+        return None
+    per_replica = accounting.replica_rates(
+        o.status.usage, spec.resources.gpus, spec.resources.gpu_type, o.catalog
+    )
+    return accounting.fleet_budget_cap(spec.budget, *per_replica)
+
+
+def _budget_condition(
+    o: FleetObserved, spec: InferenceFleetSpec, memory: FleetMemory
+) -> ConditionUpdate | None:
+    """`BudgetLimited` for a fleet with a budget: True while the budget holds the autoscaler back (the
+    last evaluation's word, else what the stored status says after a restart)."""
+    if spec.budget is None:
+        return None
+    decision = memory.decision
+    if decision is not None:
+        limited = decision.budget_limited
+        message = "; ".join(n for n in decision.notes if "spec.budget" in n) or decision.message
+    else:
+        record = o.status.autoscaler
+        limited = record is not None and record.reason == "BudgetLimited"
+        message = (record.message or "") if record is not None else ""
+    if limited:
+        return ConditionUpdate("BudgetLimited", "True", "BudgetLimited", message[:1024])
+    return ConditionUpdate("BudgetLimited", "False", "WithinBudget", "the budget buys what the load asks for")
 
 
 def _autoscaler_record(o: FleetObserved, memory: FleetMemory) -> AutoscalerStatus | None:

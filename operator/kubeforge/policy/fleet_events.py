@@ -19,7 +19,7 @@ from kubeforge.policy.autoscaler import Decision
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.events import Event
 
-WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailable"})
+WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailable", "BudgetLimited"})
 WARNING_WHEN_FALSE = frozenset({"TrafficRouted", "Ready"})
 SILENT_TYPES = frozenset({"Progressing", "Reconciling", "Stalled"})
 """Condition types whose transitions are no Event: another condition or the rollout already says it."""

@@ -30,8 +30,10 @@ from kubeforge.api.trainingjob import (
     WorkerCounts,
     job_name,
 )
+from kubeforge.api.usage import Usage
 from kubeforge.policy import elastic
 from kubeforge.policy import status as status_model
+from kubeforge.policy import usage as accounting
 from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import ConditionUpdate, Status, format_time, merge_conditions, parse_time
 from kubeforge.policy.events import Event as Event
@@ -48,6 +50,8 @@ FAILURE_SETTLE_SECONDS = 10.0
 STOPPING_RECHECK_SECONDS = 5.0
 # 128 + SIGKILL and 128 + SIGTERM: what a container that was killed exits with.
 SIGNAL_EXIT_CODES = frozenset({137, 143})
+# The reason of a job suspended because its cost reached `spec.budget.maxCost`.
+BUDGET_EXCEEDED = "BudgetExceeded"
 # Phases in which `activeDeadlineSeconds` runs.
 ACTIVE_PHASES = frozenset({"Pending", "Running", "Restarting"})
 # The Job controller's own reason for a suspended Job; anything else there was written by whoever
@@ -289,6 +293,10 @@ class Observed:
     """Elastic jobs: more whole workers the capacity ledger says fit now, once a plan asked for it."""
     ceiling: int | None = None
     """Elastic jobs: the most workers a lender leaves the job (None: no lender; see `policy.elastic`)."""
+    held: Sequence[accounting.Held] = ()
+    """The GPUs the job's pods hold or held, priced by their nodes (`policy.usage.held_of`)."""
+    currency: str = "USD"
+    usage_checkpoint: timedelta = accounting.DEFAULT_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -609,13 +617,18 @@ def _verdict(o: Observed) -> _Verdict:
             **base,
         )
 
-    # 4. Suspend: the pods go, the job and its restart count stay; the deadline clock stops.
-    if spec.suspend:
+    # 4. Suspend (asked for, or the budget is spent): the pods go, the job and its restart count stay;
+    # the deadline clock stops.
+    over_budget = accounting.training_over_budget(spec.budget, st.usage, now)
+    if spec.suspend or over_budget:
+        why = "spec.suspend is true" if spec.suspend else str(over_budget)
         return _Verdict(
             phase="Suspended",
-            reason="Suspended",
-            message="suspended: the workers were removed; set spec.suspend to false to resume",
-            admitted=("False", "Suspended", "spec.suspend is true"),
+            reason="Suspended" if spec.suspend else BUDGET_EXCEEDED,
+            message="suspended: the workers were removed; set spec.suspend to false to resume"
+            if spec.suspend
+            else f"suspended: {over_budget}",
+            admitted=("False", "Suspended" if spec.suspend else BUDGET_EXCEEDED, why),
             restarts=restarts,
             start_time=None,
             delete_jobs=everything,
@@ -1211,7 +1224,7 @@ def decide(o: Observed) -> Plan:
     active_total, active_since = _active_clock(o, v.phase)
     conditions = merge_conditions(
         [c.to_wire() for c in o.status.conditions],
-        _condition_updates(v, counts),
+        [*_condition_updates(v, counts), *_budget_condition(o)],
         now=o.now,
         generation=o.generation,
     )
@@ -1237,6 +1250,10 @@ def decide(o: Observed) -> Plan:
         }
     )
     status = _throttle_accounting(o, status)
+    ledger = accounting.account(
+        o.status.usage, o.held, o.now, currency=o.currency, checkpoint=o.usage_checkpoint
+    )
+    status = status.model_copy(update={"usage": ledger.usage})
     events: list[Event] = []
     old_reason = _reason_of(o.status, o.status.phase or "")
     if v.phase != o.status.phase or (v.phase in ("Queued", "Restarting") and v.reason != old_reason):
@@ -1245,6 +1262,9 @@ def decide(o: Observed) -> Plan:
         events.append(Event("Normal", last_resize.reason, last_resize.message or last_resize.reason))
     delete_self = False
     requeue = v.requeue_after
+    for wait in (ledger.requeue_after, _budget_runs_out(o.spec, ledger.usage, o.now)):
+        if wait is not None and v.phase in ACTIVE_PHASES:
+            requeue = wait if requeue is None else min(requeue, wait)
     ttl = o.spec.ttl_seconds_after_finished
     if v.phase in FINISHED_PHASES and ttl is not None and v.completion_time is not None:
         left = (v.completion_time + timedelta(seconds=ttl) - o.now).total_seconds()
@@ -1298,8 +1318,26 @@ def _last_resize(o: Observed, v: _Verdict) -> Resize | None:
     )
 
 
+def _budget_condition(o: Observed) -> list[ConditionUpdate]:
+    """`BudgetExceeded`, for a job with a budget: True once its cost reached `maxCost`."""
+    if o.spec.budget is None:
+        return []
+    over = accounting.training_over_budget(o.spec.budget, o.status.usage, o.now)
+    if over is not None:
+        return [ConditionUpdate(BUDGET_EXCEEDED, "True", "MaxCostReached", over)]
+    return [ConditionUpdate(BUDGET_EXCEEDED, "False", "WithinBudget", f"maxCost {o.spec.budget.max_cost:g}")]
+
+
+def _budget_runs_out(spec: TrainingJobSpec, usage: Usage | None, now: datetime) -> float | None:
+    """Seconds until the job's cost reaches `spec.budget.maxCost` at the rate it spends now."""
+    if spec.budget is None or usage is None or usage.cost_per_hour <= 0:
+        return None
+    left = spec.budget.max_cost - accounting.extrapolate(usage, now).cost
+    return max(1.0, left / usage.cost_per_hour * 3600.0)
+
+
 def _event(v: _Verdict) -> Event:
-    warning = v.phase in ("Failed", "Restarting") or v.reason == "ScheduleTimeout"
+    warning = v.phase in ("Failed", "Restarting") or v.reason in ("ScheduleTimeout", BUDGET_EXCEEDED)
     return Event("Warning" if warning else "Normal", v.reason, f"{v.phase}: {v.message}")
 
 
