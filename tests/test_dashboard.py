@@ -111,9 +111,9 @@ def test_every_panel_reads_prometheus_through_the_datasource_variable() -> None:
         assert panel.get("description"), f"{panel['title']}: say what the panel shows"
 
 
-def test_the_dashboard_covers_fleets_rollouts_training_and_the_operator() -> None:
+def test_the_dashboard_covers_fleets_rollouts_training_cost_and_the_operator() -> None:
     rows = [p["title"] for p in load()["panels"] if p["type"] == "row"]
-    assert rows == ["Inference fleets", "Rollouts", "Training", "Operator"]
+    assert rows == ["Inference fleets", "Rollouts", "Training", "Cost and energy", "Operator"]
     used = set().union(*(names(expand(e, GRAFANA_DEFAULTS)) for _, e in queries(load())))
     for metric in (
         "kubeforge_autoscaler_metric_value",
@@ -126,6 +126,10 @@ def test_the_dashboard_covers_fleets_rollouts_training_and_the_operator() -> Non
         "kubeforge_phase",
         "kubeforge_trainingjob_restarts_total",
         "kubeforge_trainingjob_gpu_hours",
+        "kubeforge_cost_per_hour",
+        "kubeforge_cost_total",
+        "kubeforge_gpus_held",
+        "kubeforge_energy_kwh_total",
         "workqueue_depth",
         "kubeforge_api_requests_total",
         "leader_election_master_status",
