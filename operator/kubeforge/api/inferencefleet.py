@@ -17,6 +17,7 @@ from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_va
 from kubeforge.api import common
 from kubeforge.api.common import Condition, EnvVar, KubeModel, PodMetadata, Resources, condition_list_schema
 from kubeforge.api.crdgen import KindInfo, PrinterColumn, ScaleSubresource
+from kubeforge.api.objective import Objective, PolicyEntry, Privacy, check_objective, objective_rules
 from kubeforge.api.rollout import RolloutSpec, RolloutStatus
 
 KIND = "InferenceFleet"
@@ -214,7 +215,8 @@ class InferenceFleetSpec(KubeModel):
     """Desired state of a serving fleet."""
 
     model_config = ConfigDict(
-        **KubeModel.model_config, json_schema_extra={"x-kubernetes-validations": common.process_rules()}
+        **KubeModel.model_config,
+        json_schema_extra={"x-kubernetes-validations": [*common.process_rules(), *objective_rules()]},
     )
 
     model: ModelRef
@@ -252,6 +254,14 @@ class InferenceFleetSpec(KubeModel):
     """Metric-driven autoscaling; without it the fleet runs `replicas` replicas."""
     security_context: SecurityContext | None = None
     """UID, GID and fsGroup of the pods."""
+    objective: Objective = "latency"
+    """What the fleet is tuned for: `latency` (default), `throughput`, `cost`, `energy`, `reliability` or
+    `privacy`. The operator derives GPU type, spot use, placement and autoscaler defaults from it (see
+    `status.policy` and docs/objectives.md); every field set explicitly wins. Part of the pod template: a
+    change rolls out like any template change."""
+    privacy: Privacy | None = None
+    """Data region, allowed client namespaces and egress destinations; required with
+    `objective: privacy`, refused otherwise."""
     rollout: RolloutSpec | None = None
     """How a new revision (a change of the pod template) replaces the running one: canary steps gated
     by Prometheus analysis, automatic rollback, manual control. Without it a new revision replaces the
@@ -261,6 +271,7 @@ class InferenceFleetSpec(KubeModel):
     def _process_fits(self) -> InferenceFleetSpec:
         # The same totals as the CEL rules, for specs that did not come through the API server.
         common.check_process_totals(self.command, self.args, self.env)
+        check_objective(self.objective, self.privacy)
         return self
 
     @property
@@ -347,6 +358,9 @@ class InferenceFleetStatus(KubeModel):
     autoscaler: AutoscalerStatus | None = None
     rollout: RolloutStatus | None = None
     """Progress of the rollout of a new revision, the revision history, the last analysis."""
+    policy: list[PolicyEntry] = Field(default_factory=list)
+    """What the operator derived from `spec.objective` (and what explicit fields overrode), each with
+    its source: objective, explicit or catalog."""
 
 
 INFO = KindInfo(
@@ -359,6 +373,7 @@ INFO = KindInfo(
     description="A fleet of GPU model servers behind one Service, with latency-driven autoscaling.",
     printer_columns=(
         PrinterColumn("Model", ".spec.model.name"),
+        PrinterColumn("Objective", ".spec.objective", description="What the fleet is tuned for"),
         PrinterColumn("Desired", ".status.desiredReplicas", "integer"),
         PrinterColumn("Ready", ".status.readyReplicas", "integer"),
         PrinterColumn("Metric", ".status.autoscaler.metricValue", "number", priority=1),

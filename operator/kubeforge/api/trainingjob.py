@@ -31,6 +31,7 @@ from kubeforge.api.names import ATTEMPT_LABEL as ATTEMPT_LABEL
 from kubeforge.api.names import GPU_PRODUCT_LABEL as GPU_PRODUCT_LABEL
 from kubeforge.api.names import GPU_RESOURCE as GPU_RESOURCE
 from kubeforge.api.names import TRAININGJOB_LABEL as TRAININGJOB_LABEL
+from kubeforge.api.objective import Objective, PolicyEntry, Privacy, check_objective, objective_rules
 
 KIND = "TrainingJob"
 
@@ -210,9 +211,16 @@ class TrainingJobSpec(KubeModel):
     """Gang placement, restarts and backoff."""
     security_context: WorkerSecurityContext | None = None
     """User and groups of the worker processes."""
+    objective: Objective = "throughput"
+    """What the job is tuned for: `throughput` (default), `latency`, `cost`, `energy`, `reliability` or
+    `privacy`. The operator derives GPU type, spot use and placement from it (see `status.policy` and
+    docs/objectives.md); every field set explicitly wins. Applies from the next attempt."""
+    privacy: Privacy | None = None
+    """The data region the workers must run in; required with `objective: privacy`, refused
+    otherwise."""
 
     model_config = ConfigDict(
-        **KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES, *process_rules())
+        **KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES, *process_rules(), *objective_rules())
     )
 
     @model_validator(mode="after")
@@ -222,6 +230,7 @@ class TrainingJobSpec(KubeModel):
         if procs is not None and gpus > 0 and procs > gpus:
             raise ValueError("spec.distributed.procsPerWorker must not exceed spec.resources.gpus")
         check_process_totals(self.command, self.args, self.env)
+        check_objective(self.objective, self.privacy)
         return self
 
     @property
@@ -286,6 +295,9 @@ class TrainingJobStatus(KubeModel):
     """GPU-hours held by the job's workers so far, over all attempts."""
     gpu_hours_as_of: str | None = None
     """Time up to which `gpuHours` is accounted."""
+    policy: list[PolicyEntry] = Field(default_factory=list)
+    """What the operator derived from `spec.objective` (and what explicit fields overrode), each with
+    its source: objective, explicit or catalog."""
     observed_generation: int | None = None
     """The `metadata.generation` this status was computed from."""
 
@@ -316,6 +328,7 @@ INFO = KindInfo(
     ),
     printer_columns=(
         PrinterColumn("Phase", ".status.phase", description="Lifecycle phase"),
+        PrinterColumn("Objective", ".spec.objective", description="What the job is tuned for"),
         PrinterColumn("Workers", ".status.workersReady", description="Ready workers / desired workers"),
         PrinterColumn("GPUs", ".spec.resources.gpus", type="integer", description="GPUs per worker"),
         PrinterColumn("GPU-Type", ".spec.resources.gpuType", description="GPU model", priority=1),
