@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
+from kubeforge.api.objective import PodPolicy
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec
 from kubeforge.builders.trainingjob import Owner, build_job, build_pod_template, build_service
 from kubeforge.controllers.ownership import (
@@ -32,6 +33,7 @@ from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA,
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, gangs, training
+from kubeforge.policy import objective as objectives
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
 from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
@@ -147,6 +149,9 @@ class TrainingJobController:
             return None
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
+        derived = objectives.derive_training(
+            spec, self.config.catalog, objectives.cluster_facts(self.caches.list(NODE), self.config.catalog)
+        )
         if status.phase not in ("Succeeded", "Failed"):
             service = build_service(spec, owner)
             with child_write():
@@ -170,6 +175,7 @@ class TrainingJobController:
             nodes=nodes,
             now=_now(),
             max_schedule_timeout_seconds=self.config.max_schedule_timeout_seconds,
+            policy=derived.entries,
         )
         plan = training.decide(observed)
         key = f"{namespace}/{name}"
@@ -177,36 +183,39 @@ class TrainingJobController:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
-            admission = self._admit(obj, spec, owner, status.restarts)
+            admission = self._admit(obj, spec, owner, status.restarts, derived)
             plan = training.decide(replace(observed, admission=admission, now=_now()))
             if admission.fits:
                 self._waiting.discard((namespace, name))
-                demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
-                self._reserved[key] = (demand, plan.create_attempt or 0)
+                self._reserved[key] = (_demand(key, spec, derived), plan.create_attempt or 0)
             else:
                 self._waiting.add((namespace, name))
         elif plan.status.phase not in ("Pending", "Running"):
             self._reserved.pop(key, None)
             if plan.status.phase != "Queued":
                 self._waiting.discard((namespace, name))
-        await self._execute(obj, spec, owner, plan)
+        await self._execute(obj, spec, owner, plan, derived.pod)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
-    def _admit(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int) -> capacity.Admission:
+    def _admit(
+        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int, derived: objectives.TrainingPolicy
+    ) -> capacity.Admission:
         """Whether all workers are sure to fit now (`policy.capacity`): after what pods hold, whatever
         nodes the unplaced workers of admitted gangs and unbound pods land on, and the gangs queued before
         this one (oldest first) that fit; within the namespace's GPU quota and reservation limit."""
         meta = obj["metadata"]
         namespace = meta["namespace"]
         key = f"{namespace}/{meta['name']}"
-        demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
+        demand = _demand(key, spec, derived)
         if demand.gpus <= 0:
             return capacity.Admission(True, spec.workers, "needs no GPUs")
         ledger = self.caches.capacity()
-        found = gangs.gangs_of(self.caches.list(TRAININGJOB), self._priority, skip=key)
+        found = gangs.gangs_of(
+            self.caches.list(TRAININGJOB), self._priority, skip=key, catalog=self.config.catalog
+        )
         admitted = dict(found.admitted)
         for reserved_key, held in self._reserved.items():
             if reserved_key != key:
@@ -218,11 +227,10 @@ class TrainingJobController:
         mine = (-self._priority(spec), str(meta.get("creationTimestamp") or ""), key)
         ahead = [d for order, d in sorted(found.queued, key=lambda q: q[0]) if order < mine]
         # The nodes a worker may use are judged by the tolerations its pods really carry.
-        template = build_pod_template(spec, owner, attempt)
+        template = build_pod_template(spec, owner, attempt, derived.pod)
         tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
-        return ledger.admit(
-            demand, others.values(), gpu_type=spec.resources.gpu_type, ahead=ahead, tolerations=tolerations
-        )
+        gpu_type = spec.resources.gpu_type or (derived.pod.gpu_name if derived.products else None)
+        return ledger.admit(demand, others.values(), gpu_type=gpu_type, ahead=ahead, tolerations=tolerations)
 
     def _namespace_limits(
         self,
@@ -271,7 +279,9 @@ class TrainingJobController:
         default = next((c for c in classes if c.get("globalDefault")), None)
         return int(default["value"]) if default is not None else 0
 
-    async def _execute(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, plan: training.Plan) -> None:
+    async def _execute(
+        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, plan: training.Plan, pod_policy: PodPolicy
+    ) -> None:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         old_raw = obj.get("status")
@@ -287,7 +297,7 @@ class TrainingJobController:
             if await self.kube.delete(JOB.api_version, JOB.kind, job_name, namespace):
                 log.info("TrainingJob %s/%s: deleted Job %s", namespace, name, job_name)
         if plan.create_attempt is not None:
-            job = build_job(spec, owner, plan.create_attempt)
+            job = build_job(spec, owner, plan.create_attempt, pod_policy)
             # A Job is created once per attempt; its template is immutable afterwards.
             with child_write():
                 await self.kube.apply_if_changed(
@@ -356,3 +366,12 @@ def _node_capacity(node: Mapping[str, Any]) -> tuple[Any, ...]:
         info.product,
         (node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE),
     )
+
+
+def _demand(key: str, spec: TrainingJobSpec, derived: objectives.TrainingPolicy) -> capacity.Demand:
+    """The whole gang as admission counts it: on the GPU type its workers require, the spec's or the
+    one its objective chose."""
+    demand = capacity.demand_of(key, spec.workers, spec.resources.gpus, spec.resources.gpu_type)
+    if spec.resources.gpu_type or derived.products is None:
+        return demand
+    return replace(demand, products=derived.products)

@@ -46,6 +46,7 @@ from kubeforge.api.fleet_names import (
     revision_service_problem,
 )
 from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
+from kubeforge.api.objective import PolicyEntry
 from kubeforge.api.rollout import AnalysisRun, AnalysisSpec
 from kubeforge.policy import analysis, autoscaler, capacity
 from kubeforge.policy import rollout as rollouts
@@ -159,6 +160,12 @@ class FleetObserved:
     """Stored templates of revisions to rebuild, as the fleet's spec with them; None when the stored one
     is missing, unreadable or does not hash to its revision."""
     route: RouteRead | None = None
+    # What the objective derived (`policy.objective.derive_fleet`); `spec` already has its values.
+    gpu_products: tuple[str, ...] | None = None
+    """The GPU products the pods require by the objective's choice, when `resources.gpuType` is unset:
+    a surge counts the same GPUs the scheduler will place them on."""
+    policy: tuple[PolicyEntry, ...] = ()
+    """`status.policy`."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -284,6 +291,7 @@ def decide(o: FleetObserved) -> FleetPlan:
             o.capacity.free,
             o.capacity.claims,
             o.capacity.tolerations,
+            products=o.gpu_products,
         )
     inputs = rollouts.RolloutInputs(
         spec=spec.rollout_spec,
@@ -389,6 +397,8 @@ def _finish(
     rollout_due: float | None = None,
 ) -> FleetPlan:
     """The plan around a decided status: the news in it, and when to come back."""
+    if list(o.policy) != status.policy:
+        status = status.model_copy(update={"policy": list(o.policy)})
     events = [*rollout_events, *condition_events(o.status.conditions, status.conditions)]
     scaled = scale_event(evaluation) if evaluation is not None else None
     if scaled is not None:

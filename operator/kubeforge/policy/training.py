@@ -18,6 +18,7 @@ from typing import Any
 
 from kubeforge.api.names import COMPLETION_INDEX_ANNOTATION as COMPLETION_INDEX_ANNOTATION
 from kubeforge.api.names import WORKER_CONTAINER as WORKER_CONTAINER
+from kubeforge.api.objective import PolicyEntry
 from kubeforge.api.trainingjob import (
     ATTEMPT_LABEL,
     FINISHED_PHASES,
@@ -276,6 +277,8 @@ class Observed:
     """The gang admission verdict, once the controller computed it for a plan that asked for it."""
     max_schedule_timeout_seconds: int | None = None
     """The operator owner's bound on `spec.policy.scheduleTimeoutSeconds`."""
+    policy: tuple[PolicyEntry, ...] = ()
+    """What the objective derived (`policy.objective.derive_training`): `status.policy`."""
 
 
 @dataclass(frozen=True)
@@ -1083,6 +1086,7 @@ def decide(o: Observed) -> Plan:
             "activeSeconds": active_total,
             "activeSince": active_since,
             "observedGeneration": o.generation,
+            "policy": [e.to_wire() for e in o.policy],
         }
     )
     status = _throttle_accounting(o, status)
