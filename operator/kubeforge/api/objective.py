@@ -137,7 +137,9 @@ class PolicyEntry(KubeModel):
 
 # -- what the builders apply ---------------------------------------------------------------------------
 
-SpotUse = Literal["prefer", "avoid", "any"]
+SpotUse = Literal["prefer", "avoid", "shun", "any"]
+"""`prefer`: preferred node affinity to the spot pool (and its tolerations); `avoid`: required affinity
+away from it; `shun`: preferred affinity away from it."""
 Packing = Literal["none", "gang", "binpack"]
 
 

@@ -253,6 +253,10 @@ def _pod_policy(
     elif objective == "reliability":
         spot = "avoid"
         entries.add("spotPool", "excluded", "objective", f"required node affinity: not {label}")
+    elif objective == "energy" and gpus > 0:
+        # A reclaimed spot node costs a model reload or a restart from checkpoint: GPU power for no work.
+        spot = "shun"
+        entries.add("spotPool", "avoided", "objective", f"preferred node affinity: not {label}")
     region_term = (REGION_LABEL, region) if region is not None else None
     if region is not None:
         entries.add("dataRegion", region, "explicit", f"required node affinity to {REGION_LABEL}")
