@@ -291,3 +291,25 @@ def test_derived_policies_hold_their_promises(
         if objective == "reliability":
             assert pod.spot == "avoid"  # never on spot, whatever else is chosen
         assert len(derived.entries) <= 12
+
+
+def test_a_privacy_fleet_owns_a_network_policy_that_admits_only_the_listed_namespaces() -> None:
+    privacy = {"dataRegion": "us", "allowedNamespaces": ["gateway"], "egress": ["10.20.0.0/16"]}
+    spec = fleet("privacy", privacy=privacy)
+    policy = fleet_build.build_network_policy(spec, name="f", namespace="ns", uid="u")["spec"]
+    sources = [
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for s in policy["ingress"][0]["from"]
+    ]
+    assert sources == ["ns", "gateway"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
+    assert {p["port"] for p in policy["egress"][0]["ports"]} == {53}
+    derived = derive_fleet(spec, DEFAULT_CATALOG, CLUSTER)
+    pod = fleet_build.pod_template(derived.spec, "f", "r", derived.pod)["spec"]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]
+    assert {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["us"]} in term[
+        "matchExpressions"
+    ]

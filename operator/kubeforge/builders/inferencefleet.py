@@ -271,6 +271,34 @@ def build_pdb(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) 
     }
 
 
+def build_network_policy(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) -> dict[str, Any]:
+    """Under `objective: privacy`: the fleet's pods admit connections only from their own namespace and
+    `privacy.allowedNamespaces`, and open connections only to DNS and `privacy.egress`."""
+    privacy = spec.privacy
+    allowed = [namespace, *(privacy.allowed_namespaces if privacy else [])]
+    sources = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}}
+        for n in dict.fromkeys(allowed)
+    ]
+    dns = {
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    egress: list[dict[str, Any]] = [dns]
+    if privacy and privacy.egress:
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in privacy.egress]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(kind=KIND, owner=name, uid=uid, name=name, namespace=namespace),
+        "spec": {
+            "podSelector": {"matchLabels": fleet_labels(name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": spec.port}]}],
+            "egress": egress,
+        },
+    }
+
+
 # -- revision templates (ControllerRevision) -----------------------------------------------------------
 
 

@@ -51,6 +51,7 @@ from kubeforge.kube.kinds import (
     DEPLOYMENT,
     HTTPROUTE,
     INFERENCEFLEET,
+    NETWORK_POLICY,
     NODE,
     PDB,
     POD,
@@ -129,6 +130,7 @@ class InferenceFleetController:
             Watch(DEPLOYMENT, owner_keys(FLEET)),
             Watch(SERVICE, owner_keys(FLEET)),
             Watch(PDB, owner_keys(FLEET)),
+            Watch(NETWORK_POLICY, owner_keys(FLEET)),
             Watch(POD, self._pod_keys),
             Watch(NODE, lambda old, new: set(self._waiting)),
         )
@@ -168,7 +170,13 @@ class InferenceFleetController:
         observed_at = self._monotonic()
         observed = self._observe(obj, spec, invalid, reading, fleet, observed_at)
         if derived is not None:
-            observed = replace(observed, gpu_products=derived.products, policy=derived.entries)
+            guard = self.caches.get(NETWORK_POLICY, key[1], key[0])
+            observed = replace(
+                observed,
+                gpu_products=derived.products,
+                policy=derived.entries,
+                network_policy=guard is not None and _owned_by(guard, str(meta["uid"])),
+            )
         plan = policy.decide(observed)
         for _ in range(policy.MAX_ROUNDS):
             if plan.complete:
@@ -458,6 +466,7 @@ _CHILD_KINDS: Mapping[str, Kind] = {
     "PodDisruptionBudget": PDB,
     "Deployment": DEPLOYMENT,
     "ControllerRevision": CONTROLLER_REVISION,
+    "NetworkPolicy": NETWORK_POLICY,
 }
 
 
@@ -470,6 +479,8 @@ def _build(step: policy.Apply, *, name: str, namespace: str, uid: str, policy: P
         return build.build_pdb(spec, name=name, namespace=namespace, uid=uid)
     if step.kind == "ControllerRevision":
         return build.build_controller_revision(spec, name=name, namespace=namespace, uid=uid, rev=rev)
+    if step.kind == "NetworkPolicy":
+        return build.build_network_policy(spec, name=name, namespace=namespace, uid=uid)
     if step.kind == "RevisionService":
         return build.build_revision_service(spec, name=name, namespace=namespace, uid=uid, rev=rev)
     return build.build_deployment(

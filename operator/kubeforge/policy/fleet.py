@@ -166,12 +166,16 @@ class FleetObserved:
     a surge counts the same GPUs the scheduler will place them on."""
     policy: tuple[PolicyEntry, ...] = ()
     """`status.policy`."""
+    network_policy: bool = False
+    """The fleet's NetworkPolicy exists (it made one under `objective: privacy`)."""
 
 
 # ---------------------------------------------------------------------------------------------------
 # What to do about it.
 
-ChildKind = Literal["Service", "PodDisruptionBudget", "ControllerRevision", "Deployment", "RevisionService"]
+ChildKind = Literal[
+    "Service", "PodDisruptionBudget", "ControllerRevision", "Deployment", "RevisionService", "NetworkPolicy"
+]
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ class Scale:
 
 @dataclass(frozen=True)
 class Delete:
-    kind: Literal["Deployment", "Service", "ControllerRevision"]
+    kind: Literal["Deployment", "Service", "ControllerRevision", "NetworkPolicy"]
     name: str
     revision: str | None
 
@@ -557,6 +561,10 @@ def _revision_writes(
         Apply("PodDisruptionBudget", spec),
         Apply("ControllerRevision", spec, revision=o.revision),
     ]
+    if spec.privacy is not None:
+        writes.append(Apply("NetworkPolicy", spec))
+    elif o.network_policy:
+        writes.append(Delete("NetworkPolicy", o.name, None))
 
     def shrinking_first(item: tuple[str, int]) -> tuple[bool, str]:
         # Scale-downs before scale-ups: the replicas asked for never exceed the plan's surge, not even
