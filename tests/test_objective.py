@@ -187,6 +187,11 @@ def test_the_builders_put_the_derived_settings_into_the_pod_template() -> None:
     assert "podAffinity" in pod["affinity"]
     assert "topologySpreadConstraints" not in pod
 
+    derived = derive_fleet(fleet("energy"), DEFAULT_CATALOG, CLUSTER)
+    node = fleet_build.pod_template(derived.spec, "f", "r", derived.pod)["spec"]["affinity"]["nodeAffinity"]
+    shun = node["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]["matchExpressions"]
+    assert shun == [{"key": "kubeforge.dev/capacity-type", "operator": "NotIn", "values": ["spot"]}]
+
     derived_tj = derive_training(job("reliability"), DEFAULT_CATALOG, CLUSTER)
     worker = build_pod_template(job("reliability"), Owner("j", "ns", "u"), 0, derived_tj.pod)["spec"]
     term = worker["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][

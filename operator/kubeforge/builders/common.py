@@ -127,9 +127,11 @@ def affinity(
             ]
         }
         preferred.append({"weight": 100, "preference": term})
-    if policy.spot == "prefer" and policy.spot_selector:
+    if policy.spot in ("prefer", "shun") and policy.spot_selector:
+        # `shun`: anything but the spot pool, as a preference (NotIn also matches unlabelled nodes).
+        op = "In" if policy.spot == "prefer" else "NotIn"
         expressions = [
-            {"key": k, "operator": "In", "values": [v]} for k, v in sorted(policy.spot_selector.items())
+            {"key": k, "operator": op, "values": [v]} for k, v in sorted(policy.spot_selector.items())
         ]
         preferred.append({"weight": 50, "preference": {"matchExpressions": expressions}})
     out: dict[str, Any] = {}
