@@ -140,19 +140,29 @@ def test_an_explicit_gpu_type_wins_over_every_objective() -> None:
 
 
 def test_explicit_placement_and_autoscaler_fields_win() -> None:
-    auto = {"maxReplicas": 4, "metric": "latencyP95", "target": 0.5, "panicThreshold": 3.0}
-    spec = fleet("latency", autoscaling=auto, placement={"spreadZones": False})
+    auto = {"maxReplicas": 4, "metric": "latencyP95", "target": 0.5, "scaleDownStabilizationSeconds": 120}
+    spec = fleet("cost", autoscaling=auto, placement={"requireZoneSpread": True})
     derived = derive_fleet(spec, DEFAULT_CATALOG, CLUSTER)
-    assert derived.spec.placement.spread_zones is False
+    assert derived.spec.placement.require_zone_spread is True
+    assert derived.spec.placement.spread_nodes is False  # left at its default: the objective's
     assert derived.spec.autoscaling is not None
-    assert derived.spec.autoscaling.panic_threshold == 3.0
-    assert entry(derived.entries, "autoscaling.panicThreshold") == ("3.0", "explicit")
+    assert derived.spec.autoscaling.scale_down_stabilization_seconds == 120
+    assert entry(derived.entries, "autoscaling.scaleDownStabilizationSeconds") == ("120", "explicit")
     # Left at its default, the objective sets it.
     derived = derive_fleet(
-        fleet("latency", autoscaling={**auto, "panicThreshold": 2.0}), DEFAULT_CATALOG, CLUSTER
+        fleet("cost", autoscaling={**auto, "scaleDownStabilizationSeconds": 300}), DEFAULT_CATALOG, CLUSTER
     )
     assert derived.spec.autoscaling is not None
-    assert derived.spec.autoscaling.panic_threshold == 1.5
+    assert derived.spec.autoscaling.scale_down_stabilization_seconds == 60
+
+
+def test_the_default_objectives_change_no_autoscaler_or_placement_default() -> None:
+    auto = {"maxReplicas": 4, "metric": "latencyP95", "target": 0.5}
+    spec = fleet("latency", autoscaling=auto)
+    derived = derive_fleet(spec, DEFAULT_CATALOG, CLUSTER)
+    assert derived.spec.autoscaling == spec.autoscaling
+    assert derived.spec.placement == spec.placement
+    assert entry(derived.entries, "autoscaling.panicWindowSeconds") == ("6", "objective")
 
 
 def test_reliability_keeps_two_replicas_across_zones() -> None:

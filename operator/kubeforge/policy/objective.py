@@ -354,8 +354,10 @@ def _autoscaling(spec: InferenceFleetSpec, auto: Autoscaling, entries: _Entries)
     wanted: dict[str, object] = {}
     why: dict[str, str] = {}
     if objective in ("latency", "privacy"):
-        wanted["panic_threshold"] = 1.5
-        why["panic_threshold"] = "panic window on and tight: scale up at once at 150% of ready"
+        # The built-in defaults are already the latency profile (a 6 s panic window, scale up at once at
+        # twice the ready replicas' load): said here, and kept, so the default objective changes nothing.
+        wanted["panic_window_seconds"] = 6
+        why["panic_window_seconds"] = "panic window on and short: a burst is met within seconds"
     if objective in ("cost", "energy"):
         wanted["scale_down_stabilization_seconds"] = 60
         why["scale_down_stabilization_seconds"] = "scale down sooner: idle GPUs cost money and power"
