@@ -127,3 +127,82 @@ def test_changing_the_objective_rolls_out_a_new_revision(
     assert old is None or old["spec"]["replicas"] == 0, "the old revision drained"
     assert {n[PRODUCT_LABEL] for n in placed_on(kubectl, namespace, "moving")} == {"NVIDIA-L4"}
     assert policy(get_fleet(kubectl, namespace, "moving"))["gpuType"] == ("L4", "catalog")
+
+
+def trainingjob(name: str, objective: str) -> dict[str, Any]:
+    """Two workers of four GPUs, no GPU type, running long enough to be looked at."""
+    return {
+        "apiVersion": "kubeforge.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "registry.invalid/kubeforge/trainer:1",
+            "workers": 2,
+            "resources": {"gpus": 4},
+            "objective": objective,
+            "podMetadata": {"annotations": {"e2e.kubeforge.dev/run-seconds": "120"}},
+        },
+    }
+
+
+def worker_nodes(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, str]] | None:
+    """The labels of the nodes the job's workers run on, once both are Running."""
+    pods = kubectl.json("get", "pods", "-n", namespace, "-l", f"kubeforge.dev/trainingjob={name}")["items"]
+    if len(pods) != 2 or any(p["status"].get("phase") != "Running" for p in pods):
+        return None
+    return [dict(kubectl.get("node", p["spec"]["nodeName"])["metadata"]["labels"]) for p in pods]
+
+
+def test_a_gang_packs_into_one_zone_under_throughput_and_takes_the_spot_pool_under_cost(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    kubectl.apply(trainingjob("fast", "throughput"), namespace)
+    kubectl.apply(trainingjob("cheap", "cost"), namespace)
+
+    fast = wait_for(lambda: worker_nodes(kubectl, namespace, "fast"), timeout=90, description="fast running")
+    assert {n[PRODUCT_LABEL] for n in fast} == {"NVIDIA-H100-80GB-HBM3"}  # training per price
+    assert len({n["topology.kubernetes.io/zone"] for n in fast}) == 1, "the gang stays in one zone"
+
+    cheap = wait_for(
+        lambda: worker_nodes(kubectl, namespace, "cheap"), timeout=90, description="cheap running"
+    )
+    assert {n[PRODUCT_LABEL] for n in cheap} == {"NVIDIA-L4"}
+    assert all(n.get(SPOT_LABEL) == "spot" for n in cheap), cheap
+
+    status = kubectl.get("trainingjob", "cheap", namespace)["status"]
+    assert policy({"status": status})["spotPool"] == ("preferred", "objective")
+    assert policy({"status": status})["gpuType"] == ("L4", "catalog")
+
+
+def test_a_privacy_fleet_is_confined_to_its_region_and_owns_a_network_policy(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    privacy = {"dataRegion": "local", "allowedNamespaces": ["gateway"], "egress": ["10.20.0.0/16"]}
+    kubectl.apply(
+        fleet("private", replicas=1, resources={"gpus": 1}, objective="privacy", privacy=privacy), namespace
+    )
+    obj = wait_ready(kubectl, namespace, "private")
+    assert policy(obj)["dataRegion"] == ("local", "explicit")
+    guard = wait_for(
+        lambda: kubectl.get("networkpolicy", "private", namespace), timeout=30, description="NetworkPolicy"
+    )
+    assert guard["metadata"]["ownerReferences"][0]["kind"] == "InferenceFleet"
+    sources = [s["namespaceSelector"]["matchLabels"] for s in guard["spec"]["ingress"][0]["from"]]
+    assert sources == [{"kubernetes.io/metadata.name": namespace}, {"kubernetes.io/metadata.name": "gateway"}]
+
+    # Without the objective the confinement goes with it.
+    kubectl(
+        "patch",
+        "inferencefleet",
+        "private",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op":"replace","path":"/spec/objective","value":"latency"},{"op":"remove","path":"/spec/privacy"}]',
+    )
+    wait_for(
+        lambda: kubectl.get("networkpolicy", "private", namespace) is None,
+        timeout=30,
+        description="NetworkPolicy removed",
+    )
