@@ -14,7 +14,7 @@ import pytest
 
 from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.workloads import fleet, fleet_pods, get_fleet, start_operator, wait_ready
+from kubeforge_e2e.workloads import fleet, fleet_pods, get_fleet, start_operator, trainingjob, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -129,20 +129,9 @@ def test_changing_the_objective_rolls_out_a_new_revision(
     assert policy(get_fleet(kubectl, namespace, "moving"))["gpuType"] == ("L4", "catalog")
 
 
-def trainingjob(name: str, objective: str) -> dict[str, Any]:
+def gang(name: str, objective: str) -> dict[str, Any]:
     """Two workers of four GPUs, no GPU type, running long enough to be looked at."""
-    return {
-        "apiVersion": "kubeforge.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "registry.invalid/kubeforge/trainer:1",
-            "workers": 2,
-            "resources": {"gpus": 4},
-            "objective": objective,
-            "podMetadata": {"annotations": {"e2e.kubeforge.dev/run-seconds": "120"}},
-        },
-    }
+    return trainingjob(name, {"run-seconds": "120"}, workers=2, resources={"gpus": 4}, objective=objective)
 
 
 def worker_nodes(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, str]] | None:
@@ -156,8 +145,8 @@ def worker_nodes(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, 
 def test_a_gang_packs_into_one_zone_under_throughput_and_takes_the_spot_pool_under_cost(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
-    kubectl.apply(trainingjob("fast", "throughput"), namespace)
-    kubectl.apply(trainingjob("cheap", "cost"), namespace)
+    kubectl.apply(gang("fast", "throughput"), namespace)
+    kubectl.apply(gang("cheap", "cost"), namespace)
 
     fast = wait_for(lambda: worker_nodes(kubectl, namespace, "fast"), timeout=90, description="fast running")
     assert {n[PRODUCT_LABEL] for n in fast} == {"NVIDIA-H100-80GB-HBM3"}  # training per price

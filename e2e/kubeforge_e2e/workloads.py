@@ -54,6 +54,30 @@ def fleet(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+TRAINER_IMAGE = "registry.invalid/kubeforge/trainer:1"
+SIMULATION_PREFIX = "e2e.kubeforge.dev/"
+"""Pod annotations under this prefix tell the simulated workloads how to behave (e.g. `run-seconds`)."""
+
+
+def trainingjob(name: str, simulation: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    """A TrainingJob of one 1-GPU worker by default; `simulation` becomes the workers' simulation
+    annotations (`{"run-seconds": "60"}`), `spec` overrides the rest."""
+    annotations = {f"{SIMULATION_PREFIX}{k}": v for k, v in (simulation or {}).items()}
+    body: dict[str, Any] = {
+        "image": TRAINER_IMAGE,
+        "workers": 1,
+        "resources": {"gpus": 1},
+        "podMetadata": {"annotations": annotations},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "kubeforge.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for cond in (obj or {}).get("status", {}).get("conditions") or []:
         if cond.get("type") == type_:

@@ -373,7 +373,6 @@ INFO = KindInfo(
     description="A fleet of GPU model servers behind one Service, with latency-driven autoscaling.",
     printer_columns=(
         PrinterColumn("Model", ".spec.model.name"),
-        PrinterColumn("Objective", ".spec.objective", description="What the fleet is tuned for"),
         PrinterColumn("Desired", ".status.desiredReplicas", "integer"),
         PrinterColumn("Ready", ".status.readyReplicas", "integer"),
         PrinterColumn("Metric", ".status.autoscaler.metricValue", "number", priority=1),
@@ -381,6 +380,7 @@ INFO = KindInfo(
         PrinterColumn("Rollout", ".status.rollout.phase"),
         PrinterColumn("Canary", ".status.rollout.canaryWeight", "integer", priority=1),
         PrinterColumn("Status", '.status.conditions[?(@.type=="Ready")].reason'),
+        PrinterColumn("Objective", ".spec.objective", description="What the fleet is tuned for"),
     ),
     scale=ScaleSubresource(),
 )

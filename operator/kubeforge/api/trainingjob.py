@@ -328,12 +328,12 @@ INFO = KindInfo(
     ),
     printer_columns=(
         PrinterColumn("Phase", ".status.phase", description="Lifecycle phase"),
-        PrinterColumn("Objective", ".spec.objective", description="What the job is tuned for"),
         PrinterColumn("Workers", ".status.workersReady", description="Ready workers / desired workers"),
         PrinterColumn("GPUs", ".spec.resources.gpus", type="integer", description="GPUs per worker"),
         PrinterColumn("GPU-Type", ".spec.resources.gpuType", description="GPU model", priority=1),
         PrinterColumn("Restarts", ".status.restarts", type="integer", description="Whole-gang restarts"),
         PrinterColumn("GPU-Hours", ".status.gpuHours", type="number", description="GPU-hours held so far"),
+        PrinterColumn("Objective", ".spec.objective", description="What the job is tuned for"),
         PrinterColumn("Message", ".status.message", description="What is happening", priority=1),
     ),
 )

@@ -220,15 +220,14 @@ class _Pod:
 
 def _pod_policy(
     kind: Kind,
-    objective: Objective,
-    gpu_type: str | None,
-    gpus: int,
+    spec: TrainingJobSpec | InferenceFleetSpec,
     pods: int,
-    region: str | None,
     catalog: GpuCatalog,
     facts: ClusterFacts,
     entries: _Entries,
 ) -> _Pod:
+    objective, gpu_type, gpus = spec.objective, spec.resources.gpu_type, spec.resources.gpus
+    region = spec.privacy.data_region if spec.privacy is not None else None
     chosen: GpuChoice | None = None
     required: tuple[str, ...] = ()
     preferred: tuple[str, ...] = ()
@@ -294,18 +293,7 @@ class TrainingPolicy:
 
 def derive_training(spec: TrainingJobSpec, catalog: GpuCatalog, facts: ClusterFacts) -> TrainingPolicy:
     entries = _Entries()
-    region = spec.privacy.data_region if spec.privacy is not None else None
-    derived = _pod_policy(
-        "training",
-        spec.objective,
-        spec.resources.gpu_type,
-        spec.resources.gpus,
-        spec.workers,
-        region,
-        catalog,
-        facts,
-        entries,
-    )
+    derived = _pod_policy("training", spec, spec.workers, catalog, facts, entries)
     if derived.pod.packing == "gang":
         entries.add("placement", "pack", "objective", "one zone, fewest nodes (preferred pod affinity)")
     elif derived.pod.packing == "binpack":
@@ -400,18 +388,7 @@ def _camel(name: str) -> str:
 
 def derive_fleet(spec: InferenceFleetSpec, catalog: GpuCatalog, facts: ClusterFacts) -> FleetPolicy:
     entries = _Entries()
-    region = spec.privacy.data_region if spec.privacy is not None else None
-    derived = _pod_policy(
-        "fleet",
-        spec.objective,
-        spec.resources.gpu_type,
-        spec.resources.gpus,
-        1,
-        region,
-        catalog,
-        facts,
-        entries,
-    )
+    derived = _pod_policy("fleet", spec, 1, catalog, facts, entries)
     updates: dict[str, object] = {}
     placement = _placement(spec, entries)
     if placement is not spec.placement:
