@@ -8,33 +8,21 @@ latency one."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from kubeforge_e2e import Kubectl, LocalCluster, wait_for
+from kubeforge_e2e import Kubectl, wait_for
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
-from kubeforge_e2e.prometheus import PrometheusProcess
-from kubeforge_e2e.workloads import fleet, fleet_pods, get_fleet, start_operator, trainingjob, wait_ready
+from kubeforge_e2e.workloads import fleet, fleet_pods, get_fleet, trainingjob, wait_ready
 from test_fleet_autoscale import AUTOSCALING, MODEL, desired
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+# The conftest's operator reads the module's Prometheus (the load-ramp test's autoscaler needs it).
+pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(300)]
 
 SPOT_LABEL = "kubeforge.dev/capacity-type"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
-
-
-@pytest.fixture
-def operator(
-    cluster: LocalCluster, crds: None, namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    proc = start_operator(cluster, namespace, tmp_path_factory.mktemp("objective-operator"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def placed_on(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, str]]:
@@ -149,6 +137,18 @@ def worker_nodes(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, 
 def test_a_gang_packs_into_one_zone_under_throughput_and_takes_the_spot_pool_under_cost(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess
 ) -> None:
+    # A worker needs a whole spot node (4 GPUs): wait for other tests' pods to leave the spot pool, or
+    # the preference would rightly send it elsewhere.
+    spot_nodes = kubectl.json("get", "nodes", "-l", f"{SPOT_LABEL}=spot")["items"]
+
+    def spot_pool_free() -> bool:
+        for node in spot_nodes:
+            selector = f"spec.nodeName={node['metadata']['name']}"
+            if kubectl.json("get", "pods", "-A", "--field-selector", selector)["items"]:
+                return False
+        return True
+
+    wait_for(spot_pool_free, timeout=90, interval=1, description="the spot pool free")
     kubectl.apply(gang("fast", "throughput"), namespace)
     kubectl.apply(gang("cheap", "cost"), namespace)
 
@@ -201,31 +201,9 @@ def test_a_privacy_fleet_is_confined_to_its_region_and_owns_a_network_policy(
     )
 
 
-@pytest.fixture
-def monitored(
-    cluster: LocalCluster,
-    crds: None,
-    namespace: str,
-    prometheus: PrometheusProcess,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    """The operator reading the module's Prometheus, for the autoscaler."""
-    proc = start_operator(
-        cluster,
-        namespace,
-        tmp_path_factory.mktemp("objective-monitored"),
-        ["--prometheus-url", prometheus.url],
-    )
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.mark.prometheus
 @pytest.mark.timeout(420)
 def test_under_the_same_load_ramp_cost_scales_down_sooner_than_latency(
-    kubectl: Kubectl, namespace: str, monitored: OperatorProcess, loadsim: LoadSimulator
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess, loadsim: LoadSimulator
 ) -> None:
     # The fleets differ only in their objective; the scale-down stabilization is left at its default,
     # so latency keeps 300 s and cost derives 60 s.

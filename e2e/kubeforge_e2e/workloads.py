@@ -40,18 +40,16 @@ def start_operator(
     return operator
 
 
+def _kubeforge(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "kubeforge.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
 def fleet(name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"name": "llama-3.1-8b", "uri": "s3://models/llama-3.1-8b"},
         "image": IMAGE,
     }
-    body.update(spec)
-    return {
-        "apiVersion": "kubeforge.dev/v1alpha1",
-        "kind": "InferenceFleet",
-        "metadata": {"name": name},
-        "spec": body,
-    }
+    return _kubeforge("InferenceFleet", name, {**body, **spec})
 
 
 TRAINER_IMAGE = "registry.invalid/kubeforge/trainer:1"
@@ -69,13 +67,7 @@ def trainingjob(name: str, simulation: dict[str, str] | None = None, **spec: Any
         "resources": {"gpus": 1},
         "podMetadata": {"annotations": annotations},
     }
-    body.update(spec)
-    return {
-        "apiVersion": "kubeforge.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": body,
-    }
+    return _kubeforge("TrainingJob", name, {**body, **spec})
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
