@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kubeforge_e2e import Kubectl, wait_for
+from kubeforge_e2e import Kubectl, KubectlError, wait_for
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.workloads import fleet, fleet_pods, get_fleet, trainingjob, wait_ready
@@ -231,3 +231,35 @@ def test_under_the_same_load_ramp_cost_scales_down_sooner_than_latency(
     print(f"cost scaled down {cost_after:.0f}s after the load dropped")
     # Latency's 300 s window still holds its peak (or more: it may have grown before the drop showed).
     assert desired(kubectl, namespace, "latency") >= peaks["latency"]
+
+
+REFUSED = [
+    ("unknown-objective", {"objective": "speed"}, "spec.objective"),
+    (
+        "privacy-without-region",
+        {"objective": "privacy"},
+        "spec.objective privacy needs spec.privacy.dataRegion",
+    ),
+    ("privacy-elsewhere", {"objective": "cost", "privacy": {"dataRegion": "eu"}}, "applies only with"),
+    (
+        "bad-cidr",
+        {"objective": "privacy", "privacy": {"dataRegion": "eu", "egress": ["10.0.0.0/33"]}},
+        "CIDRs",
+    ),
+    (
+        "bad-namespace",
+        {"objective": "privacy", "privacy": {"dataRegion": "eu", "allowedNamespaces": ["Not_A_Namespace"]}},
+        "spec.privacy.allowedNamespaces",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "message"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_the_api_server_refuses_an_objective_it_cannot_honour(
+    kubectl: Kubectl, namespace: str, crds: None, case: str, change: dict[str, Any], message: str
+) -> None:
+    for manifest in (fleet(f"bad-{case}", **change), trainingjob(f"bad-{case}", **change)):
+        with pytest.raises(KubectlError) as info:
+            kubectl.apply(manifest, namespace)
+        assert "is invalid" in str(info.value), info.value
+        assert message in str(info.value), info.value
