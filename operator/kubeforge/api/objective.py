@@ -1,7 +1,7 @@
 """`spec.objective`: the one constraint a workload is tuned for, and what the operator derived from it.
 
 Users name the constraint once (`throughput`, `latency`, `cost`, `energy`, `reliability`, `privacy`);
-`kubeforge.policy.objective.derive` turns it, the GPU catalog and what the cluster has into concrete
+`kubeforge.policy.objective` (`derive_fleet`, `derive_training`) turns it, the GPU catalog and what the cluster has into concrete
 settings, and `status.policy` lists them with where each came from. Anything the user wrote explicitly
 wins over the objective.
 
@@ -12,6 +12,7 @@ The types here are shared by the policy that derives the settings and the builde
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -70,8 +71,6 @@ class Privacy(KubeModel):
     @field_validator("allowed_namespaces")
     @classmethod
     def _namespaces(cls, value: list[str]) -> list[str]:
-        import re
-
         for name in value:
             if len(name) > 63 or not re.fullmatch(DNS_LABEL_PATTERN, name):
                 raise ValueError(f"privacy.allowedNamespaces: {name!r} is not a namespace name")
