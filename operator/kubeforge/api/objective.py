@@ -1,9 +1,9 @@
 """`spec.objective`: the one constraint a workload is tuned for, and what the operator derived from it.
 
 Users name the constraint once (`throughput`, `latency`, `cost`, `energy`, `reliability`, `privacy`);
-`kubeforge.policy.objective` (`derive_fleet`, `derive_training`) turns it, the GPU catalog and what the cluster has into concrete
-settings, and `status.policy` lists them with where each came from. Anything the user wrote explicitly
-wins over the objective.
+`kubeforge.policy.objective` (`derive_fleet`, `derive_training`) turns it, the GPU catalog and what the
+cluster has into concrete settings, and `status.policy` lists them with where each came from. Anything
+the user wrote explicitly wins over the objective.
 
 The types here are shared by the policy that derives the settings and the builders that apply them
 (the two layers may not import each other), and by the CRD models.
