@@ -175,6 +175,17 @@ def test_reliability_keeps_two_replicas_across_zones() -> None:
     assert derived.spec.autoscaling.min_replicas == 2
 
 
+def test_reliability_slows_a_canary_that_names_no_steps() -> None:
+    derived = derive_fleet(fleet("reliability", rollout={"strategy": "Canary"}), DEFAULT_CATALOG, CLUSTER)
+    assert derived.spec.rollout is not None
+    assert [s.weight for s in derived.spec.rollout.steps] == [10, 25, 50, 75]
+    own = {"strategy": "Canary", "steps": [{"weight": 50, "pauseSeconds": 10}]}
+    derived = derive_fleet(fleet("reliability", rollout=own), DEFAULT_CATALOG, CLUSTER)
+    assert derived.spec.rollout is not None
+    assert [s.weight for s in derived.spec.rollout.steps] == [50]
+    assert entry(derived.entries, "rollout.steps") == ("1", "explicit")
+
+
 def test_cost_scales_to_zero_only_with_an_activation_query() -> None:
     auto: dict[str, Any] = {"maxReplicas": 4, "metric": "latencyP95", "target": 0.5}
     derived = derive_fleet(fleet("cost", autoscaling=auto), DEFAULT_CATALOG, CLUSTER)

@@ -40,10 +40,13 @@ from kubeforge.api.catalog import GpuCatalog, GpuOffering
 from kubeforge.api.inferencefleet import Autoscaling, InferenceFleetSpec, Placement
 from kubeforge.api.names import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from kubeforge.api.objective import REGION_LABEL, Objective, PodPolicy, PolicyEntry, Source, SpotUse
+from kubeforge.api.rollout import CanaryStep
 from kubeforge.api.trainingjob import TrainingJobSpec
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MAX_ENTRIES = 12
+RELIABLE_STEPS = tuple(CanaryStep(weight=w, pause_seconds=120) for w in (10, 25, 50, 75))
+"""The canary steps `reliability` gives a fleet whose `spec.rollout` names none."""
 
 Kind = Literal["fleet", "training"]
 
@@ -403,6 +406,19 @@ def derive_fleet(spec: InferenceFleetSpec, catalog: GpuCatalog, facts: ClusterFa
         else:
             updates["replicas"] = max(2, spec.replicas)
             entries.add("replicas", updates["replicas"], "objective", "at least two replicas, one per zone")
+    if spec.objective == "reliability" and spec.rollout is not None and spec.rollout.strategy == "Canary":
+        if spec.rollout.steps:
+            entries.add("rollout.steps", len(spec.rollout.steps), "explicit", "spec.rollout.steps")
+        else:
+            # Smaller first steps held longer: a bad revision reaches fewer replicas, and analysis sees
+            # more of each step before the next.
+            updates["rollout"] = spec.rollout.model_copy(update={"steps": list(RELIABLE_STEPS)})
+            entries.add(
+                "rollout.steps",
+                " ".join(f"{s.weight}%" for s in RELIABLE_STEPS),
+                "objective",
+                "slower canary: 2 minutes per step instead of 20% and 50% for a minute each",
+            )
     if spec.objective == "reliability":
         entries.add(
             "disruption.maxUnavailable",
