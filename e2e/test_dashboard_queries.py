@@ -25,7 +25,7 @@ from kubeforge_e2e import Helm, Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.prometheus import PrometheusProcess, scrape_config
-from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet, start_operator, wait_ready
+from kubeforge_e2e.workloads import IMAGE, fleet, get_fleet, start_operator, trainingjob, wait_ready
 from test_fleet_autoscale import AUTOSCALING
 from test_rollout import ANALYSIS, MODEL, STEPS, base_spec, replicas_by_revision, revision_of, steady_fleet
 
@@ -36,7 +36,6 @@ CHART = Path(__file__).resolve().parents[1] / "charts" / "kubeforge"
 JOB = scrape_config([])["scrape_configs"][0]["job_name"]
 # Grafana's own variables, as it fills them for a 10-minute view at a 1 s scrape interval.
 GRAFANA = {"$__rate_interval": "15s", "$__range": "10m", "$__interval": "5s"}
-TRAINING_ANNOTATION = "e2e.kubeforge.dev/"
 
 
 def rendered(helm: Helm, release: str, values: list[str]) -> list[dict[str, Any]]:
@@ -123,21 +122,6 @@ def monitored(
         print(f"--- operator log ({operator.log_path}) ---\n{operator.tail(60)}")
 
 
-def training_job(name: str, annotations: dict[str, str], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeforge.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "registry.invalid/kubeforge/trainer:1",
-            "workers": 1,
-            "resources": {"gpus": 1},
-            "podMetadata": {"annotations": {f"{TRAINING_ANNOTATION}{k}": v for k, v in annotations.items()}},
-            **spec,
-        },
-    }
-
-
 def test_every_panel_returns_data_during_a_load_run(
     kubectl: Kubectl,
     helm: Helm,
@@ -149,9 +133,9 @@ def test_every_panel_returns_data_during_a_load_run(
     board = dashboard(helm)
 
     # Training: one job that runs for the whole test, one whose worker fails until it gives up.
-    kubectl.apply(training_job("train", {"run-seconds": "600"}), namespace)
+    kubectl.apply(trainingjob("train", {"run-seconds": "600"}), namespace)
     flaky = {"fail-exit-code": "1", "fail-after-seconds": "1"}
-    kubectl.apply(training_job("flaky", flaky, policy={"maxRestarts": 2, "backoffSeconds": 1}), namespace)
+    kubectl.apply(trainingjob("flaky", flaky, policy={"maxRestarts": 2, "backoffSeconds": 1}), namespace)
 
     # A canary that fails its analysis and is rolled back (first: steady_fleet expects the namespace's
     # only Deployments to be its own).

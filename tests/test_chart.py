@@ -46,6 +46,7 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("apps",), ("deployments",), ("get", "list", "watch", "create", "patch", "delete")),
     (("apps",), ("controllerrevisions",), ("get", "list", "watch", "create", "patch", "delete")),
     (("policy",), ("poddisruptionbudgets",), ("get", "list", "watch", "create", "patch", "delete")),
+    (("networking.k8s.io",), ("networkpolicies",), ("get", "list", "watch", "create", "patch", "delete")),
     (("gateway.networking.k8s.io",), ("httproutes",), ("get", "patch")),
 ]
 Rule = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
@@ -944,6 +945,7 @@ def test_operator_writes_policy_binds_to_the_operator_only(default_docs: list[Ob
         "controllerrevisions",
         "jobs",
         "poddisruptionbudgets",
+        "networkpolicies",
     }
     expressions = [v["expression"] for v in policy["validations"]]
     assert "request.namespace != 'kube-system'" in expressions

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from kubeforge.api.inferencefleet import InferenceFleetSpec, InferenceFleetStatus
+from kubeforge.api.objective import PolicyEntry
 from kubeforge.policy import autoscaler
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.capacity import NodeInfo
@@ -463,3 +464,22 @@ def test_a_fleet_name_too_long_for_revision_services_is_not_routed() -> None:
     assert plan.complete, "no route is read when its backends cannot exist"
     assert condition(plan.status, "TrafficRouted") == ("False", "InvalidBackendName")
     assert not any(isinstance(w, Apply) and w.kind == "RevisionService" for w in plan.writes)
+
+
+def test_a_privacy_fleet_applies_its_network_policy_and_drops_it_when_the_objective_changes() -> None:
+    private = spec(objective="privacy", privacy={"dataRegion": "eu"})
+    assert Apply("NetworkPolicy", private) in decide(steady(private)).writes
+    plain = spec()
+    assert not any(
+        isinstance(w, Apply | Delete) and w.kind == "NetworkPolicy" for w in decide(steady(plain)).writes
+    )
+    left = decide(replace(steady(plain), network_policy=True)).writes
+    assert Delete("NetworkPolicy", NAME, None) in left
+
+
+def test_status_policy_is_the_derived_one_and_a_steady_fleet_does_not_rewrite_it() -> None:
+    entries = (PolicyEntry(setting="gpuType", value="L4", source="catalog", reason="cheapest"),)
+    first = decide(replace(steady(), policy=entries))
+    assert first.status.policy == list(entries)
+    again = replace(steady(), policy=entries, status=first.status)
+    assert status_diff(first.status, decide(again).status) is None

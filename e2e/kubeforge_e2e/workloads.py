@@ -46,18 +46,34 @@ def start_operator(
     return operator
 
 
+def _kubeforge(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "kubeforge.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
 def fleet(name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"name": "llama-3.1-8b", "uri": "s3://models/llama-3.1-8b"},
         "image": IMAGE,
     }
-    body.update(spec)
-    return {
-        "apiVersion": "kubeforge.dev/v1alpha1",
-        "kind": "InferenceFleet",
-        "metadata": {"name": name},
-        "spec": body,
+    return _kubeforge("InferenceFleet", name, {**body, **spec})
+
+
+TRAINER_IMAGE = "registry.invalid/kubeforge/trainer:1"
+SIMULATION_PREFIX = "e2e.kubeforge.dev/"
+"""Pod annotations under this prefix tell the simulated workloads how to behave (e.g. `run-seconds`)."""
+
+
+def trainingjob(name: str, simulation: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    """A TrainingJob of one 1-GPU worker by default; `simulation` becomes the workers' simulation
+    annotations (`{"run-seconds": "60"}`), `spec` overrides the rest."""
+    annotations = {f"{SIMULATION_PREFIX}{k}": v for k, v in (simulation or {}).items()}
+    body: dict[str, Any] = {
+        "image": TRAINER_IMAGE,
+        "workers": 1,
+        "resources": {"gpus": 1},
+        "podMetadata": {"annotations": annotations},
     }
+    return _kubeforge("TrainingJob", name, {**body, **spec})
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_va
 from kubeforge.api import common
 from kubeforge.api.common import Condition, EnvVar, KubeModel, PodMetadata, Resources, condition_list_schema
 from kubeforge.api.crdgen import KindInfo, PrinterColumn, ScaleSubresource
+from kubeforge.api.objective import Objective, PolicyEntry, Privacy, check_objective, objective_rules
 from kubeforge.api.rollout import RolloutSpec, RolloutStatus
 from kubeforge.api.usage import FleetBudget, Usage
 
@@ -215,7 +216,8 @@ class InferenceFleetSpec(KubeModel):
     """Desired state of a serving fleet."""
 
     model_config = ConfigDict(
-        **KubeModel.model_config, json_schema_extra={"x-kubernetes-validations": common.process_rules()}
+        **KubeModel.model_config,
+        json_schema_extra={"x-kubernetes-validations": [*common.process_rules(), *objective_rules()]},
     )
 
     model: ModelRef
@@ -256,6 +258,14 @@ class InferenceFleetSpec(KubeModel):
     budget: FleetBudget | None = None
     """What the fleet may spend: the autoscaler never asks for more replicas than `maxCostPerHour` (and
     `maxEnergyKWhPerDay`) buys, and the fleet then says `BudgetLimited`."""
+    objective: Objective = "latency"
+    """What the fleet is tuned for: `latency` (default), `throughput`, `cost`, `energy`, `reliability` or
+    `privacy`. The operator derives GPU type, spot use, placement and autoscaler defaults from it (see
+    `status.policy` and docs/objectives.md); every field set explicitly wins. Part of the pod template: a
+    change rolls out like any template change."""
+    privacy: Privacy | None = None
+    """Data region, allowed client namespaces and egress destinations; required with
+    `objective: privacy`, refused otherwise."""
     rollout: RolloutSpec | None = None
     """How a new revision (a change of the pod template) replaces the running one: canary steps gated
     by Prometheus analysis, automatic rollback, manual control. Without it a new revision replaces the
@@ -265,6 +275,7 @@ class InferenceFleetSpec(KubeModel):
     def _process_fits(self) -> InferenceFleetSpec:
         # The same totals as the CEL rules, for specs that did not come through the API server.
         common.check_process_totals(self.command, self.args, self.env)
+        check_objective(self.objective, self.privacy)
         return self
 
     @property
@@ -353,6 +364,9 @@ class InferenceFleetStatus(KubeModel):
     """Progress of the rollout of a new revision, the revision history, the last analysis."""
     usage: Usage | None = None
     """GPU-hours, cost and energy so far and the rates in force (see docs/cost.md)."""
+    policy: list[PolicyEntry] = Field(default_factory=list)
+    """What the operator derived from `spec.objective` (and what explicit fields overrode), each with
+    its source: objective, explicit or catalog."""
 
 
 INFO = KindInfo(
@@ -373,6 +387,7 @@ INFO = KindInfo(
         PrinterColumn("Canary", ".status.rollout.canaryWeight", "integer", priority=1),
         PrinterColumn("Cost/h", ".status.usage.costPerHour", "number", priority=1),
         PrinterColumn("Status", '.status.conditions[?(@.type=="Ready")].reason'),
+        PrinterColumn("Objective", ".spec.objective", description="What the fleet is tuned for"),
     ),
     scale=ScaleSubresource(),
 )

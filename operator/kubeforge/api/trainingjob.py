@@ -31,6 +31,7 @@ from kubeforge.api.names import ATTEMPT_LABEL as ATTEMPT_LABEL
 from kubeforge.api.names import GPU_PRODUCT_LABEL as GPU_PRODUCT_LABEL
 from kubeforge.api.names import GPU_RESOURCE as GPU_RESOURCE
 from kubeforge.api.names import TRAININGJOB_LABEL as TRAININGJOB_LABEL
+from kubeforge.api.objective import Objective, PolicyEntry, Privacy, check_objective, objective_rules
 from kubeforge.api.usage import TrainingBudget, Usage
 
 KIND = "TrainingJob"
@@ -288,9 +289,16 @@ class TrainingJobSpec(KubeModel):
     """Most the job may cost in all: once `status.usage.cost` reaches `maxCost` the workers are removed
     (as `suspend` does) and the job is `Suspended` with reason `BudgetExceeded` until the budget is
     raised or removed."""
+    objective: Objective = "throughput"
+    """What the job is tuned for: `throughput` (default), `latency`, `cost`, `energy`, `reliability` or
+    `privacy`. The operator derives GPU type, spot use and placement from it (see `status.policy` and
+    docs/objectives.md); every field set explicitly wins. Applies from the next attempt."""
+    privacy: Privacy | None = None
+    """The data region the workers must run in; required with `objective: privacy`, refused
+    otherwise."""
 
     model_config = ConfigDict(
-        **KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES, *process_rules())
+        **KubeModel.model_config, json_schema_extra=_rules(*_SPEC_RULES, *process_rules(), *objective_rules())
     )
 
     @model_validator(mode="after")
@@ -309,6 +317,7 @@ class TrainingJobSpec(KubeModel):
                 raise ValueError("spec.elastic needs spec.distributed.framework torchrun")
             if self.policy.gang is False:
                 raise ValueError("spec.policy.gang cannot be false with spec.elastic")
+        check_objective(self.objective, self.privacy)
         return self
 
     @property
@@ -415,6 +424,9 @@ class TrainingJobStatus(KubeModel):
     """Time up to which `gpuHours` is accounted."""
     usage: Usage | None = None
     """GPU-hours, cost and energy so far and the rates in force (see docs/cost.md)."""
+    policy: list[PolicyEntry] = Field(default_factory=list)
+    """What the operator derived from `spec.objective` (and what explicit fields overrode), each with
+    its source: objective, explicit or catalog."""
     observed_generation: int | None = None
     """The `metadata.generation` this status was computed from."""
 
@@ -455,6 +467,7 @@ INFO = KindInfo(
         PrinterColumn("Restarts", ".status.restarts", type="integer", description="Whole-gang restarts"),
         PrinterColumn("GPU-Hours", ".status.gpuHours", type="number", description="GPU-hours held so far"),
         PrinterColumn("Cost", ".status.usage.cost", type="number", description="Cost so far", priority=1),
+        PrinterColumn("Objective", ".spec.objective", description="What the job is tuned for"),
         PrinterColumn("Message", ".status.message", description="What is happening", priority=1),
     ),
 )

@@ -33,11 +33,13 @@ from kubeforge.api.fleet_names import selector_string as selector_string
 from kubeforge.api.inferencefleet import KIND, InferenceFleetSpec
 from kubeforge.api.names import REVISION_LABEL as REVISION_LABEL
 from kubeforge.api.names import SERVER_CONTAINER as CONTAINER
+from kubeforge.api.objective import NO_POD_POLICY, PodPolicy
+from kubeforge.builders import common
 from kubeforge.builders.common import (
+    affinity,
     child_metadata,
     container_security_context,
     env_list,
-    gpu_node_affinity,
     gpu_tolerations,
     pod_metadata,
     pod_security_context,
@@ -46,8 +48,8 @@ from kubeforge.builders.common import (
 )
 
 PORT_NAME = "http"
-ZONE_KEY = "topology.kubernetes.io/zone"
-HOST_KEY = "kubernetes.io/hostname"
+ZONE_KEY = common.ZONE_KEY
+HOST_KEY = common.HOST_KEY
 
 TEMPLATE_FIELDS = (
     "image",
@@ -60,6 +62,8 @@ TEMPLATE_FIELDS = (
     "readinessPath",
     "podMetadata",
     "securityContext",
+    "objective",
+    "privacy",
 )
 """The spec fields (wire names) a revision is made of; the rest (replicas, placement, priority,
 disruption, autoscaling, rollout) applies to every revision and changes in place."""
@@ -158,7 +162,10 @@ def pod_env(spec: InferenceFleetSpec) -> list[dict[str, Any]]:
     return env_list(spec.env, managed)
 
 
-def pod_template(spec: InferenceFleetSpec, name: str, rev: str) -> dict[str, Any]:
+def pod_template(
+    spec: InferenceFleetSpec, name: str, rev: str, policy: PodPolicy = NO_POD_POLICY
+) -> dict[str, Any]:
+    """The serving pod of revision `rev`; `policy` is what the fleet's objective derived for its pods."""
     labels = {**fleet_labels(name), REVISION_LABEL: rev}
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -189,10 +196,10 @@ def pod_template(spec: InferenceFleetSpec, name: str, rev: str) -> dict[str, Any
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
     }
-    affinity = gpu_node_affinity(spec.resources)
-    if affinity:
-        pod_spec["affinity"] = affinity
-    tolerations = gpu_tolerations(spec.resources)
+    placed = affinity(spec.resources, policy, fleet_labels(name))
+    if placed:
+        pod_spec["affinity"] = placed
+    tolerations = gpu_tolerations(spec.resources, policy)
     if tolerations:
         pod_spec["tolerations"] = tolerations
     spread = spread_constraints(spec, name)
@@ -204,7 +211,14 @@ def pod_template(spec: InferenceFleetSpec, name: str, rev: str) -> dict[str, Any
 
 
 def build_deployment(
-    spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str, rev: str, replicas: int
+    spec: InferenceFleetSpec,
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    rev: str,
+    replicas: int,
+    policy: PodPolicy = NO_POD_POLICY,
 ) -> dict[str, Any]:
     labels = {REVISION_LABEL: rev}
     return {
@@ -225,7 +239,7 @@ def build_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "revisionHistoryLimit": 2,
             "progressDeadlineSeconds": 600,
-            "template": pod_template(spec, name, rev),
+            "template": pod_template(spec, name, rev, policy),
         },
     }
 
@@ -253,6 +267,34 @@ def build_pdb(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) 
             "selector": {"matchLabels": fleet_labels(name)},
             # A pod that never became ready must not block a node drain.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def build_network_policy(spec: InferenceFleetSpec, *, name: str, namespace: str, uid: str) -> dict[str, Any]:
+    """Under `objective: privacy`: the fleet's pods admit connections only from their own namespace and
+    `privacy.allowedNamespaces`, and open connections only to DNS and `privacy.egress`."""
+    privacy = spec.privacy
+    allowed = [namespace, *(privacy.allowed_namespaces if privacy else [])]
+    sources = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}}
+        for n in dict.fromkeys(allowed)
+    ]
+    dns = {
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    egress: list[dict[str, Any]] = [dns]
+    if privacy and privacy.egress:
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in privacy.egress]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(kind=KIND, owner=name, uid=uid, name=name, namespace=namespace),
+        "spec": {
+            "podSelector": {"matchLabels": fleet_labels(name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": spec.port}]}],
+            "egress": egress,
         },
     }
 

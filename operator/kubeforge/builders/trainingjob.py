@@ -28,6 +28,7 @@ from typing import Any
 from kubeforge.api.names import COMPLETION_INDEX_ANNOTATION as COMPLETION_INDEX_ANNOTATION
 from kubeforge.api.names import KUEUE_QUEUE_LABEL as KUEUE_QUEUE_LABEL
 from kubeforge.api.names import WORKER_CONTAINER
+from kubeforge.api.objective import NO_POD_POLICY, PodPolicy
 from kubeforge.api.trainingjob import (
     ATTEMPT_LABEL,
     KIND,
@@ -36,9 +37,9 @@ from kubeforge.api.trainingjob import (
     job_name,
 )
 from kubeforge.builders.common import (
+    affinity,
     child_metadata,
     container_security_context,
-    gpu_node_affinity,
     gpu_tolerations,
     owner_labels,
     pod_metadata,
@@ -191,7 +192,7 @@ def worker_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[s
     return managed + [var.to_wire() for var in spec.env if var.name not in names]
 
 
-def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
+def _tolerations(spec: TrainingJobSpec, policy: PodPolicy) -> list[dict[str, Any]]:
     # A short grace on node loss: the gang is restarted elsewhere instead of waiting 5 minutes for a
     # node that may never come back (the default toleration the API server adds).
     seconds = spec.policy.node_loss_timeout_seconds
@@ -199,7 +200,7 @@ def _tolerations(spec: TrainingJobSpec) -> list[dict[str, Any]]:
         {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
         for key in NODE_LOSS_TAINTS
     ]
-    return gpu_tolerations(spec.resources) + loss
+    return gpu_tolerations(spec.resources, policy) + loss
 
 
 def _pod_security(spec: TrainingJobSpec) -> dict[str, Any]:
@@ -210,7 +211,10 @@ def _pod_security(spec: TrainingJobSpec) -> dict[str, Any]:
     return context
 
 
-def build_pod_template(spec: TrainingJobSpec, owner: Owner, attempt: int) -> dict[str, Any]:
+def build_pod_template(
+    spec: TrainingJobSpec, owner: Owner, attempt: int, policy: PodPolicy = NO_POD_POLICY
+) -> dict[str, Any]:
+    """One worker of attempt `attempt`; `policy` is what the job's objective derived for its pods."""
     labels = {**selector_labels(owner.name), ATTEMPT_LABEL: str(attempt)}
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -241,20 +245,24 @@ def build_pod_template(spec: TrainingJobSpec, owner: Owner, attempt: int) -> dic
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": _pod_security(spec),
-        "tolerations": _tolerations(spec),
+        "tolerations": _tolerations(spec, policy),
         "containers": [container],
         "volumes": volumes,
     }
-    affinity = gpu_node_affinity(spec.resources)
-    if affinity is not None:
-        pod_spec["affinity"] = affinity
+    placed = affinity(spec.resources, policy, selector_labels(owner.name))
+    if placed is not None:
+        pod_spec["affinity"] = placed
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
     return {"metadata": pod_metadata(spec.pod_metadata, labels), "spec": pod_spec}
 
 
 def build_job(
-    spec: TrainingJobSpec, owner: Owner, attempt: int, workers: int | None = None
+    spec: TrainingJobSpec,
+    owner: Owner,
+    attempt: int,
+    workers: int | None = None,
+    policy: PodPolicy = NO_POD_POLICY,
 ) -> dict[str, Any]:
     """One attempt of the whole gang: an Indexed Job whose pod `i` is rank `i`.
 
@@ -275,7 +283,7 @@ def build_job(
         "completions": size,
         "parallelism": size,
         "backoffLimit": 0,
-        "template": build_pod_template(spec, owner, attempt),
+        "template": build_pod_template(spec, owner, attempt, policy),
     }
     if spec.queue_name:
         job_spec["suspend"] = True

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from kubeforge.api.inferencefleet import KIND, Autoscaling, InferenceFleetSpec, InferenceFleetStatus
 from kubeforge.api.names import INFERENCEFLEET_LABEL
+from kubeforge.api.objective import PodPolicy
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
 from kubeforge.controllers.ownership import (
@@ -50,6 +51,7 @@ from kubeforge.kube.kinds import (
     DEPLOYMENT,
     HTTPROUTE,
     INFERENCEFLEET,
+    NETWORK_POLICY,
     NODE,
     PDB,
     POD,
@@ -63,6 +65,7 @@ from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
 from kubeforge.policy import autoscaler, capacity, gangs, training
 from kubeforge.policy import fleet as policy
+from kubeforge.policy import objective as objectives
 from kubeforge.policy import usage as usage_policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
@@ -136,6 +139,7 @@ class InferenceFleetController:
             Watch(DEPLOYMENT, owner_keys(FLEET)),
             Watch(SERVICE, owner_keys(FLEET)),
             Watch(PDB, owner_keys(FLEET)),
+            Watch(NETWORK_POLICY, owner_keys(FLEET)),
             Watch(POD, self._pod_keys),
             Watch(NODE, lambda old, new: set(self._waiting)),
         )
@@ -159,6 +163,12 @@ class InferenceFleetController:
             fleet.rejected = None
         if spec is not None and fleet.rejected is not None:
             spec, invalid = None, fleet.rejected[1]
+        derived = None
+        if spec is not None:
+            # The objective's settings fill in what the user left at its default; from here on the
+            # fleet's policy reads the spec with them (`policy.objective`).
+            derived = objectives.derive_fleet(spec, self.config.catalog, self._facts())
+            spec = derived.spec
         auto = spec.autoscaling if spec is not None and spec.autoscaler_on else None
         reading: autoscaler.Reading | None = None
         if auto is None:
@@ -168,6 +178,14 @@ class InferenceFleetController:
             reading = await self._read(auto, *key)
         observed_at = self._monotonic()
         observed = self._observe(obj, spec, invalid, reading, fleet, observed_at)
+        if derived is not None:
+            guard = self.caches.get(NETWORK_POLICY, key[1], key[0])
+            observed = replace(
+                observed,
+                gpu_products=derived.products,
+                policy=derived.entries,
+                network_policy=guard is not None and _owned_by(guard, str(meta["uid"])),
+            )
         plan = policy.decide(observed)
         for _ in range(policy.MAX_ROUNDS):
             if plan.complete:
@@ -185,7 +203,7 @@ class InferenceFleetController:
         except ChildRejectedError as error:
             # Decided again as a spec the operator cannot build: only the status and its Event go out.
             fleet.rejected = (meta.get("generation"), rejection_message(error.message))
-            observed = replace(observed, spec=None, invalid=fleet.rejected[1])
+            observed = replace(observed, spec=None, invalid=fleet.rejected[1], policy=())
             await self._execute(obj, observed, policy.decide(observed))
             return None
         await clear_conflict(self.kube, FLEET, self.caches.get(FLEET, key[1], key[0]))
@@ -273,10 +291,12 @@ class InferenceFleetController:
         fleets' unbound pods, judged with the tolerations the fleet's pods really carry."""
         assert o.spec is not None
         ledger = self.caches.capacity()
-        admitted = gangs.gangs_of(self.caches.list(TRAININGJOB), lambda _: 0).admitted
+        admitted = gangs.gangs_of(
+            self.caches.list(TRAININGJOB), lambda _: 0, catalog=self.config.catalog
+        ).admitted
         unplaced = [ledger.unplaced(whole, attempt) for whole, attempt in admitted.values()]
         claims = capacity.claims_of(unplaced, ledger.claiming, skip=f"{o.namespace}/{o.name}")
-        template = build.pod_template(o.spec, o.name, o.revision or "")
+        template = build.pod_template(o.spec, o.name, o.revision or "", self._pod_policy(o.spec))
         tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
         return policy.Capacity(
             tuple(ledger.nodes), ledger.free(), tuple(claims), tolerations, scope=tuple(ledger.scope)
@@ -406,7 +426,9 @@ class InferenceFleetController:
                 return  # never made (no HTTPRoute, no revision Service) or already going: no request
             await self.kube.delete(kind.api_version, kind.kind, write.name, namespace)
         else:
-            child = _build(write, name=name, namespace=namespace, uid=uid)
+            child = _build(
+                write, name=name, namespace=namespace, uid=uid, policy=self._pod_policy(write.spec)
+            )
             cached = self.caches.get(_CHILD_KINDS[child["kind"]], str(child["metadata"]["name"]), namespace)
             await self.kube.apply_if_changed(child, cached)
 
@@ -432,6 +454,14 @@ class InferenceFleetController:
         text = ", ".join(f"{r}={w}%" for r, w in sorted(weights.weights.items()) if w > 0)
         log.info("InferenceFleet %s/%s: HTTPRoute %s weights %s", o.namespace, o.name, weights.name, text)
         return plan
+
+    def _facts(self) -> objectives.ClusterFacts:
+        """The GPU nodes an objective chooses between, from the node cache."""
+        return objectives.cluster_facts(self.caches.list(NODE), self.config.catalog)
+
+    def _pod_policy(self, spec: InferenceFleetSpec) -> PodPolicy:
+        """What the objective of `spec` (the fleet's, or a revision's stored one) derives for its pods."""
+        return objectives.derive_fleet(spec, self.config.catalog, self._facts()).pod
 
     def _record_evaluation(
         self,
@@ -467,11 +497,12 @@ _CHILD_KINDS: Mapping[str, Kind] = {
     "PodDisruptionBudget": PDB,
     "Deployment": DEPLOYMENT,
     "ControllerRevision": CONTROLLER_REVISION,
+    "NetworkPolicy": NETWORK_POLICY,
 }
 
 
-def _build(step: policy.Apply, *, name: str, namespace: str, uid: str) -> dict[str, Any]:
-    """The child an `Apply` names, from the spec it carries."""
+def _build(step: policy.Apply, *, name: str, namespace: str, uid: str, policy: PodPolicy) -> dict[str, Any]:
+    """The child an `Apply` names, from the spec it carries (`policy`: what its objective derived)."""
     spec, rev = step.spec, step.revision
     if step.kind == "Service":
         return build.build_service(spec, name=name, namespace=namespace, uid=uid)
@@ -479,10 +510,12 @@ def _build(step: policy.Apply, *, name: str, namespace: str, uid: str) -> dict[s
         return build.build_pdb(spec, name=name, namespace=namespace, uid=uid)
     if step.kind == "ControllerRevision":
         return build.build_controller_revision(spec, name=name, namespace=namespace, uid=uid, rev=rev)
+    if step.kind == "NetworkPolicy":
+        return build.build_network_policy(spec, name=name, namespace=namespace, uid=uid)
     if step.kind == "RevisionService":
         return build.build_revision_service(spec, name=name, namespace=namespace, uid=uid, rev=rev)
     return build.build_deployment(
-        spec, name=name, namespace=namespace, uid=uid, rev=rev, replicas=step.replicas
+        spec, name=name, namespace=namespace, uid=uid, rev=rev, replicas=step.replicas, policy=policy
     )
 
 

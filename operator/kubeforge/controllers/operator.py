@@ -39,6 +39,7 @@ from kubeforge.kube.kinds import (
     DEPLOYMENT,
     INFERENCEFLEET,
     JOB,
+    NETWORK_POLICY,
     NODE,
     PDB,
     POD,
@@ -105,6 +106,8 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
         Source(REPLICASET, projections.owner_link, ours, namespaces),
         Source(SERVICE, projections.child, ours, namespaces),
         Source(PDB, projections.child, ours, namespaces),
+        # Fleets under `objective: privacy` own one.
+        Source(NETWORK_POLICY, projections.child, ours, namespaces),
         Source(CONTROLLER_REVISION, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),
         Source(POD, projections.pod, None, pod_namespaces, (TRAININGJOB_LABEL, INFERENCEFLEET_LABEL)),
         Source(NODE, projections.node),

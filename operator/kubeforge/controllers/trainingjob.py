@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
+from kubeforge.api.objective import PodPolicy
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec, WorkerCounts
 from kubeforge.builders.trainingjob import (
     Owner,
@@ -39,6 +40,7 @@ from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA,
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity, gangs, training
+from kubeforge.policy import objective as objectives
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
 from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
@@ -158,6 +160,9 @@ class TrainingJobController:
             return None
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
+        derived = objectives.derive_training(
+            spec, self.config.catalog, objectives.cluster_facts(self.caches.list(NODE), self.config.catalog)
+        )
         if status.phase not in ("Succeeded", "Failed"):
             service = build_service(spec, owner)
             with child_write():
@@ -185,24 +190,24 @@ class TrainingJobController:
             held=held_gpus(self.caches, pod_views, spec.resources.gpu_type, self.config),
             currency=self.config.catalog.currency,
             usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
+            policy=derived.entries,
         )
         plan = training.decide(observed)
         if plan.needs_admission:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
-            admission = self._admit_size(obj, spec, owner, status.restarts)
+            admission = self._admit_size(obj, spec, owner, status.restarts, derived)
             plan = training.decide(replace(observed, admission=admission, now=_now()))
             if admission.fits:
                 self._waiting.discard((namespace, name))
                 size = plan.create_workers or spec.workers
-                demand = capacity.demand_of(key, size, spec.resources.gpus, spec.resources.gpu_type)
-                self._reserved[key] = (demand, plan.create_attempt or 0)
+                self._reserved[key] = (_demand(key, spec, derived, size), plan.create_attempt or 0)
             else:
                 self._waiting.add((namespace, name))
         elif plan.wants_room:
             # Growth is admission of more workers: decided and reserved without an await in between.
-            room = self._room(obj, spec, owner, status.restarts, plan.status.workers)
+            room = self._room(obj, spec, owner, status.restarts, plan.status.workers, derived)
             plan = training.decide(replace(observed, room=room, now=_now()))
             # Still below its maximum: any freed GPU or node change wakes it, as it wakes queued gangs.
             self._waiting.add((namespace, name))
@@ -215,9 +220,8 @@ class TrainingJobController:
         if plan.resize is not None:
             # What other admissions count for this job until its status shows the new size, grown or
             # shrunk (a stale larger promise would hold GPUs it gave back).
-            demand = capacity.demand_of(key, plan.resize[1], spec.resources.gpus, spec.resources.gpu_type)
-            self._reserved[key] = (demand, status.restarts)
-        await self._execute(obj, spec, owner, plan)
+            self._reserved[key] = (_demand(key, spec, derived, plan.resize[1]), status.restarts)
+        await self._execute(obj, spec, owner, plan, derived.pod)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
@@ -246,17 +250,19 @@ class TrainingJobController:
             return views
         return [replace(v, parallelism=sized[1]) if v.name == sized[0] else v for v in views]
 
-    def _admit_size(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int) -> capacity.Admission:
+    def _admit_size(
+        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int, derived: objectives.TrainingPolicy
+    ) -> capacity.Admission:
         """`_admit()`; for an elastic job, once its `minWorkers` fit, the most workers up to `maxWorkers`
         that are admitted together (admission is monotone in the count: a binary search)."""
-        admission = self._admit(obj, spec, owner, attempt, spec.min_workers)
+        admission = self._admit(obj, spec, owner, attempt, derived, spec.min_workers)
         if spec.elastic is None or not admission.fits or spec.max_workers == spec.min_workers:
             return admission
         low, high = spec.min_workers, spec.max_workers
         best = admission
         while low < high:
             mid = (low + high + 1) // 2
-            trial = self._admit(obj, spec, owner, attempt, mid)
+            trial = self._admit(obj, spec, owner, attempt, derived, mid)
             if trial.fits:
                 low, best = mid, trial
             else:
@@ -270,6 +276,7 @@ class TrainingJobController:
         owner: Owner,
         attempt: int,
         workers: WorkerCounts | None,
+        derived: objectives.TrainingPolicy,
     ) -> int:
         """More whole workers a running elastic attempt may add now (`Ledger.room`), within the
         namespace's GPU quota. Gangs queued for GPUs go first: growth only takes what none of them could
@@ -278,15 +285,17 @@ class TrainingJobController:
         key = f"{meta['namespace']}/{meta['name']}"
         current = (workers.current if workers is not None else None) or spec.min_workers
         want = max(0, spec.max_workers - current)
-        demand = capacity.demand_of(key, want, spec.resources.gpus, spec.resources.gpu_type)
+        demand = _demand(key, spec, derived, want)
         if want == 0 or demand.gpus <= 0:
             return want
         ledger = self.caches.capacity()
-        found = gangs.gangs_of(self.caches.list(TRAININGJOB), self._priority, skip=key)
+        found = gangs.gangs_of(
+            self.caches.list(TRAININGJOB), self._priority, skip=key, catalog=self.config.catalog
+        )
         admitted = self._admitted(found, key)
         others = {k: ledger.unplaced(whole, n) for k, (whole, n) in admitted.items()}
         ahead = [d for _, d in sorted(found.queued, key=lambda q: q[0])]
-        template = build_pod_template(spec, owner, attempt)
+        template = build_pod_template(spec, owner, attempt, derived.pod)
         tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
         room = ledger.room(demand, others.values(), ahead=ahead, tolerations=tolerations)
         quotas = [q for q in map(capacity.quota_of, self.caches.list(RESOURCE_QUOTA, meta["namespace"])) if q]
@@ -295,7 +304,13 @@ class TrainingJobController:
         return room
 
     def _admit(
-        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int, workers: int | None = None
+        self,
+        obj: Obj,
+        spec: TrainingJobSpec,
+        owner: Owner,
+        attempt: int,
+        derived: objectives.TrainingPolicy,
+        workers: int | None = None,
     ) -> capacity.Admission:
         """Whether all workers are sure to fit now (`policy.capacity`): after what pods hold, whatever
         nodes the unplaced workers of admitted gangs and unbound pods land on, and the gangs queued before
@@ -304,11 +319,13 @@ class TrainingJobController:
         namespace = meta["namespace"]
         key = f"{namespace}/{meta['name']}"
         size = spec.workers if workers is None else workers
-        demand = capacity.demand_of(key, size, spec.resources.gpus, spec.resources.gpu_type)
+        demand = _demand(key, spec, derived, size)
         if demand.gpus <= 0:
             return capacity.Admission(True, size, "needs no GPUs")
         ledger = self.caches.capacity()
-        found = gangs.gangs_of(self.caches.list(TRAININGJOB), self._priority, skip=key)
+        found = gangs.gangs_of(
+            self.caches.list(TRAININGJOB), self._priority, skip=key, catalog=self.config.catalog
+        )
         admitted = self._admitted(found, key)
         others = {k: ledger.unplaced(whole, n) for k, (whole, n) in admitted.items()}
         refused = self._namespace_limits(ledger, demand, namespace, admitted, others)
@@ -317,11 +334,10 @@ class TrainingJobController:
         mine = (-self._priority(spec), str(meta.get("creationTimestamp") or ""), key)
         ahead = [d for order, d in sorted(found.queued, key=lambda q: q[0]) if order < mine]
         # The nodes a worker may use are judged by the tolerations its pods really carry.
-        template = build_pod_template(spec, owner, attempt)
+        template = build_pod_template(spec, owner, attempt, derived.pod)
         tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
-        return ledger.admit(
-            demand, others.values(), gpu_type=spec.resources.gpu_type, ahead=ahead, tolerations=tolerations
-        )
+        gpu_type = spec.resources.gpu_type or (derived.pod.gpu_name if derived.products else None)
+        return ledger.admit(demand, others.values(), gpu_type=gpu_type, ahead=ahead, tolerations=tolerations)
 
     def _namespace_limits(
         self,
@@ -370,7 +386,9 @@ class TrainingJobController:
         default = next((c for c in classes if c.get("globalDefault")), None)
         return int(default["value"]) if default is not None else 0
 
-    async def _execute(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, plan: training.Plan) -> None:
+    async def _execute(
+        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, plan: training.Plan, pod_policy: PodPolicy
+    ) -> None:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         old_raw = obj.get("status")
@@ -401,7 +419,7 @@ class TrainingJobController:
                 reason,
             )
         if plan.create_attempt is not None:
-            job = build_job(spec, owner, plan.create_attempt, plan.create_workers)
+            job = build_job(spec, owner, plan.create_attempt, plan.create_workers, pod_policy)
             # A Job is created once per attempt; its template is immutable afterwards.
             with child_write():
                 await self.kube.apply_if_changed(
@@ -476,3 +494,14 @@ def _node_capacity(node: Mapping[str, Any]) -> tuple[Any, ...]:
         info.product,
         (node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE),
     )
+
+
+def _demand(
+    key: str, spec: TrainingJobSpec, derived: objectives.TrainingPolicy, workers: int
+) -> capacity.Demand:
+    """`workers` of the gang as admission counts them: on the GPU type its workers require, the spec's
+    or the one its objective chose."""
+    demand = capacity.demand_of(key, workers, spec.resources.gpus, spec.resources.gpu_type)
+    if spec.resources.gpu_type or derived.products is None:
+        return demand
+    return replace(demand, products=derived.products)

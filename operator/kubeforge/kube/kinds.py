@@ -37,6 +37,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("apps/v1", "ReplicaSet", "replicasets"),
         Kind("apps/v1", "ControllerRevision", "controllerrevisions"),
         Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Kind("coordination.k8s.io/v1", "Lease", "leases"),
         Kind("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", namespaced=False),
         Kind("kubeforge.dev/v1alpha1", "TrainingJob", "trainingjobs"),
@@ -60,6 +61,7 @@ DEPLOYMENT = kind("apps/v1", "Deployment")
 REPLICASET = kind("apps/v1", "ReplicaSet")
 CONTROLLER_REVISION = kind("apps/v1", "ControllerRevision")
 PDB = kind("policy/v1", "PodDisruptionBudget")
+NETWORK_POLICY = kind("networking.k8s.io/v1", "NetworkPolicy")
 LEASE = kind("coordination.k8s.io/v1", "Lease")
 PRIORITY_CLASS = kind("scheduling.k8s.io/v1", "PriorityClass")
 RESOURCE_QUOTA = kind("v1", "ResourceQuota")

@@ -512,14 +512,18 @@ def surge_room(
     free: Mapping[str, int],
     claims: Sequence[Claim] = (),
     tolerations: Sequence[Toleration] = (),
+    *,
+    products: tuple[str, ...] | None = None,
 ) -> int | None:
     """Pods of `gpus` GPUs of `gpu_type` each that a fleet may add now (its surge room): they fit in
     `free` beside every claim, and adding them leaves every admitted gang's unplaced workers sure of a
     place. None when they ask for no GPU (nothing bounds them). Pass `claims` without the fleet's own
-    unbound pods (the rollout counts those as stuck itself)."""
+    unbound pods (the rollout counts those as stuck itself). `products`: what the pods require when
+    `gpu_type` is unset (the objective's choice of GPU; None: any)."""
     if gpus <= 0:
         return None
-    products = gpu_products(gpu_type) if gpu_type else None
+    if gpu_type:
+        products = gpu_products(gpu_type)
     probe = Claim("surge", 0, gpus, products, False)
     room = slots(free, nodes, gpus, products, tolerations) - _damage(probe, claims)
     for gang in claims:

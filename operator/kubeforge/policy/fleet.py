@@ -50,6 +50,7 @@ from kubeforge.api.fleet_names import (
     revision_service_problem,
 )
 from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
+from kubeforge.api.objective import PolicyEntry
 from kubeforge.api.rollout import AnalysisRun, AnalysisSpec
 from kubeforge.policy import analysis, autoscaler, capacity
 from kubeforge.policy import rollout as rollouts
@@ -171,12 +172,22 @@ class FleetObserved:
     measures_usage: bool = False
     """A metric source is configured: a fold asks what it measured over the segment."""
     usage_reading: accounting.UsageReading | None = None
+    # What the objective derived (`policy.objective.derive_fleet`); `spec` already has its values.
+    gpu_products: tuple[str, ...] | None = None
+    """The GPU products the pods require by the objective's choice, when `resources.gpuType` is unset:
+    a surge counts the same GPUs the scheduler will place them on."""
+    policy: tuple[PolicyEntry, ...] = ()
+    """`status.policy`."""
+    network_policy: bool = False
+    """The fleet's NetworkPolicy exists (it made one under `objective: privacy`)."""
 
 
 # ---------------------------------------------------------------------------------------------------
 # What to do about it.
 
-ChildKind = Literal["Service", "PodDisruptionBudget", "ControllerRevision", "Deployment", "RevisionService"]
+ChildKind = Literal[
+    "Service", "PodDisruptionBudget", "ControllerRevision", "Deployment", "RevisionService", "NetworkPolicy"
+]
 
 
 @dataclass(frozen=True)
@@ -201,7 +212,7 @@ class Scale:
 
 @dataclass(frozen=True)
 class Delete:
-    kind: Literal["Deployment", "Service", "ControllerRevision", "PodDisruptionBudget"]
+    kind: Literal["Deployment", "Service", "ControllerRevision", "PodDisruptionBudget", "NetworkPolicy"]
     name: str
     revision: str | None
 
@@ -299,6 +310,7 @@ def decide(o: FleetObserved) -> FleetPlan:
             o.capacity.free,
             o.capacity.claims,
             o.capacity.tolerations,
+            products=o.gpu_products,
         )
     inputs = rollouts.RolloutInputs(
         spec=spec.rollout_spec,
@@ -425,6 +437,8 @@ def _finish(
     if ledger.folded and o.measures_usage and o.usage_reading is None and since is not None:
         return FleetPlan(status=o.status, needs_usage=max(1.0, (o.now - since).total_seconds()))
     status = status.model_copy(update={"usage": ledger.usage})
+    if list(o.policy) != status.policy:
+        status = status.model_copy(update={"policy": list(o.policy)})
     events = [*rollout_events, *condition_events(o.status.conditions, status.conditions)]
     scaled = scale_event(evaluation) if evaluation is not None else None
     if scaled is not None:
@@ -618,6 +632,10 @@ def _revision_writes(
         else Delete("PodDisruptionBudget", o.name, None),
         Apply("ControllerRevision", spec, revision=o.revision),
     ]
+    if spec.privacy is not None:
+        writes.append(Apply("NetworkPolicy", spec))
+    elif o.network_policy:
+        writes.append(Delete("NetworkPolicy", o.name, None))
 
     def shrinking_first(item: tuple[str, int]) -> tuple[bool, str]:
         # Scale-downs before scale-ups: the replicas asked for never exceed the plan's surge, not even

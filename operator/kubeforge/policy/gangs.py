@@ -8,11 +8,12 @@ admitted anything, sees the same gangs as the pass that admitted them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
 
+from kubeforge.api.catalog import GpuCatalog
 from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeforge.policy import status as status_model
 from kubeforge.policy.capacity import Demand, demand_of
@@ -32,9 +33,15 @@ class Gangs:
 
 
 def gangs_of(
-    objs: Iterable[Mapping[str, Any]], priority: Callable[[TrainingJobSpec], int], *, skip: str | None = None
+    objs: Iterable[Mapping[str, Any]],
+    priority: Callable[[TrainingJobSpec], int],
+    *,
+    skip: str | None = None,
+    catalog: GpuCatalog | None = None,
 ) -> Gangs:
-    """The admitted and queued gangs among TrainingJob objects (`skip`: the one being decided)."""
+    """The admitted and queued gangs among TrainingJob objects (`skip`: the one being decided). A gang
+    without `resources.gpuType` whose objective chose a GPU type counts for that type (its `status.policy`
+    entry `gpuType`, resolved through `catalog`), as its workers require it."""
     out = Gangs()
     for obj in objs:
         meta = obj.get("metadata") or {}
@@ -58,6 +65,12 @@ def gangs_of(
         except ValidationError:
             continue
         whole = demand_of(key, gang_size(spec, status), spec.resources.gpus, spec.resources.gpu_type)
+        chosen = next((e.value for e in status.policy if e.setting == "gpuType"), None)
+        offering = (
+            catalog.for_gpu_type(chosen) if catalog and chosen and not spec.resources.gpu_type else None
+        )
+        if offering is not None:
+            whole = replace(whole, products=tuple(offering.products))
         if (
             status.phase == "Queued"
             and admitted.reason == "InsufficientCapacity"

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubeforge.api.names import COMPLETION_INDEX_ANNOTATION as COMPLETION_INDEX_ANNOTATION
 from kubeforge.api.names import WORKER_CONTAINER as WORKER_CONTAINER
+from kubeforge.api.objective import PolicyEntry
 from kubeforge.api.trainingjob import (
     ATTEMPT_LABEL,
     FINISHED_PHASES,
@@ -297,6 +298,8 @@ class Observed:
     """The GPUs the job's pods hold or held, priced by their nodes (`policy.usage.held_of`)."""
     currency: str = "USD"
     usage_checkpoint: timedelta = accounting.DEFAULT_CHECKPOINT
+    policy: tuple[PolicyEntry, ...] = ()
+    """What the objective derived (`policy.objective.derive_training`): `status.policy`."""
 
 
 @dataclass(frozen=True)
@@ -1247,6 +1250,7 @@ def decide(o: Observed) -> Plan:
             "activeSeconds": active_total,
             "activeSince": active_since,
             "observedGeneration": o.generation,
+            "policy": [e.to_wire() for e in o.policy],
         }
     )
     status = _throttle_accounting(o, status)
