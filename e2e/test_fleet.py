@@ -94,10 +94,7 @@ def test_l4_fleet_becomes_ready_with_service_pdb_and_spread(
     pods = fleet_pods(kubectl, namespace, "chat")
     assert len(pods) == 2
     nodes = {p["spec"]["nodeName"] for p in pods}
-    # Any L4 node: the topology has L4 on demand and an L4 spot pool, and the default objective
-    # (latency) does not mind spot.
-    products = {(kubectl.get("node", n) or {})["metadata"]["labels"]["nvidia.com/gpu.product"] for n in nodes}
-    assert products == {"NVIDIA-L4"}
+    assert nodes <= {"l4-0", "l4-1"}
     assert len(nodes) == 2, "the node spread puts the two replicas on two nodes"
     for pod in pods:
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}

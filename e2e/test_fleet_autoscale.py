@@ -210,8 +210,7 @@ def test_more_replicas_than_gpus_is_capacity_limited_without_runaway(
     loadsim: LoadSimulator,
     prometheus: PrometheusProcess,
 ) -> None:
-    """Four L4 GPUs per replica: the four L4 nodes (two on demand, two spot; 4 GPUs each) hold four
-    replicas, the load wants six."""
+    """Four L4 GPUs per replica: the two L4 nodes (4 GPUs each) hold two replicas, the load wants six."""
     name = "big"
     scaling = {**AUTOSCALING, "maxReplicas": 6}
     loadsim.set_load(namespace, name, 200, **MODEL)

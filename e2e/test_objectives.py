@@ -1,9 +1,7 @@
 """`spec.objective` end to end: the same fleet under latency, cost and energy lands on different GPU types
-and pools (placed by the real scheduler on the local topology: H100, L4 on demand, an L4 spot pool,
-L40S), `status.policy` says why, an explicit `gpuType` wins, and a change of objective rolls out.
-
-Under the same load ramp (the load simulator, a real Prometheus) a cost fleet scales down sooner than a
-latency one."""
+and pools (placed by the real scheduler on the local topology: H100, L4, a T4 spot pool, L40S),
+`status.policy` says why, an explicit `gpuType` wins, and a change of objective rolls out. Under the same
+load ramp (the load simulator, a real Prometheus) a cost fleet scales down sooner than a latency one."""
 
 from __future__ import annotations
 
@@ -55,11 +53,11 @@ def test_the_same_fleet_lands_on_different_gpus_and_pools_per_objective(
     nodes = placed_on(kubectl, namespace, "latency")
     assert {n[PRODUCT_LABEL] for n in nodes} == {"NVIDIA-H100-80GB-HBM3"}
 
-    # cost: the cheapest GPU (L4, priced as spot where spot nodes of it exist), on the spot pool.
-    assert policy(landed["cost"])["gpuType"] == ("L4", "catalog")
+    # cost: the cheapest GPU, priced as spot where spot nodes of it exist: the T4 spot pool.
+    assert policy(landed["cost"])["gpuType"] == ("T4", "catalog")
     assert policy(landed["cost"])["spotPool"] == ("preferred", "objective")
     nodes = placed_on(kubectl, namespace, "cost")
-    assert {n[PRODUCT_LABEL] for n in nodes} == {"NVIDIA-L4"}
+    assert {n[PRODUCT_LABEL] for n in nodes} == {"Tesla-T4"}
     assert all(n.get(SPOT_LABEL) == "spot" for n in nodes), nodes
 
     # energy: the most inference per watt (L4), off the spot pool (a reclaim is a model reload).
@@ -117,8 +115,8 @@ def test_changing_the_objective_rolls_out_a_new_revision(
     wait_for(moved, timeout=180, interval=1, description="fleet rolled to the cost objective's revision")
     old = kubectl.get("deployment", f"moving-{before}", namespace)
     assert old is None or old["spec"]["replicas"] == 0, "the old revision drained"
-    assert {n[PRODUCT_LABEL] for n in placed_on(kubectl, namespace, "moving")} == {"NVIDIA-L4"}
-    assert policy(get_fleet(kubectl, namespace, "moving"))["gpuType"] == ("L4", "catalog")
+    assert {n[PRODUCT_LABEL] for n in placed_on(kubectl, namespace, "moving")} == {"Tesla-T4"}
+    assert policy(get_fleet(kubectl, namespace, "moving"))["gpuType"] == ("T4", "catalog")
 
 
 def gang(name: str, objective: str) -> dict[str, Any]:
@@ -159,12 +157,12 @@ def test_a_gang_packs_into_one_zone_under_throughput_and_takes_the_spot_pool_und
     cheap = wait_for(
         lambda: worker_nodes(kubectl, namespace, "cheap"), timeout=90, description="cheap running"
     )
-    assert {n[PRODUCT_LABEL] for n in cheap} == {"NVIDIA-L4"}
+    assert {n[PRODUCT_LABEL] for n in cheap} == {"Tesla-T4"}
     assert all(n.get(SPOT_LABEL) == "spot" for n in cheap), cheap
 
     status = kubectl.get("trainingjob", "cheap", namespace)["status"]
     assert policy({"status": status})["spotPool"] == ("preferred", "objective")
-    assert policy({"status": status})["gpuType"] == ("L4", "catalog")
+    assert policy({"status": status})["gpuType"] == ("T4", "catalog")
 
 
 def test_a_privacy_fleet_is_confined_to_its_region_and_owns_a_network_policy(
