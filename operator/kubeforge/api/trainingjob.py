@@ -281,6 +281,11 @@ class TrainingJobSpec(KubeModel):
     by unsuspending it (kubeforge's own gang admission is then skipped). Immutable after creation."""
     policy: TrainingPolicy = Field(default_factory=TrainingPolicy, json_schema_extra={"default": {}})
     """Gang placement, restarts and backoff."""
+    preemptible: bool | None = None
+    """What the job lends to an InferenceFleet whose autoscaler wants GPUs the cluster has no room for
+    (see docs/arbitration.md). Unset: an elastic job lends its workers above `minWorkers`, nothing else;
+    true: the whole job is lendable, after its checkpoint; false: nothing is ever taken from it. Only
+    fleets of higher priority (or of the same priority in the job's own namespace) borrow."""
     security_context: WorkerSecurityContext | None = None
     """User and groups of the worker processes."""
 
@@ -448,5 +453,8 @@ INFO = KindInfo(
         PrinterColumn("Restarts", ".status.restarts", type="integer", description="Whole-gang restarts"),
         PrinterColumn("GPU-Hours", ".status.gpuHours", type="number", description="GPU-hours held so far"),
         PrinterColumn("Message", ".status.message", description="What is happening", priority=1),
+        PrinterColumn(
+            "Preemptible", ".spec.preemptible", type="boolean", description="Lendable whole", priority=1
+        ),
     ),
 )

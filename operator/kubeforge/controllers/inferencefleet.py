@@ -30,10 +30,12 @@ from typing import Any, Protocol
 from lightkube import ApiError
 from pydantic import ValidationError
 
+from kubeforge.api.common import gpu_products
 from kubeforge.api.inferencefleet import KIND, Autoscaling, InferenceFleetSpec, InferenceFleetStatus
 from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
+from kubeforge.controllers import lending
 from kubeforge.controllers.ownership import (
     clear_conflict,
     priority_class_refusal,
@@ -52,6 +54,7 @@ from kubeforge.kube.kinds import (
     NODE,
     PDB,
     POD,
+    PRIORITY_CLASS,
     REPLICASET,
     SERVICE,
     TRAININGJOB,
@@ -60,7 +63,7 @@ from kubeforge.kube.kinds import (
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
-from kubeforge.policy import autoscaler, capacity, gangs
+from kubeforge.policy import arbitration, autoscaler, capacity, gangs
 from kubeforge.policy import fleet as policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
@@ -240,13 +243,50 @@ class InferenceFleetController:
         if rollout is not None:
             known += [rollout.stable_revision, rollout.canary_revision]
             known += [e.revision for e in rollout.history]
+        summary = summarize_pods(pods)
+        borrowing = None
+        if spec.autoscaler_on and (summary.unschedulable or observed.status.borrowed):
+            borrowing = self._borrowing(namespace, name, spec)
         return replace(
             observed,
             revision=build.template_revision(spec, known),
             deployments=deployed,
-            pods=summarize_pods(pods),
+            pods=summary,
             revision_pods=count_revision_pods(pods, build.REVISION_LABEL),
             templates_kept=kept,
+            borrowing=borrowing,
+        )
+
+    def _borrowing(self, namespace: str, name: str, spec: InferenceFleetSpec) -> arbitration.Borrowing:
+        """The running training a fleet may borrow GPUs from, from the caches (see `policy.arbitration`)."""
+        key = f"{namespace}/{name}"
+        priorities = lending.priorities(self.caches.list(PRIORITY_CLASS))
+        statuses = {
+            f"{f['metadata']['namespace']}/{f['metadata']['name']}": parse_status(
+                InferenceFleetStatus, f.get("status")
+            )
+            for f in self.caches.list(FLEET)
+        }
+        others = {
+            job: [h for fleet, held in by_fleet.items() if fleet != key for h in held]
+            for job, by_fleet in arbitration.held_by_job(statuses).items()
+        }
+        jobs, present = lending.trainings(self.caches, priorities)
+        ledger = self.caches.capacity()
+        gpu_type = spec.resources.gpu_type
+        return arbitration.Borrowing(
+            fleet=key,
+            priority=lending.priority_of(spec.priority_class_name, priorities),
+            gpus=spec.resources.gpus,
+            products=gpu_products(gpu_type) if gpu_type else None,
+            wanted=0,
+            unschedulable=0,
+            jobs=jobs,
+            held_by_others=others,
+            present=present,
+            free=ledger.free(),
+            node_products={n.name: n.product for n in ledger.nodes},
+            return_after=self.config.gpu_return_after_seconds,
         )
 
     async def _read(self, auto: Autoscaling, namespace: str, name: str) -> autoscaler.Reading:
@@ -352,6 +392,8 @@ class InferenceFleetController:
             await self.kube.event(obj, type_=event.type, reason=event.reason, message=event.message)
         for outcome in plan.outcomes:
             exposition.ROLLOUTS.labels(namespace, outcome).inc()
+        for direction, gpus in plan.lends:
+            exposition.GPU_LENDS.labels(namespace, direction).inc(gpus)
         if plan.in_rollout:
             self._waiting.add((namespace, name))
         else:

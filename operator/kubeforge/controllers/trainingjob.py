@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kubeforge.api.inferencefleet import InferenceFleetStatus
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec, WorkerCounts
 from kubeforge.builders.trainingjob import (
@@ -34,14 +35,24 @@ from kubeforge.controllers.ownership import (
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
-from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
+from kubeforge.kube.kinds import (
+    INFERENCEFLEET,
+    JOB,
+    NODE,
+    POD,
+    PRIORITY_CLASS,
+    RESOURCE_QUOTA,
+    SERVICE,
+    TRAININGJOB,
+    Kind,
+)
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
-from kubeforge.policy import capacity, gangs, training
+from kubeforge.policy import arbitration, capacity, gangs, training
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
 from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
-from kubeforge.policy.status import status_diff
+from kubeforge.policy.status import parse_status, status_diff
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +90,7 @@ class TrainingJobController:
             Watch(POD, self._pod_keys),
             Watch(NODE, self._capacity_keys),
             Watch(RESOURCE_QUOTA, self._quota_keys),
+            Watch(INFERENCEFLEET, _lender_keys),
         )
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
@@ -181,6 +193,7 @@ class TrainingJobController:
             nodes=nodes,
             now=_now(),
             max_schedule_timeout_seconds=self.config.max_schedule_timeout_seconds,
+            ceiling=self._ceiling(key, spec),
         )
         plan = training.decide(observed)
         if plan.needs_admission:
@@ -218,6 +231,24 @@ class TrainingJobController:
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
+
+    def _ceiling(self, key: str, spec: TrainingJobSpec) -> int | None:
+        """The most workers fleets that borrowed from this elastic job leave it, from their records
+        (`status.borrowed`, read from the fleet cache: a restarted operator derives the same)."""
+        if spec.elastic is None:
+            return None
+        held = self._lenders(key)
+        return arbitration.ceiling([h for entries in held.values() for h in entries])
+
+    def _lenders(self, key: str) -> dict[str, list[arbitration.Held]]:
+        statuses = {
+            f"{f['metadata']['namespace']}/{f['metadata']['name']}": parse_status(
+                InferenceFleetStatus, f.get("status")
+            )
+            for f in self.caches.list(INFERENCEFLEET)
+            if not (f.get("metadata") or {}).get("deletionTimestamp")
+        }
+        return arbitration.held_by_job(statuses).get(key, {})
 
     def _admitted(self, found: gangs.Gangs, key: str) -> dict[str, tuple[capacity.Demand, int]]:
         """The admitted gangs the objects show, and those this process admitted or grew whose status the
@@ -408,6 +439,15 @@ class TrainingJobController:
             obj = await self._write_status(obj, patch)
         if patch is not None:
             await self._record(obj, old_raw, plan)
+        if plan.resize is not None and plan.resize[2] == "CapacityReclaimed":
+            lenders = self._lenders(f"{namespace}/{name}")
+            if lenders:
+                taken = sum(h.workers for entries in lenders.values() for h in entries)
+                message = (
+                    f"lent {taken} worker(s) to InferenceFleet {', '.join(sorted(lenders))}: shrinking to "
+                    f"{plan.resize[1]}; it grows back once they are given back"
+                )
+                await self.kube.event(obj, type_="Normal", reason="LentToFleet", message=message)
         # Every pass, so a restarted operator exports the current state at once.
         exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
         exposition.record_phase(KIND, namespace, name, plan.status.phase or "Pending", PHASES)
@@ -445,6 +485,26 @@ class TrainingJobController:
         if resize is not None and resize != training.parse_status(old_raw).last_resize:
             direction = "up" if resize.to > resize.from_ else "down"
             exposition.TRAINING_RESIZES.labels(namespace, direction, resize.reason).inc()
+
+
+def _lender_keys(old: Obj | None, new: Obj | None) -> Iterable[Key]:
+    """A fleet's borrowed record changed: the jobs it names (before or after) look at their ceiling."""
+
+    def named(obj: Obj | None) -> set[str]:
+        status = (obj or {}).get("status") or {}
+        return {str(e.get("job")) for e in status.get("borrowed") or () if isinstance(e, Mapping)}
+
+    before, after = named(old), named(new)
+    if before == after and ((old or {}).get("status") or {}).get("borrowed") == (
+        (new or {}).get("status") or {}
+    ).get("borrowed"):
+        return ()
+    keys: set[Key] = set()
+    for job in before | after:
+        namespace, _, name = job.partition("/")
+        if namespace and name:
+            keys.add((namespace, name))
+    return keys
 
 
 class _UnreadableSpecError(Exception):
