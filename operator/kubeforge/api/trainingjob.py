@@ -357,7 +357,7 @@ class WorkerCounts(KubeModel):
     """Elastic jobs: `spec.elastic.maxWorkers`."""
 
 
-ResizeReason = Literal["CapacityFreed", "CapacityReclaimed"]
+ResizeReason = Literal["CapacityFreed", "CapacityReclaimed", "LentToFleet"]
 
 
 class Resize(KubeModel):
@@ -371,7 +371,8 @@ class Resize(KubeModel):
     """Workers after."""
     reason: ResizeReason
     """`CapacityFreed`: GPUs freed up and more workers fit; `CapacityReclaimed`: workers were given
-    back (their room was taken before they could be placed)."""
+    back (their room was taken before they could be placed); `LentToFleet`: workers were lent to an
+    InferenceFleet (`status.borrowed` of the fleet)."""
     message: str | None = None
     """What happened, in one sentence."""
 

@@ -83,6 +83,17 @@ def trainings(
                 min_workers=spec.min_workers,
                 lending=lending_of(spec),
                 products=gpu_products(gpu_type) if gpu_type else None,
+                refuses=_refuses(spec),
             )
         )
     return jobs, frozenset(present)
+
+
+def _refuses(spec: TrainingJobSpec) -> str:
+    if spec.queue_name:
+        return "is admitted by Kueue (its preemption is Kueue's)"
+    if spec.preemptible is False:
+        return "is not preemptible (spec.preemptible: false)"
+    if spec.elastic is None and not spec.preemptible:
+        return "is rigid and not preemptible"
+    return ""

@@ -439,15 +439,11 @@ class TrainingJobController:
             obj = await self._write_status(obj, patch)
         if patch is not None:
             await self._record(obj, old_raw, plan)
-        if plan.resize is not None and plan.resize[2] == "CapacityReclaimed":
-            lenders = self._lenders(f"{namespace}/{name}")
-            if lenders:
-                taken = sum(h.workers for entries in lenders.values() for h in entries)
-                message = (
-                    f"lent {taken} worker(s) to InferenceFleet {', '.join(sorted(lenders))}: shrinking to "
-                    f"{plan.resize[1]}; it grows back once they are given back"
-                )
-                await self.kube.event(obj, type_="Normal", reason="LentToFleet", message=message)
+        if plan.resize is not None and plan.resize[2] == "LentToFleet":
+            lenders = sorted(self._lenders(f"{namespace}/{name}"))
+            log.info(
+                "TrainingJob %s/%s: lent workers to InferenceFleet %s", namespace, name, ", ".join(lenders)
+            )
         # Every pass, so a restarted operator exports the current state at once.
         exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
         exposition.record_phase(KIND, namespace, name, plan.status.phase or "Pending", PHASES)

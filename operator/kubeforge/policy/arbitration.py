@@ -74,6 +74,9 @@ class Training:
     seconds_since_checkpoint: float | None = None
     """Since the last completed checkpoint (None: never checkpointed: everything since start)."""
     seconds_running: float = 0.0
+    refuses: str = ""
+    """Why a job that lends nothing does (`preemptible: false`, admitted by Kueue, rigid), for the fleet's
+    message."""
 
 
 @dataclass(frozen=True)
@@ -358,11 +361,19 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
     if b.unschedulable <= 0 or b.gpus <= 0:
         return Borrowed(tuple(kept), returned=tuple(returned))
     candidates, skipped = _cross_namespace(b.fleet, jobs, b.priority)
+    for job in candidates:
+        usable = any(_accepts(b.products, b.node_products.get(w.node)) for w in job.workers)
+        if job.lending == "none" and job.refuses and usable:
+            skipped[job.key] = job.refuses
+        elif job.lending == "aboveMin" and usable and not offers(job):
+            skipped[job.key] = f"runs at its minWorkers ({job.min_workers})"
     plan = plan_lend(need, candidates, room, b.node_products)
     have = fitting(room, need, b.node_products)
     lent: list[Held] = []
     preempts: list[str] = []
     sizes = {job.key: len(job.workers) for job in jobs}
+    mins = {job.key: job.min_workers for job in jobs}
+    reasons_after: dict[str, str] = {}
     for take in plan.takes:
         if take.preempt:
             # Whole-job preemption needs the checkpoint path; until it is wired it is only reported.
@@ -383,8 +394,10 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
         )
         lent.append(entry)
         kept = _merge(kept, entry)
+        if sizes[take.job] - len(take.workers) <= mins[take.job]:
+            reasons_after[take.job] = f"is down to its minWorkers ({mins[take.job]})"
     short = max(0, need.replicas - have)
-    reasons = {**skipped, **plan.skipped}
+    reasons = {**skipped, **plan.skipped, **(reasons_after if short else {})}
     why = "; ".join(f"{job} {reason}" for job, reason in sorted(reasons.items()))
     if preempts:
         note = "would preempt " + ", ".join(sorted(preempts)) + " (whole-job preemption is not done yet)"
