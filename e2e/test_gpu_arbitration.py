@@ -198,3 +198,45 @@ def test_a_non_preemptible_job_is_never_touched_and_the_fleet_says_why(
     assert not _fleet_status(kubectl, namespace).get("borrowed")
     assert _current(kubectl, namespace) == 5
     assert "lastResize" not in trainingjob_status(kubectl, namespace, "train")
+
+
+def test_operator_killed_mid_lend_loses_no_gpu_and_leaves_no_job_half_shrunk(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    loadsim: LoadSimulator,
+    spare_nodes: tuple[str, list[str]],
+) -> None:
+    product, _ = spare_nodes
+    _full(kubectl, namespace, product, loadsim)
+    loadsim.set_load(namespace, "chat", 50, **MODEL)
+    # SIGKILL as soon as the fleet has recorded a lend, before (or just after) the job acted on it.
+    wait_for(
+        lambda: _fleet_status(kubectl, namespace).get("borrowed"),
+        timeout=90,
+        interval=0.05,
+        description="the fleet borrowing GPUs",
+    )
+    operator.kill()
+    time.sleep(2)
+    operator.start()
+    # The restarted operator derives the job's ceiling from the fleet's record: the lend completes.
+    status: Obj = wait_for(
+        lambda: s if (s := _fleet_status(kubectl, namespace)).get("readyReplicas") == 3 else None,
+        timeout=150,
+        interval=0.5,
+        description="the fleet at 3 ready replicas after the restart",
+    )
+    taken = sum(int(e["workers"]) for e in status["borrowed"])
+    assert _current(kubectl, namespace) == 5 - taken, "the job is at exactly the ceiling the record implies"
+    # And the give-back completes too: no GPU stays lent, the job is back at its maximum. (The load drops
+    # further than in the test above: the autoscaler may have learned, from the backlog the restart left,
+    # a per-replica rate at which latency broke, and floors its scale-down by it.)
+    loadsim.set_load(namespace, "chat", 1, **MODEL)
+    wait_for(
+        lambda: not _fleet_status(kubectl, namespace).get("borrowed"),
+        timeout=150,
+        interval=0.5,
+        description="the fleet giving the GPUs back",
+    )
+    wait_for(lambda: _current(kubectl, namespace) == 5, timeout=120, description="the job back at 5 workers")
