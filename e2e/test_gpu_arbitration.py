@@ -97,6 +97,38 @@ def _fleet_status(kubectl: Kubectl, namespace: str) -> Obj:
     return dict(get_fleet(kubectl, namespace, "chat").get("status") or {})
 
 
+def _borrowing(kubectl: Kubectl, namespace: str, interval: float) -> None:
+    wait_for(
+        lambda: _fleet_status(kubectl, namespace).get("borrowed"),
+        timeout=90,
+        interval=interval,
+        description="the fleet borrowing GPUs",
+    )
+
+
+def _at_three_ready(kubectl: Kubectl, namespace: str) -> Obj:
+    status: Obj = wait_for(
+        lambda: s if (s := _fleet_status(kubectl, namespace)).get("readyReplicas") == 3 else None,
+        timeout=150,
+        interval=0.5,
+        description="the fleet at 3 ready replicas",
+    )
+    return status
+
+
+def _given_back(kubectl: Kubectl, namespace: str, loadsim: LoadSimulator, rps: float) -> None:
+    """The load drops to `rps`: the fleet scales down, stays calm for RETURN_AFTER seconds and gives the
+    GPUs back; the job grows back to its maximum by its own growth."""
+    loadsim.set_load(namespace, "chat", rps, **MODEL)
+    wait_for(
+        lambda: not _fleet_status(kubectl, namespace).get("borrowed"),
+        timeout=150,
+        interval=0.5,
+        description="the fleet giving the GPUs back",
+    )
+    wait_for(lambda: _current(kubectl, namespace) == 5, timeout=120, description="the job back at 5 workers")
+
+
 def test_a_breaching_fleet_borrows_elastic_workers_and_gives_them_back_after_the_hysteresis(
     kubectl: Kubectl,
     namespace: str,
@@ -117,12 +149,7 @@ def test_a_breaching_fleet_borrows_elastic_workers_and_gives_them_back_after_the
         description="the autoscaler asking for more replicas",
     )
     breach = time.monotonic()
-    wait_for(
-        lambda: _fleet_status(kubectl, namespace).get("borrowed"),
-        timeout=60,
-        interval=0.2,
-        description="the fleet borrowing GPUs",
-    )
+    _borrowing(kubectl, namespace, interval=0.2)
     lent = time.monotonic()
     wait_for(
         lambda: int(_fleet_status(kubectl, namespace).get("readyReplicas") or 0) >= 2,
@@ -135,13 +162,7 @@ def test_a_breaching_fleet_borrows_elastic_workers_and_gives_them_back_after_the
         f"breach->lent {lent - breach:.1f}s, lent->Ready {ready - lent:.1f}s "
         f"(load step->breach {breach - start:.1f}s)"
     )
-    status: Obj = wait_for(
-        lambda: s if (s := _fleet_status(kubectl, namespace)).get("readyReplicas") == 3 else None,
-        timeout=120,
-        interval=0.5,
-        description="the fleet at 3 ready replicas",
-    )
-    [entry] = status["borrowed"]
+    [entry] = _at_three_ready(kubectl, namespace)["borrowed"]
     assert entry["job"] == f"{namespace}/train"
     assert (entry["workers"], entry["gpus"], entry["fromWorkers"]) == (2, 4, 5), entry
     assert _current(kubectl, namespace) == 3, "the job shrank to the ceiling, above its minimum"
@@ -154,20 +175,11 @@ def test_a_breaching_fleet_borrows_elastic_workers_and_gives_them_back_after_the
     assert fleet_events, "no BorrowedGpus Event on the fleet"
     assert any(r == "LentToFleet" for _, r, _ in trainingjob_events(kubectl, namespace, "train"))
 
-    # The load drops: the fleet scales down, stays calm for RETURN_AFTER seconds, gives back; the job
-    # grows back to its maximum by its own growth.
-    loadsim.set_load(namespace, "chat", 5, **MODEL)
-    wait_for(
-        lambda: not _fleet_status(kubectl, namespace).get("borrowed"),
-        timeout=150,
-        interval=0.5,
-        description="the fleet giving the GPUs back",
-    )
+    _given_back(kubectl, namespace, loadsim, rps=5)
     returned = kubectl.json(
         "get", "events", "-n", namespace, "--field-selector", "reason=ReturnedGpus", "-o", "json"
     )["items"]
     assert returned, "no ReturnedGpus Event on the fleet"
-    wait_for(lambda: _current(kubectl, namespace) == 5, timeout=120, description="the job back at 5 workers")
     metrics = operator.metrics()
     for direction in ("lend", "return"):
         line = f'kubeforge_gpu_lends_total{{direction="{direction}",namespace="{namespace}"}}'
@@ -211,32 +223,15 @@ def test_operator_killed_mid_lend_loses_no_gpu_and_leaves_no_job_half_shrunk(
     _full(kubectl, namespace, product, loadsim)
     loadsim.set_load(namespace, "chat", 50, **MODEL)
     # SIGKILL as soon as the fleet has recorded a lend, before (or just after) the job acted on it.
-    wait_for(
-        lambda: _fleet_status(kubectl, namespace).get("borrowed"),
-        timeout=90,
-        interval=0.05,
-        description="the fleet borrowing GPUs",
-    )
+    _borrowing(kubectl, namespace, interval=0.05)
     operator.kill()
     time.sleep(2)
     operator.start()
     # The restarted operator derives the job's ceiling from the fleet's record: the lend completes.
-    status: Obj = wait_for(
-        lambda: s if (s := _fleet_status(kubectl, namespace)).get("readyReplicas") == 3 else None,
-        timeout=150,
-        interval=0.5,
-        description="the fleet at 3 ready replicas after the restart",
-    )
+    status = _at_three_ready(kubectl, namespace)
     taken = sum(int(e["workers"]) for e in status["borrowed"])
     assert _current(kubectl, namespace) == 5 - taken, "the job is at exactly the ceiling the record implies"
     # And the give-back completes too: no GPU stays lent, the job is back at its maximum. (The load drops
     # further than in the test above: the autoscaler may have learned, from the backlog the restart left,
     # a per-replica rate at which latency broke, and floors its scale-down by it.)
-    loadsim.set_load(namespace, "chat", 1, **MODEL)
-    wait_for(
-        lambda: not _fleet_status(kubectl, namespace).get("borrowed"),
-        timeout=150,
-        interval=0.5,
-        description="the fleet giving the GPUs back",
-    )
-    wait_for(lambda: _current(kubectl, namespace) == 5, timeout=120, description="the job back at 5 workers")
+    _given_back(kubectl, namespace, loadsim, rps=1)

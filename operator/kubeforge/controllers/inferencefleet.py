@@ -261,15 +261,9 @@ class InferenceFleetController:
         """The running training a fleet may borrow GPUs from, from the caches (see `policy.arbitration`)."""
         key = f"{namespace}/{name}"
         priorities = lending.priorities(self.caches.list(PRIORITY_CLASS))
-        statuses = {
-            f"{f['metadata']['namespace']}/{f['metadata']['name']}": parse_status(
-                InferenceFleetStatus, f.get("status")
-            )
-            for f in self.caches.list(FLEET)
-        }
         others = {
             job: [h for fleet, held in by_fleet.items() if fleet != key for h in held]
-            for job, by_fleet in arbitration.held_by_job(statuses).items()
+            for job, by_fleet in lending.records(self.caches).items()
         }
         jobs, present = lending.trainings(self.caches, priorities)
         ledger = self.caches.capacity()

@@ -9,13 +9,27 @@ from collections.abc import Iterable, Mapping
 from pydantic import ValidationError
 
 from kubeforge.api.common import gpu_products
+from kubeforge.api.inferencefleet import InferenceFleetStatus
 from kubeforge.api.trainingjob import TrainingJobSpec
 from kubeforge.kube.client import Obj
 from kubeforge.kube.informer import Reader, controller_uid
-from kubeforge.kube.kinds import JOB, POD, TRAININGJOB
+from kubeforge.kube.kinds import INFERENCEFLEET, JOB, POD, TRAININGJOB
 from kubeforge.policy import arbitration, training
+from kubeforge.policy.status import parse_status
 
 _FINISHED = ("Succeeded", "Failed")
+
+
+def records(caches: Reader) -> dict[str, dict[str, list[arbitration.Held]]]:
+    """Every fleet's `status.borrowed`, by job and then by fleet; a fleet being deleted holds nothing."""
+    statuses = {
+        f"{f['metadata']['namespace']}/{f['metadata']['name']}": parse_status(
+            InferenceFleetStatus, f.get("status")
+        )
+        for f in caches.list(INFERENCEFLEET)
+        if not (f.get("metadata") or {}).get("deletionTimestamp")
+    }
+    return arbitration.held_by_job(statuses)
 
 
 def priorities(classes: Iterable[Obj]) -> dict[str | None, int]:

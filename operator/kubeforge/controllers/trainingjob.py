@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubeforge.api.inferencefleet import InferenceFleetStatus
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec, WorkerCounts
 from kubeforge.builders.trainingjob import (
@@ -25,6 +24,7 @@ from kubeforge.builders.trainingjob import (
     build_service,
     resize_patch,
 )
+from kubeforge.controllers import lending
 from kubeforge.controllers.ownership import (
     PRIORITY_CLASS_NOT_ALLOWED,
     clear_conflict,
@@ -52,7 +52,7 @@ from kubeforge.policy import arbitration, capacity, gangs, training
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
 from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
-from kubeforge.policy.status import parse_status, status_diff
+from kubeforge.policy.status import status_diff
 
 log = logging.getLogger(__name__)
 
@@ -241,14 +241,7 @@ class TrainingJobController:
         return arbitration.ceiling([h for entries in held.values() for h in entries])
 
     def _lenders(self, key: str) -> dict[str, list[arbitration.Held]]:
-        statuses = {
-            f"{f['metadata']['namespace']}/{f['metadata']['name']}": parse_status(
-                InferenceFleetStatus, f.get("status")
-            )
-            for f in self.caches.list(INFERENCEFLEET)
-            if not (f.get("metadata") or {}).get("deletionTimestamp")
-        }
-        return arbitration.held_by_job(statuses).get(key, {})
+        return lending.records(self.caches).get(key, {})
 
     def _admitted(self, found: gangs.Gangs, key: str) -> dict[str, tuple[capacity.Demand, int]]:
         """The admitted gangs the objects show, and those this process admitted or grew whose status the

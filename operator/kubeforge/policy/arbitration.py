@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from kubeforge.api import inferencefleet as api
-from kubeforge.policy.conditions import parse_time
+from kubeforge.policy.conditions import format_time, parse_time
 
 Lending = Literal["none", "aboveMin", "whole"]
 """What a job offers: nothing, its elastic workers above `minWorkers`, or itself whole."""
@@ -441,7 +441,7 @@ def _seconds(value: str | None) -> float | None:
 
 
 def _stamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(datetime.fromtimestamp(seconds, UTC))
 
 
 def held_of(entry: api.Borrowed) -> Held:
