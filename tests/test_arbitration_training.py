@@ -108,3 +108,14 @@ def test_what_a_job_lends() -> None:
     assert lending_of(TrainingJobSpec.model_validate({**base, "workers": 2, "preemptible": True})) == "whole"
     kueue = {**base, "workers": 2, "preemptible": True, "queueName": "q"}
     assert lending_of(TrainingJobSpec.model_validate(kueue)) == "none", "Kueue's jobs are Kueue's to preempt"
+
+
+async def test_a_new_attempt_of_a_job_that_lent_is_admitted_within_its_ceiling() -> None:
+    """A restarted attempt does not take back at admission what a fleet still holds."""
+    kube = ResizingKube()
+    kube.nodes(2)
+    kube.add(_fleet(borrowed=[LENT]))
+    kube.add(_elastic_tj())
+    await _settle(kube, _controller(kube))
+    [job] = kube.jobs()
+    assert job["spec"]["parallelism"] == 1, "room for 2, ceiling 1"

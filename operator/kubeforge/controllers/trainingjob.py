@@ -200,7 +200,7 @@ class TrainingJobController:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
-            admission = self._admit_size(obj, spec, owner, status.restarts)
+            admission = self._admit_size(obj, spec, owner, status.restarts, observed.ceiling)
             plan = training.decide(replace(observed, admission=admission, now=_now()))
             if admission.fits:
                 self._waiting.discard((namespace, name))
@@ -266,13 +266,18 @@ class TrainingJobController:
             return views
         return [replace(v, parallelism=sized[1]) if v.name == sized[0] else v for v in views]
 
-    def _admit_size(self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int) -> capacity.Admission:
+    def _admit_size(
+        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int, ceiling: int | None = None
+    ) -> capacity.Admission:
         """`_admit()`; for an elastic job, once its `minWorkers` fit, the most workers up to `maxWorkers`
-        that are admitted together (admission is monotone in the count: a binary search)."""
+        (and the `ceiling` fleets that borrowed from it leave it) that are admitted together (admission
+        is monotone in the count: a binary search)."""
         admission = self._admit(obj, spec, owner, attempt, spec.min_workers)
         if spec.elastic is None or not admission.fits or spec.max_workers == spec.min_workers:
             return admission
         low, high = spec.min_workers, spec.max_workers
+        if ceiling is not None:
+            high = max(low, min(high, ceiling))
         best = admission
         while low < high:
             mid = (low + high + 1) // 2
