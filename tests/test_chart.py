@@ -328,6 +328,7 @@ BASE_ARGS = [
     "--usage-checkpoint-seconds=3600",
     "--max-schedule-timeout-seconds=300",
     "--max-unplaced-gpus-per-namespace=0",
+    "--gpu-return-after-seconds=300",
     "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
 ]
 # The trust boundary's flags (docs/security.md), after the namespaces.
@@ -392,6 +393,7 @@ LEADER_ARGS = [
                 "--usage-checkpoint-seconds=3600",
                 "--max-schedule-timeout-seconds=300",
                 "--max-unplaced-gpus-per-namespace=0",
+                "--gpu-return-after-seconds=300",
                 "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
                 *LEADER_ARGS,
                 *OWN_NAMESPACE,
@@ -408,14 +410,16 @@ LEADER_ARGS = [
                 "leaderElection.retryPeriodSeconds=5",
                 "gangAdmission.maxScheduleTimeoutSeconds=120",
                 "gangAdmission.maxUnplacedGpusPerNamespace=64",
+                "arbitration.gpuReturnAfterSeconds=60",
             ],
             [
-                *BASE_ARGS[:-6],
+                *BASE_ARGS[:-7],
                 "--max-concurrent-reconciles=32",
                 "--resync-seconds=1800000",  # not 1.8e+06
                 "--usage-checkpoint-seconds=7200",
                 "--max-schedule-timeout-seconds=120",
                 "--max-unplaced-gpus-per-namespace=64",
+                "--gpu-return-after-seconds=60",
                 "--gpu-catalog=/etc/kubeforge/catalog/catalog.yaml",
                 "--leader-elect",
                 f"--leader-election-namespace={NAMESPACE}",

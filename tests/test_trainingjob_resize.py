@@ -158,8 +158,8 @@ BOUNDS = elastic.Bounds(2, 6)
         (5, 0, 2, None, (3, "CapacityReclaimed")),  # added workers never placed: given back
         (3, 0, 2, None, (2, "CapacityReclaimed")),  # ... never below min
         (2, 0, 1, None, None),  # at min: a stranded worker is the schedule timeout's business
-        (6, 0, 0, 4, (4, "CapacityReclaimed")),  # a lender's ceiling
-        (4, 3, 0, 1, (2, "CapacityReclaimed")),  # a ceiling below min stops at min
+        (6, 0, 0, 4, (4, "LentToFleet")),  # a lender's ceiling
+        (4, 3, 0, 1, (2, "LentToFleet")),  # a ceiling below min stops at min
         (3, 3, 0, 4, (4, "CapacityFreed")),  # growth stops at the ceiling
     ],
 )
@@ -191,9 +191,12 @@ def test_size_properties(
         assert room is not None
         assert decided.to - current <= room, "never more than the ledger's room"
         assert ceiling is None or decided.to <= max(bounds.minimum, ceiling)
+    elif decided.reason == "LentToFleet":
+        assert ceiling is not None
+        assert ceiling < current
     else:
         assert decided.reason == "CapacityReclaimed"
-        assert stranded > 0 or (ceiling is not None and ceiling < current), "never a shrink without a reason"
+        assert stranded > 0, "never a shrink without a reason"
 
 
 # ----------------------------------------------------------------------------------- growth room

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,9 @@ class ServingStack:
 
 
 @contextmanager
-def serving_stack(prefix: str) -> Iterator[ServingStack]:
-    """Start everything (reusing a running cluster), yield it, and stop what was started."""
+def serving_stack(prefix: str, operator_args: Sequence[str] = ()) -> Iterator[ServingStack]:
+    """Start everything (reusing a running cluster), yield it, and stop what was started; `operator_args`
+    are added to the operator's command line."""
     cluster = LocalCluster()
     cluster.acquire()
     namespace = f"{prefix}-{secrets.token_hex(3)}"
@@ -53,7 +54,7 @@ def serving_stack(prefix: str) -> Iterator[ServingStack]:
         operator = OperatorProcess(
             cluster.kubeconfig,
             workdir / "operator.log",
-            extra_args=["--namespace", namespace, "--prometheus-url", prom.url],
+            extra_args=["--namespace", namespace, "--prometheus-url", prom.url, *operator_args],
             env=cluster.env(),
         )
         operator.start()

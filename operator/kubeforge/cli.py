@@ -184,6 +184,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_schedule_timeout_seconds=args.max_schedule_timeout_seconds,
         max_unplaced_gpus_per_namespace=args.max_unplaced_gpus_per_namespace,
         allowed_priority_classes=_allowed_priority_classes(args.allowed_priority_classes),
+        gpu_return_after_seconds=args.gpu_return_after_seconds,
     )
     if (args.metrics_cert_file is None) != (args.metrics_key_file is None):
         print("kubeforge run: --metrics-cert-file and --metrics-key-file go together", file=sys.stderr)
@@ -552,6 +553,14 @@ def build_parser(prog: str = "kubeforge") -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="an admitted gang that cannot place all its workers gives its GPUs back within this time, "
         "whatever its spec.policy.scheduleTimeoutSeconds says (it counts as a restart)",
+    )
+    run.add_argument(
+        "--gpu-return-after-seconds",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a fleet gives GPUs it borrowed from training back once it has wanted no more than it could "
+        "run without them for this long (hysteresis: a noisy metric does not resize training)",
     )
     run.add_argument(
         "--max-unplaced-gpus-per-namespace",

@@ -344,6 +344,33 @@ class AutoscalerStatus(KubeModel):
     """Recommendations inside the scale-down stabilization window."""
 
 
+MAX_BORROWED = 16
+"""Borrowed entries a fleet keeps at most: each names one TrainingJob it holds workers of."""
+
+
+class Borrowed(KubeModel):
+    """GPUs this fleet took from one TrainingJob (`docs/arbitration.md`). The fleet is the only writer of
+    this record; the job's controller reads it and keeps the job at most at `fromWorkers - workers`."""
+
+    job: str = Field(max_length=317)
+    """`<namespace>/<name>` of the TrainingJob."""
+    workers: int = Field(ge=1)
+    """Workers taken from it."""
+    gpus: int = Field(ge=0)
+    """GPUs those workers held."""
+    from_workers: int = Field(ge=1)
+    """Workers the job had when they were taken."""
+    replicas: int = Field(ge=0)
+    """Replicas of this fleet the taken GPUs make room for."""
+    for_replicas: int = Field(ge=0)
+    """Replicas the fleet wanted when it borrowed: it gives back once it wants no more than
+    `forReplicas - replicas` for the operator's `--gpu-return-after-seconds`."""
+    since: str
+    """When the workers were taken (RFC 3339)."""
+    calm_since: str | None = None
+    """Since when the fleet has wanted no more than it could run without these GPUs."""
+
+
 class InferenceFleetStatus(KubeModel):
     """Observed state, written by the operator only."""
 
@@ -367,6 +394,9 @@ class InferenceFleetStatus(KubeModel):
     policy: list[PolicyEntry] = Field(default_factory=list)
     """What the operator derived from `spec.objective` (and what explicit fields overrode), each with
     its source: objective, explicit or catalog."""
+    borrowed: list[Borrowed] | None = Field(default=None, max_length=MAX_BORROWED)
+    """GPUs this fleet holds that training lent it, per TrainingJob, until it gives them back (absent
+    when it holds none)."""
 
 
 INFO = KindInfo(

@@ -283,6 +283,11 @@ class TrainingJobSpec(KubeModel):
     by unsuspending it (kubeforge's own gang admission is then skipped). Immutable after creation."""
     policy: TrainingPolicy = Field(default_factory=TrainingPolicy, json_schema_extra={"default": {}})
     """Gang placement, restarts and backoff."""
+    preemptible: bool | None = None
+    """What the job lends to an InferenceFleet whose autoscaler wants GPUs the cluster has no room for
+    (see docs/arbitration.md). Unset: an elastic job lends its workers above `minWorkers`, nothing else;
+    true: the whole job is lendable, after its checkpoint; false: nothing is ever taken from it. Only
+    fleets of higher priority (or of the same priority in the job's own namespace) borrow."""
     security_context: WorkerSecurityContext | None = None
     """User and groups of the worker processes."""
     budget: TrainingBudget | None = None
@@ -366,7 +371,7 @@ class WorkerCounts(KubeModel):
     """Elastic jobs: `spec.elastic.maxWorkers`."""
 
 
-ResizeReason = Literal["CapacityFreed", "CapacityReclaimed"]
+ResizeReason = Literal["CapacityFreed", "CapacityReclaimed", "LentToFleet"]
 
 
 class Resize(KubeModel):
@@ -380,7 +385,8 @@ class Resize(KubeModel):
     """Workers after."""
     reason: ResizeReason
     """`CapacityFreed`: GPUs freed up and more workers fit; `CapacityReclaimed`: workers were given
-    back (their room was taken before they could be placed)."""
+    back (their room was taken before they could be placed); `LentToFleet`: workers were lent to an
+    InferenceFleet (`status.borrowed` of the fleet)."""
     message: str | None = None
     """What happened, in one sentence."""
 
@@ -469,5 +475,8 @@ INFO = KindInfo(
         PrinterColumn("Cost", ".status.usage.cost", type="number", description="Cost so far", priority=1),
         PrinterColumn("Objective", ".spec.objective", description="What the job is tuned for"),
         PrinterColumn("Message", ".status.message", description="What is happening", priority=1),
+        PrinterColumn(
+            "Preemptible", ".spec.preemptible", type="boolean", description="Lendable whole", priority=1
+        ),
     ),
 )

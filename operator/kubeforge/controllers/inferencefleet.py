@@ -30,11 +30,13 @@ from typing import Any, Protocol, runtime_checkable
 from lightkube import ApiError
 from pydantic import ValidationError
 
+from kubeforge.api.common import gpu_products
 from kubeforge.api.inferencefleet import KIND, Autoscaling, InferenceFleetSpec, InferenceFleetStatus
 from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.objective import PodPolicy
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
+from kubeforge.controllers import lending
 from kubeforge.controllers.ownership import (
     clear_conflict,
     priority_class_refusal,
@@ -55,6 +57,7 @@ from kubeforge.kube.kinds import (
     NODE,
     PDB,
     POD,
+    PRIORITY_CLASS,
     REPLICASET,
     SERVICE,
     TRAININGJOB,
@@ -63,7 +66,7 @@ from kubeforge.kube.kinds import (
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
-from kubeforge.policy import autoscaler, capacity, gangs, training
+from kubeforge.policy import arbitration, autoscaler, capacity, gangs, training
 from kubeforge.policy import fleet as policy
 from kubeforge.policy import objective as objectives
 from kubeforge.policy import usage as usage_policy
@@ -186,6 +189,9 @@ class InferenceFleetController:
                 policy=derived.entries,
                 network_policy=guard is not None and _owned_by(guard, str(meta["uid"])),
             )
+            if observed.borrowing is not None and derived.products is not None:
+                # Borrow GPUs of the type the objective chose, the one the fleet's pods require.
+                observed = replace(observed, borrowing=replace(observed.borrowing, products=derived.products))
         plan = policy.decide(observed)
         for _ in range(policy.MAX_ROUNDS):
             if plan.complete:
@@ -271,14 +277,45 @@ class InferenceFleetController:
         if rollout is not None:
             known += [rollout.stable_revision, rollout.canary_revision]
             known += [e.revision for e in rollout.history]
+        summary = summarize_pods(pods)
+        borrowing = None
+        if spec.autoscaler_on and (summary.unschedulable or observed.status.borrowed):
+            borrowing = self._borrowing(namespace, name, spec)
         return replace(
             observed,
             revision=build.template_revision(spec, known),
             deployments=deployed,
-            pods=summarize_pods(pods),
+            pods=summary,
             revision_pods=count_revision_pods(pods, build.REVISION_LABEL),
             templates_kept=kept,
             held=held_gpus(self.caches, map(training.pod_view, pods), spec.resources.gpu_type, self.config),
+            borrowing=borrowing,
+        )
+
+    def _borrowing(self, namespace: str, name: str, spec: InferenceFleetSpec) -> arbitration.Borrowing:
+        """The running training a fleet may borrow GPUs from, from the caches (see `policy.arbitration`)."""
+        key = f"{namespace}/{name}"
+        priorities = lending.priorities(self.caches.list(PRIORITY_CLASS))
+        others = {
+            job: [h for fleet, held in by_fleet.items() if fleet != key for h in held]
+            for job, by_fleet in lending.records(self.caches).items()
+        }
+        jobs, present = lending.trainings(self.caches, priorities)
+        ledger = self.caches.capacity()
+        gpu_type = spec.resources.gpu_type
+        return arbitration.Borrowing(
+            fleet=key,
+            priority=lending.priority_of(spec.priority_class_name, priorities),
+            gpus=spec.resources.gpus,
+            products=gpu_products(gpu_type) if gpu_type else None,
+            wanted=0,
+            unschedulable=0,
+            jobs=jobs,
+            held_by_others=others,
+            present=present,
+            free=ledger.free(),
+            node_products={n.name: n.product for n in ledger.nodes},
+            return_after=self.config.gpu_return_after_seconds,
         )
 
     async def _read(self, auto: Autoscaling, namespace: str, name: str) -> autoscaler.Reading:
@@ -400,6 +437,8 @@ class InferenceFleetController:
             await self.kube.event(obj, type_=event.type, reason=event.reason, message=event.message)
         for outcome in plan.outcomes:
             exposition.ROLLOUTS.labels(namespace, outcome).inc()
+        for direction, gpus in plan.lends:
+            exposition.GPU_LENDS.labels(namespace, direction).inc(gpus)
         if plan.in_rollout:
             self._waiting.add((namespace, name))
         else:

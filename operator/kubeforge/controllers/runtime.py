@@ -53,6 +53,8 @@ class OperatorConfig:
     """GPUs one namespace's admitted gangs may hold reserved but not yet placed; 0: no limit."""
     allowed_priority_classes: frozenset[str] | None = None
     """PriorityClasses a TrainingJob or InferenceFleet may name (`--allowed-priority-classes`); None: any."""
+    gpu_return_after_seconds: float = 300.0
+    """A fleet gives GPUs it borrowed from training back once it has not needed them this long."""
 
 
 @dataclass(frozen=True)

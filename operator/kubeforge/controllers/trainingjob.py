@@ -25,6 +25,7 @@ from kubeforge.builders.trainingjob import (
     build_service,
     resize_patch,
 )
+from kubeforge.controllers import lending
 from kubeforge.controllers.ownership import (
     PRIORITY_CLASS_NOT_ALLOWED,
     clear_conflict,
@@ -36,10 +37,20 @@ from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys
 from kubeforge.controllers.usage import held_gpus
 from kubeforge.kube.client import Kube, Obj
 from kubeforge.kube.informer import Reader, controller_uid
-from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
+from kubeforge.kube.kinds import (
+    INFERENCEFLEET,
+    JOB,
+    NODE,
+    POD,
+    PRIORITY_CLASS,
+    RESOURCE_QUOTA,
+    SERVICE,
+    TRAININGJOB,
+    Kind,
+)
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
-from kubeforge.policy import capacity, gangs, training
+from kubeforge.policy import arbitration, capacity, gangs, training
 from kubeforge.policy import objective as objectives
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
@@ -82,6 +93,7 @@ class TrainingJobController:
             Watch(POD, self._pod_keys),
             Watch(NODE, self._capacity_keys),
             Watch(RESOURCE_QUOTA, self._quota_keys),
+            Watch(INFERENCEFLEET, _lender_keys),
         )
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
@@ -191,13 +203,14 @@ class TrainingJobController:
             currency=self.config.catalog.currency,
             usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
             policy=derived.entries,
+            ceiling=self._ceiling(key, spec),
         )
         plan = training.decide(observed)
         if plan.needs_admission:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
-            admission = self._admit_size(obj, spec, owner, status.restarts, derived)
+            admission = self._admit_size(obj, spec, owner, status.restarts, derived, observed.ceiling)
             plan = training.decide(replace(observed, admission=admission, now=_now()))
             if admission.fits:
                 self._waiting.discard((namespace, name))
@@ -227,6 +240,17 @@ class TrainingJobController:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
+    def _ceiling(self, key: str, spec: TrainingJobSpec) -> int | None:
+        """The most workers fleets that borrowed from this elastic job leave it, from their records
+        (`status.borrowed`, read from the fleet cache: a restarted operator derives the same)."""
+        if spec.elastic is None:
+            return None
+        held = self._lenders(key)
+        return arbitration.ceiling([h for entries in held.values() for h in entries])
+
+    def _lenders(self, key: str) -> dict[str, list[arbitration.Held]]:
+        return lending.records(self.caches).get(key, {})
+
     def _admitted(self, found: gangs.Gangs, key: str) -> dict[str, tuple[capacity.Demand, int]]:
         """The admitted gangs the objects show, and those this process admitted or grew whose status the
         cache may not show yet (for the same attempt the larger promise wins: an elastic job just grew)."""
@@ -251,14 +275,23 @@ class TrainingJobController:
         return [replace(v, parallelism=sized[1]) if v.name == sized[0] else v for v in views]
 
     def _admit_size(
-        self, obj: Obj, spec: TrainingJobSpec, owner: Owner, attempt: int, derived: objectives.TrainingPolicy
+        self,
+        obj: Obj,
+        spec: TrainingJobSpec,
+        owner: Owner,
+        attempt: int,
+        derived: objectives.TrainingPolicy,
+        ceiling: int | None = None,
     ) -> capacity.Admission:
         """`_admit()`; for an elastic job, once its `minWorkers` fit, the most workers up to `maxWorkers`
-        that are admitted together (admission is monotone in the count: a binary search)."""
+        (and the `ceiling` fleets that borrowed from it leave it) that are admitted together (admission
+        is monotone in the count: a binary search)."""
         admission = self._admit(obj, spec, owner, attempt, derived, spec.min_workers)
         if spec.elastic is None or not admission.fits or spec.max_workers == spec.min_workers:
             return admission
         low, high = spec.min_workers, spec.max_workers
+        if ceiling is not None:
+            high = max(low, min(high, ceiling))
         best = admission
         while low < high:
             mid = (low + high + 1) // 2
@@ -430,6 +463,11 @@ class TrainingJobController:
             obj = await self._write_status(obj, patch)
         if patch is not None:
             await self._record(obj, old_raw, plan)
+        if plan.resize is not None and plan.resize[2] == "LentToFleet":
+            lenders = sorted(self._lenders(f"{namespace}/{name}"))
+            log.info(
+                "TrainingJob %s/%s: lent workers to InferenceFleet %s", namespace, name, ", ".join(lenders)
+            )
         # Every pass, so a restarted operator exports the current state at once.
         exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
         exposition.record_phase(KIND, namespace, name, plan.status.phase or "Pending", PHASES)
@@ -469,6 +507,26 @@ class TrainingJobController:
         if resize is not None and resize != training.parse_status(old_raw).last_resize:
             direction = "up" if resize.to > resize.from_ else "down"
             exposition.TRAINING_RESIZES.labels(namespace, direction, resize.reason).inc()
+
+
+def _lender_keys(old: Obj | None, new: Obj | None) -> Iterable[Key]:
+    """A fleet's borrowed record changed: the jobs it names (before or after) look at their ceiling."""
+
+    def named(obj: Obj | None) -> set[str]:
+        status = (obj or {}).get("status") or {}
+        return {str(e.get("job")) for e in status.get("borrowed") or () if isinstance(e, Mapping)}
+
+    before, after = named(old), named(new)
+    if before == after and ((old or {}).get("status") or {}).get("borrowed") == (
+        (new or {}).get("status") or {}
+    ).get("borrowed"):
+        return ()
+    keys: set[Key] = set()
+    for job in before | after:
+        namespace, _, name = job.partition("/")
+        if namespace and name:
+            keys.add((namespace, name))
+    return keys
 
 
 class _UnreadableSpecError(Exception):

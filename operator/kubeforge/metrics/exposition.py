@@ -49,6 +49,12 @@ TRAINING_RESIZES = Counter(
     ["namespace", "direction", "reason"],
     registry=REGISTRY,
 )
+GPU_LENDS = Counter(
+    "kubeforge_gpu_lends",
+    "GPUs InferenceFleets borrowed from TrainingJobs (direction lend) and gave back (direction return).",
+    ["namespace", "direction"],
+    registry=REGISTRY,
+)
 TRAINING_GPU_HOURS = Gauge(
     "kubeforge_trainingjob_gpu_hours",
     "GPU-hours held by each TrainingJob so far.",

@@ -25,14 +25,22 @@ Giving back is hysteresis, not a mirror of the take: GPUs a fleet frees go back 
 the fleet has wanted no more than it has for `return_after` seconds (`may_return`), so a noisy metric
 cannot make a job shrink and grow every evaluation.
 
+Who writes what: a fleet records what it borrowed in its own `status.borrowed` (`borrow`), and the
+TrainingJob controller reads every fleet's record and keeps the job at `ceiling(...)` of it, so each object
+has one writer and an operator killed mid-lend finds the whole lend in the caches after a restart.
+
 Pure: no Kubernetes, no clock. The controllers gather the snapshot and carry out the plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Literal
+
+from kubeforge.api import inferencefleet as api
+from kubeforge.policy.conditions import format_time, parse_time
 
 Lending = Literal["none", "aboveMin", "whole"]
 """What a job offers: nothing, its elastic workers above `minWorkers`, or itself whole."""
@@ -66,6 +74,9 @@ class Training:
     seconds_since_checkpoint: float | None = None
     """Since the last completed checkpoint (None: never checkpointed: everything since start)."""
     seconds_running: float = 0.0
+    refuses: str = ""
+    """Why a job that lends nothing does (`preemptible: false`, admitted by Kueue, rigid), for the fleet's
+    message."""
 
 
 @dataclass(frozen=True)
@@ -213,3 +224,257 @@ def may_return(
     if wanted > holding or calm_since is None:
         return False
     return now - calm_since >= return_after
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fleet's borrowed record: what it holds, what it takes now, what it gives back.
+#
+# The fleet is the only writer of what it borrowed (`status.borrowed`, one entry per job); the job's
+# controller derives its ceiling from every fleet's entries (`ceiling`), so the record survives an
+# operator restart and no object has two writers.
+
+
+@dataclass(frozen=True)
+class Held:
+    """One entry of a fleet's `status.borrowed`, as the policy reads and writes it."""
+
+    job: str
+    workers: int
+    gpus: int
+    from_workers: int
+    replicas: int
+    for_replicas: int
+    since: float
+    """Seconds on the clock `Borrowing.now` uses."""
+    calm_since: float | None = None
+
+
+def ceiling(entries: Sequence[Held]) -> int | None:
+    """The most workers a job may have while fleets hold `entries` of it (every fleet's, None: none):
+    the size before the first of them was taken, less every worker taken. A ceiling derived this way
+    does not move when the job shrinks to it, so a pass after the shrink asks for nothing more."""
+    if not entries:
+        return None
+    return max(1, max(e.from_workers for e in entries) - sum(e.workers for e in entries))
+
+
+@dataclass(frozen=True)
+class Borrowing:
+    """What one fleet pass knows for arbitration, gathered from the caches."""
+
+    fleet: str
+    """`<namespace>/<name>`."""
+    priority: int
+    gpus: int
+    products: tuple[str, ...] | None
+    wanted: int
+    """Replicas the autoscaler asks for now."""
+    unschedulable: int
+    """The fleet's pods the scheduler cannot place: the replicas it wants and has no room for."""
+    jobs: Sequence[Training]
+    """Running TrainingJobs with every running worker (none taken out yet)."""
+    held_by_others: Mapping[str, Sequence[Held]] = field(default_factory=dict)
+    """Other fleets' entries, by job."""
+    present: frozenset[str] = frozenset()
+    """Jobs that exist and have not finished: an entry of any other job is released."""
+    free: Mapping[str, int] = field(default_factory=dict)
+    node_products: Mapping[str, str | None] = field(default_factory=dict)
+    now: float = 0.0
+    return_after: float = 300.0
+    active: bool = True
+    """The fleet autoscales: a fleet that does not gives back what it holds and takes nothing."""
+
+
+@dataclass(frozen=True)
+class Borrowed:
+    """The fleet's entries after this pass, and what changed."""
+
+    held: tuple[Held, ...]
+    lent: tuple[Held, ...] = ()
+    """Entries taken or grown this pass (only the increment)."""
+    returned: tuple[tuple[Held, str], ...] = ()
+    """Entries given back this pass, and why."""
+    short: int = 0
+    """Replicas that still have no room after this pass's takes."""
+    why_short: str = ""
+    """Why training lent no more (for `CapacityLimited`)."""
+
+
+def _cross_namespace(
+    fleet: str, jobs: Sequence[Training], priority: int
+) -> tuple[list[Training], dict[str, str]]:
+    """A tenant's fleet only takes from another namespace's training of strictly lower priority."""
+    ns = fleet.split("/", 1)[0]
+    kept: list[Training] = []
+    skipped: dict[str, str] = {}
+    for job in jobs:
+        if job.key.split("/", 1)[0] != ns and job.priority >= priority and offers(job):
+            skipped[job.key] = "is in another namespace and not of lower priority than the fleet"
+            continue
+        kept.append(job)
+    return kept, skipped
+
+
+def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
+    """This fleet's entries after one pass: released ones dropped (job gone, fleet calm for
+    `return_after`, autoscaling off), and new takes recorded when replicas it wants have no room.
+
+    Workers already taken but still running (the job has not shrunk yet) count as room for the fleet
+    that took them and are offered to no one, so a pass between a take and the shrink takes no more."""
+    kept: list[Held] = []
+    returned: list[tuple[Held, str]] = []
+    for entry in mine:
+        if not b.active:
+            returned.append((entry, "the fleet no longer autoscales"))
+            continue
+        if entry.job not in b.present:
+            returned.append((entry, "the job is gone or finished"))
+            continue
+        holding = max(0, entry.for_replicas - entry.replicas)
+        calm = b.wanted <= holding
+        calm_since = (entry.calm_since if entry.calm_since is not None else b.now) if calm else None
+        if may_return(
+            wanted=b.wanted, holding=holding, calm_since=calm_since, now=b.now, return_after=b.return_after
+        ):
+            returned.append(
+                (entry, f"the fleet has wanted at most {holding} replicas for {b.return_after:g}s")
+            )
+            continue
+        kept.append(replace(entry, calm_since=calm_since))
+    if not b.active:
+        return Borrowed((), returned=tuple(returned))
+
+    by_job: dict[str, list[Held]] = {k: list(v) for k, v in b.held_by_others.items()}
+    for entry in kept:
+        by_job.setdefault(entry.job, []).append(entry)
+    room = dict(b.free)
+    jobs: list[Training] = []
+    for job in b.jobs:
+        top = ceiling(by_job.get(job.key, ()))
+        leaving = max(0, len(job.workers) - top) if top is not None else 0
+        mine_leaving = min(leaving, sum(e.workers for e in kept if e.job == job.key))
+        for w in job.workers[:mine_leaving]:
+            room[w.node] = room.get(w.node, 0) + w.gpus
+        jobs.append(replace(job, workers=job.workers[leaving:]))
+
+    need = Need(b.fleet, b.unschedulable, b.gpus, b.products, b.priority)
+    if b.unschedulable <= 0 or b.gpus <= 0:
+        return Borrowed(tuple(kept), returned=tuple(returned))
+    candidates, skipped = _cross_namespace(b.fleet, jobs, b.priority)
+    for job in candidates:
+        usable = any(_accepts(b.products, b.node_products.get(w.node)) for w in job.workers)
+        if job.lending == "none" and job.refuses and usable:
+            skipped[job.key] = job.refuses
+        elif job.lending == "aboveMin" and usable and not offers(job):
+            skipped[job.key] = f"runs at its minWorkers ({job.min_workers})"
+    plan = plan_lend(need, candidates, room, b.node_products)
+    have = fitting(room, need, b.node_products)
+    lent: list[Held] = []
+    preempts: list[str] = []
+    sizes = {job.key: len(job.workers) for job in jobs}
+    mins = {job.key: job.min_workers for job in jobs}
+    reasons_after: dict[str, str] = {}
+    for take in plan.takes:
+        if take.preempt:
+            # Whole-job preemption needs the checkpoint path; until it is wired it is only reported.
+            preempts.append(take.job)
+            continue
+        for w in take.workers:
+            room[w.node] = room.get(w.node, 0) + w.gpus
+        now_fits = fitting(room, need, b.node_products)
+        made, have = now_fits - have, now_fits
+        entry = Held(
+            take.job,
+            len(take.workers),
+            take.gpus,
+            from_workers=sizes[take.job],
+            replicas=made,
+            for_replicas=b.wanted,
+            since=b.now,
+        )
+        lent.append(entry)
+        kept = _merge(kept, entry)
+        if sizes[take.job] - len(take.workers) <= mins[take.job]:
+            reasons_after[take.job] = f"is down to its minWorkers ({mins[take.job]})"
+    short = max(0, need.replicas - have)
+    reasons = {**skipped, **plan.skipped, **(reasons_after if short else {})}
+    why = "; ".join(f"{job} {reason}" for job, reason in sorted(reasons.items()))
+    if preempts:
+        note = "would preempt " + ", ".join(sorted(preempts)) + " (whole-job preemption is not done yet)"
+        why = f"{why}; {note}" if why else note
+    if short and not why:
+        why = "no running training lends GPUs of this type"
+    return Borrowed(tuple(kept), tuple(lent), tuple(returned), short, why)
+
+
+def _merge(held: Sequence[Held], take: Held) -> list[Held]:
+    """One entry per job: a further take from the same job adds to it and moves its target."""
+    out: list[Held] = []
+    merged = False
+    for entry in held:
+        if entry.job == take.job:
+            out.append(
+                Held(
+                    entry.job,
+                    entry.workers + take.workers,
+                    entry.gpus + take.gpus,
+                    from_workers=entry.from_workers,
+                    replicas=entry.replicas + take.replicas,
+                    for_replicas=take.for_replicas,
+                    since=entry.since,
+                )
+            )
+            merged = True
+        else:
+            out.append(entry)
+    if not merged:
+        out.append(take)
+    return out
+
+
+# -- the stored record -------------------------------------------------------------------------------
+
+
+def _seconds(value: str | None) -> float | None:
+    at = parse_time(value)
+    return at.timestamp() if at is not None else None
+
+
+def _stamp(seconds: float) -> str:
+    return format_time(datetime.fromtimestamp(seconds, UTC))
+
+
+def held_of(entry: api.Borrowed) -> Held:
+    """A stored entry as the policy reads it (times as seconds since the epoch)."""
+    return Held(
+        entry.job,
+        entry.workers,
+        entry.gpus,
+        from_workers=entry.from_workers,
+        replicas=entry.replicas,
+        for_replicas=entry.for_replicas,
+        since=_seconds(entry.since) or 0.0,
+        calm_since=_seconds(entry.calm_since),
+    )
+
+
+def stored(held: Held) -> api.Borrowed:
+    return api.Borrowed(
+        job=held.job,
+        workers=held.workers,
+        gpus=held.gpus,
+        from_workers=held.from_workers,
+        replicas=held.replicas,
+        for_replicas=held.for_replicas,
+        since=_stamp(held.since),
+        calm_since=_stamp(held.calm_since) if held.calm_since is not None else None,
+    )
+
+
+def held_by_job(statuses: Mapping[str, api.InferenceFleetStatus | None]) -> dict[str, dict[str, list[Held]]]:
+    """Every fleet's entries (fleet key -> status), by job and then by fleet."""
+    out: dict[str, dict[str, list[Held]]] = {}
+    for fleet, status in statuses.items():
+        for entry in (status.borrowed if status is not None else None) or ():
+            out.setdefault(entry.job, {}).setdefault(fleet, []).append(held_of(entry))
+    return out

@@ -16,6 +16,8 @@ from kubeforge.api.trainingjob import ResizeReason
 
 CAPACITY_FREED: ResizeReason = "CapacityFreed"
 CAPACITY_RECLAIMED: ResizeReason = "CapacityReclaimed"
+LENT_TO_FLEET: ResizeReason = "LentToFleet"
+"""A shrink to a lender's ceiling: not a failed growth, so growth does not cool down after it."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ def decide_size(
     if current > top:
         return Resize(
             top,
-            CAPACITY_RECLAIMED,
-            f"shrank from {_workers(current)} to {top}: the GPUs above {top} were reclaimed",
+            LENT_TO_FLEET,
+            f"shrank from {_workers(current)} to {top}: the GPUs above {top} were lent to an InferenceFleet; "
+            "the job grows back once they are given back",
         )
     if stranded > 0 and current > bounds.minimum:
         to = max(bounds.minimum, current - stranded)

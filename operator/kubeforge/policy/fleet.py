@@ -52,7 +52,7 @@ from kubeforge.api.fleet_names import (
 from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
 from kubeforge.api.objective import PolicyEntry
 from kubeforge.api.rollout import AnalysisRun, AnalysisSpec
-from kubeforge.policy import analysis, autoscaler, capacity
+from kubeforge.policy import analysis, arbitration, autoscaler, capacity
 from kubeforge.policy import rollout as rollouts
 from kubeforge.policy import usage as accounting
 from kubeforge.policy.analysis import MetricSample
@@ -180,6 +180,9 @@ class FleetObserved:
     """`status.policy`."""
     network_policy: bool = False
     """The fleet's NetworkPolicy exists (it made one under `objective: privacy`)."""
+    borrowing: arbitration.Borrowing | None = None
+    """Training the fleet may borrow GPUs from, gathered when it autoscales and has pods without room
+    or holds borrowed GPUs (`wanted`, `unschedulable`, `now` and `active` are filled in by `decide`)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -269,6 +272,8 @@ class FleetPlan:
     """The name of the HTTPRoute to read."""
     needs_usage: float | None = None
     """Seconds of the segment `status.usage` folds, over which to read the fleet's measurements."""
+    lends: tuple[tuple[str, int], ...] = ()
+    """GPUs borrowed (`lend`) or given back (`return`) this pass, for the lends metric."""
 
     @property
     def complete(self) -> bool:
@@ -342,6 +347,12 @@ def decide(o: FleetObserved) -> FleetPlan:
     writes, missing = _revision_writes(o, spec, plan)
 
     extra: list[ConditionUpdate] = []
+    borrowed = _borrow(o, spec, desired)
+    if borrowed is not None and borrowed.why_short and o.pods.unschedulable:
+        message = (
+            f"{o.pods.unschedulable} pod(s) cannot be scheduled; training lends no more: {borrowed.why_short}"
+        )
+        extra.append(ConditionUpdate("CapacityLimited", "True", "NoLendableGpus", message[:1024]))
     route: RouteWeights | None = None
     if spec.rollout is not None and spec.rollout.http_route is not None:
         backends, routed = _backends(o, spec, plan)
@@ -383,6 +394,11 @@ def decide(o: FleetObserved) -> FleetPlan:
         rollout_status=plan.status,
         extra=extra,
     )
+    if borrowed is not None:
+        held = [arbitration.stored(h) for h in borrowed.held]
+        status = status.model_copy(update={"borrowed": held or None})
+    elif o.status.borrowed:
+        status = status.model_copy(update={"borrowed": o.status.borrowed})
     return _finish(
         o,
         status,
@@ -393,6 +409,7 @@ def decide(o: FleetObserved) -> FleetPlan:
         rollout_events=plan.events,
         in_rollout=plan.status.phase in rollouts.ACTIVE,
         rollout_due=_rollout_due(o, plan, limits),
+        borrowed=borrowed,
     )
 
 
@@ -417,6 +434,7 @@ def _finish(
     rollout_events: tuple[Event, ...] = (),
     in_rollout: bool,
     rollout_due: float | None = None,
+    borrowed: arbitration.Borrowed | None = None,
 ) -> FleetPlan:
     """The plan around a decided status (with its usage folded in): the news in it, and when to come
     back."""
@@ -440,6 +458,19 @@ def _finish(
     if list(o.policy) != status.policy:
         status = status.model_copy(update={"policy": list(o.policy)})
     events = [*rollout_events, *condition_events(o.status.conditions, status.conditions)]
+    lends: list[tuple[str, int]] = []
+    if borrowed is not None:
+        for take in borrowed.lent:
+            message = (
+                f"borrowed {take.workers} worker(s) ({take.gpus} GPUs) of TrainingJob {take.job} for "
+                f"{take.replicas} replica(s); it shrinks to make room"
+            )
+            events.append(Event("Normal", "BorrowedGpus", message))
+            lends.append(("lend", take.gpus))
+        for entry, why in borrowed.returned:
+            message = f"gave back {entry.gpus} GPUs of TrainingJob {entry.job}: {why}"
+            events.append(Event("Normal", "ReturnedGpus", message))
+            lends.append(("return", entry.gpus))
     scaled = scale_event(evaluation) if evaluation is not None else None
     if scaled is not None:
         events.append(scaled)
@@ -455,6 +486,7 @@ def _finish(
         memory=memory,
         in_rollout=in_rollout,
         requeue_after=max(0.0, min(waits)) if waits else None,
+        lends=tuple(lends),
     )
 
 
@@ -537,6 +569,26 @@ def _budget_condition(
     if limited:
         return ConditionUpdate("BudgetLimited", "True", "BudgetLimited", message[:1024])
     return ConditionUpdate("BudgetLimited", "False", "WithinBudget", "the budget buys what the load asks for")
+
+
+def _borrow(o: FleetObserved, spec: InferenceFleetSpec, desired: int) -> arbitration.Borrowed | None:
+    """What the fleet holds of training's GPUs after this pass (None: nothing to decide about)."""
+    mine = [arbitration.held_of(e) for e in o.status.borrowed or ()]
+    now = o.now.timestamp()
+    if o.borrowing is None:
+        if not mine or spec.autoscaler_on:
+            return None  # the controller gathers a snapshot whenever there is something to decide
+        return arbitration.borrow(
+            arbitration.Borrowing("", 0, 0, None, 0, 0, (), now=now, active=False), mine
+        )
+    snapshot = replace(
+        o.borrowing,
+        wanted=desired,
+        unschedulable=o.pods.unschedulable,
+        now=now,
+        active=spec.autoscaler_on,
+    )
+    return arbitration.borrow(snapshot, mine)
 
 
 def _autoscaler_record(o: FleetObserved, memory: FleetMemory) -> AutoscalerStatus | None:

@@ -1,0 +1,185 @@
+"""A fleet's borrowed record (`policy.arbitration.borrow`): what it takes, that a pass between the take
+and the shrink takes nothing more, when it gives back, and the ceiling a job derives from every record."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubeforge.policy.arbitration import Borrowing, Held, Training, Worker, borrow, ceiling, held_of, stored
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+NODES = {f"n-{i}": H100 for i in range(4)}
+FULL = dict.fromkeys(NODES, 0)
+
+
+def job(
+    key: str = "ns/train",
+    size: int = 4,
+    *,
+    min_workers: int = 1,
+    priority: int = 0,
+    lending: str = "aboveMin",
+    refuses: str = "",
+) -> Training:
+    """A job with one 2-GPU worker per node, highest rank first (the order it gives them up)."""
+    workers = tuple(Worker(f"{key}-{i}", f"n-{i % 4}", 2) for i in reversed(range(size)))
+    return Training(key, priority, workers, min_workers, lending, (H100,), refuses=refuses)  # type: ignore[arg-type]
+
+
+def snapshot(*jobs: Training, unschedulable: int = 1, wanted: int = 3, **kw: object) -> Borrowing:
+    base = Borrowing(
+        fleet="ns/chat",
+        priority=0,
+        gpus=2,
+        products=(H100,),
+        wanted=wanted,
+        unschedulable=unschedulable,
+        jobs=jobs,
+        present=frozenset(j.key for j in jobs),
+        free=FULL,
+        node_products=NODES,
+        now=1000.0,
+        return_after=300.0,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_a_fleet_with_no_room_borrows_the_elastic_workers_above_min_it_needs() -> None:
+    out = borrow(snapshot(job(), unschedulable=2, wanted=4), [])
+    assert [(h.job, h.workers, h.gpus, h.from_workers, h.replicas, h.for_replicas) for h in out.held] == [
+        ("ns/train", 2, 4, 4, 2, 4)
+    ]
+    assert out.lent == out.held
+    assert out.short == 0
+    assert ceiling(out.held) == 2
+
+
+def test_a_pass_before_the_job_shrank_takes_nothing_more() -> None:
+    """The taken workers still run: they count as the fleet's room, not as something to take again."""
+    first = borrow(snapshot(job(), unschedulable=2, wanted=4), [])
+    again = borrow(snapshot(job(), unschedulable=2, wanted=4, now=1010.0), first.held)
+    assert again.lent == ()
+    assert again.short == 0
+    assert again.held == first.held
+
+
+def test_after_the_shrink_the_record_stays_and_the_ceiling_does_not_move() -> None:
+    first = borrow(snapshot(job(), unschedulable=2, wanted=4), [])
+    shrunk = borrow(snapshot(job(size=2), unschedulable=0, wanted=4, now=1100.0), first.held)
+    assert shrunk.held == first.held
+    assert shrunk.lent == ()
+    assert ceiling(shrunk.held) == 2
+
+
+def test_a_further_breach_adds_to_the_same_entry() -> None:
+    first = borrow(snapshot(job(), unschedulable=1, wanted=3), [])
+    more = borrow(snapshot(job(size=3), unschedulable=1, wanted=4, now=1100.0), first.held)
+    assert [(h.workers, h.from_workers, h.replicas, h.for_replicas) for h in more.held] == [(2, 4, 2, 4)]
+    assert ceiling(more.held) == 2
+
+
+def test_never_below_min_workers() -> None:
+    out = borrow(snapshot(job(min_workers=3), unschedulable=3, wanted=5), [])
+    assert sum(h.workers for h in out.held) == 1
+    assert out.short == 2
+    assert "minWorkers" in out.why_short
+
+
+def test_a_non_preemptible_job_is_never_touched_and_the_fleet_says_why() -> None:
+    refusing = job(lending="none", refuses="is not preemptible (spec.preemptible: false)")
+    out = borrow(snapshot(refusing, unschedulable=2), [])
+    assert out.held == ()
+    assert out.short == 2
+    assert "ns/train is not preemptible" in out.why_short
+
+
+def test_higher_priority_training_and_other_tenants_of_equal_priority_keep_their_gpus() -> None:
+    high = job("ns/high", priority=10)
+    other = job("team-b/train")
+    out = borrow(snapshot(high, other, unschedulable=1), [])
+    assert out.held == ()
+    assert "ns/high has a higher priority than the fleet" in out.why_short
+    assert "team-b/train is in another namespace" in out.why_short
+    lower = borrow(snapshot(job("team-b/train", priority=-5), unschedulable=1), [])
+    assert [h.job for h in lower.held] == ["team-b/train"]
+
+
+def test_a_whole_job_take_is_reported_not_acted_on() -> None:
+    rigid = job("ns/rigid", size=2, min_workers=2, lending="whole")
+    out = borrow(snapshot(rigid, unschedulable=1), [])
+    assert out.held == ()
+    assert out.short == 1
+    assert "would preempt ns/rigid" in out.why_short
+
+
+def test_gives_back_only_after_the_fleet_was_calm_for_return_after() -> None:
+    taken = borrow(snapshot(job(), unschedulable=2, wanted=4), []).held
+    shrunk = job(size=2)
+    calm = borrow(snapshot(shrunk, unschedulable=0, wanted=2, now=2000.0), taken)
+    assert calm.returned == ()
+    assert calm.held[0].calm_since == 2000.0
+    noisy = borrow(snapshot(shrunk, unschedulable=0, wanted=3, now=2100.0), calm.held)
+    assert noisy.held[0].calm_since is None, "a breach in between starts the wait again"
+    calm = borrow(snapshot(shrunk, unschedulable=0, wanted=2, now=2200.0), noisy.held)
+    assert borrow(snapshot(shrunk, unschedulable=0, wanted=2, now=2499.0), calm.held).returned == ()
+    back = borrow(snapshot(shrunk, unschedulable=0, wanted=2, now=2500.0), calm.held)
+    assert back.held == ()
+    assert [h.job for h, _ in back.returned] == ["ns/train"]
+
+
+def test_an_entry_of_a_gone_job_or_of_a_fleet_that_stopped_autoscaling_is_released() -> None:
+    taken = borrow(snapshot(job(), unschedulable=2, wanted=4), []).held
+    gone = borrow(snapshot(unschedulable=0, wanted=4), taken)
+    assert gone.held == ()
+    assert "gone" in gone.returned[0][1]
+    off = borrow(snapshot(job(size=2), active=False), taken)
+    assert off.held == ()
+    assert len(off.returned) == 1
+
+
+def test_two_fleets_share_one_job() -> None:
+    a = borrow(snapshot(job(), unschedulable=1, wanted=3), []).held
+    b = borrow(
+        snapshot(job(size=3), fleet="ns/other", unschedulable=1, wanted=2, held_by_others={"ns/train": a}), []
+    ).held
+    assert ceiling([*a, *b]) == 2
+    assert ceiling(a) == 3, "when the second fleet gives back, the first one's ceiling remains"
+
+
+def test_the_stored_record_round_trips() -> None:
+    taken = borrow(snapshot(job(), unschedulable=2, wanted=4), []).held[0]
+    calm = replace(taken, calm_since=1300.0)
+    assert held_of(stored(calm)) == calm
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=4),
+    unschedulable=st.integers(0, 8),
+    free=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+    passes=st.integers(1, 3),
+)
+def test_borrowed_never_exceeds_offers_nor_goes_below_min(
+    sizes: list[tuple[int, int]], unschedulable: int, free: list[int], passes: int
+) -> None:
+    jobs = [job(f"ns/j{i}", max(a, b), min_workers=min(a, b)) for i, (a, b) in enumerate(sizes)]
+    held: tuple[Held, ...] = ()
+    for n in range(passes):  # the same breach seen again before any job shrank
+        out = borrow(
+            snapshot(
+                *jobs, unschedulable=unschedulable, wanted=9, free=dict(zip(NODES, free, strict=True)), now=n
+            ),
+            held,
+        )
+        held = out.held
+    for j in jobs:
+        mine = [h for h in held if h.job == j.key]
+        taken = sum(h.workers for h in mine)
+        assert taken <= len(j.workers) - j.min_workers
+        top = ceiling(mine)
+        assert top is None or top >= j.min_workers
+    # Never more than the breach asks for: each replica needs 2 GPUs, one worker frees 2.
+    assert sum(h.workers for h in held) <= unschedulable
