@@ -16,7 +16,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
-from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec, WorkerCounts
+from kubeforge.api.trainingjob import (
+    KIND,
+    PHASES,
+    PREEMPT_ANNOTATION,
+    TRAININGJOB_LABEL,
+    TrainingJobSpec,
+    TrainingJobStatus,
+    WorkerCounts,
+)
 from kubeforge.builders.trainingjob import (
     Owner,
     build_job,
@@ -37,7 +45,7 @@ from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
-from kubeforge.policy import capacity, gangs, training
+from kubeforge.policy import capacity, checkpoint, gangs, training
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
 from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
@@ -45,6 +53,7 @@ from kubeforge.policy.status import status_diff
 
 log = logging.getLogger(__name__)
 
+MANUAL_PREEMPTION = "Manual"
 WAITING_RECHECK_SECONDS = 60.0
 """A gang waiting for GPUs is woken by capacity events; this is only the safety net."""
 
@@ -70,6 +79,9 @@ class TrainingJobController:
         self._sized: dict[str, tuple[str, int]] = {}
         """Elastic jobs this process resized, (Job, workers), until the Job cache shows the new size: a
         pass woken before the Job's watch event must not see the old size and resize again."""
+        self._preempt: dict[Key, str] = {}
+        """Preemptions asked for by the operator itself (`preempt()`), until the next pass of the job
+        records them in its status (or finds nothing to take)."""
         self._rejected: dict[str, tuple[int, str]] = {}
         """Jobs whose children the API server refused as invalid (422), with that generation and the
         message: until the spec changes, passes report it instead of sending the same write again."""
@@ -84,7 +96,19 @@ class TrainingJobController:
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
         await warn_owner(self.kube, TRAININGJOB, obj, reason, message)
 
+    def preempt(self, namespace: str, name: str, reason: str) -> None:
+        """Take a running job's GPUs, checkpoint first: the one path arbitration and budgets use.
+
+        Call it, then wake the job (`Runtime.request(namespace, name)`). Its next pass records the
+        request in `status.preemption` (so an operator restart resumes it), asks the workers for a
+        checkpoint and requeues until it arrives or `spec.checkpoint.gracePeriodSeconds` ends; then it
+        stops the attempt and the job waits for gang admission again (see `policy.training`). A job
+        without running workers has nothing to give: the request is dropped. `reason` is a short
+        CamelCase word; it labels the status record, the Event and the preemptions metric."""
+        self._preempt[(namespace, name)] = reason
+
     async def forget(self, namespace: str, name: str) -> None:
+        self._preempt.pop((namespace, name), None)
         self._waiting.discard((namespace, name))
         self._reserved.pop(f"{namespace}/{name}", None)
         self._sized.pop(f"{namespace}/{name}", None)
@@ -181,6 +205,7 @@ class TrainingJobController:
             nodes=nodes,
             now=_now(),
             max_schedule_timeout_seconds=self.config.max_schedule_timeout_seconds,
+            preempt=self._preempt_request(obj, status),
         )
         plan = training.decide(observed)
         if plan.needs_admission:
@@ -214,10 +239,25 @@ class TrainingJobController:
             demand = capacity.demand_of(key, plan.resize[1], spec.resources.gpus, spec.resources.gpu_type)
             self._reserved[key] = (demand, status.restarts)
         await self._execute(obj, spec, owner, plan)
+        # Recorded in the status now (or moot): the status carries it from here.
+        self._preempt.pop((namespace, name), None)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
+
+    def _preempt_request(self, obj: Obj, status: TrainingJobStatus) -> training.PreemptionRequest | None:
+        """A preemption asked for by the operator (`preempt()`) or by a user: a new value of the job's
+        `kubeforge.dev/preempt` annotation (the operator never writes the object's metadata back; the
+        status remembers the value it acted on)."""
+        meta = obj["metadata"]
+        reason = self._preempt.get((meta["namespace"], meta["name"]))
+        if reason is not None:
+            return training.PreemptionRequest(reason)
+        value = (meta.get("annotations") or {}).get(PREEMPT_ANNOTATION)
+        if isinstance(value, str) and value and len(value) <= 63 and value != status.preempt_trigger:
+            return training.PreemptionRequest(MANUAL_PREEMPTION, trigger=value)
+        return None
 
     def _admitted(self, found: gangs.Gangs, key: str) -> dict[str, tuple[capacity.Demand, int]]:
         """The admitted gangs the objects show, and those this process admitted or grew whose status the
@@ -396,8 +436,14 @@ class TrainingJobController:
                 workers,
                 reason,
             )
+        if plan.checkpoint_request is not None:
+            # The trainer sees this in its downward-API annotations file (builders.trainingjob).
+            body = {"metadata": {"annotations": {checkpoint.REQUEST_ANNOTATION: plan.checkpoint_request}}}
+            for pod_name in plan.request_pods:
+                await self.kube.patch(POD.api_version, POD.kind, pod_name, namespace, body)
         if plan.create_attempt is not None:
-            job = build_job(spec, owner, plan.create_attempt, plan.create_workers)
+            resume = checkpoint.resume_env(training.stored_checkpoint(plan.status))
+            job = build_job(spec, owner, plan.create_attempt, plan.create_workers, resume)
             # A Job is created once per attempt; its template is immutable afterwards.
             with child_write():
                 await self.kube.apply_if_changed(
@@ -441,6 +487,10 @@ class TrainingJobController:
             exposition.TRANSITIONS.labels(KIND, changed["type"], changed["status"], changed["reason"]).inc()
         if plan.restarted:
             exposition.TRAINING_RESTARTS.labels(namespace).inc()
+        if plan.preempted is not None:
+            exposition.TRAINING_PREEMPTIONS.labels(
+                namespace, plan.preempted.reason, plan.preempted.outcome
+            ).inc()
         resize = plan.status.last_resize
         if resize is not None and resize != training.parse_status(old_raw).last_resize:
             direction = "up" if resize.to > resize.from_ else "down"

@@ -15,7 +15,7 @@ protocol goes through the pod, which both sides can reach:
   `checkpoint.gracePeriodSeconds` as the pod's termination grace period.
 - **Wait.** A preemption goes ahead once a report newer than the request arrives, or when the grace
   period ends; then it records the work lost: GPU-seconds since the last report (or since the workers
-  started, when there was none).
+  started, when that is later or there was none).
 - **Resume.** The job's next workers get the checkpoint in `KUBEFORGE_CHECKPOINT_PATH` and
   `KUBEFORGE_CHECKPOINT_STEP`.
 
@@ -118,12 +118,22 @@ def progress(
     return Progress("timedOut", best)
 
 
+def remember(stored: Checkpoint | None, reports: Iterable[Checkpoint | None]) -> Checkpoint | None:
+    """The checkpoint to keep in status: the latest of the stored one and the reports seen now. A report
+    of the stored checkpoint (same step and path) is the stored one: a report without a time is given the
+    time it was first seen, not a new one on every pass (which would rewrite the status each time)."""
+    same = (stored.step, stored.path) if stored is not None else None
+    return latest([stored, *(stored if r is not None and (r.step, r.path) == same else r for r in reports)])
+
+
 def lost_gpu_seconds(
     *, gpus: int, stopped: datetime, started: datetime | None, last: Checkpoint | None
 ) -> float:
-    """GPU-seconds of work a stop at `stopped` throws away: since the last checkpoint, or since the
-    workers started when there was none (0 when neither is known)."""
-    since = last.time if last is not None else started
+    """GPU-seconds of work a stop at `stopped` throws away: since the last checkpoint or since the workers
+    started, whichever is later (a checkpoint older than the attempt was resumed from: the work before the
+    attempt was counted when that attempt stopped); 0 when neither is known."""
+    times = [t for t in (last.time if last is not None else None, started) if t is not None]
+    since = max(times) if times else None
     if since is None:
         return 0.0
     return max(0.0, (stopped - since).total_seconds()) * max(0, gpus)
