@@ -110,7 +110,9 @@ def progress(
 ) -> Progress:
     """Where a checkpoint request stands."""
     best = latest(reports)
-    if best is not None and best.time >= requested:
+    # Strictly after: times in status have second precision, so a report seen in the same second as the
+    # request (or before it, recorded without a time) must not pass for its answer.
+    if best is not None and best.time > requested:
         return Progress("checkpointed", best)
     left = grace_seconds - (now - requested).total_seconds()
     if left > 0:

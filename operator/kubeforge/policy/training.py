@@ -1491,7 +1491,8 @@ def _preemption(o: Observed, v: _Verdict) -> _Preempting:
         return _Preempting(v, best, current if live is not None else None)
 
     if current is not None and current.state == "Settling":
-        still = live is not None and live.suspended and _holding(pods)
+        # Workers being deleted are still stopping: their termination messages are yet to come.
+        still = live is not None and live.suspended and any(not p.terminal for p in pods)
         if still:
             return _Preempting(v, best, current)
         stopped = parse_time(current.requested_at) or now
@@ -1502,7 +1503,7 @@ def _preemption(o: Observed, v: _Verdict) -> _Preempting:
         at = min(live.suspended_at or now, now)
         holding = [p for p in pods if p.start is not None and (p.end is None or p.end >= at)]
         settling = _begin(KUEUE_REASON, "Settling", holding, at)
-        if _holding(pods):
+        if any(not p.terminal for p in pods):
             return _Preempting(v, best, settling)
         return _Preempting(v, best, None, _record(settling, outcome="stopped", last=best, stopped=at))
 
