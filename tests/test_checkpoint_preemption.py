@@ -16,6 +16,7 @@ from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeforge.builders.trainingjob import ANNOTATIONS_ENV, Owner, build_job
 from kubeforge.kube import projections
 from kubeforge.policy import checkpoint
+from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import format_time
 from kubeforge.policy.status import status_diff
 from kubeforge.policy.training import (
@@ -130,6 +131,9 @@ class World:
 
     def step(self, preempt: PreemptionRequest | None = None, *, execute: bool = True) -> Plan:
         plan = decide(self.observe(preempt))
+        if plan.needs_admission:
+            # As the controller does: decide again with the gang admission's verdict (the GPUs are free).
+            plan = decide(replace(self.observe(preempt), admission=Admission(True, 2, "all fit now")))
         self.plans.append(plan)
         self.status = plan.status
         if not execute:
@@ -173,7 +177,7 @@ def test_a_request_records_the_preemption_and_asks_every_worker() -> None:
     assert status_diff(plan.status, again.status) is None
 
 
-def test_a_report_after_the_request_stops_the_attempt_status_first() -> None:
+def test_a_report_after_the_request_stops_the_attempt_and_records_it_once_the_workers_are_gone() -> None:
     world = World()
     world.step(PreemptionRequest("GpuLending"))
     world.tick(30)
@@ -182,18 +186,31 @@ def test_a_report_after_the_request_stops_the_attempt_status_first() -> None:
     assert plan.status.phase == "Queued"
     assert plan.status_first
     assert plan.delete_jobs == ("tj-a0",)
+    assert plan.foreground  # the Job stays until its workers are gone, with what they leave
     assert plan.status.preemption is not None
-    assert plan.status.preemption.state == "Stopping"
+    assert (plan.status.preemption.state, plan.status.preemption.outcome) == ("Stopping", "checkpointed")
+    assert plan.status.preemption.stopped_at == format_time(NOW + timedelta(seconds=30))
+    assert not plan.status.preemptions
+    assert plan.status.checkpoint is not None
+    assert plan.status.checkpoint.step == 1200
+    assert plan.status.restarts == 0  # not a failure
+    assert [e.reason for e in plan.events] == ["Preempting"]
+    # The workers are stopping (the Job is deleting): nothing is recorded yet.
+    world.jobs = [replace(world.jobs[0], deleting=True)]
+    world.pods = [replace(p, deleting=True) for p in world.pods]
+    world.tick(5)
+    assert world.step().preempted is None
+    world.jobs, world.pods = [], []
+    world.tick(5)
+    plan = world.step()
     [record] = plan.status.preemptions
     assert (record.outcome, record.reason, record.checkpoint_step) == ("checkpointed", "GpuLending", 1200)
     assert record.checkpoint_path == "s3://b/run/1200"
     assert record.waited_seconds == 30
     assert record.lost_gpu_hours == 0.0
     assert plan.preempted == record
-    assert plan.status.checkpoint is not None
-    assert plan.status.checkpoint.step == 1200
-    assert plan.status.restarts == 0  # not a failure
-    assert [e.reason for e in plan.events] == ["Preempted"]
+    assert plan.status.preemption is None
+    assert "Preempted" in [e.reason for e in plan.events]
 
 
 def test_a_checkpoint_from_before_the_request_does_not_answer_it_and_the_grace_period_ends_it() -> None:
@@ -203,23 +220,48 @@ def test_a_checkpoint_from_before_the_request_does_not_answer_it_and_the_grace_p
     world.tick(GRACE - 1)
     assert world.step().status.phase == "Running"
     world.tick(1)
+    stop = world.step()
+    assert stop.status.preemption is not None
+    assert stop.status.preemption.outcome == "timedOut"
+    world.tick(20)  # the workers took their grace period to stop, and left nothing newer
     plan = world.step()
     [record] = plan.status.preemptions
     assert (record.outcome, record.checkpoint_step, record.waited_seconds) == ("timedOut", 1000, GRACE)
     # 8 GPUs since the checkpoint ten minutes before the request, plus the wait.
     assert record.lost_gpu_hours == pytest.approx(8 * (600 + GRACE) / 3600, abs=1e-6)
     assert plan.status.lost_gpu_hours == record.lost_gpu_hours
-    assert [e.type for e in plan.events] == ["Warning"]
+    assert [e.type for e in plan.events if e.reason == "Preempted"] == ["Warning"]
+
+
+def test_a_checkpoint_left_as_the_termination_message_is_what_the_job_resumes_from() -> None:
+    """A trainer without API access answers by checkpointing on SIGTERM: nothing is lost."""
+    world = World()
+    world.step(PreemptionRequest("Budget"))
+    world.tick(GRACE)
+    world.step(execute=False)
+    world.jobs = [replace(world.jobs[0], deleting=True)]
+    left = _report(1500)
+    world.pods = [
+        replace(world.pods[0], phase="Failed", exit_code=143, end=world.now, final_report=left),
+        replace(world.pods[1], deleting=True),
+    ]
+    world.tick(10)
+    assert world.step().preempted is None  # worker 1 is still stopping
+    world.pods = [world.pods[0]]
+    plan = world.step()
+    [record] = plan.status.preemptions
+    assert (record.outcome, record.checkpoint_step, record.lost_gpu_hours) == ("checkpointed", 1500, 0.0)
+    assert checkpoint.resume_env(stored_checkpoint(plan.status))[checkpoint.STEP_ENV] == "1500"
 
 
 def test_without_any_checkpoint_the_work_since_the_workers_started_is_lost() -> None:
     world = World(spec=_spec(checkpoint=None))
     plan = world.step(PreemptionRequest("Budget"))
-    [record] = plan.status.preemptions
+    assert plan.delete_jobs == ("tj-a0",)
+    [record] = world.step().status.preemptions
     assert record.outcome == "timedOut"
     assert record.checkpoint_step is None
     assert record.lost_gpu_hours == pytest.approx(8.0)  # 8 GPUs for the hour the attempt ran
-    assert plan.delete_jobs == ("tj-a0",)
 
 
 def test_an_operator_killed_after_the_stop_was_recorded_deletes_the_attempt_without_a_second_record() -> None:
@@ -228,10 +270,13 @@ def test_an_operator_killed_after_the_stop_was_recorded_deletes_the_attempt_with
     world.report(1200)
     world.tick(5)
     world.step(execute=False)  # status written, then killed before the delete
-    plan = world.step(PreemptionRequest("GpuLending"))  # asked again meanwhile: changes nothing
+    plan = world.step(PreemptionRequest("GpuLending"), execute=False)  # asked again meanwhile
     assert plan.delete_jobs == ("tj-a0",)
-    assert len(plan.status.preemptions) == 1
+    assert plan.foreground
     assert plan.preempted is None
+    world.step()
+    assert len(world.step().status.preemptions) == 1
+    assert len(world.step().status.preemptions) == 1
 
 
 def test_once_the_attempt_is_gone_the_job_is_admitted_again_and_resumes_from_the_checkpoint() -> None:
@@ -241,8 +286,8 @@ def test_once_the_attempt_is_gone_the_job_is_admitted_again_and_resumes_from_the
     world.tick(5)
     world.step()
     plan = world.step()
-    assert plan.needs_admission  # the same attempt number, through gang admission
-    assert world.status.preemption is not None  # not written by an admission-only pass
+    assert plan.create_attempt == 0  # the same attempt number, through gang admission
+    assert plan.status.preemptions[0].checkpoint_step == 1200
     assert world.status.restarts == 0
     resume = checkpoint.resume_env(stored_checkpoint(world.status))
     assert resume == {checkpoint.PATH_ENV: "s3://b/run/1200", checkpoint.STEP_ENV: "1200"}
@@ -395,6 +440,7 @@ def test_any_ordering_preempts_at_most_once_and_only_after_an_answer_or_the_grac
         answer = step != before_step and action[0] == "report" and world.now > requested
         if answered_at is None and answer:
             answered_at = world.now
+    world.step()
     [record] = world.status.preemptions  # exactly one, however often it was asked
     stop = datetime.fromisoformat(record.time)
     if answered_at is not None and (answered_at - requested).total_seconds() < GRACE:
@@ -405,7 +451,7 @@ def test_any_ordering_preempts_at_most_once_and_only_after_an_answer_or_the_grac
         assert (stop - requested).total_seconds() >= GRACE
     assert record.lost_gpu_hours >= 0
     assert not world.jobs  # the attempt was stopped
-    assert world.status.preemption is None or world.status.preemption.state == "Stopping"
+    assert world.status.preemption is None
 
 
 # -- the worker side --------------------------------------------------------------------------------

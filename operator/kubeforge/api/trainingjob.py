@@ -417,14 +417,18 @@ class PreemptionInProgress(KubeModel):
     """When the checkpoint was asked for; the grace period counts from here."""
     state: PreemptionState
     """`WaitingForCheckpoint`: the workers were asked to checkpoint; `Stopping`: the attempt is being
-    stopped; `Settling`: Kueue stopped the workers without asking, and the record waits for the
-    checkpoints they leave as termination messages."""
+    stopped (its workers get their termination grace period, and the record waits for the checkpoints
+    they leave as termination messages); `Settling`: the same after Kueue stopped the workers without
+    asking."""
     outcome: PreemptionOutcome | None = None
-    """Once `Stopping`: whether the checkpoint came in time."""
+    """Once `Stopping`: whether the checkpoint came before the stop."""
     gpus: int = 0
     """GPUs the workers held when the preemption began (what the lost work is counted on)."""
     workers_started: str | None = None
     """When the stopped attempt's first worker started."""
+    stopped_at: str | None = None
+    """Once `Stopping`: when the operator stopped the workers; the record is written once they are
+    gone, with the checkpoint they left as termination messages."""
 
 
 class Preemption(KubeModel):

@@ -419,7 +419,9 @@ class TrainingJobController:
             cached = self.caches.get(JOB, job_name, namespace)
             if cached is not None and (cached.get("metadata") or {}).get("deletionTimestamp"):
                 continue  # already going
-            if await self.kube.delete(JOB.api_version, JOB.kind, job_name, namespace):
+            if await self.kube.delete(
+                JOB.api_version, JOB.kind, job_name, namespace, foreground=plan.foreground
+            ):
                 log.info("TrainingJob %s/%s: deleted Job %s", namespace, name, job_name)
         if plan.resize is not None:
             job_name, workers, reason = plan.resize

@@ -357,6 +357,8 @@ class Plan:
     request_pods: tuple[str, ...] = ()
     preempted: Preemption | None = None
     """A preemption this pass recorded (for its Event and metric)."""
+    foreground: bool = False
+    """Delete `delete_jobs` in the foreground (see `_Verdict.foreground`)."""
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,11 @@ class _Verdict:
     wants_room: bool = False
     kueue_stop: bool = False
     """Kueue just suspended the running attempt: recorded as a preemption nobody could answer."""
+    extra_events: tuple[Event, ...] = ()
+    """Events besides the phase change's."""
+    foreground: bool = False
+    """Delete the Jobs in the foreground: they stay (deleting) until their workers are gone, so the
+    checkpoints the workers leave as termination messages are seen before the attempt starts again."""
 
 
 def backoff_seconds(spec: TrainingJobSpec, restart: int) -> float:
@@ -673,6 +680,7 @@ def _verdict(o: Observed) -> _Verdict:
             message=st.message or "preempted: stopping the workers",
             admitted=_admitted_of(st),
             delete_jobs=everything,
+            foreground=True,
             **(base | {"size": None}),
         )
 
@@ -1301,6 +1309,7 @@ def decide(o: Observed) -> Plan:
         events.append(v.event or _event(v))
     if last_resize is not None and last_resize != o.status.last_resize:
         events.append(Event("Normal", last_resize.reason, last_resize.message or last_resize.reason))
+    events.extend(v.extra_events)
     asked = preempting.in_progress
     if asked is not None and asked.state == "WaitingForCheckpoint" and o.status.preemption is None:
         events.append(
@@ -1335,6 +1344,7 @@ def decide(o: Observed) -> Plan:
         checkpoint_request=preempting.request if preempting.request_pods else None,
         request_pods=preempting.request_pods,
         preempted=preempting.record,
+        foreground=v.foreground,
     )
 
 
@@ -1487,8 +1497,12 @@ def _preemption(o: Observed, v: _Verdict) -> _Preempting:
     current = st.preemption
 
     if current is not None and current.state == "Stopping":
-        # Done once the attempt is gone (4b in `_verdict` deletes it until then).
-        return _Preempting(v, best, current if live is not None else None)
+        # 4b in `_verdict` deletes the attempt; the record waits until its workers are gone, for the
+        # checkpoints they leave as they stop (a trainer without API access answers that way).
+        going = next((j for j in o.jobs if j.owned and j.name == job_name(o.name, st.restarts)), None)
+        if going is not None and (not going.deleting or any(not p.terminal for p in _attempt_pods(o, going))):
+            return _Preempting(v, best, current)
+        return _stopped(o, v, current, best)
 
     if current is not None and current.state == "Settling":
         # Workers being deleted are still stopping: their termination messages are yet to come.
@@ -1530,18 +1544,15 @@ def _preemption(o: Observed, v: _Verdict) -> _Preempting:
         waiting = replace(v, message=v.message + note, requeue_after=requeue)
         return _Preempting(waiting, best, current, request=current.requested_at, request_pods=asked)
     answered: PreemptionOutcome = "checkpointed" if progress.state == "checkpointed" else "timedOut"
-    record = _record(current, outcome=answered, last=progress.checkpoint, stopped=now)
-    where = f" at step {record.checkpoint_step}" if record.checkpoint_step is not None else ""
-    message = (
-        f"preempted ({current.reason}) after {record.waited_seconds}s: "
-        + (
-            f"the workers checkpointed{where}"
-            if answered == "checkpointed"
-            else f"no checkpoint within {grace_seconds(o.spec):g}s, last checkpoint{where or ': none'}"
-        )
-        + f", {record.lost_gpu_hours:g} GPU-hours lost; waiting for GPUs to resume"
+    waited = int(max(0.0, (now - requested).total_seconds()))
+    message = f"preempting ({current.reason}): stopping the workers after {waited}s, " + (
+        "the checkpoint they were asked for came in"
+        if answered == "checkpointed"
+        else f"no checkpoint came within {grace_seconds(o.spec):g}s"
     )
-    stopping = current.model_copy(update={"state": "Stopping", "outcome": answered})
+    stopping = current.model_copy(
+        update={"state": "Stopping", "outcome": answered, "stopped_at": format_time(now)}
+    )
     stop = replace(
         v,
         phase="Queued",
@@ -1549,14 +1560,40 @@ def _preemption(o: Observed, v: _Verdict) -> _Preempting:
         message=message,
         admitted=("False", PREEMPTED, message),
         delete_jobs=tuple(sorted({*v.delete_jobs, live.name})) if live is not None else v.delete_jobs,
+        foreground=True,
         status_first=True,
         requeue_after=DELETION_POLL_SECONDS,
         resize=None,
         wants_room=False,
         size=None,
-        event=Event("Normal" if answered == "checkpointed" else "Warning", PREEMPTED, message),
+        event=Event("Normal", "Preempting", message),
     )
-    return _Preempting(stop, best, stopping, record)
+    return _Preempting(stop, best, stopping)
+
+
+def _stopped(
+    o: Observed, v: _Verdict, stopping: PreemptionInProgress, best: checkpoints.Checkpoint | None
+) -> _Preempting:
+    """The stopped attempt's workers are gone: the preemption is recorded with the checkpoint the job
+    resumes from, which may be one the workers left as they stopped (then nothing was lost)."""
+    requested = parse_time(stopping.requested_at) or o.now
+    stopped = parse_time(stopping.stopped_at) or o.now
+    answered = best is not None and best.time > requested
+    outcome: PreemptionOutcome = "checkpointed" if answered else "timedOut"
+    record = _record(stopping, outcome=outcome, last=best, stopped=stopped)
+    where = f" at step {record.checkpoint_step}" if record.checkpoint_step is not None else ""
+    message = (
+        f"preempted ({stopping.reason}) after {record.waited_seconds}s: "
+        + (
+            f"the workers checkpointed{where}"
+            if answered
+            else f"no checkpoint within {grace_seconds(o.spec):g}s, last checkpoint{where or ': none'}"
+        )
+        + f"; {record.lost_gpu_hours:g} GPU-hours lost; resumes when GPUs are free"
+    )
+    event = Event("Normal" if answered else "Warning", PREEMPTED, message)
+    # The Event goes with the record, whatever the phase does on this pass.
+    return _Preempting(replace(v, extra_events=(*v.extra_events, event)), best, None, record)
 
 
 def _preemption_status(o: Observed, p: _Preempting) -> dict[str, Any]:
