@@ -19,6 +19,7 @@ from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.workloads import (
     Obj,
     container_env,
+    kubelet_kills,
     list_items,
     trainingjob_events,
     trainingjob_manifest,
@@ -184,3 +185,43 @@ def test_a_trainer_that_does_not_answer_is_preempted_when_the_grace_period_ends(
     [warning] = [(t, m) for t, r, m in trainingjob_events(kubectl, namespace, name) if r == "Preempted"]
     assert warning[0] == "Warning"
     assert "no checkpoint within 8s" in warning[1]
+
+
+def test_a_trainer_without_api_access_answers_with_its_termination_message(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    """The worker checkpoints on SIGTERM and leaves the report as its termination message: the record
+    waits for it, nothing is lost, and the next attempt resumes from it."""
+    name = "sigterm"
+    grace = 4
+    kubectl.apply(
+        trainingjob_manifest(
+            name,
+            run_seconds=600,
+            annotations={"e2e.kubeforge.dev/terminate-seconds": "20"},
+            checkpoint={"gracePeriodSeconds": grace},
+        ),
+        namespace,
+    )
+    wait_trainingjob_phase(kubectl, namespace, name, "Running")
+    _running_workers(kubectl, namespace, name, {"KUBEFORGE_ATTEMPT": "0"})
+    _preempt(kubectl, namespace, name, "t1")
+    selector = f"kubeforge.dev/trainingjob={name}"
+
+    def deleting() -> list[Obj] | None:
+        pods = list_items(kubectl, "pods", namespace, selector)
+        going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
+        return going if len(going) == 2 else None
+
+    going = wait_for(deleting, timeout=60, description="workers stopped after the grace period")
+    status = trainingjob_status(kubectl, namespace, name)
+    assert status["preemption"]["state"] == "Stopping"
+    assert not status.get("preemptions")  # the record waits for what the workers leave
+    left = json.dumps({"step": 700, "path": "s3://ckpt/700"})
+    for pod in going:
+        kubelet_kills(kubectl, namespace, pod, 143, message=left)
+    status = _status_with(kubectl, namespace, name, lambda s: s.get("preemptions"), "a preemption recorded")
+    [record] = status["preemptions"]
+    assert (record["outcome"], record["checkpointStep"], record["lostGpuHours"]) == ("checkpointed", 700, 0)
+    resumed = _running_workers(kubectl, namespace, name, {"KUBEFORGE_CHECKPOINT_STEP": "700"})
+    assert {p["metadata"]["uid"] for p in resumed}.isdisjoint({p["metadata"]["uid"] for p in going})

@@ -182,8 +182,11 @@ def trainingjob_jobs(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
     )
 
 
-def kubelet_kills(kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int) -> None:
-    """The kubelet's report for a worker it stopped because the pod was deleted."""
+def kubelet_kills(
+    kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int, message: str | None = None
+) -> None:
+    """The kubelet's report for a worker it stopped because the pod was deleted (with the termination
+    message the worker left, if any)."""
     meta, status = pod["metadata"], pod["status"]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     started = next(
@@ -220,6 +223,7 @@ def kubelet_kills(kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int) ->
                             "reason": "Error",
                             "startedAt": started,
                             "finishedAt": now,
+                            **({"message": message} if message is not None else {}),
                         }
                     },
                 }

@@ -3,19 +3,21 @@
 The operator cannot look inside a checkpoint volume or send a process a signal of its choosing, so the
 protocol goes through the pod, which both sides can reach:
 
-- **Report.** After writing a checkpoint, a worker (rank 0 is enough) sets the annotation
-  `kubeforge.dev/checkpoint` on its own pod to `{"step": 1200, "path": "s3://bucket/run/1200"}`
-  (optionally `"time"`, RFC 3339; else the operator takes the time it saw the report). A worker that
-  checkpoints as it is stopped writes the same JSON as its termination message
-  (`/dev/termination-log`), which needs no API permission at all.
+- **Report.** After writing a checkpoint, the trainer's side sets the annotation
+  `kubeforge.dev/checkpoint` on a worker's pod to `{"step": 1200, "path": "s3://bucket/run/1200"}`
+  (optionally `"time"`, RFC 3339; else the operator takes the time it saw the report). Workers run
+  without a ServiceAccount token, so that takes a sidecar or tool with a token allowed to patch the pod.
+  A worker on its own writes the same JSON as its termination message (`/dev/termination-log`) as it
+  stops, which needs no API permission at all.
 - **Ask.** Before taking a job's GPUs, the operator sets `kubeforge.dev/checkpoint-request` on the
   workers to the request time; the trainer sees it through a downward-API volume (the kubelet
   refreshes annotations there), checkpoints, and reports. A trainer that reports nothing is asked by
   its stop signal instead (`SIGTERM`, or `checkpoint.signal` as the container's stop signal), with
   `checkpoint.gracePeriodSeconds` as the pod's termination grace period.
-- **Wait.** A preemption goes ahead once a report newer than the request arrives, or when the grace
-  period ends; then it records the work lost: GPU-seconds since the last report (or since the workers
-  started, when that is later or there was none).
+- **Wait.** A preemption stops the workers once a report newer than the request arrives, or when the
+  grace period ends. It is recorded once the stopped workers are gone, with the latest checkpoint then
+  (one they left as termination messages included), and the work lost: GPU-seconds from that
+  checkpoint (or from the workers' start, when that is later or there was none) to the stop.
 - **Resume.** The job's next workers get the checkpoint in `KUBEFORGE_CHECKPOINT_PATH` and
   `KUBEFORGE_CHECKPOINT_STEP`.
 
