@@ -3,6 +3,7 @@ protocol in `policy.checkpoint`, the worker side the builders give the pods, and
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,14 @@ from hypothesis import strategies as st
 
 from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeforge.builders.trainingjob import ANNOTATIONS_ENV, Owner, build_job
+from kubeforge.controllers import trainingjob as trainingjob_controller
 from kubeforge.kube import projections
+from kubeforge.kube.client import Obj
+from kubeforge.metrics import exposition
 from kubeforge.policy import checkpoint
 from kubeforge.policy.capacity import Admission
 from kubeforge.policy.conditions import format_time
-from kubeforge.policy.status import status_diff
+from kubeforge.policy.status import apply_merge_patch, status_diff
 from kubeforge.policy.training import (
     JobView,
     NodeView,
@@ -30,9 +34,13 @@ from kubeforge.policy.training import (
     pod_view,
     stored_checkpoint,
 )
+from test_trainingjob_controller import TJ, FakeKube, _controller, _settle, _trainingjob
+from test_trainingjob_policy import _job as policy_job
+from test_trainingjob_policy import _pod as policy_pod
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 GRACE = 120
+HOUR_AGO = NOW - timedelta(hours=1)
 OWNER = Owner("tj", "ns", "uid-1")
 
 
@@ -47,34 +55,12 @@ def _spec(**fields: Any) -> TrainingJobSpec:
 
 
 def _job(attempt: int = 0, **fields: Any) -> JobView:
-    base: dict[str, Any] = {
-        "name": f"tj-a{attempt}",
-        "uid": f"job-{attempt}",
-        "owned": True,
-        "start_time": NOW - timedelta(hours=1),
-        "created": NOW - timedelta(hours=1),
-    }
-    return JobView(**{**base, **fields})
+    return policy_job(attempt, **{"start_time": HOUR_AGO, "created": HOUR_AGO, **fields})
 
 
 def _pod(index: int, attempt: int = 0, **fields: Any) -> PodView:
-    base: dict[str, Any] = {
-        "name": f"tj-a{attempt}-{index}",
-        "index": index,
-        "attempt": attempt,
-        "job_uid": f"job-{attempt}",
-        "phase": "Running",
-        "node": f"h100-{index}",
-        "ready": True,
-        "deleting": False,
-        "exit_code": None,
-        "reason": None,
-        "start": NOW - timedelta(hours=1),
-        "end": None,
-        "gpus": 4,
-        "started": NOW - timedelta(hours=1),
-    }
-    return PodView(**{**base, **fields})
+    """A worker that has run for an hour."""
+    return policy_pod(index, attempt, **{"start": HOUR_AGO, "started": HOUR_AGO, **fields})
 
 
 def _running() -> TrainingJobStatus:
@@ -165,7 +151,7 @@ def test_a_request_records_the_preemption_and_asks_every_worker() -> None:
     assert plan.status.preemption.requested_at == format_time(NOW)
     assert plan.status.preemption.gpus == 8
     assert plan.checkpoint_request == format_time(NOW)
-    assert plan.request_pods == ("tj-a0-0", "tj-a0-1")
+    assert plan.request_pods == ("tj-a0-0-x", "tj-a0-1-x")
     assert not plan.delete_jobs
     assert plan.requeue_after is not None
     assert 0 < plan.requeue_after <= GRACE
@@ -538,3 +524,77 @@ def test_the_cache_keeps_reports_and_requests_of_our_pods_capped() -> None:
     assert view.report == _report(5)
     assert view.checkpoint_request == format_time(NOW)
     assert checkpoint.parse_report(view.final_report, seen=NOW) is None  # too long: refused
+
+
+# -- the controller carries it out ------------------------------------------------------------------
+
+
+class _PodPatchingKube(FakeKube):
+    """FakeKube that merges status patches as the API server does (RFC 7386, nested objects too) and
+    takes the one patch the TrainingJob controller sends to pods."""
+
+    async def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: Obj) -> Obj:
+        self._write("patch_status", kind, name)
+        obj = self.objects[(api_version, kind, namespace, name)]
+        obj["status"] = apply_merge_patch(obj.get("status") or {}, status)
+        return copy.deepcopy(obj)
+
+    async def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Obj) -> Obj:
+        assert kind == "Pod"
+        assert set(body) == {"metadata"}
+        assert set(body["metadata"]) == {"annotations"}
+        self._write("patch", kind, name)
+        obj = self.objects[(api_version, kind, namespace, name)]
+        obj["metadata"].setdefault("annotations", {}).update(body["metadata"]["annotations"])
+        return obj
+
+
+def _preemptions_total(outcome: str) -> float:
+    value = exposition.REGISTRY.get_sample_value(
+        "kubeforge_trainingjob_preemptions_total",
+        {"namespace": "ns", "reason": "GpuLending", "outcome": outcome},
+    )
+    return value or 0.0
+
+
+async def test_the_controller_asks_the_workers_waits_and_resumes_the_job_from_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = _PodPatchingKube()
+    kube.nodes(2)
+    kube.add(_trainingjob(checkpoint={"gracePeriodSeconds": 60}))
+    controller = _controller(kube)
+    await _settle(kube, controller)
+    [job] = kube.jobs()
+    kube.run_pods(job)
+    await _settle(kube, controller)
+    before = _preemptions_total("checkpointed")
+
+    controller.preempt("ns", "tj", "GpuLending")
+    await _settle(kube, controller)
+    tj = await kube.get(*TJ, "tj", "ns")
+    assert tj is not None
+    assert tj["status"]["preemption"]["state"] == "WaitingForCheckpoint"
+    pods = [o for (_, k, _, _), o in kube.objects.items() if k == "Pod"]
+    requested = tj["status"]["preemption"]["requestedAt"]
+    assert [p["metadata"]["annotations"][checkpoint.REQUEST_ANNOTATION] for p in pods] == [requested] * 2
+    patches = [c for c in kube.calls if c[0] == "patch"]
+    await _settle(kube, controller)
+    assert [c for c in kube.calls if c[0] == "patch"] == patches  # asked once
+
+    # The answer (a second after the request, as a real trainer's would be).
+    answer = {"step": 42, "path": "s3://b/42", "time": format_time(datetime.now(UTC) + timedelta(seconds=1))}
+    pods[0]["metadata"]["annotations"][checkpoint.REPORT_ANNOTATION] = json.dumps(answer)
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    monkeypatch.setattr(trainingjob_controller, "_now", lambda: later)
+    await _settle(kube, controller)
+    await _settle(kube, controller)
+    tj = await kube.get(*TJ, "tj", "ns")
+    assert tj is not None
+    [record] = tj["status"]["preemptions"]
+    assert (record["outcome"], record["checkpointStep"]) == ("checkpointed", 42)
+    assert _preemptions_total("checkpointed") == before + 1
+    [job] = kube.jobs()  # the same attempt again, resuming from the answer
+    env = {e["name"]: e.get("value") for e in _container(job)["env"]}
+    assert (env[checkpoint.STEP_ENV], env[checkpoint.PATH_ENV]) == ("42", "s3://b/42")
+    assert [r for _, r, _ in kube.events].count("Preempted") == 1

@@ -40,7 +40,7 @@ from kubeforge.controllers.ownership import (
     warn_owner,
 )
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
-from kubeforge.kube.client import Kube, Obj
+from kubeforge.kube.client import Kube, Obj, is_not_found
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import JOB, NODE, POD, PRIORITY_CLASS, RESOURCE_QUOTA, SERVICE, TRAININGJOB, Kind
 from kubeforge.kube.rejections import ChildRejectedError, child_write
@@ -442,7 +442,12 @@ class TrainingJobController:
             # The trainer sees this in its downward-API annotations file (builders.trainingjob).
             body = {"metadata": {"annotations": {checkpoint.REQUEST_ANNOTATION: plan.checkpoint_request}}}
             for pod_name in plan.request_pods:
-                await self.kube.patch(POD.api_version, POD.kind, pod_name, namespace, body)
+                try:
+                    await self.kube.patch(POD.api_version, POD.kind, pod_name, namespace, body)
+                except Exception as error:
+                    if not is_not_found(error):
+                        raise
+                    # A worker that is gone has nothing left to checkpoint; the wait goes on without it.
         if plan.create_attempt is not None:
             resume = checkpoint.resume_env(training.stored_checkpoint(plan.status))
             job = build_job(spec, owner, plan.create_attempt, plan.create_workers, resume)
