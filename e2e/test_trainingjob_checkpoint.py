@@ -25,7 +25,9 @@ from kubeforge_e2e.workloads import (
     trainingjob_manifest,
     trainingjob_status,
     wait_trainingjob_phase,
+    wait_workers_deleting,
 )
+from test_trainingjob_suspend import _kueue_admits, _kueue_preempts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -206,14 +208,7 @@ def test_a_trainer_without_api_access_answers_with_its_termination_message(
     wait_trainingjob_phase(kubectl, namespace, name, "Running")
     _running_workers(kubectl, namespace, name, {"KUBEFORGE_ATTEMPT": "0"})
     _preempt(kubectl, namespace, name, "t1")
-    selector = f"kubeforge.dev/trainingjob={name}"
-
-    def deleting() -> list[Obj] | None:
-        pods = list_items(kubectl, "pods", namespace, selector)
-        going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
-        return going if len(going) == 2 else None
-
-    going = wait_for(deleting, timeout=60, description="workers stopped after the grace period")
+    going = wait_workers_deleting(kubectl, namespace, name, 2, timeout=60)
     status = trainingjob_status(kubectl, namespace, name)
     assert status["preemption"]["state"] == "Stopping"
     assert not status.get("preemptions")  # the record waits for what the workers leave
@@ -225,3 +220,42 @@ def test_a_trainer_without_api_access_answers_with_its_termination_message(
     assert (record["outcome"], record["checkpointStep"], record["lostGpuHours"]) == ("checkpointed", 700, 0)
     resumed = _running_workers(kubectl, namespace, name, {"KUBEFORGE_CHECKPOINT_STEP": "700"})
     assert {p["metadata"]["uid"] for p in resumed}.isdisjoint({p["metadata"]["uid"] for p in going})
+
+
+def test_a_kueue_preemption_records_the_checkpoints_the_stopped_workers_leave(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    """Kueue stops a Job without asking: the record waits for the stopped workers and takes the
+    checkpoint they left (Kueue's part is played as in test_trainingjob_suspend.py)."""
+    name = "kueued"
+    kubectl.apply(
+        trainingjob_manifest(
+            name,
+            run_seconds=600,
+            annotations={"e2e.kubeforge.dev/terminate-seconds": "20"},
+            queueName="team-a",
+            checkpoint={"gracePeriodSeconds": 30},
+        ),
+        namespace,
+    )
+    job = f"{name}-a0"
+    wait_trainingjob_phase(kubectl, namespace, name, "Queued")
+    _kueue_admits(kubectl, namespace, job)
+    wait_trainingjob_phase(kubectl, namespace, name, "Running")
+    _running_workers(kubectl, namespace, name, {"KUBEFORGE_ATTEMPT": "0"})
+    time.sleep(2)
+    _kueue_preempts(kubectl, namespace, job)
+    going = wait_workers_deleting(kubectl, namespace, name, 2, timeout=30)
+    status = _status_with(
+        kubectl, namespace, name, lambda s: (s.get("preemption") or {}).get("state") == "Settling", "settling"
+    )
+    assert not status.get("preemptions")
+    left = json.dumps({"step": 300, "path": "s3://ckpt/300"})
+    for pod in going:
+        kubelet_kills(kubectl, namespace, pod, 143, message=left)
+    status = _status_with(kubectl, namespace, name, lambda s: s.get("preemptions"), "a preemption recorded")
+    [record] = status["preemptions"]
+    assert (record["reason"], record["outcome"], record["checkpointStep"]) == ("Kueue", "stopped", 300)
+    assert record["lostGpuHours"] == 0  # the workers checkpointed as they stopped
+    assert status["checkpoint"]["step"] == 300
+    assert (status["phase"], status["restarts"]) == ("Queued", 0)

@@ -182,6 +182,20 @@ def trainingjob_jobs(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
     )
 
 
+def wait_workers_deleting(
+    kubectl: Kubectl, namespace: str, name: str, count: int, timeout: float = 60
+) -> list[Obj]:
+    """The TrainingJob's worker pods once `count` of them are being deleted (kept by kwok meanwhile)."""
+
+    def deleting() -> list[Obj] | None:
+        pods = list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
+        going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
+        return going if len(going) == count else None
+
+    found: list[Obj] = wait_for(deleting, timeout=timeout, description=f"{count} workers of {name} deleted")
+    return found
+
+
 def kubelet_kills(
     kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int, message: str | None = None
 ) -> None:
