@@ -38,7 +38,8 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("kubeforge.dev",), ("trainingjobs/status", "inferencefleets/status"), ("get", "patch")),
     (("batch",), ("jobs",), ("get", "list", "watch", "create", "patch", "delete")),
     (("",), ("services",), ("get", "list", "watch", "create", "patch", "delete")),
-    (("",), ("pods",), ("get", "list", "watch")),
+    # patch: only the checkpoint-request annotation on a TrainingJob's workers (docs/security.md).
+    (("",), ("pods",), ("get", "list", "watch", "patch")),
     (("",), ("resourcequotas",), ("get", "list", "watch")),
     (("apps",), ("replicasets",), ("get", "list", "watch")),
     (("",), ("events",), ("create", "patch")),

@@ -182,7 +182,7 @@ def _restricted(pod: dict[str, Any]) -> None:
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"].get("runAsUser", 1) != 0
     for volume in pod["volumes"]:
-        assert set(volume) - {"name"} <= {"emptyDir", "persistentVolumeClaim"}
+        assert set(volume) - {"name"} <= {"emptyDir", "persistentVolumeClaim", "downwardAPI"}
     for container in pod["containers"]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False

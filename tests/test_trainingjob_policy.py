@@ -1098,9 +1098,13 @@ def test_kueue_suspending_a_running_job_queues_it_without_a_restart() -> None:
     # The next passes, while the pods go, change nothing.
     again = decide(_obs(spec, plan.status, jobs=(job,), pods=pods, now=NOW + timedelta(seconds=1)))
     assert status_diff(plan.status, again.status) is None
+    # Once they are gone, the suspension is recorded as a preemption (with what the workers left), once.
     gone = decide(_obs(spec, plan.status, jobs=(job,), now=NOW + timedelta(seconds=30)))
-    assert status_diff(plan.status, gone.status) is None
+    assert set(status_diff(plan.status, gone.status) or {}) == {"preemption", "preemptions", "lostGpuHours"}
+    assert [p.reason for p in gone.status.preemptions] == ["Kueue"]
     assert gone.events == ()
+    later = decide(_obs(spec, gone.status, jobs=(job,), now=NOW + timedelta(seconds=60)))
+    assert status_diff(gone.status, later.status) is None
 
 
 def test_kueue_reason_on_the_job_is_passed_on() -> None:

@@ -198,8 +198,25 @@ def trainingjob_jobs(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
     )
 
 
-def kubelet_kills(kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int) -> None:
-    """The kubelet's report for a worker it stopped because the pod was deleted."""
+def wait_workers_deleting(
+    kubectl: Kubectl, namespace: str, name: str, count: int, timeout: float = 60
+) -> list[Obj]:
+    """The TrainingJob's worker pods once `count` of them are being deleted (kept by kwok meanwhile)."""
+
+    def deleting() -> list[Obj] | None:
+        pods = list_items(kubectl, "pods", namespace, f"kubeforge.dev/trainingjob={name}")
+        going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
+        return going if len(going) == count else None
+
+    found: list[Obj] = wait_for(deleting, timeout=timeout, description=f"{count} workers of {name} deleted")
+    return found
+
+
+def kubelet_kills(
+    kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int, message: str | None = None
+) -> None:
+    """The kubelet's report for a worker it stopped because the pod was deleted (with the termination
+    message the worker left, if any)."""
     meta, status = pod["metadata"], pod["status"]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     started = next(
@@ -236,6 +253,7 @@ def kubelet_kills(kubectl: Kubectl, namespace: str, pod: Obj, exit_code: int) ->
                             "reason": "Error",
                             "startedAt": started,
                             "finishedAt": now,
+                            **({"message": message} if message is not None else {}),
                         }
                     },
                 }

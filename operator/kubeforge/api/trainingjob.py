@@ -42,6 +42,9 @@ KIND = "TrainingJob"
 MAX_NAME_LENGTH = 52
 MAX_RESTARTS = 99
 MAX_WORKERS = 1000
+PREEMPT_ANNOTATION = "kubeforge.dev/preempt"
+"""On a TrainingJob: a new value (any token up to 63 characters, `kubeforge preempt` writes the time)
+asks the operator to preempt the job, checkpoint first; acted on once per value."""
 RESIZE_REASON_ANNOTATION = "kubeforge.dev/resize-reason"
 """On an elastic job's attempt Job: why the operator last changed its size, written in the same patch as
 `parallelism`, so a status that missed the resize (operator killed in between) still says why."""
@@ -79,14 +82,31 @@ class Distributed(KubeModel):
     """Rendezvous port of rank 0 (`MASTER_PORT`)."""
 
 
-class Checkpoint(KubeModel):
-    """A PersistentVolumeClaim mounted in every worker for checkpoints, so a restarted gang resumes where
-    it stopped. Its path is handed over as `KUBEFORGE_CHECKPOINT_DIR`. Immutable after creation."""
+StopSignal = Literal["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"]
 
-    claim_name: str = Field(min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)
-    """Name of a PersistentVolumeClaim in the TrainingJob's namespace (ReadWriteMany for several workers)."""
+MAX_CHECKPOINT_GRACE_SECONDS = 3600
+DEFAULT_CHECKPOINT_GRACE_SECONDS = 120
+
+
+class Checkpoint(KubeModel):
+    """How the workers checkpoint: where (an optional PersistentVolumeClaim mounted in every worker, its
+    path handed over as `KUBEFORGE_CHECKPOINT_DIR`) and how long a preemption waits for a checkpoint
+    before it takes the GPUs. Immutable after creation."""
+
+    claim_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=_DNS_SUBDOMAIN)
+    """Name of a PersistentVolumeClaim in the TrainingJob's namespace (ReadWriteMany for several workers);
+    unset when the trainer writes its checkpoints elsewhere (object storage)."""
     mount_path: str = Field(default="/checkpoints", min_length=2, max_length=1024, pattern=r"^/[^:]*[^/:]$")
     """Where the claim is mounted in each worker."""
+    grace_period_seconds: int = Field(
+        default=DEFAULT_CHECKPOINT_GRACE_SECONDS, ge=0, le=MAX_CHECKPOINT_GRACE_SECONDS
+    )
+    """How long a preemption waits for the checkpoint it asked for before it stops the workers anyway
+    (the work since the last checkpoint is then recorded as lost), and the workers' termination grace
+    period, so a trainer that checkpoints on its stop signal has that long too. At most 3600."""
+    signal: StopSignal | None = None
+    """The signal that stops a worker (default SIGTERM). Other signals need the API server's
+    `ContainerStopSignals` feature gate; without it the signal is SIGTERM whatever this says."""
 
 
 def _no_schema_default(schema: dict[str, Any]) -> None:
@@ -391,6 +411,66 @@ class Resize(KubeModel):
     """What happened, in one sentence."""
 
 
+class CheckpointStatus(KubeModel):
+    """The latest checkpoint a worker reported, over all attempts."""
+
+    step: int
+    """Training step of the checkpoint."""
+    path: str
+    """Where the trainer wrote it (handed to resumed workers as `KUBEFORGE_CHECKPOINT_PATH`)."""
+    time: str
+    """When it was written (the report's time, or when the operator first saw the report)."""
+
+
+PreemptionState = Literal["WaitingForCheckpoint", "Stopping", "Settling"]
+PreemptionOutcome = Literal["checkpointed", "timedOut", "stopped"]
+MAX_PREEMPTIONS_KEPT = 10
+
+
+class PreemptionInProgress(KubeModel):
+    """A preemption the operator is carrying out: recorded before anything else, so a restarted operator
+    resumes the wait instead of starting a second one."""
+
+    reason: str = Field(max_length=63)
+    """Who asked: `Manual` (the `kubeforge.dev/preempt` annotation), or the operator's own reason."""
+    requested_at: str
+    """When the checkpoint was asked for; the grace period counts from here."""
+    state: PreemptionState
+    """`WaitingForCheckpoint`: the workers were asked to checkpoint; `Stopping`: the attempt is being
+    stopped (its workers get their termination grace period, and the record waits for the checkpoints
+    they leave as termination messages); `Settling`: the same after Kueue stopped the workers without
+    asking."""
+    outcome: PreemptionOutcome | None = None
+    """Once `Stopping`: whether the checkpoint came before the stop."""
+    gpus: int = 0
+    """GPUs the workers held when the preemption began (what the lost work is counted on)."""
+    workers_started: str | None = None
+    """When the stopped attempt's first worker started."""
+    stopped_at: str | None = None
+    """Once `Stopping`: when the operator stopped the workers; the record is written once they are
+    gone, with the checkpoint they left as termination messages."""
+
+
+class Preemption(KubeModel):
+    """One past preemption of the job's workers."""
+
+    time: str
+    """When the workers were stopped."""
+    reason: str = Field(max_length=63)
+    """Who asked (`Manual`, `Kueue`, or the operator's reason)."""
+    outcome: PreemptionOutcome
+    """`checkpointed`: a checkpoint answered the request; `timedOut`: the grace period ended first;
+    `stopped`: stopped without being asked (Kueue)."""
+    checkpoint_step: int | None = None
+    """Step of the checkpoint the job resumes from."""
+    checkpoint_path: str | None = None
+    """Path of the checkpoint the job resumes from."""
+    waited_seconds: int = 0
+    """Seconds between the request and the stop."""
+    lost_gpu_hours: float = 0.0
+    """GPU-hours of work since that checkpoint (or since the workers started), thrown away."""
+
+
 class TrainingJobStatus(KubeModel):
     """Observed state, written by the operator only."""
 
@@ -433,6 +513,17 @@ class TrainingJobStatus(KubeModel):
     policy: list[PolicyEntry] = Field(default_factory=list)
     """What the operator derived from `spec.objective` (and what explicit fields overrode), each with
     its source: objective, explicit or catalog."""
+    checkpoint: CheckpointStatus | None = None
+    """The latest checkpoint a worker reported (the `kubeforge.dev/checkpoint` annotation or its
+    termination message), over all attempts: new attempts resume from it."""
+    preemption: PreemptionInProgress | None = None
+    """The preemption in progress, if any."""
+    preemptions: list[Preemption] = Field(default_factory=list, max_length=MAX_PREEMPTIONS_KEPT)
+    """The last preemptions (at most 10), oldest first."""
+    lost_gpu_hours: float = 0.0
+    """GPU-hours of work thrown away by all preemptions so far."""
+    preempt_trigger: str | None = Field(default=None, max_length=63)
+    """The last `kubeforge.dev/preempt` annotation value the operator acted on."""
     observed_generation: int | None = None
     """The `metadata.generation` this status was computed from."""
 

@@ -56,6 +56,11 @@ ELASTIC_MAX_RESTARTS = 100
 worker-group restart (a re-rendezvous), so the budget must outlast many resizes. A peer that joins costs
 none. A worker's own failure still fails the pod after that, and the operator restarts the gang."""
 SHM_VOLUME = "dshm"
+PODINFO_VOLUME = "kubeforge-podinfo"
+PODINFO_PATH = "/etc/kubeforge"
+ANNOTATIONS_FILE = "annotations"
+ANNOTATIONS_ENV = "KUBEFORGE_ANNOTATIONS_FILE"
+"""Where a worker reads its own annotations (the checkpoint request among them)."""
 CHECKPOINT_VOLUME = "checkpoint"
 # Taints the node lifecycle controller puts on a node it lost contact with.
 NODE_LOSS_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
@@ -118,8 +123,18 @@ def build_service(spec: TrainingJobSpec, owner: Owner) -> dict[str, Any]:
     }
 
 
-def managed_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[str, Any]]:
-    """The variables every launcher expects, consistent with the pods kubeforge actually runs."""
+def managed_env(
+    spec: TrainingJobSpec, owner: Owner, attempt: int, resume: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The variables every launcher expects, consistent with the pods kubeforge actually runs; `resume`:
+    the checkpoint a resumed attempt starts from (`policy.checkpoint.resume_env`)."""
+    extra = dict(resume or {})
+    if spec.checkpoint is not None:
+        extra[ANNOTATIONS_ENV] = f"{PODINFO_PATH}/{ANNOTATIONS_FILE}"
+    return _managed_env(spec, owner, attempt) + [{"name": k, "value": v} for k, v in extra.items()]
+
+
+def _managed_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[str, Any]]:
     rank: dict[str, Any] = {
         "fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}
     }
@@ -141,7 +156,7 @@ def managed_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[
             "PET_MASTER_PORT": static["MASTER_PORT"],
         }
     static |= {"KUBEFORGE_ATTEMPT": str(attempt), "KUBEFORGE_TRAININGJOB": owner.name}
-    if spec.checkpoint is not None:
+    if spec.checkpoint is not None and spec.checkpoint.claim_name:
         static[CHECKPOINT_ENV] = spec.checkpoint.mount_path
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in static.items()]
     env.append({"name": "NODE_RANK", "valueFrom": rank})
@@ -175,7 +190,7 @@ def _elastic_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict
         "KUBEFORGE_ATTEMPT": str(attempt),
         "KUBEFORGE_TRAININGJOB": owner.name,
     }
-    if spec.checkpoint is not None:
+    if spec.checkpoint is not None and spec.checkpoint.claim_name:
         static[CHECKPOINT_ENV] = spec.checkpoint.mount_path
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in static.items()]
     rank: dict[str, Any] = {
@@ -185,9 +200,11 @@ def _elastic_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict
     return env
 
 
-def worker_env(spec: TrainingJobSpec, owner: Owner, attempt: int) -> list[dict[str, Any]]:
+def worker_env(
+    spec: TrainingJobSpec, owner: Owner, attempt: int, resume: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Managed variables first; a user variable with a managed name is dropped (see `spec.env`)."""
-    managed = managed_env(spec, owner, attempt)
+    managed = managed_env(spec, owner, attempt, resume)
     names = {var["name"] for var in managed}
     return managed + [var.to_wire() for var in spec.env if var.name not in names]
 
@@ -212,14 +229,19 @@ def _pod_security(spec: TrainingJobSpec) -> dict[str, Any]:
 
 
 def build_pod_template(
-    spec: TrainingJobSpec, owner: Owner, attempt: int, policy: PodPolicy = NO_POD_POLICY
+    spec: TrainingJobSpec,
+    owner: Owner,
+    attempt: int,
+    policy: PodPolicy = NO_POD_POLICY,
+    resume: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One worker of attempt `attempt`; `policy` is what the job's objective derived for its pods."""
+    """One worker of attempt `attempt`; `policy` is what the job's objective derived for its pods, `resume`
+    the checkpoint the attempt starts from (`KUBEFORGE_CHECKPOINT_*`)."""
     labels = {**selector_labels(owner.name), ATTEMPT_LABEL: str(attempt)}
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.image,
-        "env": worker_env(spec, owner, attempt),
+        "env": worker_env(spec, owner, attempt, resume),
         "ports": [{"name": PORT_NAME, "containerPort": spec.distributed.port, "protocol": "TCP"}],
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
@@ -233,11 +255,13 @@ def build_pod_template(
         container["resources"] = requirements
     # Shared memory for data loader workers and NCCL: a container's default /dev/shm is 64Mi.
     volumes: list[dict[str, Any]] = [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}]
-    if spec.checkpoint is not None:
+    if spec.checkpoint is not None and spec.checkpoint.claim_name:
         volumes.append(
             {"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": spec.checkpoint.claim_name}}
         )
         container["volumeMounts"].append({"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint.mount_path})
+    if spec.checkpoint is not None:
+        _checkpoint_protocol(spec, container, volumes)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "subdomain": service_name(owner.name),
@@ -249,6 +273,11 @@ def build_pod_template(
         "containers": [container],
         "volumes": volumes,
     }
+    if spec.checkpoint is not None:
+        # A trainer that checkpoints on its stop signal gets the whole grace period to finish it.
+        pod_spec["terminationGracePeriodSeconds"] = spec.checkpoint.grace_period_seconds
+        if spec.checkpoint.signal is not None and spec.checkpoint.signal != "SIGTERM":
+            pod_spec["os"] = {"name": "linux"}
     placed = affinity(spec.resources, policy, selector_labels(owner.name))
     if placed is not None:
         pod_spec["affinity"] = placed
@@ -257,12 +286,36 @@ def build_pod_template(
     return {"metadata": pod_metadata(spec.pod_metadata, labels), "spec": pod_spec}
 
 
+def _checkpoint_protocol(
+    spec: TrainingJobSpec, container: dict[str, Any], volumes: list[dict[str, Any]]
+) -> None:
+    """The worker's side of the checkpoint protocol (`policy.checkpoint`): its own annotations in a
+    downward-API file the kubelet refreshes, where the trainer sees the operator's checkpoint request; the
+    report goes back as a JSON termination message, kept even when the container is killed."""
+    assert spec.checkpoint is not None
+    volumes.append(
+        {
+            "name": PODINFO_VOLUME,
+            "downwardAPI": {
+                "items": [{"path": ANNOTATIONS_FILE, "fieldRef": {"fieldPath": "metadata.annotations"}}]
+            },
+        }
+    )
+    container["volumeMounts"].append({"name": PODINFO_VOLUME, "mountPath": PODINFO_PATH, "readOnly": True})
+    container["terminationMessagePolicy"] = "File"
+    if spec.checkpoint.signal is not None and spec.checkpoint.signal != "SIGTERM":
+        # Kept only where the API server runs with the ContainerStopSignals gate (which also wants the
+        # pod's OS); elsewhere it drops the field and the kubelet sends SIGTERM (see docs/trainingjob.md).
+        container["lifecycle"] = {"stopSignal": spec.checkpoint.signal}
+
+
 def build_job(
     spec: TrainingJobSpec,
     owner: Owner,
     attempt: int,
     workers: int | None = None,
     policy: PodPolicy = NO_POD_POLICY,
+    resume: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One attempt of the whole gang: an Indexed Job whose pod `i` is rank `i`.
 
@@ -283,7 +336,7 @@ def build_job(
         "completions": size,
         "parallelism": size,
         "backoffLimit": 0,
-        "template": build_pod_template(spec, owner, attempt, policy),
+        "template": build_pod_template(spec, owner, attempt, policy, resume),
     }
     if spec.queue_name:
         job_spec["suspend"] = True

@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from kubeforge.api.names import GPU_RESOURCE, MANAGED_BY, MANAGED_BY_VALUE
 from kubeforge.api.objective import PodPolicy
-from kubeforge.api.trainingjob import KIND, PHASES, TRAININGJOB_LABEL, TrainingJobSpec, WorkerCounts
+from kubeforge.api.trainingjob import (
+    KIND,
+    PHASES,
+    PREEMPT_ANNOTATION,
+    TRAININGJOB_LABEL,
+    TrainingJobSpec,
+    TrainingJobStatus,
+    WorkerCounts,
+)
 from kubeforge.builders.trainingjob import (
     Owner,
     build_job,
@@ -35,7 +43,7 @@ from kubeforge.controllers.ownership import (
 )
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys
 from kubeforge.controllers.usage import held_gpus
-from kubeforge.kube.client import Kube, Obj
+from kubeforge.kube.client import Kube, Obj, is_not_found
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
     INFERENCEFLEET,
@@ -50,7 +58,7 @@ from kubeforge.kube.kinds import (
 )
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
-from kubeforge.policy import arbitration, capacity, gangs, training
+from kubeforge.policy import arbitration, capacity, checkpoint, gangs, training
 from kubeforge.policy import objective as objectives
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
@@ -59,6 +67,7 @@ from kubeforge.policy.status import status_diff
 
 log = logging.getLogger(__name__)
 
+MANUAL_PREEMPTION = "Manual"
 WAITING_RECHECK_SECONDS = 60.0
 """A gang waiting for GPUs is woken by capacity events; this is only the safety net."""
 
@@ -84,6 +93,9 @@ class TrainingJobController:
         self._sized: dict[str, tuple[str, int]] = {}
         """Elastic jobs this process resized, (Job, workers), until the Job cache shows the new size: a
         pass woken before the Job's watch event must not see the old size and resize again."""
+        self._preempt: dict[Key, str] = {}
+        """Preemptions asked for by the operator itself (`preempt()`), until the next pass of the job
+        records them in its status (or finds nothing to take)."""
         self._rejected: dict[str, tuple[int, str]] = {}
         """Jobs whose children the API server refused as invalid (422), with that generation and the
         message: until the spec changes, passes report it instead of sending the same write again."""
@@ -99,7 +111,19 @@ class TrainingJobController:
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
         await warn_owner(self.kube, TRAININGJOB, obj, reason, message)
 
+    def preempt(self, namespace: str, name: str, reason: str) -> None:
+        """Take a running job's GPUs, checkpoint first: the one path arbitration and budgets use.
+
+        Call it, then wake the job (`Runtime.request(namespace, name)`). Its next pass records the
+        request in `status.preemption` (so an operator restart resumes it), asks the workers for a
+        checkpoint and requeues until it arrives or `spec.checkpoint.gracePeriodSeconds` ends; then it
+        stops the attempt and the job waits for gang admission again (see `policy.training`). A job
+        without running workers has nothing to give: the request is dropped. `reason` is a short
+        CamelCase word; it labels the status record, the Event and the preemptions metric."""
+        self._preempt[(namespace, name)] = reason
+
     async def forget(self, namespace: str, name: str) -> None:
+        self._preempt.pop((namespace, name), None)
         self._waiting.discard((namespace, name))
         self._reserved.pop(f"{namespace}/{name}", None)
         self._sized.pop(f"{namespace}/{name}", None)
@@ -204,6 +228,7 @@ class TrainingJobController:
             usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
             policy=derived.entries,
             ceiling=self._ceiling(key, spec),
+            preempt=self._preempt_request(obj, status),
         )
         plan = training.decide(observed)
         if plan.needs_admission:
@@ -235,6 +260,8 @@ class TrainingJobController:
             # shrunk (a stale larger promise would hold GPUs it gave back).
             self._reserved[key] = (_demand(key, spec, derived, plan.resize[1]), status.restarts)
         await self._execute(obj, spec, owner, plan, derived.pod)
+        # Recorded in the status now (or moot): the status carries it from here.
+        self._preempt.pop((namespace, name), None)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
         if (namespace, name) in self._waiting:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
@@ -250,6 +277,19 @@ class TrainingJobController:
 
     def _lenders(self, key: str) -> dict[str, list[arbitration.Held]]:
         return lending.records(self.caches).get(key, {})
+
+    def _preempt_request(self, obj: Obj, status: TrainingJobStatus) -> training.PreemptionRequest | None:
+        """A preemption asked for by the operator (`preempt()`) or by a user: a new value of the job's
+        `kubeforge.dev/preempt` annotation (the operator never writes the object's metadata back; the
+        status remembers the value it acted on)."""
+        meta = obj["metadata"]
+        reason = self._preempt.get((meta["namespace"], meta["name"]))
+        if reason is not None:
+            return training.PreemptionRequest(reason)
+        value = (meta.get("annotations") or {}).get(PREEMPT_ANNOTATION)
+        if isinstance(value, str) and value and len(value) <= 63 and value != status.preempt_trigger:
+            return training.PreemptionRequest(MANUAL_PREEMPTION, trigger=value)
+        return None
 
     def _admitted(self, found: gangs.Gangs, key: str) -> dict[str, tuple[capacity.Demand, int]]:
         """The admitted gangs the objects show, and those this process admitted or grew whose status the
@@ -434,7 +474,9 @@ class TrainingJobController:
             cached = self.caches.get(JOB, job_name, namespace)
             if cached is not None and (cached.get("metadata") or {}).get("deletionTimestamp"):
                 continue  # already going
-            if await self.kube.delete(JOB.api_version, JOB.kind, job_name, namespace):
+            if await self.kube.delete(
+                JOB.api_version, JOB.kind, job_name, namespace, foreground=plan.foreground
+            ):
                 log.info("TrainingJob %s/%s: deleted Job %s", namespace, name, job_name)
         if plan.resize is not None:
             job_name, workers, reason = plan.resize
@@ -451,8 +493,19 @@ class TrainingJobController:
                 workers,
                 reason,
             )
+        if plan.checkpoint_request is not None:
+            # The trainer sees this in its downward-API annotations file (builders.trainingjob).
+            body = {"metadata": {"annotations": {checkpoint.REQUEST_ANNOTATION: plan.checkpoint_request}}}
+            for pod_name in plan.request_pods:
+                try:
+                    await self.kube.patch(POD.api_version, POD.kind, pod_name, namespace, body)
+                except Exception as error:
+                    if not is_not_found(error):
+                        raise
+                    # A worker that is gone has nothing left to checkpoint; the wait goes on without it.
         if plan.create_attempt is not None:
-            job = build_job(spec, owner, plan.create_attempt, plan.create_workers, pod_policy)
+            resume = checkpoint.resume_env(training.stored_checkpoint(plan.status))
+            job = build_job(spec, owner, plan.create_attempt, plan.create_workers, pod_policy, resume)
             # A Job is created once per attempt; its template is immutable afterwards.
             with child_write():
                 await self.kube.apply_if_changed(
@@ -503,6 +556,10 @@ class TrainingJobController:
             exposition.TRANSITIONS.labels(KIND, changed["type"], changed["status"], changed["reason"]).inc()
         if plan.restarted:
             exposition.TRAINING_RESTARTS.labels(namespace).inc()
+        if plan.preempted is not None:
+            exposition.TRAINING_PREEMPTIONS.labels(
+                namespace, plan.preempted.reason, plan.preempted.outcome
+            ).inc()
         resize = plan.status.last_resize
         if resize is not None and resize != training.parse_status(old_raw).last_resize:
             direction = "up" if resize.to > resize.from_ else "down"

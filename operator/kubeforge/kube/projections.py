@@ -19,6 +19,7 @@ from kubeforge.api.names import (
     MANAGED_BY_VALUE,
 )
 from kubeforge.api.trainingjob import RESIZE_REASON_ANNOTATION
+from kubeforge.policy.checkpoint import MAX_REPORT_BYTES, REPORT_ANNOTATION, REQUEST_ANNOTATION
 
 Obj = dict[str, Any]
 
@@ -43,7 +44,12 @@ def _meta(obj: Mapping[str, Any], annotations: tuple[str, ...] = ()) -> Obj:
             {k: ref.get(k) for k in ("apiVersion", "kind", "name", "uid", "controller") if k in ref}
             for ref in out["ownerReferences"]
         ]
-    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k in annotations}
+    # Values are capped: a tenant's annotation can hold 256 KiB, the policies read at most a report.
+    kept = {
+        k: v[: MAX_REPORT_BYTES + 1] if isinstance(v, str) else v
+        for k, v in (meta.get("annotations") or {}).items()
+        if k in annotations
+    }
     if kept:
         out["annotations"] = kept
     return out
@@ -114,14 +120,35 @@ def pod(obj: Obj) -> Obj | None:
         ]
     if status.get("containerStatuses"):
         projected_status["containerStatuses"] = [
-            {k: s[k] for k in _CONTAINER_STATUS_KEYS if k in s} for s in status["containerStatuses"]
+            {
+                k: _bounded_state(s[k]) if k in ("state", "lastState") else s[k]
+                for k in _CONTAINER_STATUS_KEYS
+                if k in s
+            }
+            for s in status["containerStatuses"]
         ]
+    kept = (
+        (COMPLETION_INDEX_ANNOTATION, REPORT_ANNOTATION, REQUEST_ANNOTATION)
+        if ours
+        else (COMPLETION_INDEX_ANNOTATION,)
+    )
     return {
         **_head(obj),
-        "metadata": _meta(obj, (COMPLETION_INDEX_ANNOTATION,)),
+        "metadata": _meta(obj, kept),
         "spec": projected_spec,
         "status": projected_status,
     }
+
+
+def _bounded_state(state: Any) -> Any:
+    """A container state with its termination message (a worker's last checkpoint report) capped: the
+    kubelet allows 4 KiB per container, and a longer report is refused anyway."""
+    if not isinstance(state, Mapping):
+        return state
+    terminated = state.get("terminated")
+    if not isinstance(terminated, Mapping) or not isinstance(terminated.get("message"), str):
+        return dict(state)
+    return {**state, "terminated": {**terminated, "message": terminated["message"][: MAX_REPORT_BYTES + 1]}}
 
 
 def node(obj: Obj) -> Obj | None:

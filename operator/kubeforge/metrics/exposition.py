@@ -43,6 +43,12 @@ TRAINING_RESTARTS = Counter(
     ["namespace"],
     registry=REGISTRY,
 )
+TRAINING_PREEMPTIONS = Counter(
+    "kubeforge_trainingjob_preemptions_total",
+    "Preemptions of TrainingJobs, by reason and outcome (checkpointed, timedOut, stopped: by Kueue).",
+    ["namespace", "reason", "outcome"],
+    registry=REGISTRY,
+)
 TRAINING_RESIZES = Counter(
     "kubeforge_trainingjob_resizes_total",
     "Resizes of elastic TrainingJobs by the operator, by direction (up, down) and reason.",

@@ -3,19 +3,21 @@
 The operator cannot look inside a checkpoint volume or send a process a signal of its choosing, so the
 protocol goes through the pod, which both sides can reach:
 
-- **Report.** After writing a checkpoint, a worker (rank 0 is enough) sets the annotation
-  `kubeforge.dev/checkpoint` on its own pod to `{"step": 1200, "path": "s3://bucket/run/1200"}`
-  (optionally `"time"`, RFC 3339; else the operator takes the time it saw the report). A worker that
-  checkpoints as it is stopped writes the same JSON as its termination message
-  (`/dev/termination-log`), which needs no API permission at all.
+- **Report.** After writing a checkpoint, the trainer's side sets the annotation
+  `kubeforge.dev/checkpoint` on a worker's pod to `{"step": 1200, "path": "s3://bucket/run/1200"}`
+  (optionally `"time"`, RFC 3339; else the operator takes the time it saw the report). Workers run
+  without a ServiceAccount token, so that takes a sidecar or tool with a token allowed to patch the pod.
+  A worker on its own writes the same JSON as its termination message (`/dev/termination-log`) as it
+  stops, which needs no API permission at all.
 - **Ask.** Before taking a job's GPUs, the operator sets `kubeforge.dev/checkpoint-request` on the
   workers to the request time; the trainer sees it through a downward-API volume (the kubelet
   refreshes annotations there), checkpoints, and reports. A trainer that reports nothing is asked by
   its stop signal instead (`SIGTERM`, or `checkpoint.signal` as the container's stop signal), with
   `checkpoint.gracePeriodSeconds` as the pod's termination grace period.
-- **Wait.** A preemption goes ahead once a report newer than the request arrives, or when the grace
-  period ends; then it records the work lost: GPU-seconds since the last report (or since the workers
-  started, when there was none).
+- **Wait.** A preemption stops the workers once a report newer than the request arrives, or when the
+  grace period ends. It is recorded once the stopped workers are gone, with the latest checkpoint then
+  (one they left as termination messages included), and the work lost: GPU-seconds from that
+  checkpoint (or from the workers' start, when that is later or there was none) to the stop.
 - **Resume.** The job's next workers get the checkpoint in `KUBEFORGE_CHECKPOINT_PATH` and
   `KUBEFORGE_CHECKPOINT_STEP`.
 
@@ -110,7 +112,9 @@ def progress(
 ) -> Progress:
     """Where a checkpoint request stands."""
     best = latest(reports)
-    if best is not None and best.time >= requested:
+    # Strictly after: times in status have second precision, so a report seen in the same second as the
+    # request (or before it, recorded without a time) must not pass for its answer.
+    if best is not None and best.time > requested:
         return Progress("checkpointed", best)
     left = grace_seconds - (now - requested).total_seconds()
     if left > 0:
@@ -118,12 +122,22 @@ def progress(
     return Progress("timedOut", best)
 
 
+def remember(stored: Checkpoint | None, reports: Iterable[Checkpoint | None]) -> Checkpoint | None:
+    """The checkpoint to keep in status: the latest of the stored one and the reports seen now. A report
+    of the stored checkpoint (same step and path) is the stored one: a report without a time is given the
+    time it was first seen, not a new one on every pass (which would rewrite the status each time)."""
+    same = (stored.step, stored.path) if stored is not None else None
+    return latest([stored, *(stored if r is not None and (r.step, r.path) == same else r for r in reports)])
+
+
 def lost_gpu_seconds(
     *, gpus: int, stopped: datetime, started: datetime | None, last: Checkpoint | None
 ) -> float:
-    """GPU-seconds of work a stop at `stopped` throws away: since the last checkpoint, or since the
-    workers started when there was none (0 when neither is known)."""
-    since = last.time if last is not None else started
+    """GPU-seconds of work a stop at `stopped` throws away: since the last checkpoint or since the workers
+    started, whichever is later (a checkpoint older than the attempt was resumed from: the work before the
+    attempt was counted when that attempt stopped); 0 when neither is known."""
+    times = [t for t in (last.time if last is not None else None, started) if t is not None]
+    since = max(times) if times else None
     if since is None:
         return 0.0
     return max(0.0, (stopped - since).total_seconds()) * max(0, gpus)

@@ -23,8 +23,14 @@ from kubeforge.api.trainingjob import (
     ATTEMPT_LABEL,
     FINISHED_PHASES,
     GPU_RESOURCE,
+    MAX_PREEMPTIONS_KEPT,
     RESIZE_REASON_ANNOTATION,
+    CheckpointStatus,
     Phase,
+    Preemption,
+    PreemptionInProgress,
+    PreemptionOutcome,
+    PreemptionState,
     Resize,
     TrainingJobSpec,
     TrainingJobStatus,
@@ -32,6 +38,7 @@ from kubeforge.api.trainingjob import (
     job_name,
 )
 from kubeforge.api.usage import Usage
+from kubeforge.policy import checkpoint as checkpoints
 from kubeforge.policy import elastic
 from kubeforge.policy import status as status_model
 from kubeforge.policy import usage as accounting
@@ -88,6 +95,12 @@ class PodView:
     disruption: str | None = None
     """Reason of a true `DisruptionTarget` condition: the pod is being stopped from outside (preemption,
     eviction, taint manager, kubelet shutdown)."""
+    report: str | None = None
+    """The worker's checkpoint report (`kubeforge.dev/checkpoint` annotation), raw."""
+    final_report: str | None = None
+    """The worker's termination message (a report left as it stopped), raw."""
+    checkpoint_request: str | None = None
+    """The operator's checkpoint request on the pod (`kubeforge.dev/checkpoint-request`)."""
 
     @property
     def terminal(self) -> bool:
@@ -205,7 +218,14 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         finished=parse_time((terminated or {}).get("finishedAt")),
         started=started,
         disruption=_disruption(pod),
+        report=_text(annotations.get(checkpoints.REPORT_ANNOTATION)),
+        final_report=_text((terminated or {}).get("message")),
+        checkpoint_request=_text(annotations.get(checkpoints.REQUEST_ANNOTATION)),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _disruption(pod: Mapping[str, Any]) -> str | None:
@@ -300,6 +320,19 @@ class Observed:
     usage_checkpoint: timedelta = accounting.DEFAULT_CHECKPOINT
     policy: tuple[PolicyEntry, ...] = ()
     """What the objective derived (`policy.objective.derive_training`): `status.policy`."""
+    preempt: PreemptionRequest | None = None
+    """Someone wants the job's GPUs back (see `PreemptionRequest`)."""
+
+
+@dataclass(frozen=True)
+class PreemptionRequest:
+    """A request to take a running job's GPUs, checkpoint first: from the `kubeforge.dev/preempt`
+    annotation (`trigger` is its value, acted on once) or from the operator itself (arbitration, budgets:
+    `TrainingJobController.preempt`). A job without running workers has nothing to give: the request is
+    dropped (an annotation's value is still recorded as handled)."""
+
+    reason: str
+    trigger: str | None = None
 
 
 @dataclass(frozen=True)
@@ -330,6 +363,13 @@ class Plan:
     """Elastic jobs: (Job, workers, reason): resize the running attempt's Job in place."""
     wants_room: bool = False
     """Elastic jobs: the attempt may grow; decide again with `Observed.room` filled in."""
+    checkpoint_request: str | None = None
+    """The request time to annotate `request_pods` with (`kubeforge.dev/checkpoint-request`)."""
+    request_pods: tuple[str, ...] = ()
+    preempted: Preemption | None = None
+    """A preemption this pass recorded (for its Event and metric)."""
+    foreground: bool = False
+    """Delete `delete_jobs` in the foreground (see `_Verdict.foreground`)."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +395,13 @@ class _Verdict:
     """Workers of the current attempt after this pass (None: no attempt)."""
     resize: elastic.Resize | None = None
     wants_room: bool = False
+    kueue_stop: bool = False
+    """Kueue just suspended the running attempt: recorded as a preemption nobody could answer."""
+    extra_events: tuple[Event, ...] = ()
+    """Events besides the phase change's."""
+    foreground: bool = False
+    """Delete the Jobs in the foreground: they stay (deleting) until their workers are gone, so the
+    checkpoints the workers leave as termination messages are seen before the attempt starts again."""
 
 
 def backoff_seconds(spec: TrainingJobSpec, restart: int) -> float:
@@ -640,6 +687,19 @@ def _verdict(o: Observed) -> _Verdict:
             size=size,
         )
 
+    # 4b. A preemption decided to stop the attempt (the status says so): stop it, whatever else happens.
+    stopping = st.preemption is not None and st.preemption.state == "Stopping"
+    if stopping and current is not None:
+        return _Verdict(
+            phase="Queued",
+            reason=PREEMPTED,
+            message=st.message or "preempted: stopping the workers",
+            admitted=_admitted_of(st),
+            delete_jobs=everything,
+            foreground=True,
+            **(base | {"size": None}),
+        )
+
     # 5. The current attempt failed, or lost a node: fail, or restart the whole gang.
     if current is not None:
         failure = classify_failure(spec, current, pods, o.nodes, now)
@@ -740,7 +800,8 @@ def _verdict(o: Observed) -> _Verdict:
     # 7. The attempt is there: waiting for Kueue, starting, or running.
     if current is not None:
         if current.suspended and _ran(st):
-            return _requeued_by_kueue(spec, current, stale, base)
+            stopped_now = st.phase in ("Pending", "Running")
+            return replace(_requeued_by_kueue(spec, current, stale, base), kueue_stop=stopped_now)
         if current.suspended:
             return _Verdict(
                 phase="Queued",
@@ -976,6 +1037,8 @@ def _elastic_resize(
 
 
 _CREATED: tuple[Status, str, str] = ("True", "Created", "the workers were created without gang admission")
+PREEMPTED = "Preempted"
+KUEUE_REASON = "Kueue"
 SUSPENDED_BY_KUEUE = "SuspendedByKueue"
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 
@@ -1210,6 +1273,8 @@ def decide(o: Observed) -> Plan:
     v = _verdict(o)
     if v.needs_admission:
         return Plan(status=o.status, needs_admission=True, delete_jobs=v.delete_jobs)
+    preempting = _preemption(o, v)
+    v = preempting.verdict
     counts = v.counts or WorkerCounts(desired=o.spec.workers)
     last_resize = _last_resize(o, v)
     workers = counts.to_wire()
@@ -1251,6 +1316,7 @@ def decide(o: Observed) -> Plan:
             "activeSince": active_since,
             "observedGeneration": o.generation,
             "policy": [e.to_wire() for e in o.policy],
+            **_preemption_status(o, preempting),
         }
     )
     status = _throttle_accounting(o, status)
@@ -1264,6 +1330,17 @@ def decide(o: Observed) -> Plan:
         events.append(v.event or _event(v))
     if last_resize is not None and last_resize != o.status.last_resize:
         events.append(Event("Normal", last_resize.reason, last_resize.message or last_resize.reason))
+    events.extend(v.extra_events)
+    asked = preempting.in_progress
+    if asked is not None and asked.state == "WaitingForCheckpoint" and o.status.preemption is None:
+        events.append(
+            Event(
+                "Normal",
+                "CheckpointRequested",
+                f"asked the workers for a checkpoint before a preemption ({asked.reason}); waiting up to "
+                f"{grace_seconds(o.spec):g}s",
+            )
+        )
     delete_self = False
     requeue = v.requeue_after
     for wait in (ledger.requeue_after, _budget_runs_out(o.spec, ledger.usage, o.now)):
@@ -1288,6 +1365,10 @@ def decide(o: Observed) -> Plan:
         create_workers=v.size if v.create_attempt is not None and o.spec.elastic is not None else None,
         resize=(v.job, v.resize.to, v.resize.reason) if v.resize is not None and v.job is not None else None,
         wants_room=v.wants_room,
+        checkpoint_request=preempting.request if preempting.request_pods else None,
+        request_pods=preempting.request_pods,
+        preempted=preempting.record,
+        foreground=v.foreground,
     )
 
 
@@ -1360,3 +1441,219 @@ def _throttle_accounting(o: Observed, status: TrainingJobStatus) -> TrainingJobS
     if as_of is not None and o.now - as_of < GPU_HOURS_WRITE_INTERVAL:
         return same_otherwise
     return status
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints and preemption (the protocol is in `policy.checkpoint`).
+
+
+@dataclass(frozen=True)
+class _Preempting:
+    verdict: _Verdict
+    checkpoint: checkpoints.Checkpoint | None
+    in_progress: PreemptionInProgress | None
+    record: Preemption | None = None
+    request: str | None = None
+    request_pods: tuple[str, ...] = ()
+
+
+def stored_checkpoint(status: TrainingJobStatus) -> checkpoints.Checkpoint | None:
+    """`status.checkpoint`, the one a new attempt resumes from."""
+    stored = status.checkpoint
+    when = parse_time(stored.time) if stored is not None else None
+    if stored is None or when is None:
+        return None
+    return checkpoints.Checkpoint(stored.step, stored.path, when)
+
+
+def checkpoint_status(found: checkpoints.Checkpoint | None) -> CheckpointStatus | None:
+    if found is None:
+        return None
+    return CheckpointStatus(step=found.step, path=found.path, time=format_time(found.time))
+
+
+def grace_seconds(spec: TrainingJobSpec) -> float:
+    """How long a preemption waits for a checkpoint: nothing when the job declares no `spec.checkpoint`."""
+    return float(spec.checkpoint.grace_period_seconds) if spec.checkpoint is not None else 0.0
+
+
+def _attempt_pods(o: Observed, job: JobView | None) -> list[PodView]:
+    return [p for p in o.pods if job is not None and p.job_uid == job.uid]
+
+
+def _holding(pods: Iterable[PodView]) -> list[PodView]:
+    return [p for p in pods if not p.terminal and not p.deleting]
+
+
+def _first_start(pods: Iterable[PodView]) -> datetime | None:
+    starts = [p.started or p.start for p in pods]
+    return min((s for s in starts if s is not None), default=None)
+
+
+def _begin(
+    reason: str, state: PreemptionState, pods: Sequence[PodView], at: datetime
+) -> PreemptionInProgress:
+    started = _first_start(pods)
+    return PreemptionInProgress(
+        reason=reason[:63],
+        requested_at=format_time(at),
+        state=state,
+        gpus=sum(max(0, p.gpus) for p in pods),
+        workers_started=_time(started),
+    )
+
+
+def _record(
+    p: PreemptionInProgress,
+    *,
+    outcome: PreemptionOutcome,
+    last: checkpoints.Checkpoint | None,
+    stopped: datetime,
+) -> Preemption:
+    requested = parse_time(p.requested_at) or stopped
+    lost = checkpoints.lost_gpu_seconds(
+        gpus=p.gpus, stopped=stopped, started=parse_time(p.workers_started), last=last
+    )
+    return Preemption(
+        time=format_time(stopped),
+        reason=p.reason,
+        outcome=outcome,
+        checkpoint_step=last.step if last is not None else None,
+        checkpoint_path=last.path if last is not None else None,
+        waited_seconds=int(max(0.0, (stopped - requested).total_seconds())),
+        lost_gpu_hours=round(lost / 3600.0, 6),
+    )
+
+
+def _preemption(o: Observed, v: _Verdict) -> _Preempting:
+    """The checkpoint to keep, and where a preemption stands after this pass: asked for (the workers get
+    the request), answered or timed out (the attempt is stopped the way a Kueue suspension stops it, and
+    the job waits for admission again), or seen after the fact (Kueue stopped the workers)."""
+    st, now = o.status, o.now
+    seen = [checkpoints.parse_report(t, seen=now) for p in o.pods for t in (p.report, p.final_report)]
+    best = checkpoints.remember(stored_checkpoint(st), seen)
+    live = next(
+        (j for j in o.jobs if j.owned and not j.deleting and j.name == job_name(o.name, st.restarts)), None
+    )
+    pods = _attempt_pods(o, live)
+    current = st.preemption
+
+    if current is not None and current.state == "Stopping":
+        # 4b in `_verdict` deletes the attempt; the record waits until its workers are gone, for the
+        # checkpoints they leave as they stop (a trainer without API access answers that way).
+        going = next((j for j in o.jobs if j.owned and j.name == job_name(o.name, st.restarts)), None)
+        if going is not None and (not going.deleting or any(not p.terminal for p in _attempt_pods(o, going))):
+            return _Preempting(v, best, current)
+        return _stopped(o, v, current, best)
+
+    if current is not None and current.state == "Settling":
+        # Workers being deleted are still stopping: their termination messages are yet to come.
+        still = live is not None and live.suspended and any(not p.terminal for p in pods)
+        if still:
+            return _Preempting(v, best, current)
+        stopped = parse_time(current.requested_at) or now
+        return _Preempting(v, best, None, _record(current, outcome="stopped", last=best, stopped=stopped))
+
+    if v.kueue_stop and live is not None:
+        # Kueue took the attempt without asking: the record waits for what the workers leave behind.
+        at = min(live.suspended_at or now, now)
+        holding = [p for p in pods if p.start is not None and (p.end is None or p.end >= at)]
+        settling = _begin(KUEUE_REASON, "Settling", holding, at)
+        if any(not p.terminal for p in pods):
+            return _Preempting(v, best, settling)
+        return _Preempting(v, best, None, _record(settling, outcome="stopped", last=best, stopped=at))
+
+    active = v.phase in ("Pending", "Running") and live is not None and not live.suspended
+    if not active:
+        # Nothing to take, or the attempt ended another way while the request waited.
+        return _Preempting(v, best, None)
+    if current is None:
+        if o.preempt is None:
+            return _Preempting(v, best, None)
+        current = _begin(o.preempt.reason, "WaitingForCheckpoint", _holding(pods), now)
+    requested = parse_time(current.requested_at) or now
+    progress = checkpoints.progress(
+        requested=requested, reports=[best], now=now, grace_seconds=grace_seconds(o.spec)
+    )
+    if progress.state == "waiting":
+        wait = max(1.0, progress.seconds_left)
+        requeue = wait if v.requeue_after is None else min(v.requeue_after, wait)
+        asked = tuple(sorted(p.name for p in _holding(pods) if p.checkpoint_request != current.requested_at))
+        note = (
+            f"; checkpoint requested at {current.requested_at} for a preemption ({current.reason}), "
+            f"waiting up to {grace_seconds(o.spec):g}s"
+        )
+        waiting = replace(v, message=v.message + note, requeue_after=requeue)
+        return _Preempting(waiting, best, current, request=current.requested_at, request_pods=asked)
+    answered: PreemptionOutcome = "checkpointed" if progress.state == "checkpointed" else "timedOut"
+    waited = int(max(0.0, (now - requested).total_seconds()))
+    message = f"preempting ({current.reason}): stopping the workers after {waited}s, " + (
+        "the checkpoint they were asked for came in"
+        if answered == "checkpointed"
+        else f"no checkpoint came within {grace_seconds(o.spec):g}s"
+    )
+    stopping = current.model_copy(
+        update={"state": "Stopping", "outcome": answered, "stopped_at": format_time(now)}
+    )
+    stop = replace(
+        v,
+        phase="Queued",
+        reason=PREEMPTED,
+        message=message,
+        admitted=("False", PREEMPTED, message),
+        delete_jobs=tuple(sorted({*v.delete_jobs, live.name})) if live is not None else v.delete_jobs,
+        foreground=True,
+        status_first=True,
+        requeue_after=DELETION_POLL_SECONDS,
+        resize=None,
+        wants_room=False,
+        size=None,
+        event=Event("Normal", "Preempting", message),
+    )
+    return _Preempting(stop, best, stopping)
+
+
+def _stopped(
+    o: Observed, v: _Verdict, stopping: PreemptionInProgress, best: checkpoints.Checkpoint | None
+) -> _Preempting:
+    """The stopped attempt's workers are gone: the preemption is recorded with the checkpoint the job
+    resumes from, which may be one the workers left as they stopped (then nothing was lost)."""
+    requested = parse_time(stopping.requested_at) or o.now
+    stopped = parse_time(stopping.stopped_at) or o.now
+    answered = best is not None and best.time > requested
+    outcome: PreemptionOutcome = "checkpointed" if answered else "timedOut"
+    record = _record(stopping, outcome=outcome, last=best, stopped=stopped)
+    where = f" at step {record.checkpoint_step}" if record.checkpoint_step is not None else ""
+    message = (
+        f"preempted ({stopping.reason}) after {record.waited_seconds}s: "
+        + (
+            f"the workers checkpointed{where}"
+            if answered
+            else f"no checkpoint within {grace_seconds(o.spec):g}s, last checkpoint{where or ': none'}"
+        )
+        + f"; {record.lost_gpu_hours:g} GPU-hours lost; resumes when GPUs are free"
+    )
+    event = Event("Normal" if answered else "Warning", PREEMPTED, message)
+    # The Event goes with the record, whatever the phase does on this pass.
+    return _Preempting(replace(v, extra_events=(*v.extra_events, event)), best, None, record)
+
+
+def _preemption_status(o: Observed, p: _Preempting) -> dict[str, Any]:
+    """The status fields the checkpoint protocol owns."""
+    st = o.status
+    kept = list(st.preemptions)
+    lost = st.lost_gpu_hours
+    if p.record is not None:
+        kept = [*kept, p.record][-MAX_PREEMPTIONS_KEPT:]
+        lost = round(lost + p.record.lost_gpu_hours, 6)
+    trigger = st.preempt_trigger
+    if o.preempt is not None and o.preempt.trigger is not None:
+        trigger = o.preempt.trigger
+    found = checkpoint_status(p.checkpoint)
+    return {
+        "checkpoint": found.to_wire() if found is not None else None,
+        "preemption": p.in_progress.to_wire() if p.in_progress is not None else None,
+        "preemptions": [r.to_wire() for r in kept],
+        "lostGpuHours": lost,
+        "preemptTrigger": trigger,
+    }
