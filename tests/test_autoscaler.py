@@ -286,6 +286,17 @@ class TestLatency:
         assert decision.desired <= 2
         assert decision.reason != "ScaleUp"
 
+    @pytest.mark.parametrize(("last_rate", "learned"), [(50.0, 16.0), (10.0, 10.0 / 3), (None, 10.0 / 3)])
+    def test_no_breach_is_learned_while_the_load_falls(self, last_rate: float | None, learned: float) -> None:
+        """Load just dropped from 50 to 10 rps: latency over the window still carries the backlog. A
+        breach read now at 3.3 rps per replica would floor every later scale-down of the idling fleet
+        (it kept a fleet at 3 replicas at 1 rps for good); at a steady rate it is a real breach."""
+        spec = auto(metric="latencyP95", target=0.5, stableWindowSeconds=10, panicThreshold=100)
+        memory = Memory(desired=3, breach_rate=16.0, last_rate=last_rate)
+        decision = decide(spec, Reading(stable=2.0, rate=10.0), obs(3), memory, at(0))
+        assert decision.memory.breach_rate == pytest.approx(learned)
+        assert decision.memory.last_rate == 10.0
+
     def test_nothing_is_learned_in_panic(self) -> None:
         spec = auto(metric="latencyP95", target=0.5)
         # Already in panic: the high latency is the burst's backlog draining at a low per-replica rate.

@@ -100,6 +100,9 @@ class Memory:
     """Lowest per-replica request rate seen to break a latency target (latency metrics only)."""
     idle_since: datetime | None = None
     last_scale_time: datetime | None = None
+    last_rate: float | None = None
+    """The request rate the previous evaluation of this process read (not kept in status: after a
+    restart the first evaluation has none)."""
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,14 @@ def decide(
     # Learn from stable conditions only: in panic, latency still carries the backlog of the burst (it
     # lags the load), so it says nothing about what a replica can carry. The breach that triggers a
     # panic is still learned: the evaluation that sees it is not yet in panic.
-    if metric in SLO_METRICS and panic_until is None:
+    # Nor while the load falls: latency then still carries the backlog of the load just gone, and the
+    # low rate it is read at would floor every later scale-down of a fleet that now idles.
+    falling = (
+        reading.rate is not None
+        and memory.last_rate is not None
+        and reading.rate < memory.last_rate * (1 - spec.tolerance)
+    )
+    if metric in SLO_METRICS and panic_until is None and not (falling and value > target):
         breach_rate = update_breach_rate(
             breach_rate, value=value, target=target, tolerance=spec.tolerance, rate=reading.rate, ready=ready
         )
@@ -373,6 +383,7 @@ def decide(
         recommendations=recommendations,
         breach_rate=breach_rate,
         idle_since=idle_since,
+        last_rate=reading.rate,
     )
     return _finish(
         spec,
