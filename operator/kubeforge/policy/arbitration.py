@@ -300,6 +300,10 @@ class Borrowed:
     """Why training lent no more (for `CapacityLimited`)."""
 
 
+NOTHING_TO_LEND = "no running training lends GPUs of this type"
+"""`why_short` when no training was even in question: the scheduler's own reason says it all."""
+
+
 def _cross_namespace(
     fleet: str, jobs: Sequence[Training], priority: int
 ) -> tuple[list[Training], dict[str, str]]:
@@ -403,7 +407,7 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
         note = "would preempt " + ", ".join(sorted(preempts)) + " (whole-job preemption is not done yet)"
         why = f"{why}; {note}" if why else note
     if short and not why:
-        why = "no running training lends GPUs of this type"
+        why = NOTHING_TO_LEND
     return Borrowed(tuple(kept), tuple(lent), tuple(returned), short, why)
 
 

@@ -348,9 +348,12 @@ def decide(o: FleetObserved) -> FleetPlan:
 
     extra: list[ConditionUpdate] = []
     borrowed = _borrow(o, spec, desired)
-    if borrowed is not None and borrowed.why_short and o.pods.unschedulable:
+    lender_refused = borrowed is not None and borrowed.why_short not in ("", arbitration.NOTHING_TO_LEND)
+    if borrowed is not None and lender_refused and o.pods.unschedulable:
+        # The scheduler's reason stays first: it is what a user (and an alert) looks for.
         message = (
-            f"{o.pods.unschedulable} pod(s) cannot be scheduled; training lends no more: {borrowed.why_short}"
+            f"{o.pods.unschedulable} pod(s) cannot be scheduled: {o.pods.unschedulable_message}; "
+            f"training lends no more: {borrowed.why_short}"
         )
         extra.append(ConditionUpdate("CapacityLimited", "True", "NoLendableGpus", message[:1024]))
     route: RouteWeights | None = None
