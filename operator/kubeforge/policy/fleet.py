@@ -348,8 +348,7 @@ def decide(o: FleetObserved) -> FleetPlan:
 
     extra: list[ConditionUpdate] = []
     borrowed = _borrow(o, spec, desired)
-    lender_refused = borrowed is not None and borrowed.why_short not in ("", arbitration.NOTHING_TO_LEND)
-    if borrowed is not None and lender_refused and o.pods.unschedulable:
+    if borrowed is not None and borrowed.why_short and o.pods.unschedulable:
         # The scheduler's reason stays first: it is what a user (and an alert) looks for.
         message = (
             f"{o.pods.unschedulable} pod(s) cannot be scheduled: {o.pods.unschedulable_message}; "
