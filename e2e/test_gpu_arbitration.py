@@ -190,7 +190,7 @@ def test_a_breaching_fleet_borrows_elastic_workers_and_gives_them_back_after_the
         line = f'kubeforge_gpu_lends_total{{direction="{direction}",namespace="{namespace}"}}'
         counted = [x for x in metrics.splitlines() if x.startswith(line)]
         assert counted, f"{direction} not counted"
-        assert float(counted[0].rsplit(" ", 1)[1]) == 4.0
+        assert float(counted[0].rsplit(" ", 1)[1]) == entry["gpus"], f"{direction}: {counted[0]}"
 
 
 def test_a_non_preemptible_job_is_never_touched_and_the_fleet_says_why(
