@@ -349,10 +349,11 @@ def decide(o: FleetObserved) -> FleetPlan:
     extra: list[ConditionUpdate] = []
     borrowed = _borrow(o, spec, desired)
     if borrowed is not None and borrowed.why_short and o.pods.unschedulable:
-        # The scheduler's reason stays first: it is what a user (and an alert) looks for.
+        # Why training lent no more comes first (the scheduler's message can fill the condition's 1,024
+        # characters on its own), then the scheduler's reason, which users and alerts look for.
         message = (
-            f"{o.pods.unschedulable} pod(s) cannot be scheduled: {o.pods.unschedulable_message}; "
-            f"training lends no more: {borrowed.why_short}"
+            f"{o.pods.unschedulable} pod(s) cannot be scheduled; training lends no more: "
+            f"{borrowed.why_short}; scheduler: {o.pods.unschedulable_message}"
         )
         extra.append(ConditionUpdate("CapacityLimited", "True", "NoLendableGpus", message[:1024]))
     route: RouteWeights | None = None
