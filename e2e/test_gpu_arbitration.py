@@ -12,6 +12,7 @@ first replica (2 GPUs) and the job's 5 workers (2 GPUs each) fill it exactly.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,10 @@ from kubeforge_e2e.prometheus import PrometheusProcess
 from kubeforge_e2e.workloads import (
     Obj,
     condition,
+    container_env,
     fleet,
     get_fleet,
+    list_items,
     start_operator,
     trainingjob_events,
     trainingjob_manifest,
@@ -73,20 +76,36 @@ def operator(
         print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(150)}")
 
 
-def _full(kubectl: Kubectl, namespace: str, product: str, loadsim: LoadSimulator, **job: Any) -> None:
-    """The fleet at 1 replica (2 GPUs), then the elastic job admitted at its maximum of 5 workers (the
-    other 10 GPUs): the pool is full."""
+def _full(
+    kubectl: Kubectl,
+    namespace: str,
+    product: str,
+    loadsim: LoadSimulator,
+    *,
+    max_workers: int = 5,
+    before: Obj | None = None,
+    **job: Any,
+) -> None:
+    """The fleet at 1 replica (2 GPUs), the `before` TrainingJob Running if any, then the elastic job
+    admitted at its `max_workers` (by default 5: the other 10 GPUs): the pool is full."""
     loadsim.set_load(namespace, "chat", 5, **MODEL)
     resources = {"gpus": 2, "gpuType": product}
     kubectl.apply(fleet("chat", resources=resources, autoscaling=AUTOSCALING), namespace)
     wait_ready(kubectl, namespace, "chat")
+    if before is not None:
+        kubectl.apply(before, namespace)
+        wait_trainingjob_phase(kubectl, namespace, before["metadata"]["name"], "Running")
     manifest = trainingjob_manifest(
-        "train", run_seconds=3600, resources=resources, elastic={"minWorkers": 2, "maxWorkers": 5}, **job
+        "train",
+        run_seconds=3600,
+        resources=resources,
+        elastic={"minWorkers": 2, "maxWorkers": max_workers},
+        **job,
     )
     del manifest["spec"]["workers"]  # exclusive with elastic
     kubectl.apply(manifest, namespace)
     status = wait_trainingjob_phase(kubectl, namespace, "train", "Running")
-    assert status["workers"]["current"] == 5, status
+    assert status["workers"]["current"] == max_workers, status
 
 
 def _current(kubectl: Kubectl, namespace: str) -> int:
@@ -116,7 +135,9 @@ def _at_three_ready(kubectl: Kubectl, namespace: str) -> Obj:
     return status
 
 
-def _given_back(kubectl: Kubectl, namespace: str, loadsim: LoadSimulator, rps: float) -> None:
+def _given_back(
+    kubectl: Kubectl, namespace: str, loadsim: LoadSimulator, rps: float, max_workers: int = 5
+) -> None:
     """The load drops to `rps`: the fleet scales down, stays calm for RETURN_AFTER seconds and gives the
     GPUs back; the job grows back to its maximum by its own growth."""
     loadsim.set_load(namespace, "chat", rps, **MODEL)
@@ -126,7 +147,11 @@ def _given_back(kubectl: Kubectl, namespace: str, loadsim: LoadSimulator, rps: f
         interval=0.5,
         description="the fleet giving the GPUs back",
     )
-    wait_for(lambda: _current(kubectl, namespace) == 5, timeout=120, description="the job back at 5 workers")
+    wait_for(
+        lambda: _current(kubectl, namespace) == max_workers,
+        timeout=120,
+        description=f"the job back at {max_workers} workers",
+    )
 
 
 @pytest.mark.xfail(
@@ -245,3 +270,99 @@ def test_operator_killed_mid_lend_loses_no_gpu_and_leaves_no_job_half_shrunk(
     # further than in the test above: the autoscaler may have learned, from the backlog the restart left,
     # a per-replica rate at which latency broke, and floors its scale-down by it.)
     _given_back(kubectl, namespace, loadsim, rps=1)
+
+
+def test_a_rigid_preemptible_job_is_taken_whole_after_its_checkpoint_and_resumes_from_it(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    loadsim: LoadSimulator,
+    spare_nodes: tuple[str, list[str]],
+) -> None:
+    """The pool: the fleet's replica (2 GPUs), a rigid `preemptible: true` job of 2 x 2 GPUs and the
+    elastic job at its maximum of 3 x 2. The fleet wants 2 more replicas: the elastic job gives its one
+    worker above its minimum first, then the rigid job is taken whole. The operator asks the rigid job's
+    workers for a checkpoint (the test answers as rank 0 would), stops them once it is in, and keeps the
+    job Queued while the fleet holds it; after the give-back it runs again from that checkpoint."""
+    product, _ = spare_nodes
+    rigid = trainingjob_manifest(
+        "rigid",
+        run_seconds=3600,
+        workers=2,
+        resources={"gpus": 2, "gpuType": product},
+        preemptible=True,
+        checkpoint={"gracePeriodSeconds": 120},
+    )
+    _full(kubectl, namespace, product, loadsim, max_workers=3, before=rigid)
+
+    loadsim.set_load(namespace, "chat", 50, **MODEL)
+
+    def asked() -> list[Obj] | None:
+        pods = [
+            p
+            for p in list_items(kubectl, "pods", namespace, "kubeforge.dev/trainingjob=rigid")
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        requested = [
+            p for p in pods if "kubeforge.dev/checkpoint-request" in p["metadata"].get("annotations", {})
+        ]
+        return requested if len(requested) == 2 else None
+
+    workers = wait_for(asked, timeout=120, interval=0.5, description="the rigid job asked for a checkpoint")
+    borrowed = {e["job"]: e for e in _fleet_status(kubectl, namespace)["borrowed"]}
+    assert borrowed[f"{namespace}/rigid"]["whole"] is True
+    assert (borrowed[f"{namespace}/rigid"]["workers"], borrowed[f"{namespace}/rigid"]["gpus"]) == (2, 4)
+    elastic_entry = borrowed[f"{namespace}/train"]
+    assert (elastic_entry["workers"], elastic_entry.get("whole", False)) == (1, False), "the shrink first"
+    waiting = trainingjob_status(kubectl, namespace, "rigid")
+    assert waiting["phase"] == "Running", "nothing is stopped before the checkpoint"
+    assert waiting["preemption"]["reason"] == "LentToFleet"
+
+    rank0 = next(
+        p
+        for p in workers
+        if p["metadata"]["annotations"].get("batch.kubernetes.io/job-completion-index") == "0"
+    )
+    report = json.dumps({"step": 700, "path": "s3://ckpt/700"})
+    kubectl(
+        "annotate",
+        "pod",
+        rank0["metadata"]["name"],
+        "-n",
+        namespace,
+        "--overwrite",
+        f"kubeforge.dev/checkpoint={report}",
+    )
+
+    def held() -> Obj | None:
+        status = trainingjob_status(kubectl, namespace, "rigid")
+        admitted = condition({"status": status}, "Admitted") or {}
+        return status if status.get("phase") == "Queued" and admitted.get("reason") == "LentToFleet" else None
+
+    queued: Obj = wait_for(held, timeout=90, interval=0.5, description="the rigid job Queued (LentToFleet)")
+    [record] = queued["preemptions"]
+    assert (record["reason"], record["outcome"], record["checkpointStep"]) == (
+        "LentToFleet",
+        "checkpointed",
+        700,
+    )
+    assert queued["restarts"] == 0
+    _at_three_ready(kubectl, namespace)
+    assert _current(kubectl, namespace) == 2
+    time.sleep(4)  # a few passes while the fleet holds it: not admitted again
+    assert trainingjob_status(kubectl, namespace, "rigid")["phase"] == "Queued"
+    assert any(r == "Preempted" for _, r, _ in trainingjob_events(kubectl, namespace, "rigid"))
+
+    _given_back(kubectl, namespace, loadsim, rps=1, max_workers=3)
+    wait_trainingjob_phase(kubectl, namespace, "rigid", "Running", timeout=120)
+
+    def resumed() -> list[Obj] | None:
+        pods = [
+            p
+            for p in list_items(kubectl, "pods", namespace, "kubeforge.dev/trainingjob=rigid")
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        ]
+        ok = len(pods) == 2 and all(container_env(p).get("KUBEFORGE_CHECKPOINT_STEP") == "700" for p in pods)
+        return pods if ok else None
+
+    wait_for(resumed, timeout=60, description="the rigid job's workers resuming from step 700")

@@ -107,12 +107,38 @@ def test_higher_priority_training_and_other_tenants_of_equal_priority_keep_their
     assert [h.job for h in lower.held] == ["team-b/train"]
 
 
-def test_a_whole_job_take_is_reported_not_acted_on() -> None:
+def test_a_preemptible_rigid_job_is_taken_whole_and_a_later_pass_takes_nothing_more() -> None:
     rigid = job("ns/rigid", size=2, min_workers=2, lending="whole")
     out = borrow(snapshot(rigid, unschedulable=1), [])
+    [entry] = out.held
+    assert (entry.job, entry.workers, entry.gpus, entry.from_workers) == ("ns/rigid", 2, 4, 2)
+    assert entry.whole
+    assert out.lent == out.held
+    assert out.short == 0
+    assert ceiling(out.held) == 0, "held whole: the job is stopped until given back"
+    # Still checkpointing (its workers run): they are this fleet's room already.
+    again = borrow(snapshot(replace(rigid, checkpointing=True), unschedulable=1, now=1010.0), out.held)
+    assert again.lent == ()
+    assert again.held == out.held
+    # Stopped and queued (no longer running): the record stays until the fleet is calm.
+    stopped = borrow(snapshot(unschedulable=0, now=1100.0, present=frozenset({"ns/rigid"})), out.held)
+    assert stopped.held == out.held
+
+
+def test_an_elastic_shrink_is_preferred_and_a_whole_take_comes_only_when_it_is_not_enough() -> None:
+    elastic = job("ns/elastic", size=3, min_workers=2)
+    rigid = job("team/rigid", size=2, min_workers=2, lending="whole", priority=-1)
+    one = borrow(snapshot(elastic, replace(rigid, key="ns/rigid", priority=0), unschedulable=1), [])
+    assert [(h.job, h.whole) for h in one.held] == [("ns/elastic", False)]
+    two = borrow(snapshot(elastic, replace(rigid, key="ns/rigid", priority=0), unschedulable=2), [])
+    assert sorted((h.job, h.whole) for h in two.held) == [("ns/elastic", False), ("ns/rigid", True)]
+
+
+def test_a_whole_take_waits_for_a_checkpoint_in_progress() -> None:
+    busy = job("ns/rigid", size=2, min_workers=2, lending="whole")
+    out = borrow(snapshot(replace(busy, checkpointing=True), unschedulable=1), [])
     assert out.held == ()
-    assert out.short == 1
-    assert "would preempt ns/rigid" in out.why_short
+    assert "ns/rigid is writing a checkpoint" in out.why_short
 
 
 def test_gives_back_only_after_the_fleet_was_calm_for_return_after() -> None:
@@ -153,6 +179,7 @@ def test_the_stored_record_round_trips() -> None:
     taken = borrow(snapshot(job(), unschedulable=2, wanted=4), []).held[0]
     calm = replace(taken, calm_since=1300.0)
     assert held_of(stored(calm)) == calm
+    assert held_of(stored(replace(calm, whole=True))).whole
 
 
 @settings(max_examples=200, deadline=None)

@@ -100,6 +100,8 @@ class World:
     pods: list[PodView] = field(default_factory=lambda: [_pod(0), _pod(1)])
     now: datetime = NOW
     plans: list[Plan] = field(default_factory=list)
+    ceiling: int | None = None
+    """What fleets' borrowed records leave the job (0: a fleet holds it whole)."""
 
     def observe(self, preempt: PreemptionRequest | None = None) -> Observed:
         return Observed(
@@ -113,6 +115,8 @@ class World:
             now=self.now,
             nodes={n: NodeView(n, True, NOW - timedelta(hours=2)) for n in ("h100-0", "h100-1")},
             preempt=preempt,
+            ceiling=self.ceiling,
+            lent_to=("ns/chat",) if self.ceiling is not None else (),
         )
 
     def step(self, preempt: PreemptionRequest | None = None, *, execute: bool = True) -> Plan:
@@ -283,6 +287,39 @@ def test_once_the_attempt_is_gone_the_job_is_admitted_again_and_resumes_from_the
     }
     assert env[checkpoint.PATH_ENV] == "s3://b/run/1200"
     assert env[checkpoint.STEP_ENV] == "1200"
+
+
+def test_a_job_a_fleet_took_whole_checkpoints_stops_and_waits_until_it_is_given_back() -> None:
+    """Ceiling 0 (a fleet's `status.borrowed` says `whole`): the controller asks for the preemption on
+    every pass; the job checkpoints, stops, and stays Queued (LentToFleet), not admitted again, until the
+    record is gone; then it resumes from the checkpoint it wrote for the fleet."""
+    lent = PreemptionRequest("LentToFleet")
+    world = World(ceiling=0)
+    asked = world.step(lent)
+    assert asked.status.preemption is not None
+    assert asked.status.preemption.reason == "LentToFleet"
+    assert asked.delete_jobs == ()
+    world.report(900)
+    world.tick(5)
+    world.step(lent)  # the answer: the attempt is stopped
+    assert world.jobs == []
+    for _ in range(3):
+        held = world.step(lent)
+        assert not held.needs_admission
+        assert held.create_attempt is None
+        admitted = next(c for c in held.status.conditions if c.type == "Admitted")
+        assert (held.status.phase, admitted.status, admitted.reason) == ("Queued", "False", "LentToFleet")
+        assert "lent to InferenceFleet ns/chat" in (held.status.message or "")
+        world.tick(60)
+    [record] = world.status.preemptions
+    assert (record.reason, record.outcome, record.checkpoint_step) == ("LentToFleet", "checkpointed", 900)
+    assert world.status.restarts == 0
+
+    world.ceiling = None  # the fleet gave it back
+    back = world.step()
+    assert back.create_attempt == 0
+    assert stored_checkpoint(world.status) is not None
+    assert checkpoint.resume_env(stored_checkpoint(world.status))[checkpoint.STEP_ENV] == "900"
 
 
 def test_a_job_with_nothing_running_drops_the_request_and_consumes_the_annotation() -> None:

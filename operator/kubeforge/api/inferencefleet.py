@@ -350,7 +350,8 @@ MAX_BORROWED = 16
 
 class Borrowed(KubeModel):
     """GPUs this fleet took from one TrainingJob (`docs/arbitration.md`). The fleet is the only writer of
-    this record; the job's controller reads it and keeps the job at most at `fromWorkers - workers`."""
+    this record; the job's controller reads it and keeps the job at most at `fromWorkers - workers`, or
+    stopped while an entry says `whole`."""
 
     job: str = Field(max_length=317)
     """`<namespace>/<name>` of the TrainingJob."""
@@ -369,6 +370,10 @@ class Borrowed(KubeModel):
     """When the workers were taken (RFC 3339)."""
     calm_since: str | None = None
     """Since when the fleet has wanted no more than it could run without these GPUs."""
+    whole: bool = False
+    """The job was preempted whole (it is `spec.preemptible`, and asked for a checkpoint first): it stays
+    `Queued` (`LentToFleet`) until every fleet holding it whole gives it back, then resumes from its
+    checkpoint."""
 
 
 class InferenceFleetStatus(KubeModel):

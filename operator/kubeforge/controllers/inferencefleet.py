@@ -300,7 +300,7 @@ class InferenceFleetController:
             job: [h for fleet, held in by_fleet.items() if fleet != key for h in held]
             for job, by_fleet in lending.records(self.caches).items()
         }
-        jobs, present = lending.trainings(self.caches, priorities)
+        jobs, present = lending.trainings(self.caches, priorities, self._now())
         ledger = self.caches.capacity()
         gpu_type = spec.resources.gpu_type
         return arbitration.Borrowing(

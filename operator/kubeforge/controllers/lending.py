@@ -5,6 +5,7 @@ in `kubeforge.policy.arbitration`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -15,20 +16,26 @@ from kubeforge.kube.client import Obj
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import INFERENCEFLEET, JOB, POD, TRAININGJOB
 from kubeforge.policy import arbitration, training
+from kubeforge.policy.conditions import parse_time
 from kubeforge.policy.status import parse_status
 
 _FINISHED = ("Succeeded", "Failed")
 
 
 def records(caches: Reader) -> dict[str, dict[str, list[arbitration.Held]]]:
-    """Every fleet's `status.borrowed`, by job and then by fleet; a fleet being deleted holds nothing."""
-    statuses = {
-        f"{f['metadata']['namespace']}/{f['metadata']['name']}": parse_status(
-            InferenceFleetStatus, f.get("status")
-        )
-        for f in caches.list(INFERENCEFLEET)
-        if not (f.get("metadata") or {}).get("deletionTimestamp")
-    }
+    """Every fleet's `status.borrowed`, by job and then by fleet; a fleet being deleted holds nothing.
+
+    Read on every TrainingJob pass, so only fleets whose raw status has a record are parsed (a dict
+    lookup for every other fleet): parsing each fleet's whole status made one pass cost O(fleets) model
+    validations, which at a thousand fleets blocked the event loop long enough to lose the Lease."""
+    statuses: dict[str, InferenceFleetStatus | None] = {}
+    for f in caches.list(INFERENCEFLEET):
+        meta = f.get("metadata") or {}
+        raw = (f.get("status") or {}).get("borrowed")
+        if not raw or meta.get("deletionTimestamp"):
+            continue
+        key = f"{meta['namespace']}/{meta['name']}"
+        statuses[key] = parse_status(InferenceFleetStatus, {"borrowed": raw})
     return arbitration.held_by_job(statuses)
 
 
@@ -58,10 +65,11 @@ def lending_of(spec: TrainingJobSpec) -> arbitration.Lending:
 
 
 def trainings(
-    caches: Reader, values: Mapping[str | None, int]
+    caches: Reader, values: Mapping[str | None, int], now: datetime
 ) -> tuple[list[arbitration.Training], frozenset[str]]:
     """The running TrainingJobs with their running workers (highest rank first, the order an elastic
-    job gives them up), and the keys of every job that exists and has not finished."""
+    job gives them up), what a preemption now would lose (work since the last checkpoint, or since the
+    start), and the keys of every job that exists and has not finished."""
     jobs: list[arbitration.Training] = []
     present: set[str] = set()
     for obj in caches.list(TRAININGJOB):
@@ -89,6 +97,8 @@ def trainings(
         )
         workers = tuple(arbitration.Worker(v.name, str(v.node), v.gpus) for v in running)
         gpu_type = spec.resources.gpu_type
+        started = parse_time(status.start_time)
+        saved = parse_time(status.checkpoint.time) if status.checkpoint is not None else None
         jobs.append(
             arbitration.Training(
                 key=key,
@@ -98,9 +108,16 @@ def trainings(
                 lending=lending_of(spec),
                 products=gpu_products(gpu_type) if gpu_type else None,
                 refuses=_refuses(spec),
+                checkpointing=status.preemption is not None,
+                seconds_since_checkpoint=_seconds(now, saved),
+                seconds_running=_seconds(now, started) or 0.0,
             )
         )
     return jobs, frozenset(present)
+
+
+def _seconds(now: datetime, since: datetime | None) -> float | None:
+    return max(0.0, (now - since).total_seconds()) if since is not None else None
 
 
 def _refuses(spec: TrainingJobSpec) -> str:

@@ -8,7 +8,7 @@ This module only gathers what the policy needs and carries out its plan in the o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,7 +58,7 @@ from kubeforge.kube.kinds import (
 )
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
-from kubeforge.policy import arbitration, capacity, checkpoint, gangs, training
+from kubeforge.policy import arbitration, capacity, checkpoint, elastic, gangs, training
 from kubeforge.policy import objective as objectives
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
@@ -212,6 +212,8 @@ class TrainingJobController:
         if any(p.node is not None and not p.terminal for p in pod_views):
             nodes = {n.name: n for n in (training.node_view(o) for o in self.caches.list(NODE))}
         key = f"{namespace}/{name}"
+        lenders = self._lenders(key)
+        ceiling = _ceiling(spec, lenders)
         observed = training.Observed(
             name=name,
             namespace=namespace,
@@ -227,8 +229,9 @@ class TrainingJobController:
             currency=self.config.catalog.currency,
             usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
             policy=derived.entries,
-            ceiling=self._ceiling(key, spec),
-            preempt=self._preempt_request(obj, status),
+            ceiling=ceiling,
+            lent_to=tuple(sorted(lenders)) if ceiling is not None else (),
+            preempt=self._preempt_request(obj, status, ceiling),
         )
         plan = training.decide(observed)
         if plan.needs_admission:
@@ -267,23 +270,20 @@ class TrainingJobController:
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
-    def _ceiling(self, key: str, spec: TrainingJobSpec) -> int | None:
-        """The most workers fleets that borrowed from this elastic job leave it, from their records
-        (`status.borrowed`, read from the fleet cache: a restarted operator derives the same)."""
-        if spec.elastic is None:
-            return None
-        held = self._lenders(key)
-        return arbitration.ceiling([h for entries in held.values() for h in entries])
-
     def _lenders(self, key: str) -> dict[str, list[arbitration.Held]]:
         return lending.records(self.caches).get(key, {})
 
-    def _preempt_request(self, obj: Obj, status: TrainingJobStatus) -> training.PreemptionRequest | None:
-        """A preemption asked for by the operator (`preempt()`) or by a user: a new value of the job's
-        `kubeforge.dev/preempt` annotation (the operator never writes the object's metadata back; the
-        status remembers the value it acted on)."""
+    def _preempt_request(
+        self, obj: Obj, status: TrainingJobStatus, ceiling: int | None
+    ) -> training.PreemptionRequest | None:
+        """A preemption asked for by the operator (`preempt()`, or a fleet holding the job whole: ceiling
+        0, asked again every pass until the attempt is stopped, so a restart picks it up from the fleet's
+        record) or by a user: a new value of the job's `kubeforge.dev/preempt` annotation (the operator
+        never writes the object's metadata back; the status remembers the value it acted on)."""
         meta = obj["metadata"]
         reason = self._preempt.get((meta["namespace"], meta["name"]))
+        if reason is None and ceiling == 0:
+            reason = elastic.LENT_TO_FLEET
         if reason is not None:
             return training.PreemptionRequest(reason)
         value = (meta.get("annotations") or {}).get(PREEMPT_ANNOTATION)
@@ -564,6 +564,14 @@ class TrainingJobController:
         if resize is not None and resize != training.parse_status(old_raw).last_resize:
             direction = "up" if resize.to > resize.from_ else "down"
             exposition.TRAINING_RESIZES.labels(namespace, direction, resize.reason).inc()
+
+
+def _ceiling(spec: TrainingJobSpec, lenders: Mapping[str, Sequence[arbitration.Held]]) -> int | None:
+    """The most workers fleets that borrowed from this job leave it, from their records
+    (`status.borrowed`, read from the fleet cache: a restarted operator derives the same); 0 while a
+    fleet holds it whole (a rigid job lends nothing else)."""
+    top = arbitration.ceiling([h for entries in lenders.values() for h in entries])
+    return top if spec.elastic is not None or top == 0 else None
 
 
 def _lender_keys(old: Obj | None, new: Obj | None) -> Iterable[Key]:

@@ -27,7 +27,10 @@ cannot make a job shrink and grow every evaluation.
 
 Who writes what: a fleet records what it borrowed in its own `status.borrowed` (`borrow`), and the
 TrainingJob controller reads every fleet's record and keeps the job at `ceiling(...)` of it, so each object
-has one writer and an operator killed mid-lend finds the whole lend in the caches after a restart.
+has one writer and an operator killed mid-lend finds the whole lend in the caches after a restart. A job
+taken whole has ceiling 0: its controller asks it for a checkpoint, stops it once the checkpoint is in (or
+its grace period ends), and keeps it `Queued` until the fleet gives it back; it then resumes from that
+checkpoint like any preempted job.
 
 Pure: no Kubernetes, no clock. The controllers gather the snapshot and carry out the plan.
 """
@@ -247,14 +250,19 @@ class Held:
     since: float
     """Seconds on the clock `Borrowing.now` uses."""
     calm_since: float | None = None
+    whole: bool = False
+    """The job was taken whole: preempted after its checkpoint, held stopped until given back."""
 
 
 def ceiling(entries: Sequence[Held]) -> int | None:
     """The most workers a job may have while fleets hold `entries` of it (every fleet's, None: none):
-    the size before the first of them was taken, less every worker taken. A ceiling derived this way
-    does not move when the job shrinks to it, so a pass after the shrink asks for nothing more."""
+    the size before the first of them was taken, less every worker taken; 0 while any fleet holds it
+    whole. A ceiling derived this way does not move when the job shrinks to it, so a pass after the
+    shrink asks for nothing more."""
     if not entries:
         return None
+    if any(e.whole for e in entries):
+        return 0
     return max(1, max(e.from_workers for e in entries) - sum(e.workers for e in entries))
 
 
@@ -374,15 +382,12 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
     plan = plan_lend(need, candidates, room, b.node_products)
     have = fitting(room, need, b.node_products)
     lent: list[Held] = []
-    preempts: list[str] = []
     sizes = {job.key: len(job.workers) for job in jobs}
     mins = {job.key: job.min_workers for job in jobs}
     reasons_after: dict[str, str] = {}
     for take in plan.takes:
-        if take.preempt:
-            # Whole-job preemption needs the checkpoint path; until it is wired it is only reported.
-            preempts.append(take.job)
-            continue
+        # A whole take frees its GPUs once the job's checkpoint is in (or its grace period ran out);
+        # until then they count as room for this fleet alone, like a shrink not yet done.
         for w in take.workers:
             room[w.node] = room.get(w.node, 0) + w.gpus
         now_fits = fitting(room, need, b.node_products)
@@ -395,17 +400,15 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
             replicas=made,
             for_replicas=b.wanted,
             since=b.now,
+            whole=take.preempt,
         )
         lent.append(entry)
         kept = _merge(kept, entry)
-        if sizes[take.job] - len(take.workers) <= mins[take.job]:
+        if not take.preempt and sizes[take.job] - len(take.workers) <= mins[take.job]:
             reasons_after[take.job] = f"is down to its minWorkers ({mins[take.job]})"
     short = max(0, need.replicas - have)
     reasons = {**skipped, **plan.skipped, **(reasons_after if short else {})}
     why = "; ".join(f"{job} {reason}" for job, reason in sorted(reasons.items()))
-    if preempts:
-        note = "would preempt " + ", ".join(sorted(preempts)) + " (whole-job preemption is not done yet)"
-        why = f"{why}; {note}" if why else note
     if short and not why:
         why = NOTHING_TO_LEND
     return Borrowed(tuple(kept), tuple(lent), tuple(returned), short, why)
@@ -426,6 +429,7 @@ def _merge(held: Sequence[Held], take: Held) -> list[Held]:
                     replicas=entry.replicas + take.replicas,
                     for_replicas=take.for_replicas,
                     since=entry.since,
+                    whole=entry.whole or take.whole,
                 )
             )
             merged = True
@@ -459,6 +463,7 @@ def held_of(entry: api.Borrowed) -> Held:
         for_replicas=entry.for_replicas,
         since=_seconds(entry.since) or 0.0,
         calm_since=_seconds(entry.calm_since),
+        whole=entry.whole,
     )
 
 
@@ -472,6 +477,7 @@ def stored(held: Held) -> api.Borrowed:
         for_replicas=held.for_replicas,
         since=_stamp(held.since),
         calm_since=_stamp(held.calm_since) if held.calm_since is not None else None,
+        whole=held.whole,
     )
 
 

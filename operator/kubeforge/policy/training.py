@@ -313,7 +313,10 @@ class Observed:
     room: int | None = None
     """Elastic jobs: more whole workers the capacity ledger says fit now, once a plan asked for it."""
     ceiling: int | None = None
-    """Elastic jobs: the most workers a lender leaves the job (None: no lender; see `policy.elastic`)."""
+    """The most workers fleets that borrowed from the job leave it (None: no lender; see
+    `policy.elastic`); 0 when a fleet took it whole: it is preempted and stays `Queued` until given back."""
+    lent_to: tuple[str, ...] = ()
+    """The fleets (`<namespace>/<name>`) holding what the job lent, for its message."""
     held: Sequence[accounting.Held] = ()
     """The GPUs the job's pods hold or held, priced by their nodes (`policy.usage.held_of`)."""
     currency: str = "USD"
@@ -903,6 +906,24 @@ def _verdict(o: Observed) -> _Verdict:
         )
     # A resumed job starts its deadline clock again, as a resumed Job does.
     start_after = now if start is None or st.phase == "Suspended" else start
+    if o.ceiling == 0 and not spec.queue_name:
+        # Taken whole by a fleet (after its checkpoint): not admitted again until it is given back.
+        held_by = ", ".join(o.lent_to) or "a fleet"
+        why = (
+            f"its GPUs are lent to InferenceFleet {held_by}; it resumes from its last checkpoint once "
+            "they are given back"
+        )
+        return _Verdict(
+            phase="Queued",
+            reason=elastic.LENT_TO_FLEET,
+            message=why,
+            admitted=("False", elastic.LENT_TO_FLEET, why),
+            delete_jobs=stale,
+            next_attempt_time=None,
+            restarts=restarts,
+            start_time=start,
+            counts=counts,
+        )
     if gang_ours:
         if o.admission is None:
             return _Verdict(
@@ -1020,6 +1041,9 @@ def _elastic_resize(
     twice."""
     spec = o.spec
     assert spec.elastic is not None
+    if o.ceiling == 0:
+        # Taken whole: the preemption stops every worker after the checkpoint; no resize meanwhile.
+        return None, False, None
     bounds = elastic.Bounds(spec.elastic.min_workers, spec.elastic.max_workers)
     placed = {p.index for p in pods if p.node is not None or p.terminal}
     settled = _placed_prefix(placed, size) >= size and not any(p.deleting for p in pods)
