@@ -286,16 +286,36 @@ class TestLatency:
         assert decision.desired <= 2
         assert decision.reason != "ScaleUp"
 
-    @pytest.mark.parametrize(("last_rate", "learned"), [(50.0, 16.0), (10.0, 10.0 / 3), (None, 10.0 / 3)])
-    def test_no_breach_is_learned_while_the_load_falls(self, last_rate: float | None, learned: float) -> None:
-        """Load just dropped from 50 to 10 rps: latency over the window still carries the backlog. A
-        breach read now at 3.3 rps per replica would floor every later scale-down of the idling fleet
-        (it kept a fleet at 3 replicas at 1 rps for good); at a steady rate it is a real breach."""
+    @pytest.mark.parametrize(
+        ("recent", "learned"),
+        [
+            (((-2, 50.0, 3),), 16.0),  # the load just fell from 50
+            (((-8, 50.0, 3), (-6, 30.0, 3), (-4, 10.0, 3), (-2, 10.0, 3)), 16.0),  # settled, window not
+            (((-12, 50.0, 3), (-4, 10.0, 3), (-2, 10.0, 3)), 10.0 / 3),  # the 50 is out of the window
+            (((-4, 10.0, 1), (-2, 10.0, 3)), 16.0),  # the window's latency came from one replica
+            (((-2, 10.0, 3),), 10.0 / 3),  # steady: a real breach
+            ((), 10.0 / 3),  # nothing known (a restart): learned
+        ],
+    )
+    def test_no_breach_is_learned_from_a_window_another_load_made(
+        self, recent: tuple[tuple[int, float, int], ...], learned: float
+    ) -> None:
+        """Load dropped from 50 to 10 rps: latency over the 10 s window still carries the backlog, even
+        once the rate reads steady. A breach read now at 3.3 rps per replica would floor every later
+        scale-down of the idling fleet (it kept a fleet at 3 replicas at 1 rps for good, and a borrowing
+        fleet from ever giving its GPUs back); once the window holds only this load, it is a real one."""
         spec = auto(metric="latencyP95", target=0.5, stableWindowSeconds=10, panicThreshold=100)
-        memory = Memory(desired=3, breach_rate=16.0, last_rate=last_rate)
+        memory = Memory(desired=3, breach_rate=16.0, recent=tuple((at(t), r, n) for t, r, n in recent))
         decision = decide(spec, Reading(stable=2.0, rate=10.0), obs(3), memory, at(0))
         assert decision.memory.breach_rate == pytest.approx(learned)
-        assert decision.memory.last_rate == 10.0
+        assert decision.memory.recent[-1] == (at(0), 10.0, 3)
+        assert all(t >= at(-10) for t, _, _ in decision.memory.recent), "only the last window is kept"
+
+    def test_meeting_the_target_is_learned_whatever_the_window_held(self) -> None:
+        spec = auto(metric="latencyP95", target=0.5, stableWindowSeconds=10, panicThreshold=100)
+        memory = Memory(desired=3, breach_rate=2.0, recent=((at(-2), 50.0, 3),))
+        decision = decide(spec, Reading(stable=0.3, rate=10.0), obs(3), memory, at(0))
+        assert decision.memory.breach_rate == pytest.approx(10.0 / 3 * 1.1)
 
     def test_nothing_is_learned_in_panic(self) -> None:
         spec = auto(metric="latencyP95", target=0.5)

@@ -17,9 +17,10 @@ The rules, in the order they apply:
    remembers the lowest request rate per replica at which it saw the target broken
    (`breach_rate`), and never scales down to a count that would put more than
    `(1 - tolerance) * breach_rate` on each replica. Each breach lowers it; meeting the target at or
-   above it raises it to just above that rate; nothing is learned while in panic (a draining backlog
-   keeps latency high after the load has gone). So a fleet may step down once into a breach it had no
-   way to know of, and learns from it. Without a request-rate reading it does not scale down.
+   above it raises it to just above that rate; no breach is learned while in panic (a draining backlog
+   keeps latency high after the load has gone), nor while the stable window holds a higher rate or
+   fewer ready replicas than now (its latency is that load's). So a fleet may step down once into a
+   breach it had no way to know of, and learns from it. Without a request-rate reading it does not scale down.
 3. Tolerance: within `tolerance` of the target, keep the current count. A latency target is a ceiling:
    for latency metrics the band is `[target * (1 - tolerance), target]`, so a fleet never settles above it.
 4. Panic: when the panic window asks for `panicThreshold` times the ready replicas, scale up at once
@@ -100,9 +101,9 @@ class Memory:
     """Lowest per-replica request rate seen to break a latency target (latency metrics only)."""
     idle_since: datetime | None = None
     last_scale_time: datetime | None = None
-    last_rate: float | None = None
-    """The request rate the previous evaluation of this process read (not kept in status: after a
-    restart the first evaluation has none)."""
+    recent: tuple[tuple[datetime, float, int], ...] = ()
+    """(time, request rate, ready replicas) of this process's evaluations over the last stable window:
+    the load the window's latency came from (not kept in status: after a restart there is none)."""
 
 
 @dataclass(frozen=True)
@@ -293,14 +294,19 @@ def decide(
     # Learn from stable conditions only: in panic, latency still carries the backlog of the burst (it
     # lags the load), so it says nothing about what a replica can carry. The breach that triggers a
     # panic is still learned: the evaluation that sees it is not yet in panic.
-    # Nor while the load falls: latency then still carries the backlog of the load just gone, and the
-    # low rate it is read at would floor every later scale-down of a fleet that now idles.
-    falling = (
-        reading.rate is not None
-        and memory.last_rate is not None
-        and reading.rate < memory.last_rate * (1 - spec.tolerance)
+    # Nor from a window whose latency another load made: while the rate was higher (or the fleet had
+    # fewer ready replicas) at any evaluation of the last stable window, latency still carries that
+    # load's backlog, and a breach read at today's lower rate per replica would floor every later
+    # scale-down of a fleet that now idles. Comparing with the last evaluation alone was not enough: a
+    # rate that has just settled after a drop reads steady while the window still holds the backlog.
+    # (Request counters count completions, so a draining backlog itself reads as a higher rate: the
+    # window is clean once a whole stable window of readings is back at today's rate.)
+    since = now - timedelta(seconds=spec.stable_window_seconds)
+    recent = tuple(r for r in memory.recent if r[0] >= since)
+    other_load = reading.rate is not None and any(
+        rate > reading.rate * (1 + spec.tolerance) or ready_then < ready for _, rate, ready_then in recent
     )
-    if metric in SLO_METRICS and panic_until is None and not (falling and value > target):
+    if metric in SLO_METRICS and panic_until is None and not (other_load and value > target):
         breach_rate = update_breach_rate(
             breach_rate, value=value, target=target, tolerance=spec.tolerance, rate=reading.rate, ready=ready
         )
@@ -383,7 +389,7 @@ def decide(
         recommendations=recommendations,
         breach_rate=breach_rate,
         idle_since=idle_since,
-        last_rate=reading.rate,
+        recent=recent if reading.rate is None else (*recent, (now, reading.rate, ready)),
     )
     return _finish(
         spec,
