@@ -15,6 +15,7 @@ from kubeforge.controllers.runtime import (
     Watch,
     WorkQueue,
     label_keys,
+    listed_converged,
     owner_keys,
 )
 from kubeforge.kube.client import NotOursError
@@ -220,3 +221,44 @@ async def test_a_name_taken_by_another_owner_is_a_warning_on_the_object_and_is_r
     await settle(0.6)
     assert len(ctrl.passes) == 2, "retried with backoff"
     await runtime.stop()
+
+
+async def test_low_priority_keys_wait_behind_normal_ones_and_move_up_on_a_normal_add() -> None:
+    queue = WorkQueue("test")
+    for i in range(3):
+        queue.add(("ns", f"converged-{i}"), low=True)
+    queue.add(("ns", "changed"))
+    queue.add(("ns", "converged-2"))  # a real event for a key waiting at low priority
+    queue.add(("ns", "converged-0"), low=True)  # already queued: nothing changes
+    assert len(queue) == 4
+    order = []
+    for _ in range(4):
+        key = await queue.get()
+        order.append(key[1])
+        queue.done(key)
+    assert order == ["changed", "converged-2", "converged-0", "converged-1"]
+    assert len(queue) == 0
+    # A key moved up and processed leaves a stale low entry behind: it is skipped, never served twice.
+    queue.add(("ns", "again"), low=True)
+    queue.add(("ns", "again"))
+    key = await queue.get()
+    queue.done(key)
+    queue.add(("ns", "other"), low=True)
+    assert (await queue.get()) == ("ns", "other")
+    assert len(queue) == 0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "low"),
+    [
+        (None, {"metadata": {"generation": 2}, "status": {"observedGeneration": 2}}, True),
+        (None, {"metadata": {"generation": 3}, "status": {"observedGeneration": 2}}, False),
+        (None, {"metadata": {"generation": 1}}, False),
+        ({"metadata": {}}, {"metadata": {"generation": 2}, "status": {"observedGeneration": 2}}, False),
+        ({"metadata": {"generation": 2}}, None, False),
+    ],
+)
+def test_only_objects_listed_converged_wait_at_low_priority(
+    old: Obj | None, new: Obj | None, low: bool
+) -> None:
+    assert listed_converged(old, new) is low

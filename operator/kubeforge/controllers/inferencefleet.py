@@ -37,6 +37,7 @@ from kubeforge.api.objective import PodPolicy
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
 from kubeforge.controllers import lending
+from kubeforge.controllers.facts import ClusterFactsMemo
 from kubeforge.controllers.ownership import (
     clear_conflict,
     priority_class_refusal,
@@ -134,6 +135,7 @@ class InferenceFleetController:
             source = PrometheusSource(config.prometheus_url)
         self.source = source
         self._now = clock or (lambda: datetime.now(UTC))
+        self._cluster_facts = ClusterFactsMemo()
         self._monotonic = monotonic or time.monotonic
         self._fleets: dict[Key, _Fleet] = {}
         self._waiting: set[Key] = set()
@@ -496,7 +498,7 @@ class InferenceFleetController:
 
     def _facts(self) -> objectives.ClusterFacts:
         """The GPU nodes an objective chooses between, from the node cache."""
-        return objectives.cluster_facts(self.caches.list(NODE), self.config.catalog)
+        return self._cluster_facts(self.caches.list(NODE), self.config.catalog)
 
     def _pod_policy(self, spec: InferenceFleetSpec) -> PodPolicy:
         """What the objective of `spec` (the fleet's, or a revision's stored one) derives for its pods."""

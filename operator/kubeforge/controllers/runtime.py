@@ -87,10 +87,18 @@ class Controller(Protocol):
 @dataclass
 class WorkQueue:
     """client-go's workqueue semantics: a key is queued at most once, processed by one worker at a time,
-    and queued again after `done` if it was added while processing. Delayed adds keep the earliest time."""
+    and queued again after `done` if it was added while processing. Delayed adds keep the earliest time.
+
+    Two priorities, as controller-runtime's priority queue has: `low` adds (objects already converged
+    when listed, periodic resyncs) are served only when nothing else waits, and a normal add of a key
+    waiting at low priority moves it up. A leader that starts with a thousand converged objects then
+    reconciles a change made meanwhile first, instead of after the whole startup burst."""
 
     name: str
     _queue: deque[Key] = field(default_factory=deque)
+    _low: deque[Key] = field(default_factory=deque)
+    _low_keys: set[Key] = field(default_factory=set)
+    """Keys waiting in `_low` only; `_low` may hold stale entries of keys moved up, skipped by `get`."""
     _dirty: set[Key] = field(default_factory=set)
     _processing: set[Key] = field(default_factory=set)
     _added_at: dict[Key, float] = field(default_factory=dict)
@@ -100,21 +108,34 @@ class WorkQueue:
     _shutdown: bool = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._low_keys)
 
-    def add(self, key: Key) -> None:
-        if self._shutdown or key in self._dirty:
+    def add(self, key: Key, *, low: bool = False) -> None:
+        if self._shutdown:
+            return
+        if key in self._dirty:
+            if not low and key in self._low_keys:
+                self._low_keys.discard(key)
+                self._enqueue(key)
             return
         exposition.WORKQUEUE_ADDS.labels(self.name).inc()
         self._dirty.add(key)
         self._added_at.setdefault(key, time.monotonic())
         if key in self._processing:
             return
-        self._enqueue(key)
+        if low:
+            self._low_keys.add(key)
+            self._low.append(key)
+            self._wake()
+        else:
+            self._enqueue(key)
 
     def _enqueue(self, key: Key) -> None:
         self._queue.append(key)
-        exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        self._wake()
+
+    def _wake(self) -> None:
+        exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self))
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -158,14 +179,20 @@ class WorkQueue:
             timer.cancel()
 
     async def get(self) -> Key:
-        while not self._queue:
+        while not self._queue and not self._low_keys:
             if self._shutdown:
                 raise asyncio.CancelledError
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
-        key = self._queue.popleft()
-        exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        if self._queue:
+            key = self._queue.popleft()
+        else:
+            key = self._low.popleft()
+            while key not in self._low_keys:  # moved up (and maybe already processed) since
+                key = self._low.popleft()
+            self._low_keys.discard(key)
+        exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self))
         self._processing.add(key)
         self._dirty.discard(key)
         added = self._added_at.pop(key, None)
@@ -211,7 +238,9 @@ class Runtime:
         obj = new if new is not None else old
         assert obj is not None
         meta = obj.get("metadata") or {}
-        self.queue.add((str(meta.get("namespace") or ""), str(meta.get("name"))))
+        self.queue.add(
+            (str(meta.get("namespace") or ""), str(meta.get("name"))), low=listed_converged(old, new)
+        )
 
     def _mapped(self, mapper: Mapper) -> Callable[[Obj | None, Obj | None], None]:
         def handler(old: Obj | None, new: Obj | None) -> None:
@@ -294,7 +323,7 @@ class Runtime:
         while True:
             await asyncio.sleep(self.config.resync_seconds)
             for namespace, name in list(informer.store.objects):
-                self.queue.add((namespace, name))
+                self.queue.add((namespace, name), low=True)
 
     async def stop(self) -> None:
         await self.queue.shutdown()
@@ -307,6 +336,15 @@ class Runtime:
             result = close()
             if asyncio.iscoroutine(result):
                 await result
+
+
+def listed_converged(old: Obj | None, new: Obj | None) -> bool:
+    """An object first seen (a list: the operator's start, a relist) whose status already reports its
+    current generation: its pass is a check, not pending work, so it waits behind real changes."""
+    if old is not None or new is None:
+        return False
+    seen = (new.get("status") or {}).get("observedGeneration")
+    return seen is not None and seen == (new.get("metadata") or {}).get("generation")
 
 
 def _keys(owners: Callable[[Mapping[str, Any]], Iterable[str]]) -> Mapper:

@@ -34,6 +34,7 @@ from kubeforge.builders.trainingjob import (
     resize_patch,
 )
 from kubeforge.controllers import lending
+from kubeforge.controllers.facts import ClusterFactsMemo
 from kubeforge.controllers.ownership import (
     PRIORITY_CLASS_NOT_ALLOWED,
     clear_conflict,
@@ -93,6 +94,7 @@ class TrainingJobController:
         self._sized: dict[str, tuple[str, int]] = {}
         """Elastic jobs this process resized, (Job, workers), until the Job cache shows the new size: a
         pass woken before the Job's watch event must not see the old size and resize again."""
+        self._cluster_facts = ClusterFactsMemo()
         self._preempt: dict[Key, str] = {}
         """Preemptions asked for by the operator itself (`preempt()`), until the next pass of the job
         records them in its status (or finds nothing to take)."""
@@ -197,7 +199,7 @@ class TrainingJobController:
         owner = Owner.of(obj)
         status = training.parse_status(obj.get("status"))
         derived = objectives.derive_training(
-            spec, self.config.catalog, objectives.cluster_facts(self.caches.list(NODE), self.config.catalog)
+            spec, self.config.catalog, self._cluster_facts(self.caches.list(NODE), self.config.catalog)
         )
         if status.phase not in ("Succeeded", "Failed"):
             service = build_service(spec, owner)
