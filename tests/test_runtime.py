@@ -262,3 +262,23 @@ def test_only_objects_listed_converged_wait_at_low_priority(
     old: Obj | None, new: Obj | None, low: bool
 ) -> None:
     assert listed_converged(old, new) is low
+
+
+async def test_one_low_priority_key_at_a_time_while_normal_keys_go_past() -> None:
+    queue = WorkQueue("test")
+    queue.add(("ns", "low-a"), low=True)
+    queue.add(("ns", "low-b"), low=True)
+    first = await queue.get()
+    assert first == ("ns", "low-a")
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0.01)
+    assert not second.done(), "a second low key waits for the first to be done"
+    queue.add(("ns", "changed"))
+    assert (await asyncio.wait_for(second, timeout=1.0)) == ("ns", "changed")
+    queue.done(("ns", "changed"))
+    third = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0.01)
+    assert not third.done()
+    queue.done(first)
+    assert (await asyncio.wait_for(third, timeout=1.0)) == ("ns", "low-b")
+    await queue.shutdown()

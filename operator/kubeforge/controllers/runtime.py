@@ -92,15 +92,20 @@ class WorkQueue:
     Two priorities, as controller-runtime's priority queue has: `low` adds (objects already converged
     when listed, periodic resyncs) are served only when nothing else waits, and a normal add of a key
     waiting at low priority moves it up. A leader that starts with a thousand converged objects then
-    reconciles a change made meanwhile first, instead of after the whole startup burst."""
+    reconciles a change made meanwhile first, instead of after the whole startup burst. At most
+    `low_workers` low keys are processed at once: a converged object's pass is CPU work without a wait
+    in between, so more of them at once do not finish sooner on one event loop, they only delay every
+    await of the passes that do real work (a failover's first new fleet waited seconds behind them)."""
 
     name: str
+    low_workers: int = 1
     _queue: deque[Key] = field(default_factory=deque)
     _low: deque[Key] = field(default_factory=deque)
     _low_keys: set[Key] = field(default_factory=set)
     """Keys waiting in `_low` only; `_low` may hold stale entries of keys moved up, skipped by `get`."""
     _dirty: set[Key] = field(default_factory=set)
     _processing: set[Key] = field(default_factory=set)
+    _low_processing: set[Key] = field(default_factory=set)
     _added_at: dict[Key, float] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
@@ -179,7 +184,7 @@ class WorkQueue:
             timer.cancel()
 
     async def get(self) -> Key:
-        while not self._queue and not self._low_keys:
+        while not self._queue and not (self._low_keys and len(self._low_processing) < self.low_workers):
             if self._shutdown:
                 raise asyncio.CancelledError
             waiter = asyncio.get_running_loop().create_future()
@@ -192,6 +197,7 @@ class WorkQueue:
             while key not in self._low_keys:  # moved up (and maybe already processed) since
                 key = self._low.popleft()
             self._low_keys.discard(key)
+            self._low_processing.add(key)
         exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self))
         self._processing.add(key)
         self._dirty.discard(key)
@@ -204,6 +210,10 @@ class WorkQueue:
         self._processing.discard(key)
         if key in self._dirty:
             self._enqueue(key)
+        if key in self._low_processing:
+            self._low_processing.discard(key)
+            if self._low_keys:
+                self._wake()
 
     async def shutdown(self) -> None:
         self._shutdown = True
