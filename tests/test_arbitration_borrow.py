@@ -210,3 +210,30 @@ def test_borrowed_never_exceeds_offers_nor_goes_below_min(
         assert top is None or top >= j.min_workers
     # Never more than the breach asks for: each replica needs 2 GPUs, one worker frees 2.
     assert sum(h.workers for h in held) <= unschedulable
+
+
+def test_workers_being_deleted_are_room_on_its_way_and_nothing_more_is_taken() -> None:
+    """After a restart mid-shrink: the job runs at its ceiling while the taken workers are still being
+    deleted (their GPUs not free yet). They are this fleet's room: a second take would lend one worker
+    too many, and a record larger than its replicas never goes back."""
+    first = borrow(snapshot(job(), unschedulable=2, wanted=4), [])
+    assert first.held[0].workers == 2
+    shrinking = replace(job(size=2), departing=job().workers[:2])
+    again = borrow(snapshot(shrinking, unschedulable=2, wanted=4, now=1010.0), first.held)
+    assert again.lent == ()
+    assert again.short == 0
+    assert again.held == first.held
+
+
+def test_a_later_take_keeps_the_give_back_threshold_of_the_first() -> None:
+    """Wanted 4 with room for 2: two workers for two replicas (gives back at 2). A later take made while
+    the fleet asked for fewer (3, capped while pods were unschedulable) must not lower that threshold
+    below what the fleet can run without the loan."""
+    first = borrow(snapshot(job(), unschedulable=2, wanted=4), [])
+    later = borrow(snapshot(job(size=2, min_workers=1), unschedulable=1, wanted=3, now=1100.0), first.held)
+    [entry] = later.held
+    assert (entry.workers, entry.replicas) == (3, 3)
+    assert entry.for_replicas - entry.replicas == 2, "gives back once it wants no more than it had"
+    calm = borrow(snapshot(job(size=1), unschedulable=0, wanted=2, now=1200.0), later.held)
+    back = borrow(snapshot(job(size=1), unschedulable=0, wanted=2, now=1500.0), calm.held)
+    assert back.held == ()

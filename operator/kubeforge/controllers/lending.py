@@ -67,9 +67,10 @@ def lending_of(spec: TrainingJobSpec) -> arbitration.Lending:
 def trainings(
     caches: Reader, values: Mapping[str | None, int], now: datetime
 ) -> tuple[list[arbitration.Training], frozenset[str]]:
-    """The running TrainingJobs with their running workers (highest rank first, the order an elastic
-    job gives them up), what a preemption now would lose (work since the last checkpoint, or since the
-    start), and the keys of every job that exists and has not finished."""
+    """The TrainingJobs holding GPUs, with their running workers (highest rank first, the order an
+    elastic job gives them up) and those being deleted, what a preemption now would lose (work since
+    the last checkpoint, or since the start), and the keys of every job that exists and has not
+    finished."""
     jobs: list[arbitration.Training] = []
     present: set[str] = set()
     for obj in caches.list(TRAININGJOB):
@@ -80,7 +81,7 @@ def trainings(
         if meta.get("deletionTimestamp") or status.phase in _FINISHED:
             continue
         present.add(key)
-        if status.phase != "Running":
+        if status.phase not in ("Running", "Queued", "Pending"):
             continue
         try:
             spec = TrainingJobSpec.model_validate(obj.get("spec") or {})
@@ -91,10 +92,15 @@ def trainings(
             str(j["metadata"].get("uid")) for j in caches.list(JOB, namespace) if controller_uid(j) == uid
         ]
         views = [training.pod_view(p) for p in caches.controlled(POD, namespace, owned)]
+        bound = [v for v in views if v.node is not None and not v.terminal]
+        # Only a Running job offers workers; one being stopped (Queued after a preemption) still has
+        # departing workers whose GPUs a fleet that took them counts as its room.
         running = sorted(
-            (v for v in views if v.node is not None and not v.terminal and not v.deleting),
-            key=lambda v: -(v.index or 0),
+            (v for v in bound if not v.deleting and status.phase == "Running"), key=lambda v: -(v.index or 0)
         )
+        departing = sorted((v for v in bound if v.deleting), key=lambda v: -(v.index or 0))
+        if not running and not departing:
+            continue
         workers = tuple(arbitration.Worker(v.name, str(v.node), v.gpus) for v in running)
         gpu_type = spec.resources.gpu_type
         started = parse_time(status.start_time)
@@ -108,6 +114,7 @@ def trainings(
                 lending=lending_of(spec),
                 products=gpu_products(gpu_type) if gpu_type else None,
                 refuses=_refuses(spec),
+                departing=tuple(arbitration.Worker(v.name, str(v.node), v.gpus) for v in departing),
                 checkpointing=status.preemption is not None,
                 seconds_since_checkpoint=_seconds(now, saved),
                 seconds_running=_seconds(now, started) or 0.0,

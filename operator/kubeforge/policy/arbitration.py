@@ -80,6 +80,8 @@ class Training:
     refuses: str = ""
     """Why a job that lends nothing does (`preemptible: false`, admitted by Kueue, rigid), for the fleet's
     message."""
+    departing: tuple[Worker, ...] = ()
+    """Workers being deleted that still hold their GPUs (a shrink or a preemption under way)."""
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ class Borrowing:
     unschedulable: int
     """The fleet's pods the scheduler cannot place: the replicas it wants and has no room for."""
     jobs: Sequence[Training]
-    """Running TrainingJobs with every running worker (none taken out yet)."""
+    """TrainingJobs holding GPUs with every running worker (none taken out yet) and departing one."""
     held_by_others: Mapping[str, Sequence[Held]] = field(default_factory=dict)
     """Other fleets' entries, by job."""
     present: frozenset[str] = frozenset()
@@ -364,8 +366,12 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
     for job in b.jobs:
         top = ceiling(by_job.get(job.key, ()))
         leaving = max(0, len(job.workers) - top) if top is not None else 0
-        mine_leaving = min(leaving, sum(e.workers for e in kept if e.job == job.key))
-        for w in job.workers[:mine_leaving]:
+        taken = sum(e.workers for e in kept if e.job == job.key)
+        mine_leaving = min(leaving, taken)
+        # Workers this fleet took that are still running, then those already being deleted (their GPUs
+        # are not free yet): room on its way, so a pass before they are gone takes no more.
+        on_the_way = [*job.workers[:mine_leaving], *job.departing[: max(0, taken - mine_leaving)]]
+        for w in on_the_way:
             room[w.node] = room.get(w.node, 0) + w.gpus
         jobs.append(replace(job, workers=job.workers[leaving:]))
 
@@ -427,7 +433,10 @@ def _merge(held: Sequence[Held], take: Held) -> list[Held]:
                     entry.gpus + take.gpus,
                     from_workers=entry.from_workers,
                     replicas=entry.replicas + take.replicas,
-                    for_replicas=take.for_replicas,
+                    # What the fleet could run without any of it stays what it was at the first take:
+                    # the wanted count of a later take may be lower (a restart, a capacity-capped ask),
+                    # and a record whose give-back threshold fell below its minimum never goes back.
+                    for_replicas=entry.for_replicas + take.replicas,
                     since=entry.since,
                     whole=entry.whole or take.whole,
                 )
