@@ -38,20 +38,11 @@ from _timeline import RESULTS_DIR, utc_now  # noqa: E402
 from kubeforge_e2e import GpuSpec, NodeSpec, wait_for  # noqa: E402
 from kubeforge_e2e.api import Api  # noqa: E402
 from kubeforge_e2e.stack import serving_stack  # noqa: E402
+from kubeforge_e2e.workloads import LENDING_AUTOSCALING as AUTOSCALING  # noqa: E402
+from kubeforge_e2e.workloads import LENDING_MODEL as MODEL  # noqa: E402
 from kubeforge_e2e.workloads import fleet, trainingjob_manifest  # noqa: E402
 
 RETURN_AFTER = 10
-AUTOSCALING: dict[str, Any] = {
-    "minReplicas": 1,
-    "maxReplicas": 3,
-    "metric": "latencyP95",
-    "target": 0.5,
-    "intervalSeconds": 2,
-    "stableWindowSeconds": 10,
-    "panicWindowSeconds": 4,
-    "scaleDownStabilizationSeconds": 10,
-}
-MODEL = {"service_seconds": 0.2, "slots": 4}
 LOAD_BEFORE, LOAD_AFTER = 5, 50
 
 

@@ -24,6 +24,8 @@ from kubeforge_e2e import Kubectl, LocalCluster, wait_for
 from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
 from kubeforge_e2e.prometheus import PrometheusProcess
+from kubeforge_e2e.workloads import LENDING_AUTOSCALING as AUTOSCALING
+from kubeforge_e2e.workloads import LENDING_MODEL as MODEL
 from kubeforge_e2e.workloads import (
     Obj,
     condition,
@@ -43,19 +45,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(420)]
 
 RETURN_AFTER = 10
 """`--gpu-return-after-seconds` of these tests (the default is 300)."""
-AUTOSCALING: dict[str, Any] = {
-    "minReplicas": 1,
-    "maxReplicas": 3,
-    "metric": "latencyP95",
-    "target": 0.5,
-    "intervalSeconds": 2,
-    "stableWindowSeconds": 10,
-    "panicWindowSeconds": 4,
-    "scaleDownStabilizationSeconds": 10,
-    "tolerance": 0.1,
-}
-# The simulated server: 4 concurrent slots of 0.2 s each, so 20 requests per second per replica.
-MODEL = {"service_seconds": 0.2, "slots": 4}
 
 
 @pytest.fixture

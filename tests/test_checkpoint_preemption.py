@@ -289,6 +289,22 @@ def test_once_the_attempt_is_gone_the_job_is_admitted_again_and_resumes_from_the
     assert env[checkpoint.STEP_ENV] == "1200"
 
 
+def test_an_answer_in_the_requests_second_is_recorded_as_checkpointed() -> None:
+    """A trainer that answers within the second of the request: the stop is decided on the answer, and
+    the record says so, although the stored checkpoint's time (second precision) equals the request's."""
+    world = World()
+    world.step(PreemptionRequest("LentToFleet"))
+    world.tick(0.4)
+    world.report(1300)
+    stop = world.step()
+    assert stop.status.preemption is not None
+    assert stop.status.preemption.outcome == "checkpointed"
+    world.tick(0.3)
+    world.step()
+    [record] = world.status.preemptions
+    assert (record.outcome, record.checkpoint_step) == ("checkpointed", 1300)
+
+
 def test_a_job_a_fleet_took_whole_checkpoints_stops_and_waits_until_it_is_given_back() -> None:
     """Ceiling 0 (a fleet's `status.borrowed` says `whole`): the controller asks for the preemption on
     every pass; the job checkpoints, stops, and stays Queued (LentToFleet), not admitted again, until the

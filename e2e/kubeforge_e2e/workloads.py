@@ -303,3 +303,20 @@ def plugin_env(tmp_path: Path, cluster: LocalCluster, kubeconfigs: list[Path]) -
         [str(cluster.bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")]
     )
     return env
+
+
+LENDING_AUTOSCALING: Obj = {
+    "minReplicas": 1,
+    "maxReplicas": 3,
+    "metric": "latencyP95",
+    "target": 0.5,
+    "intervalSeconds": 2,
+    "stableWindowSeconds": 10,
+    "panicWindowSeconds": 4,
+    "scaleDownStabilizationSeconds": 10,
+    "tolerance": 0.1,
+}
+"""The fleet of the GPU-arbitration tests and benchmark: 1 to 3 replicas on p95 latency, evaluated every
+2 s, so a load step shows within seconds."""
+LENDING_MODEL: dict[str, float] = {"service_seconds": 0.2, "slots": 4}
+"""The simulated server of those fleets: 4 concurrent slots of 0.2 s, so 20 requests/s per replica."""

@@ -1644,7 +1644,10 @@ def _stopped(
     resumes from, which may be one the workers left as they stopped (then nothing was lost)."""
     requested = parse_time(stopping.requested_at) or o.now
     stopped = parse_time(stopping.stopped_at) or o.now
-    answered = best is not None and best.time > requested
+    # The stop itself may have been decided on an answer: that verdict stands. (Re-judging it from the
+    # stored checkpoint would not: status times have second precision, and an answer that came in the
+    # request's second reads as no later than the request once stored.)
+    answered = stopping.outcome == "checkpointed" or (best is not None and best.time > requested)
     outcome: PreemptionOutcome = "checkpointed" if answered else "timedOut"
     record = _record(stopping, outcome=outcome, last=best, stopped=stopped)
     where = f" at step {record.checkpoint_step}" if record.checkpoint_step is not None else ""
