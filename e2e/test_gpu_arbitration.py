@@ -143,11 +143,6 @@ def _given_back(
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known problem, cause not found yet: passes alone (about 60 s), fails beside other e2e files "
-    "on this 2-core machine (3 of 3 runs); the crash test below covers borrow and give-back",
-)
 def test_a_breaching_fleet_borrows_elastic_workers_and_gives_them_back_after_the_hysteresis(
     kubectl: Kubectl,
     namespace: str,
@@ -199,7 +194,10 @@ def test_a_breaching_fleet_borrows_elastic_workers_and_gives_them_back_after_the
     assert fleet_events, "no BorrowedGpus Event on the fleet"
     assert any(r == "LentToFleet" for _, r, _ in trainingjob_events(kubectl, namespace, "train"))
 
-    _given_back(kubectl, namespace, loadsim, rps=5)
+    # Down to 1 request/s, not to the 5 it started at: on a loaded machine the simulated server is
+    # slower too, and the fleet may rightly keep 2 replicas at 5/s, which leaves no room for the job's
+    # fifth worker.
+    _given_back(kubectl, namespace, loadsim, rps=1)
     returned = kubectl.json(
         "get", "events", "-n", namespace, "--field-selector", "reason=ReturnedGpus", "-o", "json"
     )["items"]
@@ -255,9 +253,7 @@ def test_operator_killed_mid_lend_loses_no_gpu_and_leaves_no_job_half_shrunk(
     status = _at_three_ready(kubectl, namespace)
     taken = sum(int(e["workers"]) for e in status["borrowed"])
     assert _current(kubectl, namespace) == 5 - taken, "the job is at exactly the ceiling the record implies"
-    # And the give-back completes too: no GPU stays lent, the job is back at its maximum. (The load drops
-    # further than in the test above: the autoscaler may have learned, from the backlog the restart left,
-    # a per-replica rate at which latency broke, and floors its scale-down by it.)
+    # And the give-back completes too: no GPU stays lent, the job is back at its maximum.
     _given_back(kubectl, namespace, loadsim, rps=1)
 
 

@@ -237,3 +237,16 @@ def test_a_later_take_keeps_the_give_back_threshold_of_the_first() -> None:
     calm = borrow(snapshot(job(size=1), unschedulable=0, wanted=2, now=1200.0), later.held)
     back = borrow(snapshot(job(size=1), unschedulable=0, wanted=2, now=1500.0), calm.held)
     assert back.held == ()
+
+
+def test_a_take_that_covers_part_of_the_shortfall_gives_back_only_at_what_the_fleet_ran_before() -> None:
+    """One replica placed, two missing, one worker on offer: the loan makes room for one replica. The
+    fleet could run 1 replica without it, so it gives back at 1, not at 2 (wanted 3 less 1 made)."""
+    out = borrow(snapshot(job(size=2, min_workers=1), unschedulable=2, wanted=3), [])
+    [entry] = out.held
+    assert (entry.workers, entry.replicas, out.short) == (1, 1, 1)
+    assert entry.for_replicas - entry.replicas == 1
+    at_two = borrow(snapshot(job(size=1), unschedulable=0, wanted=2, now=2000.0), out.held)
+    later = borrow(snapshot(job(size=1), unschedulable=0, wanted=2, now=2400.0), at_two.held)
+    assert [h.job for h in later.held] == [entry.job], "still held while it wants 2"
+    assert later.returned == ()

@@ -364,8 +364,9 @@ class Borrowed(KubeModel):
     replicas: int = Field(ge=0)
     """Replicas of this fleet the taken GPUs make room for."""
     for_replicas: int = Field(ge=0)
-    """Replicas the fleet wanted when it borrowed: it gives back once it wants no more than
-    `forReplicas - replicas` for the operator's `--gpu-return-after-seconds`."""
+    """Replicas the fleet could run with these GPUs when it borrowed them (what it could run without
+    them, plus `replicas`): it gives back once it wants no more than `forReplicas - replicas` for the
+    operator's `--gpu-return-after-seconds`."""
     since: str
     """When the workers were taken (RFC 3339)."""
     calm_since: str | None = None

@@ -404,7 +404,11 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
             take.gpus,
             from_workers=sizes[take.job],
             replicas=made,
-            for_replicas=b.wanted,
+            # What the fleet runs with these GPUs: what it could already run (its placed replicas,
+            # and the missing ones earlier takes made room for) plus what they make room for. Not
+            # `wanted`: a take that covers only part of the shortfall would set the give-back
+            # threshold above what the fleet can run without it, and give the GPUs back too soon.
+            for_replicas=max(0, b.wanted - b.unschedulable) + now_fits,
             since=b.now,
             whole=take.preempt,
         )
