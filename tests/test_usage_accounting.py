@@ -3,6 +3,7 @@ pods the caches show, never double counted across restarts or lost writes; budge
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from kubeforge.api.catalog import DEFAULT_CATALOG
 from kubeforge.api.usage import FleetBudget, TrainingBudget, Usage
 from kubeforge.policy.usage import (
+    CHECKPOINT_JITTER,
     Held,
     UsageReading,
     account,
@@ -20,6 +22,7 @@ from kubeforge.policy.usage import (
     fleet_budget_cap,
     held_of,
     replica_rates,
+    spread,
     training_over_budget,
     watts_per_gpu,
 )
@@ -322,3 +325,16 @@ def test_a_training_job_is_over_budget_once_its_extrapolated_cost_reaches_max_co
     assert why is not None
     assert "maxCost" in why
     assert training_over_budget(None, usage, _at(9000)) is None
+
+
+def test_checkpoint_periods_are_spread_per_object_and_stable() -> None:
+    """A thousand objects created together must not fold their usage in the same second every hour:
+    each gets the period within +-10 %, the same on every pass and after a restart."""
+    hour = timedelta(hours=1)
+    periods = [spread(hour, f"team-{i % 7}/fleet-{i:05d}") for i in range(1000)]
+    assert all(hour * (1 - CHECKPOINT_JITTER) <= p <= hour * (1 + CHECKPOINT_JITTER) for p in periods)
+    assert spread(hour, "team-0/fleet-00000") == periods[0]
+    # Over the whole 720 s window: cut in 100 slices, nearly every slice holds some, none a crowd.
+    slices = Counter(int((p - hour * (1 - CHECKPOINT_JITTER)).total_seconds() // 7.2) for p in periods)
+    assert len(slices) >= 90
+    assert max(slices.values()) < 30

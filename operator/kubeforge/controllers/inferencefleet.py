@@ -254,7 +254,9 @@ class InferenceFleetController:
             next_evaluation_in=None if fleet.next_evaluation is None else fleet.next_evaluation - now_mono,
             measured=None if measured is None else (measured[0], now_mono - measured[1]),
             catalog=self.config.catalog,
-            usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
+            usage_checkpoint=usage_policy.spread(
+                timedelta(seconds=self.config.usage_checkpoint_seconds), f"{namespace}/{name}"
+            ),
             measures_usage=isinstance(self.source, UsageSource),
         )
         if spec is None:

@@ -61,6 +61,7 @@ from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.policy import arbitration, capacity, checkpoint, elastic, gangs, training
 from kubeforge.policy import objective as objectives
+from kubeforge.policy import usage as usage_policy
 from kubeforge.policy.conditions import transitions
 from kubeforge.policy.rejection import REASON as REJECTED
 from kubeforge.policy.rejection import rejected_trainingjob_status, rejection_message
@@ -229,7 +230,9 @@ class TrainingJobController:
             max_schedule_timeout_seconds=self.config.max_schedule_timeout_seconds,
             held=held_gpus(self.caches, pod_views, spec.resources.gpu_type, self.config),
             currency=self.config.catalog.currency,
-            usage_checkpoint=timedelta(seconds=self.config.usage_checkpoint_seconds),
+            usage_checkpoint=usage_policy.spread(
+                timedelta(seconds=self.config.usage_checkpoint_seconds), key
+            ),
             policy=derived.entries,
             ceiling=ceiling,
             lent_to=tuple(sorted(lenders)) if ceiling is not None else (),

@@ -35,6 +35,7 @@ has it (`dcgm`); else idle + utilization x (TDP - idle) when the GPU utilization
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +47,19 @@ from kubeforge.api.usage import EnergySource, FleetBudget, TrainingBudget, Usage
 from kubeforge.policy.conditions import format_time, parse_time
 
 DEFAULT_CHECKPOINT = timedelta(hours=1)
+CHECKPOINT_JITTER = 0.1
+"""Each object's checkpoint period is the configured one within +-10 %, fixed per object."""
+
+
+def spread(checkpoint: timedelta, key: str) -> timedelta:
+    """`checkpoint` moved by up to `CHECKPOINT_JITTER` either way, by a fraction fixed per object (a hash
+    of `key`, its `<namespace>/<name>`). Objects created together would otherwise fold their usage in
+    the same second every period: a thousand status writes at once on an otherwise idle cluster. Fixed
+    rather than random, so one object's folds stay evenly spaced and a restart does not move them."""
+    fraction = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
+    return checkpoint * (1 - CHECKPOINT_JITTER + 2 * CHECKPOINT_JITTER * fraction)
+
+
 UNKNOWN_GPU = "unknown"
 """The pool of GPUs on a node whose product the catalog does not know (priced at the workload's
 `gpuType`, or at nothing when it names none the catalog knows)."""
