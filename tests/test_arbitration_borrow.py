@@ -30,6 +30,8 @@ def job(
 
 
 def snapshot(*jobs: Training, unschedulable: int = 1, wanted: int = 3, **kw: object) -> Borrowing:
+    """A fleet that wants `wanted` replicas, of which `unschedulable` have no room (the rest placed)."""
+    kw.setdefault("scheduled", max(0, wanted - unschedulable))
     base = Borrowing(
         fleet="ns/chat",
         priority=0,
@@ -250,3 +252,19 @@ def test_a_take_that_covers_part_of_the_shortfall_gives_back_only_at_what_the_fl
     later = borrow(snapshot(job(size=1), unschedulable=0, wanted=2, now=2400.0), at_two.held)
     assert [h.job for h in later.held] == [entry.job], "still held while it wants 2"
     assert later.returned == ()
+
+
+def test_pods_of_an_older_larger_ask_are_not_borrowed_for() -> None:
+    """Panic asked for 8 (6 pods unschedulable); the next evaluation caps the ask at the 2 placed + 1.
+    The fleet is short of 1 replica, not 6: a whole take made now must give back once it wants 2 again,
+    or the job it stopped never runs again."""
+    rigid = job("ns/rigid", size=2, min_workers=2, lending="whole")
+    out = borrow(snapshot(rigid, unschedulable=6, wanted=3, scheduled=2), [])
+    [entry] = out.held
+    assert entry.whole
+    assert entry.replicas == 1 or entry.for_replicas - entry.replicas == 2
+    assert entry.for_replicas - entry.replicas == 2
+    calm = borrow(snapshot(unschedulable=0, wanted=2, now=2000.0, present=frozenset({"ns/rigid"})), out.held)
+    back = borrow(snapshot(unschedulable=0, wanted=2, now=2300.0, present=frozenset({"ns/rigid"})), calm.held)
+    assert back.held == ()
+    assert [h.job for h, _ in back.returned] == ["ns/rigid"]

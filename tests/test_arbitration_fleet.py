@@ -15,7 +15,7 @@ from test_fleet_decide import STUCK, condition, reasons, spec, steady
 
 
 def test_a_limited_autoscaling_fleet_records_what_it_borrows_in_its_own_status() -> None:
-    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=4)
+    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=5)  # STUCK: 4 placed, 1 has no room
     plan = decide(replace(o, pods=STUCK, borrowing=snapshot(job(), unschedulable=0)))
     borrowed = plan.status.borrowed or []
     assert [(b.job, b.workers, b.gpus, b.from_workers) for b in borrowed] == [("ns/train", 1, 2, 4)]
@@ -35,7 +35,7 @@ def test_a_limited_autoscaling_fleet_records_what_it_borrows_in_its_own_status()
 
 
 def test_no_lendable_training_leaves_the_fleet_capacity_limited_saying_why() -> None:
-    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=4)
+    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=5)  # STUCK: 4 placed, 1 has no room
     refusing = job(lending="none", refuses="is not preemptible (spec.preemptible: false)")
     plan = decide(replace(o, pods=STUCK, borrowing=snapshot(refusing)))
     assert plan.status.borrowed is None
@@ -45,13 +45,13 @@ def test_no_lendable_training_leaves_the_fleet_capacity_limited_saying_why() -> 
 
 
 def test_a_fleet_without_borrowing_writes_no_record() -> None:
-    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=4)
+    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=5)  # STUCK: 4 placed, 1 has no room
     assert decide(o).status.borrowed is None
     assert "borrowed" not in decide(o).status.to_wire()
 
 
 def test_a_calm_fleet_gives_back_after_the_hysteresis() -> None:
-    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=4)
+    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=5)  # STUCK: 4 placed, 1 has no room
     taken = decide(replace(o, pods=STUCK, borrowing=snapshot(job())))
     calm_pods = PodSummary(total=1, ready=1, scheduled=1)
     status = taken.status.model_copy(update={"desired_replicas": 1})
@@ -74,7 +74,7 @@ def test_a_calm_fleet_gives_back_after_the_hysteresis() -> None:
 
 
 def test_turning_autoscaling_off_gives_everything_back() -> None:
-    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=4)
+    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=5)  # STUCK: 4 placed, 1 has no room
     taken = decide(replace(o, pods=STUCK, borrowing=snapshot(job())))
     off = spec(autoscaling={**AUTO["autoscaling"], "enabled": False})
     plan = decide(replace(o, spec=off, status=taken.status))

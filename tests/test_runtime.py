@@ -282,3 +282,31 @@ async def test_one_low_priority_key_at_a_time_while_normal_keys_go_past() -> Non
     queue.done(first)
     assert (await asyncio.wait_for(third, timeout=1.0)) == ("ns", "low-b")
     await queue.shutdown()
+
+
+async def test_a_worker_lets_the_event_loop_run_between_passes_that_never_wait() -> None:
+    """Passes that need no I/O never suspend, and a key is handed out at once while others wait: a
+    worker must still yield between passes, or a burst of them starves Lease renewals and watches."""
+    log: list[str] = []
+
+    class Busy(RecordingController):
+        async def reconcile(self, obj: Obj) -> float | None:
+            log.append("pass")
+            return None
+
+    async def ticker() -> None:
+        while True:
+            log.append("tick")
+            await asyncio.sleep(0)
+
+    _, jobs, runtime = setup(Busy(), workers=2)
+    for i in range(40):
+        jobs._apply("ADDED", trainingjob(f"j{i}"))
+    ticking = asyncio.ensure_future(ticker())
+    runtime.start()
+    await settle(0.1)
+    ticking.cancel()
+    await runtime.stop()
+    assert log.count("pass") == 40
+    runs = "".join("p" if entry == "pass" else "." for entry in log).split(".")
+    assert max(len(run) for run in runs) <= 2, "at most one pass per worker between two ticks"

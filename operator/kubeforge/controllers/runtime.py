@@ -93,12 +93,15 @@ class WorkQueue:
     when listed, periodic resyncs) are served only when nothing else waits, and a normal add of a key
     waiting at low priority moves it up. A leader that starts with a thousand converged objects then
     reconciles a change made meanwhile first, instead of after the whole startup burst. At most
-    `low_workers` low keys are processed at once: a converged object's pass is CPU work without a wait
-    in between, so more of them at once do not finish sooner on one event loop, they only delay every
-    await of the passes that do real work (a failover's first new fleet waited seconds behind them)."""
+    `low_workers` low keys are processed at once: a converged object's pass is mostly CPU work, so more
+    of them at once do not finish sooner on one event loop, they only delay every await of the passes
+    that do real work (a failover's first new fleet waited seconds behind them)."""
 
     name: str
     low_workers: int = 1
+    """At most this many low-priority keys in process at once (`Runtime` gives a quarter of its
+    workers, at least one: a low pass may still wait on the network, e.g. an autoscaler's first
+    Prometheus read after a failover, and one at a time would serialize those)."""
     _queue: deque[Key] = field(default_factory=deque)
     _low: deque[Key] = field(default_factory=deque)
     _low_keys: set[Key] = field(default_factory=set)
@@ -234,7 +237,7 @@ class Runtime:
         self.controller = controller
         self.config = config
         self.name = controller.kind.kind.lower()
-        self.queue = WorkQueue(self.name)
+        self.queue = WorkQueue(self.name, low_workers=max(1, config.max_concurrent_reconciles // 4))
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
         self._active = 0
@@ -284,6 +287,10 @@ class Runtime:
                 self._active -= 1
                 exposition.ACTIVE_WORKERS.labels(self.name).set(self._active)
                 self.queue.done(key)
+            # A pass that needed no I/O never suspended, and `get()` returns at once while keys wait:
+            # without this a worker could run pass after pass without letting the event loop serve
+            # anything else (Lease renewals, watch streams, other passes' API replies).
+            await asyncio.sleep(0)
 
     async def _process(self, key: Key) -> None:
         namespace, name = key

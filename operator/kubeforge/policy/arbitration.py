@@ -280,9 +280,14 @@ class Borrowing:
     wanted: int
     """Replicas the autoscaler asks for now."""
     unschedulable: int
-    """The fleet's pods the scheduler cannot place: the replicas it wants and has no room for."""
+    """The fleet's pods the scheduler cannot place."""
     jobs: Sequence[Training]
     """TrainingJobs holding GPUs with every running worker (none taken out yet) and departing one."""
+    scheduled: int = 0
+    """The fleet's pods placed on a node. What it is short of is `wanted - scheduled`, at most the
+    unschedulable pods: while the autoscaler caps its ask (one pod waiting at a time), pods of an
+    earlier, larger ask can still be unschedulable, and taking GPUs for them would lend for replicas
+    the fleet no longer wants."""
     held_by_others: Mapping[str, Sequence[Held]] = field(default_factory=dict)
     """Other fleets' entries, by job."""
     present: frozenset[str] = frozenset()
@@ -375,8 +380,9 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
             room[w.node] = room.get(w.node, 0) + w.gpus
         jobs.append(replace(job, workers=job.workers[leaving:]))
 
-    need = Need(b.fleet, b.unschedulable, b.gpus, b.products, b.priority)
-    if b.unschedulable <= 0 or b.gpus <= 0:
+    missing = min(b.unschedulable, max(0, b.wanted - b.scheduled))
+    need = Need(b.fleet, missing, b.gpus, b.products, b.priority)
+    if missing <= 0 or b.gpus <= 0:
         return Borrowed(tuple(kept), returned=tuple(returned))
     candidates, skipped = _cross_namespace(b.fleet, jobs, b.priority)
     for job in candidates:
@@ -404,11 +410,12 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
             take.gpus,
             from_workers=sizes[take.job],
             replicas=made,
-            # What the fleet runs with these GPUs: what it could already run (its placed replicas,
-            # and the missing ones earlier takes made room for) plus what they make room for. Not
-            # `wanted`: a take that covers only part of the shortfall would set the give-back
-            # threshold above what the fleet can run without it, and give the GPUs back too soon.
-            for_replicas=max(0, b.wanted - b.unschedulable) + now_fits,
+            # What the fleet runs with these GPUs: its placed replicas, the missing ones already
+            # fitting (earlier takes, free GPUs), and what this take makes room for. Not `wanted`: a
+            # take covering part of the shortfall would set the give-back threshold above what the
+            # fleet can run without it (GPUs back too soon), and one for pods of a larger, older ask
+            # below what it ever wants again (a job taken whole and never given back).
+            for_replicas=b.scheduled + now_fits,
             since=b.now,
             whole=take.preempt,
         )

@@ -588,6 +588,7 @@ def _borrow(o: FleetObserved, spec: InferenceFleetSpec, desired: int) -> arbitra
         o.borrowing,
         wanted=desired,
         unschedulable=o.pods.unschedulable,
+        scheduled=o.pods.scheduled,
         now=now,
         active=spec.autoscaler_on,
     )
