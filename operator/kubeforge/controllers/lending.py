@@ -95,10 +95,8 @@ def trainings(
         bound = [v for v in views if v.node is not None and not v.terminal]
         # Only a Running job offers workers; one being stopped (Queued after a preemption) still has
         # departing workers whose GPUs a fleet that took them counts as its room.
-        running = sorted(
-            (v for v in bound if not v.deleting and status.phase == "Running"), key=lambda v: -(v.index or 0)
-        )
-        departing = sorted((v for v in bound if v.deleting), key=lambda v: -(v.index or 0))
+        running = sorted((v for v in bound if not v.deleting and status.phase == "Running"), key=_rank_down)
+        departing = sorted((v for v in bound if v.deleting), key=_rank_down)
         if not running and not departing:
             continue
         workers = tuple(arbitration.Worker(v.name, str(v.node), v.gpus) for v in running)
@@ -121,6 +119,11 @@ def trainings(
             )
         )
     return jobs, frozenset(present)
+
+
+def _rank_down(view: training.PodView) -> int:
+    """Highest rank first: the order an elastic job gives workers up."""
+    return -(view.index or 0)
 
 
 def _seconds(now: datetime, since: datetime | None) -> float | None:

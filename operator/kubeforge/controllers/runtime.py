@@ -356,8 +356,9 @@ class Runtime:
 
 
 def listed_converged(old: Obj | None, new: Obj | None) -> bool:
-    """An object first seen (a list: the operator's start, a relist) whose status already reports its
-    current generation: its pass is a check, not pending work, so it waits behind real changes."""
+    """An object first seen (the initial list at the operator's start, or one new to a relist) whose
+    status already reports its current generation: its pass is a check, not pending work, so it waits
+    behind real changes. A relisted object the cache already held comes with `old` and is not low."""
     if old is not None or new is None:
         return False
     seen = (new.get("status") or {}).get("observedGeneration")
