@@ -17,6 +17,7 @@ from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.controllers.inferencefleet import InferenceFleetController
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.kube.client import Kube
+from kubeforge.metrics import exposition
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.autoscaler import Reading
 from kubeforge.policy.capacity import surge_room
@@ -262,6 +263,23 @@ async def test_reconcile_builds_children_and_status() -> None:
     await ctrl.reconcile(fleet)
     assert kube.status_patches == patches, "nothing changed, nothing written"
     assert [e["reason"] for e in kube.events] == ["Serving"]
+
+
+async def test_a_restarted_operator_exports_a_converged_fleets_conditions_without_writing() -> None:
+    kube = FakeKube()
+    kube.add_fleet("chat", SPEC)
+    first = controller(kube)
+    await first.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
+    kube.run_deployment()
+    await first.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
+    exposition.forget("InferenceFleet", NS, "chat")  # a new process: no series yet
+    patches = kube.status_patches
+
+    await controller(kube).reconcile(kube.objects[("InferenceFleet", NS, "chat")])
+    assert kube.status_patches == patches
+    labels = {"kind": "InferenceFleet", "namespace": NS, "name": "chat", "type": "Ready", "status": "True"}
+    assert exposition.REGISTRY.get_sample_value("kubeforge_condition", labels) == 1.0
+    exposition.forget("InferenceFleet", NS, "chat")
 
 
 async def test_invalid_name_is_degraded_and_builds_nothing() -> None:

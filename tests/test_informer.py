@@ -325,3 +325,23 @@ async def test_a_child_controlled_by_another_owner_is_never_written() -> None:
     with pytest.raises(NotOursError, match="not controlled by this object"):
         await kube.apply_if_changed(desired, projections.child(theirs))
     assert server.applied == []
+
+
+def test_cached_objects_share_their_keys_and_short_values() -> None:
+    """Two objects decoded from separate events hold the same key and short-value strings (one copy
+    in memory), equal to what was decoded; long values are left as they came."""
+    long_value = "x" * (projections.SHARED_MAX + 1)
+    text = json.dumps(
+        {
+            "metadata": {"name": "chat", "namespace": "team-a"},
+            "status": {"conditions": [{"type": "Ready"}]},
+            "m": long_value,
+        }
+    )
+    first, second = (projections.shared(json.loads(text)) for _ in range(2))
+    assert first == json.loads(text)
+    first_keys, second_keys = list(first["metadata"]), list(second["metadata"])
+    assert all(a is b for a, b in zip(first_keys, second_keys, strict=True))
+    assert first["metadata"]["namespace"] is second["metadata"]["namespace"]
+    assert first["status"]["conditions"][0]["type"] is second["status"]["conditions"][0]["type"]
+    assert first["m"] is not second["m"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,17 @@ class Api:
 
     def strategic_patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, body=body, content_type="application/strategic-merge-patch+json")
+
+    def watch(self, path: str, params: dict[str, str], timeout_seconds: int = 300) -> Iterator[Any]:
+        """The events of one watch request (``{"type", "object"}``), until the server ends it."""
+        query = {**params, "watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        timeout = httpx.Timeout(10.0, read=timeout_seconds + 30.0)
+        with self._client.stream("GET", path, params=query, timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                raise ApiError(resp.status_code, resp.read().decode(errors="replace").strip()[:500])
+            for line in resp.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
 
     def healthy(self) -> bool:
         try:

@@ -413,7 +413,8 @@ class InferenceFleetController:
         patch = status_diff(o.status, plan.status)
         if patch is not None:
             await self.kube.patch_status(FLEET.api_version, FLEET.kind, name, namespace, patch)
-            exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
+        # Every pass, so a restarted operator exports the current state at once.
+        exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
         budgeted = o.spec is not None and o.spec.budget is not None
         exposition.record_usage(
             KIND,

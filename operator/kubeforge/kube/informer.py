@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import httpx2
 
 from kubeforge.api.names import ATTEMPT_LABEL, TRAININGJOB_LABEL
+from kubeforge.kube import projections
 from kubeforge.kube.kinds import JOB, NODE, POD, TRAININGJOB, Kind
 from kubeforge.metrics import exposition
 from kubeforge.policy import capacity
@@ -197,12 +198,16 @@ class Informer:
             return list(candidates)
         return [o for o in candidates if _matches(o, labels)]
 
+    def _project(self, obj: Obj) -> Obj | None:
+        projected = self.source.project(obj)
+        return None if projected is None else projections.shared(projected)
+
     # -- writing through -----------------------------------------------------------------------------
 
     def observe_write(self, obj: Obj) -> None:
         """Store what a write returned, when it is newer than the cached copy: the next pass then sees
         its own write even before the watch event arrives (no second, identical write)."""
-        projected = self.source.project(obj)
+        projected = self._project(obj)
         if projected is None:
             return
         current = self.store.get(*key_of(projected))
@@ -286,7 +291,7 @@ class Informer:
                 # Items of a list carry no kind; the projections and later writes expect it.
                 item.setdefault("apiVersion", self.kind.api_version)
                 item.setdefault("kind", self.kind.kind)
-                projected = self.source.project(item)
+                projected = self._project(item)
                 if projected is not None:
                     seen[key_of(projected)] = projected
             meta = body.get("metadata") or {}
@@ -343,7 +348,7 @@ class Informer:
         if kind == "DELETED":
             self._emit(self.store.pop(key), None)
             return
-        projected = self.source.project(obj)
+        projected = self._project(obj)
         if projected is None:
             # No longer of interest (a pod that finished and is not ours, a label removed).
             old = self.store.pop(key)

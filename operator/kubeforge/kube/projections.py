@@ -8,6 +8,7 @@ what keeps the operator's memory flat as the cluster grows.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -241,3 +242,23 @@ def owned_resource(obj: Obj) -> Obj | None:
             k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
         }
     return {**obj, "metadata": meta}
+
+
+SHARED_MAX = 64
+"""Strings up to this length are shared between cached objects."""
+
+
+def shared(value: Any) -> Any:
+    """A copy of a decoded object whose keys and short strings are the interned, shared ones.
+
+    Every watch event is decoded on its own, so without this each cached object holds its own copy of
+    every key ("metadata", "lastTransitionTime", ...) and of every repeated value (namespaces, label
+    values, condition types and reasons): about half of what a cached fleet, Deployment or Service
+    costs. Interned strings are freed with their last user, so unique values (UIDs) do not leak."""
+    if isinstance(value, dict):
+        return {sys.intern(k): shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shared(v) for v in value]
+    if isinstance(value, str) and len(value) <= SHARED_MAX:
+        return sys.intern(value)
+    return value
