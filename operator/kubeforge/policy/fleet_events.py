@@ -4,8 +4,8 @@
   except `Progressing`, the kstatus conditions that restate it and `Degraded` (`Reconciling`,
   `Stalled`), and the reasons the rollout announces with Events of its own; a condition's first,
   healthy value (and a new fleet that is not Ready yet) is no news, nor is `Ready` coming back at the
-  end of a rollout (`Promoted`, `RolledBack`, `RolloutAborted` said it, as `RolloutStarted` said why
-  it went).
+  end of a rollout or while its replaced revision is removed (`Promoted`, `RolledBack`,
+  `RolloutAborted` said it, as `RolloutStarted` said why it went).
 - An autoscaler decision that changes the replica count is `ScaledUp` or `ScaledDown`.
 - The rollout's events ending a rollout count as its outcome in `kubeforge_rollout_outcomes_total`.
 """
@@ -23,8 +23,13 @@ WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailabl
 WARNING_WHEN_FALSE = frozenset({"TrafficRouted", "Ready"})
 SILENT_TYPES = frozenset({"Progressing", "Reconciling", "Stalled"})
 """Condition types whose transitions are no Event: another condition or the rollout already says it."""
-ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
-"""Condition reasons whose transitions the rollout announces with events of its own."""
+ROLLOUT_REASONS = frozenset(
+    {"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress", "Updating"}
+)
+"""Condition reasons whose transitions the rollout announces with events of its own. `Updating` is a
+rollout's tail (the new revision serves, the old one's Deployment is being removed): `Promoted` or
+`RolledBack` said it, and a pass that runs before the removal reaches the cache must not add a
+`Ready=False` warning and a `Serving` event to every successful rollout."""
 
 ROLLOUT_OUTCOMES: Mapping[str, str] = {
     "Promoted": "Promoted",
