@@ -20,6 +20,7 @@ Everything a decision needs from the past is in `status`, so a restarted operato
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -140,6 +141,8 @@ class InferenceFleetController:
         self._fleets: dict[Key, _Fleet] = {}
         self._waiting: set[Key] = set()
         """Fleets in a rollout: freed GPUs may let their surge go on."""
+        self._lending = asyncio.Lock()
+        """Held by a pass that may borrow GPUs, from its decision to its status write."""
         self.watches: tuple[Watch, ...] = (
             Watch(DEPLOYMENT, owner_keys(FLEET)),
             Watch(SERVICE, owner_keys(FLEET)),
@@ -182,8 +185,11 @@ class InferenceFleetController:
             fleet.next_evaluation = self._monotonic() + float(auto.interval_seconds)
             reading = await self._read(auto, *key)
         observed_at = self._monotonic()
-        observed = self._observe(obj, spec, invalid, reading, fleet, observed_at)
-        if derived is not None:
+
+        def gather() -> policy.FleetObserved:
+            observed = self._observe(obj, spec, invalid, reading, fleet, observed_at)
+            if derived is None:
+                return observed
             guard = self.caches.get(NETWORK_POLICY, key[1], key[0])
             observed = replace(
                 observed,
@@ -194,6 +200,29 @@ class InferenceFleetController:
             if observed.borrowing is not None and derived.products is not None:
                 # Borrow GPUs of the type the objective chose, the one the fleet's pods require.
                 observed = replace(observed, borrowing=replace(observed.borrowing, products=derived.products))
+            return observed
+
+        observed = gather()
+        if observed.borrowing is None:
+            return await self._carry_out(obj, observed, fleet, auto, observed_at)
+        # Passes of different fleets run at once: two that borrow could both take the same worker
+        # before either had written its take. One borrowing pass at a time, each deciding on what the
+        # caches show once the previous one's status (with its take) is in them.
+        async with self._lending:
+            return await self._carry_out(obj, gather(), fleet, auto, observed_at)
+
+    async def _carry_out(
+        self,
+        obj: Obj,
+        observed: policy.FleetObserved,
+        fleet: _Fleet,
+        auto: Autoscaling | None,
+        observed_at: float,
+    ) -> float | None:
+        """Decide on what was gathered (fetching what the plan asks for), then carry the plan out; the
+        requeue-after, counted from `observed_at`."""
+        meta = obj["metadata"]
+        key = (str(meta["namespace"]), str(meta["name"]))
         plan = policy.decide(observed)
         for _ in range(policy.MAX_ROUNDS):
             if plan.complete:
