@@ -375,7 +375,9 @@ class Tally:
     """How many objects of one collection are in each state (``state(obj)``), kept current by a watch:
     one LIST, then its events. Counting them at each poll costs the API server nothing, where listing a
     thousand custom resources every second took a tenth of its CPU, on the machine whose speed is being
-    measured. Its own client, so `stop()` can end the watch by closing it."""
+    measured. Its own client, so `stop()` ends it at once by closing it (the thread, a daemon, may stay
+    blocked in a read until its short server-side timeout; it reads nothing more). `error`: the last
+    failure, until a LIST succeeds again."""
 
     def __init__(self, cluster: LocalCluster, path: str, selector: str, state: Callable[[Obj], str]) -> None:
         self.path, self.selector, self.state = path, selector, state
@@ -401,7 +403,6 @@ class Tally:
     def stop(self) -> None:
         self._stopped.set()
         self._api.close()
-        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -410,9 +411,11 @@ class Tally:
                 with self._lock:
                     self._states = {i["metadata"]["name"]: self.state(i) for i in listed.get("items") or []}
                 self._synced.set()
+                self.error = None
                 version = str(listed["metadata"]["resourceVersion"])
                 params = {"labelSelector": self.selector, "allowWatchBookmarks": "true"}
-                for event in self._api.watch(self.path, {**params, "resourceVersion": version}):
+                watch = self._api.watch(self.path, {**params, "resourceVersion": version}, timeout_seconds=60)
+                for event in watch:
                     if event.get("type") == "ERROR":
                         break  # expired (410): list again
                     obj = event["object"]
@@ -424,10 +427,10 @@ class Tally:
                             self._states.pop(name, None)
                         else:
                             self._states[name] = self.state(obj)
-            except (ApiError, httpx.HTTPError, RuntimeError) as error:
+            except Exception as error:  # any failure: say it, list again
                 if self._stopped.is_set():
                     return
-                self.error = str(error)
+                self.error = f"{type(error).__name__}: {error}"
                 time.sleep(0.5)
 
 
@@ -714,13 +717,13 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
     def available() -> tuple[int, int, str]:
         ready = tally.counts().get("available", 0)
         curve.add(ready)
-        return ready, n, f"{ready}/{n} available"
+        return ready, n, f"{ready}/{n} available" + (f" (watch: {tally.error})" if tally.error else "")
 
     try:
         ready_s = wait_until(label, available, since=started, timeout=ctx.args.timeout)
+        during = promtext.delta(apiserver_requests(api), before)
     finally:
         tally.stop()
-    during = promtext.delta(apiserver_requests(api), before)
 
     say(f"{label}: deleting what it created")
     deleted = time.monotonic()
@@ -802,7 +805,8 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
             reached.setdefault("jobs_succeeded_seconds", now)
         other = ", ".join(f"{k} {v}" for k, v in sorted(phases.items()) if k != "Succeeded")
         text = f"fleets Ready {ready}/{n}, jobs Succeeded {done}/{m}" + (f" ({other})" if other else "")
-        return ready + done, n + m, text
+        problems = [t.error for t in (ready_fleets, job_phases) if t.error]
+        return ready + done, n + m, text + (f" (watch: {'; '.join(problems)})" if problems else "")
 
     def progress() -> str:
         # Where the time goes: the operator's part (children applied, work queued) against the cluster's
@@ -829,11 +833,11 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
 
     try:
         total_s = wait_until("kubeforge", converged, since=started, timeout=ctx.args.timeout, detail=progress)
+        cpu = cpu_delta(cpu_seconds(op.pid), cpu_before)
+        during = promtext.delta(apiserver_requests(api), before)
     finally:
         ready_fleets.stop()
         job_phases.stop()
-    cpu = cpu_delta(cpu_seconds(op.pid), cpu_before)
-    during = promtext.delta(apiserver_requests(api), before)
     scrape = op.scrape()
     op_after = scrape.requests()
     verbs = by_verb(during)

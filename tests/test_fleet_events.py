@@ -33,3 +33,12 @@ def test_a_serving_fleet_losing_replicas_is_still_a_warning(reason: str) -> None
     assert [(e.type, e.reason) for e in events] == [("Warning", reason)]
     back = condition_events([ready("False", reason)], [ready("True", "Serving")])
     assert [(e.type, e.reason) for e in back] == [("Normal", "Serving")]
+
+
+def test_replicas_coming_up_during_a_rollouts_tail_are_news_once() -> None:
+    """A fleet that was not serving (its replicas lost) whose new revision comes up while the old one
+    is removed: entering the tail says it recovered (Normal, not a warning), Serving after it is quiet."""
+    down, tail = ready("False", "WaitingForReplicas"), ready("False", "Updating")
+    events = condition_events([down], [tail])
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Updating")]
+    assert condition_events([tail], [ready("True", "Serving")]) == ()

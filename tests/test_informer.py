@@ -328,20 +328,43 @@ async def test_a_child_controlled_by_another_owner_is_never_written() -> None:
 
 
 def test_cached_objects_share_their_keys_and_short_values() -> None:
-    """Two objects decoded from separate events hold the same key and short-value strings (one copy
-    in memory), equal to what was decoded; long values are left as they came."""
+    """Two objects the informer cached from separate events hold the same key and repeated-value
+    strings (one copy in memory), equal to what was decoded; long values and values unique by nature
+    (UIDs, timestamps) are left as they came."""
     long_value = "x" * (projections.SHARED_MAX + 1)
-    text = json.dumps(
-        {
-            "metadata": {"name": "chat", "namespace": "team-a"},
-            "status": {"conditions": [{"type": "Ready"}]},
-            "m": long_value,
-        }
-    )
-    first, second = (projections.shared(json.loads(text)) for _ in range(2))
-    assert first == json.loads(text)
-    first_keys, second_keys = list(first["metadata"]), list(second["metadata"])
-    assert all(a is b for a, b in zip(first_keys, second_keys, strict=True))
+
+    def event(name: str) -> Obj:
+        text = json.dumps(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": name,
+                    "namespace": "team-a",
+                    "uid": "0ca9cadf-eee1-402c-9ddc-a0142d6e5136",
+                    "resourceVersion": "7",
+                    "labels": {"app": "chat", "note": long_value},
+                },
+                "status": {
+                    "conditions": [{"type": "Available", "lastTransitionTime": "2026-12-01T00:00:00Z"}]
+                },
+            }
+        )
+        decoded: Obj = json.loads(text)
+        return decoded
+
+    inf = Informer(None, Source(DEPLOYMENT, projections.child))  # type: ignore[arg-type]
+    inf._apply("ADDED", event("a"))
+    inf._apply("ADDED", event("b"))
+    first, second = inf.store.get("team-a", "a"), inf.store.get("team-a", "b")
+    assert first is not None
+    assert second is not None
+    assert first == projections.child(event("a"))
+    assert all(a is b for a, b in zip(first["metadata"], second["metadata"], strict=True))
     assert first["metadata"]["namespace"] is second["metadata"]["namespace"]
+    assert first["metadata"]["labels"]["app"] is second["metadata"]["labels"]["app"]
     assert first["status"]["conditions"][0]["type"] is second["status"]["conditions"][0]["type"]
-    assert first["m"] is not second["m"]
+    assert first["metadata"]["labels"]["note"] is not second["metadata"]["labels"]["note"]
+    assert first["metadata"]["uid"] is not second["metadata"]["uid"]
+    stamp = "lastTransitionTime"
+    assert first["status"]["conditions"][0][stamp] is not second["status"]["conditions"][0][stamp]

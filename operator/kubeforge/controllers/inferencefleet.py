@@ -186,7 +186,7 @@ class InferenceFleetController:
             reading = await self._read(auto, *key)
         observed_at = self._monotonic()
 
-        def gather() -> policy.FleetObserved:
+        def gather(observed_at: float) -> policy.FleetObserved:
             observed = self._observe(obj, spec, invalid, reading, fleet, observed_at)
             if derived is None:
                 return observed
@@ -202,14 +202,16 @@ class InferenceFleetController:
                 observed = replace(observed, borrowing=replace(observed.borrowing, products=derived.products))
             return observed
 
-        observed = gather()
-        if observed.borrowing is None:
+        observed = gather(observed_at)
+        if observed.borrowing is None or not any(j.lending != "none" for j in observed.borrowing.jobs):
             return await self._carry_out(obj, observed, fleet, auto, observed_at)
-        # Passes of different fleets run at once: two that borrow could both take the same worker
-        # before either had written its take. One borrowing pass at a time, each deciding on what the
-        # caches show once the previous one's status (with its take) is in them.
+        # Passes of different fleets run at once: two that may take GPUs could both take the same
+        # worker before either had written its take. One such pass at a time, each deciding on what the
+        # caches show once the previous one's status (with its take) is in them. A fleet that nothing
+        # is offered to cannot take, and does not wait here.
         async with self._lending:
-            return await self._carry_out(obj, gather(), fleet, auto, observed_at)
+            observed_at = self._monotonic()
+            return await self._carry_out(obj, gather(observed_at), fleet, auto, observed_at)
 
     async def _carry_out(
         self,

@@ -247,18 +247,43 @@ def owned_resource(obj: Obj) -> Obj | None:
 SHARED_MAX = 64
 """Strings up to this length are shared between cached objects."""
 
+_UNIQUE_VALUES = frozenset(
+    {
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "lastTransitionTime",
+        "lastUpdateTime",
+        "lastHeartbeatTime",
+        "lastProbeTime",
+        "startTime",
+        "startedAt",
+        "finishedAt",
+        "podIP",
+        "hostIP",
+        "containerID",
+    }
+)
+"""Keys whose values differ from object to object and from event to event: nothing to share."""
 
-def shared(value: Any) -> Any:
-    """A copy of a decoded object whose keys and short strings are the interned, shared ones.
+# CPython 3.12 made interned strings immortal (3.11 and 3.13 free them with their last user): there,
+# sharing values would keep every name the operator ever saw, so only keys are shared.
+_SHARE_VALUES = sys.version_info[:2] != (3, 12)
+
+
+def shared(value: Any, key: str = "") -> Any:
+    """A copy of a decoded object whose keys and repeated short strings are the interned, shared ones.
 
     Every watch event is decoded on its own, so without this each cached object holds its own copy of
     every key ("metadata", "lastTransitionTime", ...) and of every repeated value (namespaces, label
     values, condition types and reasons): about half of what a cached fleet, Deployment or Service
-    costs. Interned strings are freed with their last user, so unique values (UIDs) do not leak."""
+    costs. Values that are unique by nature (UIDs, resource versions, timestamps, IPs) are left alone:
+    interning them would only fill the interpreter's table."""
     if isinstance(value, dict):
-        return {sys.intern(k): shared(v) for k, v in value.items()}
+        return {sys.intern(k): shared(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [shared(v) for v in value]
-    if isinstance(value, str) and len(value) <= SHARED_MAX:
+        return [shared(v, key) for v in value]
+    if _SHARE_VALUES and isinstance(value, str) and len(value) <= SHARED_MAX and key not in _UNIQUE_VALUES:
         return sys.intern(value)
     return value

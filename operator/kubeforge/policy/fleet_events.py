@@ -23,13 +23,13 @@ WARNING_WHEN_TRUE = frozenset({"Degraded", "CapacityLimited", "MetricsUnavailabl
 WARNING_WHEN_FALSE = frozenset({"TrafficRouted", "Ready"})
 SILENT_TYPES = frozenset({"Progressing", "Reconciling", "Stalled"})
 """Condition types whose transitions are no Event: another condition or the rollout already says it."""
-ROLLOUT_REASONS = frozenset(
-    {"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress", "Updating"}
-)
-"""Condition reasons whose transitions the rollout announces with events of its own. `Updating` is a
-rollout's tail (the new revision serves, the old one's Deployment is being removed): `Promoted` or
-`RolledBack` said it, and a pass that runs before the removal reaches the cache must not add a
-`Ready=False` warning and a `Serving` event to every successful rollout."""
+ROLLOUT_REASONS = frozenset({"RolledBack", "RolloutAborted", "RevisionNotFound", "RolloutInProgress"})
+"""Condition reasons whose transitions the rollout announces with events of its own."""
+TAIL_REASON = "Updating"
+"""`Ready`'s reason while the new revision serves and a replaced revision's Deployment is removed: the
+tail of a rollout, which `Promoted` or `RolledBack` already announced. Entered from the rollout (or
+from Ready, when a pass saw no step in between) it is no news, and neither is `Serving` after it;
+entered from a fleet that was not serving (its replicas came up during the rollout) it says so."""
 
 ROLLOUT_OUTCOMES: Mapping[str, str] = {
     "Promoted": "Promoted",
@@ -50,15 +50,20 @@ def changed_conditions(before: Sequence[Condition], after: Sequence[Condition]) 
 def condition_events(before: Sequence[Condition], after: Sequence[Condition]) -> tuple[Event, ...]:
     """The Events for the condition transitions from `before` to `after`."""
     was = {c.type: c.reason for c in before}
+    was_ready = any(c.type == "Ready" and c.status == "True" for c in before)
     events: list[Event] = []
     for condition in changed_conditions(before, after):
         ctype, status, reason = condition.type, condition.status, condition.reason
         if ctype in SILENT_TYPES or reason in ROLLOUT_REASONS:
             continue
-        if ctype == "Ready" and status == "True" and was.get(ctype) in ROLLOUT_REASONS:
+        if ctype == "Ready" and status == "True" and was.get(ctype) in (*ROLLOUT_REASONS, TAIL_REASON):
             continue  # the rollout's own event ends it
-        warning = (ctype in WARNING_WHEN_TRUE and status == "True") or (
-            ctype in WARNING_WHEN_FALSE and status == "False"
+        tail = ctype == "Ready" and reason == TAIL_REASON
+        if tail and (was_ready or was.get(ctype) in ROLLOUT_REASONS):
+            continue
+        warning = not tail and (
+            (ctype in WARNING_WHEN_TRUE and status == "True")
+            or (ctype in WARNING_WHEN_FALSE and status == "False")
         )
         if ctype not in was and (not warning or ctype == "Ready"):
             continue  # a condition's first, healthy value (or a new fleet not ready yet) is no news
