@@ -17,7 +17,7 @@ import pytest
 
 from kubeforge.api.inferencefleet import Autoscaling, MetricName
 from kubeforge.api.rollout import AnalysisSpec
-from kubeforge.metrics.promql import fleet_queries, revision_queries
+from kubeforge.metrics.promql import fleet_queries, revision_queries, training_usage_queries, usage_queries
 from kubeforge.policy.autoscaler import Reading, per_replica
 from kubeforge_e2e import wait_for
 from kubeforge_e2e.loadsim import LoadSimulator, PodInfo, Replay
@@ -158,3 +158,14 @@ def test_gpu_utilization_is_percent_per_gpu(prometheus: PrometheusProcess) -> No
     _settles(prometheus, query, 110.0, "gpuUtilization total")
     total = prometheus.query(query)
     assert per_replica(spec, Reading(stable=total), ready=2).stable == pytest.approx(55.0)
+
+
+def test_usage_power_is_the_sum_over_the_workloads_own_gpus(prometheus: PrometheusProcess) -> None:
+    """On dcgm-exporter's page, fleet `chat` in team-a has four GPUs on two pods (301.25 + 318.75 +
+    342 + 288 W) and TrainingJob `llama` in team-a four on its two workers (405.5 + 398 + 412.25 +
+    401.75 W). The canary's pod, team-b's pods of the same names, job `llama-2` (whose pods start like
+    `llama`'s) and the unallocated GPU are neither's."""
+    fleet_watts = usage_queries(NAMESPACE, "chat", 60)["watts"]
+    _settles(prometheus, fleet_watts, 1250.0, "fleet chat watts")
+    job_watts = training_usage_queries(NAMESPACE, "llama", 60)["watts"]
+    _settles(prometheus, job_watts, 1617.5, "trainingjob llama watts")

@@ -9,16 +9,18 @@ import contextlib
 import copy
 import itertools
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 
 from fakecaches import FakeCaches
+from kubeforge.controllers import trainingjob as trainingjob_controller
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.controllers.trainingjob import TrainingJobController
 from kubeforge.kube.client import Kube
 from kubeforge.policy.conditions import format_time
+from kubeforge.policy.usage import UsageReading
 from podvalidation import refuse_unsupported_field_refs
 
 Obj = dict[str, Any]
@@ -500,3 +502,49 @@ async def test_a_spec_stored_before_a_crd_rule_is_invalid_spec_not_silence() -> 
     assert _condition(old, "Stalled") == ("True", "InvalidSpec")
     assert "podMetadata.annotations may not set sidecar.istio.io/inject" in old["status"]["message"]
     assert kube.jobs() == []
+
+
+class MeasuredGpus:
+    """Prometheus with dcgm-exporter's power series for the job's pods."""
+
+    def __init__(self, watts: float | None) -> None:
+        self.watts = watts
+        self.asked: list[tuple[str, str, float]] = []
+
+    async def training_usage(self, namespace: str, name: str, seconds: float) -> UsageReading:
+        self.asked.append((namespace, name, seconds))
+        return UsageReading(watts=self.watts)
+
+
+@pytest.mark.parametrize(("watts", "source"), [(1400.0, "dcgm"), (None, "tdp")])
+async def test_a_jobs_energy_is_what_dcgm_measured_when_prometheus_has_it(
+    watts: float | None, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folding a segment (here: the hourly checkpoint of the totals) asks Prometheus what the job's GPUs
+    drew over it; without a series for its pods the TDP estimate stands."""
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob())
+    prometheus = MeasuredGpus(watts)
+    controller = TrainingJobController(
+        cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1), source=prometheus
+    )
+    await _settle(kube, controller)
+    [job] = kube.jobs()
+    kube.run_pods(job)
+    await _settle(kube, controller)
+    assert prometheus.asked == [], "the first segment starts now: nothing to measure yet"
+    later = datetime.now(UTC) + timedelta(hours=2)
+    monkeypatch.setattr(trainingjob_controller, "_now", lambda: later)
+    obj = await kube.get(*TJ, "tj", "ns")
+    assert obj is not None
+    await controller.reconcile(obj)
+    after = await kube.get(*TJ, "tj", "ns")
+    assert after is not None
+    [(namespace, name, seconds)] = prometheus.asked
+    assert (namespace, name) == ("ns", "tj")
+    assert seconds == pytest.approx(7200, abs=2)
+    usage = after["status"]["usage"]
+    assert usage.get("energySource", "tdp") == source
+    if watts is not None:
+        assert usage["energyKWh"] == pytest.approx(watts * seconds / 3.6e6, rel=0.01)

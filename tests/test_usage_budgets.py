@@ -4,6 +4,7 @@ buys (`BudgetLimited`), a TrainingJob whose cost reached `maxCost` is suspended 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from kubeforge.api.usage import Usage
-from kubeforge.metrics.promql import usage_queries
+from kubeforge.metrics.promql import training_usage_queries, usage_queries
 from kubeforge.policy import autoscaler
 from kubeforge.policy import training as training_policy
 from kubeforge.policy.capacity import NodeInfo
@@ -142,6 +143,53 @@ def test_a_training_jobs_usage_counts_every_worker_from_its_start() -> None:
     assert plan.status.usage is not None
     assert plan.status.usage.gpu_hours * 3600 == pytest.approx(8 * 20)
     assert plan.status.usage.cost_per_hour == 32.0
+
+
+def test_a_training_jobs_fold_asks_what_its_gpus_drew_and_uses_dcgm_power() -> None:
+    held = (Held(4, "H100", False, 4.0, 700.0, NOW - timedelta(hours=2)),) * 2
+    running = replace(_obs(_spec(), _running(), jobs=(_job(),), pods=(_pod(0), _pod(1))), held=held)
+    first = training_policy.decide(running)
+    assert first.status.usage is not None
+    later = replace(running, status=first.status, now=NOW + timedelta(hours=1), measures_usage=True)
+    asked = training_policy.decide(later)
+    assert asked.needs_usage == 3600.0
+    assert asked.status == later.status, "an asking plan changes nothing"
+    measured = training_policy.decide(replace(later, usage_reading=UsageReading(watts=2000.0)))
+    usage = measured.status.usage
+    assert usage is not None
+    assert measured.needs_usage is None
+    assert usage.energy_source == "dcgm"
+    assert usage.energy_kwh - first.status.usage.energy_kwh == pytest.approx(2.0)  # 2 kW for an hour
+    # No DCGM series for the job: the TDP estimate, as without Prometheus.
+    estimated = training_policy.decide(replace(later, usage_reading=UsageReading()))
+    assert estimated.status.usage is not None
+    assert estimated.status.usage.energy_source == "tdp"
+
+
+def test_a_training_decision_carrying_an_admission_does_not_ask_for_usage() -> None:
+    held = (Held(4, "H100", False, 4.0, 700.0, NOW - timedelta(hours=2)),) * 2
+    running = replace(_obs(_spec(), _running(), jobs=(_job(),), pods=(_pod(0), _pod(1))), held=held)
+    first = training_policy.decide(running)
+    later = replace(running, status=first.status, now=NOW + timedelta(hours=1), measures_usage=True, room=0)
+    plan = training_policy.decide(later)
+    assert plan.needs_usage is None
+    assert plan.status.usage is not None
+    assert plan.status.usage.energy_source == "tdp"
+
+
+def test_training_usage_queries_read_only_the_jobs_namespace_and_worker_pods() -> None:
+    queries = training_usage_queries("team-a", "llama", 3600)
+    assert set(queries) == {"watts", "utilization"}
+    for text in queries.values():
+        assert 'namespace="team-a"' in text
+        assert "[1h]" in text
+    pods = re.search(r'pod=~"([^"]+)"', queries["watts"])
+    assert pods is not None
+    pattern = re.compile(pods.group(1))  # PromQL regexes are anchored: fullmatch
+    assert pattern.fullmatch("llama-a0-3-x2x9k")
+    assert pattern.fullmatch("llama-a12-0-bq7zt")
+    assert not pattern.fullmatch("llama-2-a0-0-x2x9k"), "another job whose name starts alike"
+    assert not pattern.fullmatch("llama-0123456789-7d9f8c6b5-x2x9k"), "a fleet's pod"
 
 
 def test_a_fleets_fold_asks_what_prometheus_measured_over_the_segment() -> None:

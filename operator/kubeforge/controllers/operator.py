@@ -124,8 +124,15 @@ def build_controllers(kube: Kube, caches: Caches, config: OperatorConfig) -> lis
     # Imported here: each kind's controller is optional wiring on top of the shared runtime.
     from kubeforge.controllers.inferencefleet import InferenceFleetController
     from kubeforge.controllers.trainingjob import TrainingJobController
+    from kubeforge.metrics.promql import PrometheusSource
 
-    return [TrainingJobController(kube, caches, config), InferenceFleetController(kube, caches, config)]
+    # One Prometheus client for both: fleets read their autoscaling, analysis and usage metrics, jobs
+    # what their GPUs drew.
+    source = PrometheusSource(config.prometheus_url) if config.prometheus_url else None
+    return [
+        TrainingJobController(kube, caches, config, source=source),
+        InferenceFleetController(kube, caches, config, source=source),
+    ]
 
 
 async def _health_server(endpoints: Endpoints, caches: Caches) -> web.AppRunner:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -59,6 +59,7 @@ from kubeforge.kube.kinds import (
 )
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
+from kubeforge.metrics.promql import PrometheusSource
 from kubeforge.policy import arbitration, capacity, checkpoint, elastic, gangs, training
 from kubeforge.policy import objective as objectives
 from kubeforge.policy import usage as usage_policy
@@ -78,15 +79,29 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class UsageSource(Protocol):
+    """What the controller needs from a metric backend (PrometheusSource, or a fake in tests)."""
+
+    async def training_usage(self, namespace: str, name: str, seconds: float) -> usage_policy.UsageReading:
+        """What the job's GPUs drew over the last `seconds` (None fields: not measured)."""
+        ...
+
+
 class TrainingJobController:
     """Reconciles TrainingJobs into a headless Service and one Indexed Job per attempt."""
 
     kind: Kind = TRAININGJOB
 
-    def __init__(self, kube: Kube, caches: Reader, config: OperatorConfig) -> None:
+    def __init__(
+        self, kube: Kube, caches: Reader, config: OperatorConfig, *, source: UsageSource | None = None
+    ) -> None:
         self.kube = kube
         self.caches = caches
         self.config = config
+        if source is None and config.prometheus_url:
+            source = PrometheusSource(config.prometheus_url)
+        self.source = source
+        """Where `status.usage` reads what the job's GPUs drew (DCGM); None: estimated from the TDP."""
         self._waiting: set[Key] = set()
         """Gangs that did not fit at their last admission: any freed GPU or node change wakes them."""
         self._reserved: dict[str, tuple[capacity.Demand, int]] = {}
@@ -237,8 +252,13 @@ class TrainingJobController:
             ceiling=ceiling,
             lent_to=tuple(sorted(lenders)) if ceiling is not None else (),
             preempt=self._preempt_request(obj, status, ceiling),
+            measures_usage=self.source is not None,
         )
         plan = training.decide(observed)
+        if plan.needs_usage is not None and self.source is not None:
+            reading = await self.source.training_usage(namespace, name, plan.needs_usage)
+            observed = replace(observed, usage_reading=reading, now=_now())
+            plan = training.decide(observed)
         if plan.needs_admission:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same

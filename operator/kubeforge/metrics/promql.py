@@ -163,6 +163,34 @@ def usage_queries(
     }
 
 
+TRAINING_USAGE_KEYS = ("watts", "utilization")
+"""What `status.usage` reads of a TrainingJob: its GPUs' power and utilization (a trainer serves no
+requests)."""
+
+
+def training_usage_queries(
+    namespace: str, name: str, seconds: float, convention: LabelConvention = LabelConvention()
+) -> dict[str, str]:
+    """The GPU queries of `usage_queries`, over a TrainingJob's worker pods (every attempt's)."""
+    window = f"{max(1, round(seconds))}s"
+    pods = training_pods_regex(name)
+    return {
+        key: confined(
+            _fill(USAGE_QUERIES[key], namespace, name, "", window, convention, pods),
+            namespace,
+            None,
+            convention,
+        )
+        for key in TRAINING_USAGE_KEYS
+    }
+
+
+def training_pods_regex(name: str) -> str:
+    """The names of a TrainingJob's worker pods: an Indexed Job's `<job>-<index>-<suffix>`, the Job being
+    `<trainingjob>-a<attempt>` (anchored, as `fleet_pods_regex`)."""
+    return name.replace(".", "[.]") + "-a[0-9]+-[0-9]+-[0-9a-z]+"
+
+
 def fleet_pods_regex(name: str) -> str:
     """The names of a fleet's pods: `<fleet>-<revision>-<replicaset hash>-<suffix>` (PromQL regexes
     are anchored, so fleet `a` does not match the pods of fleet `a-b`)."""
@@ -170,13 +198,19 @@ def fleet_pods_regex(name: str) -> str:
 
 
 def _fill(
-    template: str, namespace: str, name: str, sel: str, window: str, convention: LabelConvention
+    template: str,
+    namespace: str,
+    name: str,
+    sel: str,
+    window: str,
+    convention: LabelConvention,
+    pods: str | None = None,
 ) -> str:
     return template.format(
         sel=sel,
         w=window,
         ns=f'{convention.namespace}="{_escape(namespace)}"',
-        pod=fleet_pods_regex(name),
+        pod=pods if pods is not None else fleet_pods_regex(name),
     )
 
 
@@ -380,6 +414,17 @@ class PrometheusSource:
             queries = usage_queries(namespace, name, seconds, self.convention)
         except MetricsError:
             return UsageReading()
+        return await self._usage(queries)
+
+    async def training_usage(self, namespace: str, name: str, seconds: float) -> UsageReading:
+        """What a TrainingJob's GPUs drew over the last `seconds` (power and utilization only)."""
+        try:
+            queries = training_usage_queries(namespace, name, seconds, self.convention)
+        except MetricsError:
+            return UsageReading()
+        return await self._usage(queries)
+
+    async def _usage(self, queries: dict[str, str]) -> UsageReading:
         results = await asyncio.gather(*(self.query(q) for q in queries.values()), return_exceptions=True)
         values: dict[str, float | None] = {}
         for key, result in zip(queries, results, strict=True):
@@ -390,10 +435,10 @@ class PrometheusSource:
             else:
                 values[key] = result
         return UsageReading(
-            watts=values["watts"],
-            utilization=values["utilization"],
-            requests=values["requests"],
-            tokens=values["tokens"],
+            watts=values.get("watts"),
+            utilization=values.get("utilization"),
+            requests=values.get("requests"),
+            tokens=values.get("tokens"),
         )
 
     async def read(self, spec: Autoscaling, namespace: str, name: str) -> Reading:

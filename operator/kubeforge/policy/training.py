@@ -325,6 +325,11 @@ class Observed:
     """What the objective derived (`policy.objective.derive_training`): `status.policy`."""
     preempt: PreemptionRequest | None = None
     """Someone wants the job's GPUs back (see `PreemptionRequest`)."""
+    measures_usage: bool = False
+    """The operator can ask Prometheus what the job's GPUs drew (DCGM): a fold of `status.usage` then
+    asks for it (`Plan.needs_usage`)."""
+    usage_reading: accounting.UsageReading | None = None
+    """What Prometheus measured over the segment being folded, once a plan asked for it."""
 
 
 @dataclass(frozen=True)
@@ -373,6 +378,9 @@ class Plan:
     """A preemption this pass recorded (for its Event and metric)."""
     foreground: bool = False
     """Delete `delete_jobs` in the foreground (see `_Verdict.foreground`)."""
+    needs_usage: float | None = None
+    """`status.usage` folds a segment of this many seconds: decide again with `Observed.usage_reading`
+    (nothing else in this plan is to be carried out)."""
 
 
 @dataclass(frozen=True)
@@ -1345,8 +1353,19 @@ def decide(o: Observed) -> Plan:
     )
     status = _throttle_accounting(o, status)
     ledger = accounting.account(
-        o.status.usage, o.held, o.now, currency=o.currency, checkpoint=o.usage_checkpoint
+        o.status.usage,
+        o.held,
+        o.now,
+        currency=o.currency,
+        checkpoint=o.usage_checkpoint,
+        reading=o.usage_reading,
     )
+    since = parse_time(o.status.usage.accounted_until) if o.status.usage is not None else None
+    # Asked for on the first decision of a pass only: one that carries an admission or room verdict
+    # must be carried out as decided (that segment is then estimated from the TDP, as without DCGM).
+    first = o.admission is None and o.room is None
+    if ledger.folded and o.measures_usage and o.usage_reading is None and since is not None and first:
+        return Plan(status=o.status, needs_usage=max(1.0, (o.now - since).total_seconds()))
     status = status.model_copy(update={"usage": ledger.usage})
     events: list[Event] = []
     old_reason = _reason_of(o.status, o.status.phase or "")
