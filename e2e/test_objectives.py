@@ -261,3 +261,15 @@ def test_the_api_server_refuses_an_objective_it_cannot_honour(
             kubectl.apply(manifest, namespace)
         assert "is invalid" in str(info.value), info.value
         assert message in str(info.value), info.value
+
+
+def test_a_cost_fleet_whose_model_needs_30_gib_skips_the_gpus_too_small_for_it(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    """T4 (16 GiB) and L4 (24 GiB) are cheaper, but one of them cannot hold the model: the cheapest
+    product that can, L40S (48 GiB), is chosen, and the fleet's pod runs there."""
+    model = {"name": "llama-3.1-8b", "uri": "s3://models/llama-3.1-8b", "memoryGiB": 30}
+    kubectl.apply(fleet("roomy", replicas=1, resources={"gpus": 1}, objective="cost", model=model), namespace)
+    landed = wait_ready(kubectl, namespace, "roomy")
+    assert policy(landed)["gpuType"] == ("L40S", "catalog")
+    assert {n[PRODUCT_LABEL] for n in placed_on(kubectl, namespace, "roomy")} == {"NVIDIA-L40S"}

@@ -339,3 +339,46 @@ def test_a_privacy_fleet_owns_a_network_policy_that_admits_only_the_listed_names
     assert {"key": "topology.kubernetes.io/region", "operator": "In", "values": ["us"]} in term[
         "matchExpressions"
     ]
+
+
+@pytest.mark.parametrize(
+    ("gpus", "memory", "gpu"),
+    [
+        (1, None, "L4"),  # the cheapest, as without a stated need
+        (1, 20.0, "L4"),  # 24 GiB holds it
+        (1, 40.0, "L40S"),  # L4's 24 GiB does not: the cheapest that does
+        (2, 40.0, "L4"),  # two L4s hold 48 GiB
+        (1, 70.0, "H100"),
+    ],
+)
+def test_the_gpu_chosen_holds_the_model(gpus: int, memory: float | None, gpu: str) -> None:
+    model = {"name": "m"} | ({"memoryGiB": memory} if memory is not None else {})
+    derived = derive_fleet(fleet("cost", gpus=gpus, model=model), DEFAULT_CATALOG, CLUSTER)
+    assert derived.pod.gpu_required == gpu_products(gpu)
+    assert entry(derived.entries, "gpuType") == (gpu, "catalog")
+
+
+def test_a_model_no_gpu_present_holds_gets_any_gpu_and_says_why() -> None:
+    derived = derive_fleet(fleet("latency", model={"name": "m", "memoryGiB": 200}), DEFAULT_CATALOG, CLUSTER)
+    assert derived.pod.gpu_required == ()
+    assert derived.pod.gpu_preferred == ()
+    value, source = entry(derived.entries, "gpuType")
+    assert (value, source) == ("any", "objective")
+    reason = next(e.reason for e in derived.entries if e.setting == "gpuType")
+    assert "200 GiB" in reason
+    assert "model.memoryGiB" in reason
+
+
+def test_an_explicit_gpu_type_too_small_for_the_model_wins_and_is_flagged() -> None:
+    spec = fleet("cost", model={"name": "m", "memoryGiB": 40}, resources={"gpus": 1, "gpuType": "L4"})
+    derived = derive_fleet(spec, DEFAULT_CATALOG, CLUSTER)
+    assert entry(derived.entries, "gpuType") == ("L4", "explicit")
+    assert entry(derived.entries, "modelMemoryGiB") == ("40", "explicit")
+
+
+def test_stating_the_model_memory_changes_no_revision_until_set() -> None:
+    plain = fleet("latency")
+    assert fleet_build.revision(plain) == fleet_build.revision(fleet("latency", model={"name": "m"}))
+    assert fleet_build.revision(plain) != fleet_build.revision(
+        fleet("latency", model={"name": "m", "memoryGiB": 40})
+    )

@@ -93,6 +93,9 @@ class ModelRef(KubeModel):
     """Model name, e.g. `meta-llama/Llama-3.1-8B-Instruct`."""
     uri: str | None = Field(default=None, min_length=1, max_length=2048)
     """Where the weights come from, e.g. `s3://models/llama-3.1-8b` or `hf://meta-llama/...`."""
+    memory_gib: float | None = Field(default=None, gt=0, le=16384, alias="memoryGiB")
+    """GPU memory one replica needs for the model (weights and KV cache), in GiB. When the objective
+    chooses the GPU type, only types whose memory times `resources.gpus` holds it are considered."""
 
 
 class Disruption(KubeModel):

@@ -166,14 +166,16 @@ def choose_gpu(
     catalog: GpuCatalog,
     facts: ClusterFacts,
     region: str | None = None,
+    memory_gib: float | None = None,
 ) -> GpuChoice | None:
     """The GPU product for the objective among those present (see the module's docstring); None when
-    the cluster has no GPU node the catalog knows and the objective may use."""
+    the cluster has no GPU node the catalog knows and the objective may use, or (`memory_gib`: what one
+    pod's model needs) none whose `gpus_per_pod` GPUs together hold the model."""
     nodes = _usable_nodes(facts, objective, region)
     by_offering: dict[str, tuple[GpuOffering, list[NodeFacts]]] = {}
     for node in nodes:
         offering = catalog.by_product(node.product or "")
-        if offering is not None:
+        if offering is not None and holds(offering, gpus_per_pod, memory_gib):
             by_offering.setdefault(offering.name, (offering, []))[1].append(node)
     if not by_offering:
         return None
@@ -190,6 +192,11 @@ def choose_gpu(
     best = ranked[0][0]
     unit = "the whole gang" if kind == "training" and pods > 1 else "one pod"
     return GpuChoice(best, False, f"{why}; preferred only: no GPU type present has room for {unit}")
+
+
+def holds(offering: GpuOffering, gpus: int, memory_gib: float | None) -> bool:
+    """`gpus` GPUs of this product hold a model needing `memory_gib` (None: no need stated)."""
+    return memory_gib is None or offering.memory_gib * gpus >= memory_gib
 
 
 # -- explicit or default --------------------------------------------------------------------------------
@@ -228,6 +235,7 @@ def _pod_policy(
     catalog: GpuCatalog,
     facts: ClusterFacts,
     entries: _Entries,
+    model_gib: float | None = None,
 ) -> _Pod:
     objective, gpu_type, gpus = spec.objective, spec.resources.gpu_type, spec.resources.gpus
     region = spec.privacy.data_region if spec.privacy is not None else None
@@ -236,9 +244,28 @@ def _pod_policy(
     preferred: tuple[str, ...] = ()
     if gpus > 0 and gpu_type:
         entries.add("gpuType", gpu_type, "explicit", "resources.gpuType")
+        offering = catalog.for_gpu_type(gpu_type)
+        if model_gib is not None and offering is not None and not holds(offering, gpus, model_gib):
+            entries.add(
+                "modelMemoryGiB",
+                f"{model_gib:g}",
+                "explicit",
+                f"more than {gpus} {gpu_type} GPU(s) hold ({offering.memory_gib * gpus:g} GiB)",
+            )
     elif gpus > 0:
-        chosen = choose_gpu(kind, objective, gpus, pods, catalog, facts, region)
-        if chosen is None:
+        chosen = choose_gpu(kind, objective, gpus, pods, catalog, facts, region, model_gib)
+        if (
+            chosen is None
+            and model_gib is not None
+            and choose_gpu(kind, objective, gpus, pods, catalog, facts, region)
+        ):
+            entries.add(
+                "gpuType",
+                "any",
+                "objective",
+                f"no GPU type present holds the model's {model_gib:g} GiB on {gpus} GPU(s) (model.memoryGiB)",
+            )
+        elif chosen is None:
             entries.add("gpuType", "any", "objective", "no GPU node the catalog knows is usable")
         elif chosen.required:
             required = tuple(chosen.offering.products)
@@ -391,7 +418,7 @@ def _camel(name: str) -> str:
 
 def derive_fleet(spec: InferenceFleetSpec, catalog: GpuCatalog, facts: ClusterFacts) -> FleetPolicy:
     entries = _Entries()
-    derived = _pod_policy("fleet", spec, 1, catalog, facts, entries)
+    derived = _pod_policy("fleet", spec, 1, catalog, facts, entries, spec.model.memory_gib)
     updates: dict[str, object] = {}
     placement = _placement(spec, entries)
     if placement is not spec.placement:
