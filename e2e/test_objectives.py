@@ -273,3 +273,16 @@ def test_a_cost_fleet_whose_model_needs_30_gib_skips_the_gpus_too_small_for_it(
     landed = wait_ready(kubectl, namespace, "roomy")
     assert policy(landed)["gpuType"] == ("L40S", "catalog")
     assert {n[PRODUCT_LABEL] for n in placed_on(kubectl, namespace, "roomy")} == {"NVIDIA-L40S"}
+
+
+def test_a_latency_fleets_canary_analysis_is_tight_and_says_so(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    rollout = {"strategy": "Canary", "analysis": {"maxErrorRate": 0.01}}
+    kubectl.apply(fleet("tight", replicas=1, resources={"gpus": 1}, rollout=rollout), namespace)
+    landed = wait_ready(kubectl, namespace, "tight")
+    assert policy(landed)["rollout.analysis.intervalSeconds"] == ("5", "objective")
+    assert policy(landed)["rollout.analysis.inconclusiveLimit"] == ("6", "objective")
+    stored = kubectl.get("inferencefleet", "tight", namespace)
+    assert stored is not None
+    assert stored["spec"]["rollout"]["analysis"].get("intervalSeconds", 10) == 10, "the spec is not written"

@@ -382,3 +382,41 @@ def test_stating_the_model_memory_changes_no_revision_until_set() -> None:
     assert fleet_build.revision(plain) != fleet_build.revision(
         fleet("latency", model={"name": "m", "memoryGiB": 40})
     )
+
+
+ROLLOUT_WITH_ANALYSIS: dict[str, Any] = {"strategy": "Canary", "analysis": {"maxErrorRate": 0.01}}
+
+
+def test_latency_measures_a_canary_twice_as_often_keeping_the_seconds_without_data() -> None:
+    derived = derive_fleet(fleet("latency", rollout=ROLLOUT_WITH_ANALYSIS), DEFAULT_CATALOG, CLUSTER)
+    assert derived.spec.rollout is not None
+    analysis = derived.spec.rollout.analysis
+    assert analysis is not None
+    assert (analysis.interval_seconds, analysis.inconclusive_limit, analysis.failure_limit) == (5, 6, 2)
+    assert analysis.window == 30, "the query window is unchanged"
+    assert entry(derived.entries, "rollout.analysis.intervalSeconds") == ("5", "objective")
+    assert entry(derived.entries, "rollout.analysis.inconclusiveLimit") == ("6", "objective")
+
+
+def test_an_explicit_analysis_interval_wins_over_latency() -> None:
+    rollout = {"strategy": "Canary", "analysis": {"maxErrorRate": 0.01, "intervalSeconds": 2}}
+    derived = derive_fleet(fleet("latency", rollout=rollout), DEFAULT_CATALOG, CLUSTER)
+    assert derived.spec.rollout is not None
+    assert derived.spec.rollout.analysis is not None
+    assert (
+        derived.spec.rollout.analysis.interval_seconds,
+        derived.spec.rollout.analysis.inconclusive_limit,
+    ) == (
+        2,
+        3,
+    )
+    assert entry(derived.entries, "rollout.analysis.intervalSeconds") == ("2", "explicit")
+
+
+@pytest.mark.parametrize("objective", ["cost", "energy", "throughput", "reliability"])
+def test_other_objectives_leave_the_analysis_as_written(objective: Objective) -> None:
+    derived = derive_fleet(fleet(objective, rollout=ROLLOUT_WITH_ANALYSIS), DEFAULT_CATALOG, CLUSTER)
+    assert derived.spec.rollout is not None
+    assert derived.spec.rollout.analysis is not None
+    assert derived.spec.rollout.analysis.interval_seconds == 10
+    assert all(not e.setting.startswith("rollout.analysis") for e in derived.entries)

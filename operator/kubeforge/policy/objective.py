@@ -40,11 +40,13 @@ from kubeforge.api.catalog import GpuCatalog, GpuOffering
 from kubeforge.api.inferencefleet import Autoscaling, InferenceFleetSpec, Placement
 from kubeforge.api.names import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from kubeforge.api.objective import REGION_LABEL, Objective, PodPolicy, PolicyEntry, Source, SpotUse
-from kubeforge.api.rollout import CanaryStep
+from kubeforge.api.rollout import AnalysisSpec, CanaryStep, RolloutSpec
 from kubeforge.api.trainingjob import TrainingJobSpec
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MAX_ENTRIES = 12
+TIGHT_INTERVAL = 5
+"""Seconds between `latency`'s canary measurements when `rollout.analysis.intervalSeconds` is left out."""
 RELIABLE_STEPS = tuple(CanaryStep(weight=w, pause_seconds=120) for w in (10, 25, 50, 75))
 """The canary steps `reliability` gives a fleet whose `spec.rollout` names none."""
 
@@ -411,6 +413,36 @@ def _autoscaling(spec: InferenceFleetSpec, auto: Autoscaling, entries: _Entries)
     return auto.model_copy(update=updates) if updates else auto
 
 
+def _tight_analysis(analysis: AnalysisSpec, entries: _Entries) -> AnalysisSpec:
+    """`latency`'s analysis: the canary measured every `TIGHT_INTERVAL` seconds instead of the default
+    10, so `failureLimit` failed measurements roll it back in half the time; the inconclusive limit
+    grows to keep the same seconds without data before an abort. The query window stays 30 s."""
+    if _explicit(analysis, "interval_seconds"):
+        entries.add(
+            "rollout.analysis.intervalSeconds", analysis.interval_seconds, "explicit", "set in the spec"
+        )
+        return analysis
+    updates: dict[str, object] = {"interval_seconds": TIGHT_INTERVAL}
+    seconds = analysis.failure_limit * TIGHT_INTERVAL
+    entries.add(
+        "rollout.analysis.intervalSeconds",
+        TIGHT_INTERVAL,
+        "objective",
+        f"tight analysis: the canary is measured every {TIGHT_INTERVAL} s, a latency regression is"
+        f" rolled back after {seconds} s of failing measurements",
+    )
+    if not _explicit(analysis, "inconclusive_limit"):
+        without_data = analysis.inconclusive_limit * analysis.interval_seconds
+        updates["inconclusive_limit"] = max(1, without_data // TIGHT_INTERVAL)
+        entries.add(
+            "rollout.analysis.inconclusiveLimit",
+            updates["inconclusive_limit"],
+            "objective",
+            f"still {without_data} s without data before the rollout aborts",
+        )
+    return analysis.model_copy(update=updates)
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
@@ -446,6 +478,12 @@ def derive_fleet(spec: InferenceFleetSpec, catalog: GpuCatalog, facts: ClusterFa
                 "objective",
                 "slower canary: 2 minutes per step instead of 20% and 50% for a minute each",
             )
+    if spec.objective == "latency" and spec.rollout is not None and spec.rollout.analysis is not None:
+        analysis = _tight_analysis(spec.rollout.analysis, entries)
+        if analysis is not spec.rollout.analysis:
+            rollout = updates.get("rollout", spec.rollout)
+            assert isinstance(rollout, RolloutSpec)
+            updates["rollout"] = rollout.model_copy(update={"analysis": analysis})
     if spec.objective == "reliability":
         entries.add(
             "disruption.maxUnavailable",
