@@ -420,3 +420,15 @@ def test_other_objectives_leave_the_analysis_as_written(objective: Objective) ->
     assert derived.spec.rollout.analysis is not None
     assert derived.spec.rollout.analysis.interval_seconds == 10
     assert all(not e.setting.startswith("rollout.analysis") for e in derived.entries)
+
+
+def test_throughput_says_whether_a_preemption_checkpoints_first() -> None:
+    checkpointed = derive_training(
+        job("throughput", checkpoint={"gracePeriodSeconds": 300}), DEFAULT_CATALOG, CLUSTER
+    )
+    assert entry(checkpointed.entries, "preemption") == ("checkpoint first (up to 300s)", "explicit")
+    plain = derive_training(job("throughput"), DEFAULT_CATALOG, CLUSTER)
+    assert entry(plain.entries, "preemption") == ("immediate", "objective")
+    assert all(
+        e.setting != "preemption" for e in derive_training(job("cost"), DEFAULT_CATALOG, CLUSTER).entries
+    )

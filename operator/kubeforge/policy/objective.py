@@ -330,6 +330,26 @@ def derive_training(spec: TrainingJobSpec, catalog: GpuCatalog, facts: ClusterFa
         entries.add("placement", "pack", "objective", "one zone, fewest nodes (preferred pod affinity)")
     elif derived.pod.packing == "binpack":
         entries.add("placement", "binpack", "objective", "workers share nodes (preferred pod affinity)")
+    if spec.objective == "throughput":
+        # Reported, not changed: a preemption (a fleet's borrowing, the budget, a suspend) asks for a
+        # checkpoint whenever the job says how it checkpoints, whatever its objective; throughput is
+        # where lost work matters most, so its status says which applies.
+        if spec.checkpoint is not None:
+            grace = spec.checkpoint.grace_period_seconds
+            entries.add(
+                "preemption",
+                f"checkpoint first (up to {grace}s)",
+                "explicit",
+                "spec.checkpoint: a preemption asks the workers for a checkpoint and waits for it",
+            )
+        else:
+            entries.add(
+                "preemption",
+                "immediate",
+                "objective",
+                "no spec.checkpoint: nothing to ask the workers for, so a preemption loses the work since"
+                " the last checkpoint they reported",
+            )
     return TrainingPolicy(derived.pod, tuple(entries.items))
 
 
