@@ -234,6 +234,21 @@ def test_only_what_is_offered_by_eligible_jobs_is_taken_and_the_count_is_true(
     assert fitting(free, need, NODES) <= plan.replicas
 
 
+def test_a_job_taken_whole_after_a_shrink_of_it_is_the_last_take() -> None:
+    """Found by the property below: job j0 (preemptible) shrinks by a worker, then j1 by one, and the
+    fleet still lacks a replica; j0 is then taken whole. The takes are in the order they were decided,
+    so j0's whole take, which made the replicas fit, comes after j1's shrink."""
+    need = Need("ns/f", replicas=3, gpus=2, products=None, priority=0)
+    whole = Training("ns/j0", 0, workers("ns/j0", ("h-0", 2), ("h-0", 3)), 1, "whole", None)
+    elastic = Training("ns/j1", 0, workers("ns/j1", ("h-0", 1), ("h-0", 1)), 1, "aboveMin", None)
+    plan = plan_lend(need, [whole, elastic], {**FULL, "h-0": 1}, NODES)
+    assert plan.replicas == 3
+    assert [(t.job, t.preempt, len(t.workers)) for t in plan.takes] == [
+        ("ns/j1", False, 1),
+        ("ns/j0", True, 2),
+    ]
+
+
 @settings(max_examples=400, deadline=None)
 @given(worlds())
 def test_nothing_is_taken_once_the_fleet_fits(world: tuple[Need, list[Training], dict[str, int]]) -> None:

@@ -358,13 +358,13 @@ def test_the_gpu_chosen_holds_the_model(gpus: int, memory: float | None, gpu: st
     assert entry(derived.entries, "gpuType") == (gpu, "catalog")
 
 
-def test_a_model_no_gpu_present_holds_gets_any_gpu_and_says_why() -> None:
-    derived = derive_fleet(fleet("latency", model={"name": "m", "memoryGiB": 200}), DEFAULT_CATALOG, CLUSTER)
+def test_a_model_no_gpu_present_holds_prefers_the_most_memory_and_says_why() -> None:
+    derived = derive_fleet(fleet("cost", model={"name": "m", "memoryGiB": 200}), DEFAULT_CATALOG, CLUSTER)
     assert derived.pod.gpu_required == ()
-    assert derived.pod.gpu_preferred == ()
-    value, source = entry(derived.entries, "gpuType")
-    assert (value, source) == ("any", "objective")
-    reason = next(e.reason for e in derived.entries if e.setting == "gpuType")
+    assert derived.pod.gpu_preferred == gpu_products("H100")  # 80 GiB, the most of those present
+    value, source = entry(derived.entries, "gpuTypePreferred")
+    assert (value, source) == ("H100", "catalog")
+    reason = next(e.reason for e in derived.entries if e.setting == "gpuTypePreferred")
     assert "200 GiB" in reason
     assert "model.memoryGiB" in reason
 
@@ -398,6 +398,23 @@ def test_latency_measures_a_canary_twice_as_often_keeping_the_seconds_without_da
     assert entry(derived.entries, "rollout.analysis.inconclusiveLimit") == ("6", "objective")
 
 
+def test_an_inconclusive_limit_written_for_the_default_interval_keeps_it() -> None:
+    """`intervalSeconds: 10` reads as left out (it is the default), but a limit the user counted in
+    measurements 10 s apart would tolerate half the time at 5 s: the interval stays."""
+    analysis = {"maxErrorRate": 0.01, "intervalSeconds": 10, "inconclusiveLimit": 6}
+    derived = derive_fleet(fleet("latency", rollout={"analysis": analysis}), DEFAULT_CATALOG, CLUSTER)
+    assert derived.spec.rollout is not None
+    assert derived.spec.rollout.analysis is not None
+    assert (
+        derived.spec.rollout.analysis.interval_seconds,
+        derived.spec.rollout.analysis.inconclusive_limit,
+    ) == (
+        10,
+        6,
+    )
+    assert entry(derived.entries, "rollout.analysis.intervalSeconds") == ("10", "explicit")
+
+
 def test_an_explicit_analysis_interval_wins_over_latency() -> None:
     rollout = {"strategy": "Canary", "analysis": {"maxErrorRate": 0.01, "intervalSeconds": 2}}
     derived = derive_fleet(fleet("latency", rollout=rollout), DEFAULT_CATALOG, CLUSTER)
@@ -427,6 +444,10 @@ def test_throughput_says_whether_a_preemption_checkpoints_first() -> None:
         job("throughput", checkpoint={"gracePeriodSeconds": 300}), DEFAULT_CATALOG, CLUSTER
     )
     assert entry(checkpointed.entries, "preemption") == ("checkpoint first (up to 300s)", "explicit")
+    no_wait = derive_training(
+        job("throughput", checkpoint={"gracePeriodSeconds": 0}), DEFAULT_CATALOG, CLUSTER
+    )
+    assert entry(no_wait.entries, "preemption") == ("immediate", "explicit")
     plain = derive_training(job("throughput"), DEFAULT_CATALOG, CLUSTER)
     assert entry(plain.entries, "preemption") == ("immediate", "objective")
     assert all(

@@ -117,6 +117,29 @@ def test_a_fleet_running_the_former_hash_keeps_it() -> None:
     assert build.template_revision(spec, ["0123456789"]) == new  # a changed template: new hash
 
 
+@pytest.mark.parametrize(
+    "added",
+    [
+        {"model": {"memoryGiB": 40}},
+        {"objective": "cost"},
+        {"objective": "privacy", "privacy": {"dataRegion": "eu"}},
+    ],
+    ids=["model-memory", "objective", "privacy"],
+)
+def test_a_field_the_former_hash_never_saw_leaves_the_former_name(added: dict[str, Any]) -> None:
+    """A fleet running its template under the former hash that sets a field added since gets a new
+    revision (a rollout): keeping the former name would re-apply that revision's ControllerRevision
+    with other data, which the API server refuses."""
+    spec = _sample_specs()["inferencefleet-canary.yaml"]
+    _, old = PINNED["inferencefleet-canary.yaml"]
+    wire = spec.to_wire()
+    for key, value in added.items():
+        wire[key] = {**wire[key], **value} if isinstance(value, dict) and key in wire else value
+    changed = InferenceFleetSpec.model_validate(wire)
+    assert build.legacy_revision(changed) == old, "the former hash cannot see the change"
+    assert build.template_revision(changed, [old]) == build.revision(changed) != old
+
+
 def test_a_stored_template_under_the_former_hash_rebuilds() -> None:
     spec = _sample_specs()["inferencefleet-basic.yaml"]
     new, old = PINNED["inferencefleet-basic.yaml"]

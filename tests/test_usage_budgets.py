@@ -190,6 +190,10 @@ def test_training_usage_queries_read_only_the_jobs_namespace_and_worker_pods() -
     assert pattern.fullmatch("llama-a12-0-bq7zt")
     assert not pattern.fullmatch("llama-2-a0-0-x2x9k"), "another job whose name starts alike"
     assert not pattern.fullmatch("llama-0123456789-7d9f8c6b5-x2x9k"), "a fleet's pod"
+    # A long-named job's Job name is shortened in its pods' names, the index kept.
+    assert pattern.fullmatch("llama-a-10-x2x9k")
+    assert pattern.fullmatch("llama--100-x2x9k")
+    assert not pattern.fullmatch("llama-a1-a0-0-x2x9k"), "job llama-a1's pod"
 
 
 def test_a_fleets_fold_asks_what_prometheus_measured_over_the_segment() -> None:

@@ -85,6 +85,11 @@ def user_template(spec: InferenceFleetSpec) -> dict[str, Any]:
 
 # The keys each template field had when revisions were hashed with every default included (kubeforge
 # up to this change). Frozen here so that the legacy hash of a template never changes again.
+_LEGACY_FIELDS = frozenset(
+    {"image", "command", "args", "env", "resources", "model", "port", "readinessPath", "podMetadata"}
+    | {"securityContext"}
+)
+"""The template fields the legacy hash covered."""
 _LEGACY_KEYS: dict[str, frozenset[str]] = {
     "resources": frozenset({"gpus", "gpuType", "cpu", "memory"}),
     "model": frozenset({"name", "uri"}),
@@ -127,7 +132,20 @@ def template_revision(spec: InferenceFleetSpec, known: Iterable[str | None]) -> 
     if current in names:
         return current
     legacy = legacy_revision(spec)
-    return legacy if legacy in names else current
+    return legacy if legacy in names and _legacy_covers(spec) else current
+
+
+def _legacy_covers(spec: InferenceFleetSpec) -> bool:
+    """The legacy hash saw everything the user wrote in the template. A field added since (`objective`,
+    `privacy`, `model.memoryGiB`, ...) is a change the legacy name cannot stand for: keeping that name
+    would re-apply its ControllerRevision with other data, which the API server refuses."""
+    for key, value in user_template(spec).items():
+        if key not in _LEGACY_FIELDS:
+            return False
+        allowed = _LEGACY_KEYS.get(key)
+        if allowed is not None and isinstance(value, dict) and not set(value) <= allowed:
+            return False
+    return True
 
 
 def spread_constraints(spec: InferenceFleetSpec, name: str) -> list[dict[str, Any]]:

@@ -187,8 +187,10 @@ def training_usage_queries(
 
 def training_pods_regex(name: str) -> str:
     """The names of a TrainingJob's worker pods: an Indexed Job's `<job>-<index>-<suffix>`, the Job being
-    `<trainingjob>-a<attempt>` (anchored, as `fleet_pods_regex`)."""
-    return name.replace(".", "[.]") + "-a[0-9]+-[0-9]+-[0-9a-z]+"
+    `<trainingjob>-a<attempt>` (anchored, as `fleet_pods_regex`). When `<job>-<index>-` would pass 58
+    characters Kubernetes shortens the Job name and keeps the index, so a long-named job's workers can
+    be `<name>-a-10-<suffix>` or `<name>--100-<suffix>`: the attempt part is optional."""
+    return name.replace(".", "[.]") + "-(a[0-9]*)?-[0-9]+-[0-9a-z]+"
 
 
 def fleet_pods_regex(name: str) -> str:

@@ -203,6 +203,9 @@ def plan_lend(
             gained = fitting(trial, need, node_products)
             if gained > have:
                 room, have = trial, gained
+                # Replaces a shrink of the same job, and goes last: the takes are in the order they were
+                # decided, so the last one is the one that made the replicas fit.
+                taken.pop(job.key, None)
                 taken[job.key] = Take(job.key, offer.workers, preempt=True, lost_gpu_seconds=offer.lost)
             continue
         # A shrink follows the job's leaving order: the shortest prefix that frees the most replicas.

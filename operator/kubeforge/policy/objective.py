@@ -196,6 +196,18 @@ def choose_gpu(
     return GpuChoice(best, False, f"{why}; preferred only: no GPU type present has room for {unit}")
 
 
+def _largest(
+    catalog: GpuCatalog, facts: ClusterFacts, objective: Objective, region: str | None
+) -> GpuOffering | None:
+    """The product with the most memory among those present that the objective may use."""
+    present: dict[str, GpuOffering] = {}
+    for node in _usable_nodes(facts, objective, region):
+        offering = catalog.by_product(node.product or "")
+        if offering is not None:
+            present[offering.name] = offering
+    return max(present.values(), key=lambda o: (o.memory_gib, o.name), default=None)
+
+
 def holds(offering: GpuOffering, gpus: int, memory_gib: float | None) -> bool:
     """`gpus` GPUs of this product hold a model needing `memory_gib` (None: no need stated)."""
     return memory_gib is None or offering.memory_gib * gpus >= memory_gib
@@ -256,16 +268,16 @@ def _pod_policy(
             )
     elif gpus > 0:
         chosen = choose_gpu(kind, objective, gpus, pods, catalog, facts, region, model_gib)
-        if (
-            chosen is None
-            and model_gib is not None
-            and choose_gpu(kind, objective, gpus, pods, catalog, facts, region)
-        ):
+        largest = _largest(catalog, facts, objective, region) if chosen is None and model_gib else None
+        if largest is not None:
+            # Nothing holds the model: the most memory there is, by preference, is its best chance.
+            preferred = tuple(largest.products)
             entries.add(
-                "gpuType",
-                "any",
-                "objective",
-                f"no GPU type present holds the model's {model_gib:g} GiB on {gpus} GPU(s) (model.memoryGiB)",
+                "gpuTypePreferred",
+                largest.name,
+                "catalog",
+                f"no GPU type present holds the model's {model_gib:g} GiB on {gpus} GPU(s) (model.memoryGiB):"
+                " the one with the most memory",
             )
         elif chosen is None:
             entries.add("gpuType", "any", "objective", "no GPU node the catalog knows is usable")
@@ -334,13 +346,20 @@ def derive_training(spec: TrainingJobSpec, catalog: GpuCatalog, facts: ClusterFa
         # Reported, not changed: a preemption (a fleet's borrowing, the budget, a suspend) asks for a
         # checkpoint whenever the job says how it checkpoints, whatever its objective; throughput is
         # where lost work matters most, so its status says which applies.
-        if spec.checkpoint is not None:
+        if spec.checkpoint is not None and spec.checkpoint.grace_period_seconds > 0:
             grace = spec.checkpoint.grace_period_seconds
             entries.add(
                 "preemption",
                 f"checkpoint first (up to {grace}s)",
                 "explicit",
                 "spec.checkpoint: a preemption asks the workers for a checkpoint and waits for it",
+            )
+        elif spec.checkpoint is not None:
+            entries.add(
+                "preemption",
+                "immediate",
+                "explicit",
+                "spec.checkpoint.gracePeriodSeconds is 0: a preemption asks for a checkpoint, waits for none",
             )
         else:
             entries.add(
@@ -442,6 +461,16 @@ def _tight_analysis(analysis: AnalysisSpec, entries: _Entries) -> AnalysisSpec:
             "rollout.analysis.intervalSeconds", analysis.interval_seconds, "explicit", "set in the spec"
         )
         return analysis
+    if _explicit(analysis, "inconclusive_limit"):
+        # A limit written for the default interval counts measurements 10 s apart: measuring every 5 s
+        # would halve the time without data the rollout tolerates. Left as written.
+        entries.add(
+            "rollout.analysis.intervalSeconds",
+            analysis.interval_seconds,
+            "explicit",
+            "kept: rollout.analysis.inconclusiveLimit is set for it",
+        )
+        return analysis
     updates: dict[str, object] = {"interval_seconds": TIGHT_INTERVAL}
     seconds = analysis.failure_limit * TIGHT_INTERVAL
     entries.add(
@@ -451,15 +480,14 @@ def _tight_analysis(analysis: AnalysisSpec, entries: _Entries) -> AnalysisSpec:
         f"tight analysis: the canary is measured every {TIGHT_INTERVAL} s, a latency regression is"
         f" rolled back after {seconds} s of failing measurements",
     )
-    if not _explicit(analysis, "inconclusive_limit"):
-        without_data = analysis.inconclusive_limit * analysis.interval_seconds
-        updates["inconclusive_limit"] = max(1, without_data // TIGHT_INTERVAL)
-        entries.add(
-            "rollout.analysis.inconclusiveLimit",
-            updates["inconclusive_limit"],
-            "objective",
-            f"still {without_data} s without data before the rollout aborts",
-        )
+    without_data = analysis.inconclusive_limit * analysis.interval_seconds
+    updates["inconclusive_limit"] = max(1, without_data // TIGHT_INTERVAL)
+    entries.add(
+        "rollout.analysis.inconclusiveLimit",
+        updates["inconclusive_limit"],
+        "objective",
+        f"still {without_data} s without data before the rollout aborts",
+    )
     return analysis.model_copy(update=updates)
 
 
