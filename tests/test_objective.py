@@ -398,36 +398,27 @@ def test_latency_measures_a_canary_twice_as_often_keeping_the_seconds_without_da
     assert entry(derived.entries, "rollout.analysis.inconclusiveLimit") == ("6", "objective")
 
 
-def test_an_inconclusive_limit_written_for_the_default_interval_keeps_it() -> None:
-    """`intervalSeconds: 10` reads as left out (it is the default), but a limit the user counted in
-    measurements 10 s apart would tolerate half the time at 5 s: the interval stays."""
-    analysis = {"maxErrorRate": 0.01, "intervalSeconds": 10, "inconclusiveLimit": 6}
-    derived = derive_fleet(fleet("latency", rollout={"analysis": analysis}), DEFAULT_CATALOG, CLUSTER)
-    assert derived.spec.rollout is not None
-    assert derived.spec.rollout.analysis is not None
-    assert (
-        derived.spec.rollout.analysis.interval_seconds,
-        derived.spec.rollout.analysis.inconclusive_limit,
-    ) == (
-        10,
-        6,
-    )
-    assert entry(derived.entries, "rollout.analysis.intervalSeconds") == ("10", "explicit")
-
-
-def test_an_explicit_analysis_interval_wins_over_latency() -> None:
-    rollout = {"strategy": "Canary", "analysis": {"maxErrorRate": 0.01, "intervalSeconds": 2}}
+@pytest.mark.parametrize(
+    ("analysis", "kept"),
+    [
+        # Written by the user: kept.
+        ({"intervalSeconds": 2}, (2, 3)),
+        # `intervalSeconds: 10` reads as left out (the default), but a limit the user counted in
+        # measurements 10 s apart would tolerate half the time at 5 s: the interval stays.
+        ({"intervalSeconds": 10, "inconclusiveLimit": 6}, (10, 6)),
+    ],
+    ids=["explicit-interval", "explicit-inconclusive-limit"],
+)
+def test_an_analysis_interval_the_user_chose_wins_over_latency(
+    analysis: dict[str, Any], kept: tuple[int, int]
+) -> None:
+    rollout = {"strategy": "Canary", "analysis": {"maxErrorRate": 0.01, **analysis}}
     derived = derive_fleet(fleet("latency", rollout=rollout), DEFAULT_CATALOG, CLUSTER)
     assert derived.spec.rollout is not None
-    assert derived.spec.rollout.analysis is not None
-    assert (
-        derived.spec.rollout.analysis.interval_seconds,
-        derived.spec.rollout.analysis.inconclusive_limit,
-    ) == (
-        2,
-        3,
-    )
-    assert entry(derived.entries, "rollout.analysis.intervalSeconds") == ("2", "explicit")
+    written = derived.spec.rollout.analysis
+    assert written is not None
+    assert (written.interval_seconds, written.inconclusive_limit) == kept
+    assert entry(derived.entries, "rollout.analysis.intervalSeconds") == (str(kept[0]), "explicit")
 
 
 @pytest.mark.parametrize("objective", ["cost", "energy", "throughput", "reliability"])
