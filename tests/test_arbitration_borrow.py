@@ -268,3 +268,45 @@ def test_pods_of_an_older_larger_ask_are_not_borrowed_for() -> None:
     back = borrow(snapshot(unschedulable=0, wanted=2, now=2300.0, present=frozenset({"ns/rigid"})), calm.held)
     assert back.held == ()
     assert [h.job for h, _ in back.returned] == ["ns/rigid"]
+
+
+def test_two_fleets_holding_takes_of_one_job_each_count_their_own_leaving_worker() -> None:
+    """Two fleets took one worker each (the first at 900 s, this one at 950 s); the job is at its
+    ceiling and both taken workers are still being deleted, the first fleet's (the highest rank, on
+    n-3) and this fleet's (on n-2, which has 2 GPUs free besides). This fleet's 4-GPU replica fits on
+    n-2 once its worker is gone, so it takes nothing more. Counted by position, both fleets would
+    credit themselves the first departing worker (n-3: 2 GPUs, no fit) and this one would take again."""
+    full = job(size=4, min_workers=1)
+    first = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=900.0, fleet="ns/first")
+    mine = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=950.0)
+    shrinking = replace(job(size=2, min_workers=1), departing=full.workers[:2])
+    out = borrow(
+        snapshot(
+            shrinking,
+            gpus=4,
+            wanted=1,
+            unschedulable=1,
+            held_by_others={"ns/train": [first]},
+            free={**FULL, "n-2": 2},
+            now=1000.0,
+        ),
+        [mine],
+    )
+    assert out.lent == ()
+    assert out.short == 0
+    assert out.held == (mine,)
+    # The first fleet, reading the same job, counts the highest-ranked worker (n-3) as its own.
+    theirs = borrow(
+        snapshot(
+            shrinking,
+            fleet="ns/first",
+            wanted=1,
+            unschedulable=1,
+            held_by_others={"ns/train": [replace(mine, fleet="ns/chat")]},
+            free={**FULL, "n-2": 2},
+            now=1000.0,
+        ),
+        [first],
+    )
+    assert theirs.lent == ()
+    assert theirs.short == 0

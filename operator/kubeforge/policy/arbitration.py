@@ -257,6 +257,15 @@ class Held:
     calm_since: float | None = None
     whole: bool = False
     """The job was taken whole: preempted after its checkpoint, held stopped until given back."""
+    fleet: str = field(default="", compare=False)
+    """`<namespace>/<name>` of the fleet holding it, where known (read from another fleet's status): it
+    orders takes made at the same second. Not stored: an entry is in its own fleet's status."""
+
+
+def _take_order(entry: Held, fleet: str) -> tuple[float, str]:
+    """Takes of one job in the order they were made (the fleet's name breaks a tie): the order in which
+    the job's leaving workers are shared out among the fleets holding them."""
+    return (entry.since, entry.fleet or fleet)
 
 
 def ceiling(entries: Sequence[Held]) -> int | None:
@@ -372,15 +381,23 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
     room = dict(b.free)
     jobs: list[Training] = []
     for job in b.jobs:
-        top = ceiling(by_job.get(job.key, ()))
+        entries = by_job.get(job.key, ())
+        top = ceiling(entries)
         leaving = max(0, len(job.workers) - top) if top is not None else 0
-        taken = sum(e.workers for e in kept if e.job == job.key)
-        mine_leaving = min(leaving, taken)
-        # Workers this fleet took that are still running, then those already being deleted (their GPUs
-        # are not free yet): room on its way, so a pass before they are gone takes no more.
-        on_the_way = [*job.workers[:mine_leaving], *job.departing[: max(0, taken - mine_leaving)]]
-        for w in on_the_way:
-            room[w.node] = room.get(w.node, 0) + w.gpus
+        mine_of_job = [e for e in kept if e.job == job.key]
+        taken = sum(e.workers for e in mine_of_job)
+        # Workers taken but not gone yet (those being deleted, then those still running that must
+        # leave; highest rank first, the order they go) are room on its way, so a pass before they are
+        # gone takes no more. Each fleet holding takes of the job counts its own share of them, in the
+        # order the takes were made: by count alone, two fleets would both count the first worker's
+        # node and neither the second's.
+        if taken:
+            first = min(_take_order(e, b.fleet) for e in mine_of_job)
+            others = b.held_by_others.get(job.key, ())
+            before = sum(e.workers for e in others if _take_order(e, "") < first)
+            on_the_way = [*job.departing, *job.workers[:leaving]][before : before + taken]
+            for w in on_the_way:
+                room[w.node] = room.get(w.node, 0) + w.gpus
         jobs.append(replace(job, workers=job.workers[leaving:]))
 
     missing = min(b.unschedulable, max(0, b.wanted - b.scheduled))
@@ -509,5 +526,5 @@ def held_by_job(statuses: Mapping[str, api.InferenceFleetStatus | None]) -> dict
     out: dict[str, dict[str, list[Held]]] = {}
     for fleet, status in statuses.items():
         for entry in (status.borrowed if status is not None else None) or ():
-            out.setdefault(entry.job, {}).setdefault(fleet, []).append(held_of(entry))
+            out.setdefault(entry.job, {}).setdefault(fleet, []).append(replace(held_of(entry), fleet=fleet))
     return out
