@@ -234,18 +234,31 @@ def test_only_what_is_offered_by_eligible_jobs_is_taken_and_the_count_is_true(
     assert fitting(free, need, NODES) <= plan.replicas
 
 
-def test_a_job_taken_whole_after_a_shrink_of_it_is_the_last_take() -> None:
+def test_a_shrink_a_later_preemption_makes_needless_is_dropped() -> None:
     """Found by the property below: job j0 (preemptible) shrinks by a worker, then j1 by one, and the
-    fleet still lacks a replica; j0 is then taken whole. The takes are in the order they were decided,
-    so j0's whole take, which made the replicas fit, comes after j1's shrink."""
+    fleet still lacks a replica; j0 is then taken whole, which alone makes room for all three. j1's
+    shrink would cost it a worker for nothing: it is dropped, and the take that made the replicas fit
+    is the plan."""
     need = Need("ns/f", replicas=3, gpus=2, products=None, priority=0)
     whole = Training("ns/j0", 0, workers("ns/j0", ("h-0", 2), ("h-0", 3)), 1, "whole", None)
     elastic = Training("ns/j1", 0, workers("ns/j1", ("h-0", 1), ("h-0", 1)), 1, "aboveMin", None)
     plan = plan_lend(need, [whole, elastic], {**FULL, "h-0": 1}, NODES)
     assert plan.replicas == 3
-    assert [(t.job, t.preempt, len(t.workers)) for t in plan.takes] == [
-        ("ns/j1", False, 1),
-        ("ns/j0", True, 2),
+    assert [(t.job, t.preempt, len(t.workers)) for t in plan.takes] == [("ns/j0", True, 2)]
+
+
+def test_a_shrink_is_cut_to_what_is_still_needed_after_a_later_take() -> None:
+    """Three 2-GPU replicas missing. j0 (lowest priority) gives both its spare workers (h-0, l-0): two
+    replicas, one short. j1 is then taken whole on h-1 (room for two more). Now j0's second worker is
+    needless: j0 gives only its first, in its leaving order, and the plan still fits all three."""
+    need = Need("ns/f", replicas=3, gpus=2, products=None, priority=0)
+    j0 = Training("ns/j0", -1, workers("ns/j0", ("h-0", 2), ("l-0", 2)), 0, "aboveMin", None)
+    j1 = Training("ns/j1", 0, workers("ns/j1", ("h-1", 2), ("h-1", 2)), 2, "whole", None)
+    plan = plan_lend(need, [j0, j1], FULL, NODES)
+    assert plan.replicas == 3
+    assert [(t.job, t.preempt, [w.node for w in t.workers]) for t in plan.takes] == [
+        ("ns/j0", False, ["h-0"]),
+        ("ns/j1", True, ["h-1", "h-1"]),
     ]
 
 
@@ -270,3 +283,17 @@ def test_offers_follow_the_jobs_lending() -> None:
     whole = Training("ns/w", 0, e.workers, 2, "whole", None)
     assert [(o.whole, len(o.workers)) for o in offers(whole)] == [(False, 1), (True, 3)]
     assert offers(Training("ns/n", 0, e.workers, 2, "none", None)) == []
+
+
+@settings(max_examples=400, deadline=None)
+@given(worlds())
+def test_no_shrink_in_a_plan_could_be_shorter(world: tuple[Need, list[Training], dict[str, int]]) -> None:
+    """Every worker a plan takes by shrinking is needed: without the last one of any shrink (its
+    leaving order keeps a prefix), fewer replicas fit. A later take never leaves an earlier one idle."""
+    need, jobs, free = world
+    plan = plan_lend(need, jobs, free, NODES)
+    for i, take in enumerate(plan.takes):
+        if take.preempt:
+            continue
+        others = [w for j, t in enumerate(plan.takes) if j != i for w in t.workers]
+        assert fitting(freed(free, others + list(take.workers[:-1])), need, NODES) < plan.replicas

@@ -128,12 +128,17 @@ def test_a_preemptible_rigid_job_is_taken_whole_and_a_later_pass_takes_nothing_m
 
 
 def test_an_elastic_shrink_is_preferred_and_a_whole_take_comes_only_when_it_is_not_enough() -> None:
+    """One replica short: the elastic job's spare worker is enough and the rigid job runs on. Two short:
+    the spare worker is not enough, the rigid job is taken whole, and that alone makes room for both,
+    so the elastic job keeps its worker (a shrink for nothing would only cost it throughput)."""
     elastic = job("ns/elastic", size=3, min_workers=2)
-    rigid = job("team/rigid", size=2, min_workers=2, lending="whole", priority=-1)
-    one = borrow(snapshot(elastic, replace(rigid, key="ns/rigid", priority=0), unschedulable=1), [])
+    rigid = job("ns/rigid", size=2, min_workers=2, lending="whole")
+    one = borrow(snapshot(elastic, rigid, unschedulable=1), [])
     assert [(h.job, h.whole) for h in one.held] == [("ns/elastic", False)]
-    two = borrow(snapshot(elastic, replace(rigid, key="ns/rigid", priority=0), unschedulable=2), [])
-    assert sorted((h.job, h.whole) for h in two.held) == [("ns/elastic", False), ("ns/rigid", True)]
+    two = borrow(snapshot(elastic, rigid, unschedulable=2), [])
+    assert [(h.job, h.whole) for h in two.held] == [("ns/rigid", True)]
+    three = borrow(snapshot(elastic, rigid, unschedulable=3), [])
+    assert sorted((h.job, h.whole) for h in three.held) == [("ns/elastic", False), ("ns/rigid", True)]
 
 
 def test_a_whole_take_waits_for_a_checkpoint_in_progress() -> None:

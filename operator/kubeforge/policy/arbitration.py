@@ -14,8 +14,9 @@ workers to take so the fleet's missing replicas fit, following the order users a
    away); then the name, so two passes over the same snapshot choose alike.
 4. Only what helps, and no more than needed: a worker whose GPUs cannot host a replica (another GPU
    type, or too few GPUs on its node even together with what else is taken there) is left alone, and
-   once the missing replicas fit, later offers are not touched. Elastic workers leave in the order the
-   job gives (its highest ranks first), because that is what its rendezvous tolerates.
+   once the missing replicas fit, later offers are not touched; a shrink that a later take made needless
+   (a preemption that alone makes room) is dropped or cut to what is still needed. Elastic workers leave
+   in the order the job gives (its highest ranks first), because that is what its rendezvous tolerates.
 
 Placement is judged per node, like the scheduler: a replica of `gpus` GPUs needs that many free on one
 node of an accepted product. The snapshot's free GPUs are what the capacity ledger leaves after every
@@ -220,7 +221,42 @@ def plan_lend(
         if best:
             room, have = best_room, best_have
             taken[job.key] = Take(job.key, offer.workers[:best], preempt=False, lost_gpu_seconds=0.0)
-    return LendPlan(tuple(taken.values()), replicas=have, short=max(0, need.replicas - have), skipped=skipped)
+    takes = _without_needless(list(taken.values()), need, free, node_products, have)
+    return LendPlan(tuple(takes), replicas=have, short=max(0, need.replicas - have), skipped=skipped)
+
+
+def _without_needless(
+    takes: list[Take],
+    need: Need,
+    free: Mapping[str, int],
+    node_products: Mapping[str, str | None],
+    have: int,
+) -> list[Take]:
+    """`takes` less what the later ones made needless: a job preempted because shrinks were not enough
+    (or a later shrink that frees a better node) can leave an earlier shrink nothing to do, and a job
+    shrunk for nothing loses throughput for nothing. The last take stays (it made the replicas fit);
+    the others are dropped, or cut to a shorter prefix of their leaving order, latest decided first,
+    so the lowest-priority training still gives first."""
+
+    def fits(candidate: Sequence[Take]) -> int:
+        room = dict(free)
+        for take in candidate:
+            for w in take.workers:
+                room[w.node] = room.get(w.node, 0) + w.gpus
+        return fitting(room, need, node_products)
+
+    kept = list(takes)
+    for i in reversed(range(len(kept) - 1)):
+        take = kept[i]
+        if take.preempt:
+            continue  # a job is taken whole only when nothing else could do; its workers go together
+        for count in range(len(take.workers)):
+            shorter = replace(take, workers=take.workers[:count])
+            trial = [*kept[:i], shorter, *kept[i + 1 :]] if count else [*kept[:i], *kept[i + 1 :]]
+            if fits(trial) >= have:
+                kept = trial
+                break
+    return kept
 
 
 def may_return(
