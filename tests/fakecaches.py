@@ -47,6 +47,10 @@ class FakeCaches:
             [capacity.node_info(n) for n in self.list(NODE)], [capacity.pod_info(p) for p in self.list(POD)]
         )
 
+    def serves(self, kind: Kind) -> bool:
+        """Every kind: the fake server holds whatever a test puts in it."""
+        return True
+
     def list(
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> builtins.list[Obj]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from kubeforge.policy.arbitration import ceiling, held_of
+from kubeforge.policy.arbitration import Training, ceiling, held_of
 from kubeforge.policy.fleet import decide
 from kubeforge.policy.fleet_status import PodSummary
+from kubeforge.policy.kueue_claims import Claim, claim_name
 from test_arbitration_borrow import job, snapshot
 from test_fleet_controller import AUTO
-from test_fleet_decide import STUCK, condition, reasons, spec, steady
+from test_fleet_decide import NAME, STUCK, condition, reasons, spec, steady
 
 
 def test_a_limited_autoscaling_fleet_records_what_it_borrows_in_its_own_status() -> None:
@@ -80,3 +81,70 @@ def test_turning_autoscaling_off_gives_everything_back() -> None:
     plan = decide(replace(o, spec=off, status=taken.status))
     assert plan.status.borrowed is None
     assert plan.lends == (("return", 2),)
+
+
+# -- asking Kueue (`policy.kueue_claims`) ------------------------------------------------------------
+
+
+def _kueue_job() -> Training:
+    """A running job Kueue admitted, of lower priority than the fleet: kubeforge lends nothing from it."""
+    refuses = "is admitted by Kueue (its preemption is Kueue's)"
+    return replace(job(lending="none", refuses=refuses, priority=-1), kueue=True)
+
+
+def test_a_fleet_with_a_kueue_queue_asks_kueue_for_the_gpus_kueue_admitted_training_holds() -> None:
+    o = steady(spec(autoscaling=AUTO["autoscaling"], kueueQueueName="team-a"), replicas=5)  # 1 has no room
+    o = replace(o, pods=STUCK, borrowing=snapshot(_kueue_job()), kueue_served=True)
+    plan = decide(o)
+    assert plan.claims_create == (claim_name(NAME, 0),)
+    claim = plan.status.kueue_claim
+    assert claim is not None
+    assert (claim.queue, claim.replicas, claim.admitted, claim.for_replicas) == ("team-a", 1, 0, 5)
+    assert condition(plan.status, "CapacityLimited") == ("True", "WaitingForKueue")
+    limited = next(c for c in plan.status.conditions if c.type == "CapacityLimited")
+    assert "asked Kueue through LocalQueue team-a for 1 replica(s): 0 admitted" in limited.message
+    assert ("Normal", "AskedKueue") in reasons(plan)
+    assert plan.lends == (("kueueAsk", 2),)
+
+    # Kueue says why it waits; the next pass asks for nothing more and shows Kueue's word.
+    pending = Claim(claim_name(NAME, 0), False, "couldn't assign flavors to pod set replica")
+    again = decide(replace(o, status=plan.status, kueue_claims=(pending,), now=o.now + timedelta(seconds=5)))
+    assert again.claims_create == ()
+    assert again.lends == ()
+    assert again.status.kueue_claim is not None
+    assert again.status.kueue_claim.message == "couldn't assign flavors to pod set replica"
+
+
+def test_without_a_kueue_queue_training_kueue_admitted_is_left_alone_and_the_fleet_says_why() -> None:
+    o = steady(spec(autoscaling=AUTO["autoscaling"]), replicas=5)
+    plan = decide(replace(o, pods=STUCK, borrowing=snapshot(_kueue_job()), kueue_served=True))
+    assert plan.claims_create == ()
+    assert plan.status.kueue_claim is None
+    assert condition(plan.status, "CapacityLimited") == ("True", "NoLendableGpus")
+    limited = next(c for c in plan.status.conditions if c.type == "CapacityLimited")
+    assert "ns/train is admitted by Kueue" in limited.message
+
+
+def test_a_calm_fleet_withdraws_its_claims_after_the_hysteresis() -> None:
+    o = steady(spec(autoscaling=AUTO["autoscaling"], kueueQueueName="team-a"), replicas=5)
+    asked = decide(replace(o, pods=STUCK, borrowing=snapshot(_kueue_job()), kueue_served=True))
+    admitted = (Claim(claim_name(NAME, 0), True),)
+    calm_pods = PodSummary(total=1, ready=1, scheduled=1)
+    status = asked.status.model_copy(update={"desired_replicas": 1})
+    calm = replace(
+        o,
+        status=status,
+        pods=calm_pods,
+        borrowing=snapshot(unschedulable=0),
+        kueue_claims=admitted,
+        kueue_served=True,
+    )
+    first = decide(calm)
+    assert first.claims_delete == ()
+    assert first.status.kueue_claim is not None
+    assert first.status.kueue_claim.calm_since is not None
+    back = decide(replace(calm, status=first.status, now=o.now + timedelta(seconds=301)))
+    assert back.claims_delete == (claim_name(NAME, 0),)
+    assert back.status.kueue_claim is None
+    assert ("Normal", "ReleasedKueueClaim") in reasons(back)
+    assert back.lends == (("kueueRelease", 2),)

@@ -49,6 +49,8 @@ NAMESPACED_RULES: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]
     (("policy",), ("poddisruptionbudgets",), ("get", "list", "watch", "create", "patch", "delete")),
     (("networking.k8s.io",), ("networkpolicies",), ("get", "list", "watch", "create", "patch", "delete")),
     (("gateway.networking.k8s.io",), ("httproutes",), ("get", "patch")),
+    # Only the fleets' own claims on Kueue (spec.kueueQueueName), read by label.
+    (("kueue.x-k8s.io",), ("workloads",), ("get", "list", "watch", "create", "delete")),
 ]
 Rule = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 CLUSTER_RULES: list[Rule] = [

@@ -250,6 +250,13 @@ class InferenceFleetSpec(KubeModel):
         default=None, min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
     )
     """PriorityClass of the pods."""
+    kueue_queue_name: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    """Kueue LocalQueue (in the fleet's namespace) through which the fleet asks Kueue for GPUs that
+    Kueue-admitted training holds, when its autoscaler wants replicas the cluster has no room for
+    (docs/arbitration.md). The fleet's own pods never wait for Kueue; without it, training admitted by
+    Kueue is never asked for anything."""
     disruption: Disruption = Field(default_factory=Disruption)
     """PodDisruptionBudget settings."""
     placement: Placement = Field(default_factory=Placement)
@@ -380,6 +387,29 @@ class Borrowed(KubeModel):
     checkpoint."""
 
 
+class KueueClaim(KubeModel):
+    """What this fleet asked Kueue for (`docs/arbitration.md`): one Kueue Workload per replica, named
+    `<fleet>-kueue-<n>`, in `queue`, at the fleet's priority. Kueue admits them, preempting lower-priority
+    workloads as its ClusterQueue's preemption settings allow; they are deleted once the fleet has
+    wanted no more than it could run without them for `--gpu-return-after-seconds`."""
+
+    queue: str = Field(max_length=63)
+    """The LocalQueue (`spec.kueueQueueName` when they were made)."""
+    replicas: int = Field(ge=1)
+    """Replicas asked for: one Workload each."""
+    admitted: int = Field(default=0, ge=0)
+    """Of those, the Workloads Kueue has admitted."""
+    for_replicas: int = Field(ge=0)
+    """Replicas the fleet could run with what it asked for, when it asked (what it could run without,
+    plus `replicas`): the claims go once it wants no more than `forReplicas - replicas` long enough."""
+    since: str
+    """When the first of them was made (RFC 3339)."""
+    calm_since: str | None = None
+    """Since when the fleet has wanted no more than it could run without them."""
+    message: str | None = Field(default=None, max_length=1024)
+    """Kueue's word on a Workload it has not admitted (why it waits)."""
+
+
 class InferenceFleetStatus(KubeModel):
     """Observed state, written by the operator only."""
 
@@ -406,6 +436,8 @@ class InferenceFleetStatus(KubeModel):
     borrowed: list[Borrowed] | None = Field(default=None, max_length=MAX_BORROWED)
     """GPUs this fleet holds that training lent it, per TrainingJob, until it gives them back (absent
     when it holds none)."""
+    kueue_claim: KueueClaim | None = None
+    """GPUs this fleet asked Kueue for (`spec.kueueQueueName`), until it gives them back."""
 
 
 INFO = KindInfo(

@@ -37,6 +37,7 @@ from kubeforge.api.names import INFERENCEFLEET_LABEL
 from kubeforge.api.objective import PodPolicy
 from kubeforge.api.rollout import AnalysisSpec
 from kubeforge.builders import inferencefleet as build
+from kubeforge.builders import kueue_claim
 from kubeforge.controllers import lending
 from kubeforge.controllers.facts import ClusterFactsMemo
 from kubeforge.controllers.ownership import (
@@ -48,13 +49,14 @@ from kubeforge.controllers.ownership import (
 )
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys, together
 from kubeforge.controllers.usage import held_gpus
-from kubeforge.kube.client import Kube, Obj
+from kubeforge.kube.client import Kube, Obj, is_conflict
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
     CONTROLLER_REVISION,
     DEPLOYMENT,
     HTTPROUTE,
     INFERENCEFLEET,
+    KUEUE_WORKLOAD,
     NETWORK_POLICY,
     NODE,
     PDB,
@@ -68,7 +70,7 @@ from kubeforge.kube.kinds import (
 from kubeforge.kube.rejections import ChildRejectedError, child_write
 from kubeforge.metrics import exposition
 from kubeforge.metrics.promql import MetricsError, PrometheusSource
-from kubeforge.policy import arbitration, autoscaler, capacity, gangs, training
+from kubeforge.policy import arbitration, autoscaler, capacity, gangs, kueue_claims, training
 from kubeforge.policy import fleet as policy
 from kubeforge.policy import objective as objectives
 from kubeforge.policy import usage as usage_policy
@@ -151,6 +153,9 @@ class InferenceFleetController:
             Watch(POD, self._pod_keys),
             Watch(NODE, lambda old, new: set(self._waiting)),
         )
+        if caches.serves(KUEUE_WORKLOAD):
+            # Kueue admitting (or evicting) a claim of the fleet.
+            self.watches += (Watch(KUEUE_WORKLOAD, label_keys(INFERENCEFLEET_LABEL)),)
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(INFERENCEFLEET_LABEL)(old, new))
@@ -255,8 +260,25 @@ class InferenceFleetController:
         await warn_owner(self.kube, FLEET, obj, reason, message)
 
     async def forget(self, namespace: str, name: str) -> None:
+        # Claims have no owner reference for the garbage collector to follow (see builders.kueue_claim):
+        # a deleted fleet's claims go here, also those found after a restart (their fleet key is
+        # reconciled from the claims' watch, finds no fleet, and lands here).
+        for claim in self._claims(namespace, name):
+            await self.kube.delete(KUEUE_WORKLOAD.api_version, KUEUE_WORKLOAD.kind, claim, namespace)
         self._fleets.pop((namespace, name), None)
         self._waiting.discard((namespace, name))
+
+    def _claims(self, namespace: str, name: str, uid: str | None = None) -> list[str]:
+        """Names of the fleet's claim Workloads not being deleted (of the fleet with `uid` only, if set;
+        of any fleet of that name otherwise)."""
+        if not self.caches.serves(KUEUE_WORKLOAD):
+            return []
+        return [
+            str(w["metadata"]["name"])
+            for w in self.caches.list(KUEUE_WORKLOAD, namespace, labels=build.fleet_labels(name))
+            if not w["metadata"].get("deletionTimestamp")
+            and (uid is None or (w["metadata"].get("labels") or {}).get(kueue_claim.FLEET_UID_LABEL) == uid)
+        ]
 
     # -- gather ------------------------------------------------------------------------------------
 
@@ -313,8 +335,11 @@ class InferenceFleetController:
             known += [rollout.stable_revision, rollout.canary_revision]
             known += [e.revision for e in rollout.history]
         summary = summarize_pods(pods)
+        claims = self._claim_views(namespace, name, uid)
         borrowing = None
-        if spec.autoscaler_on and (summary.unschedulable or observed.status.borrowed):
+        if spec.autoscaler_on and (
+            summary.unschedulable or observed.status.borrowed or observed.status.kueue_claim or claims
+        ):
             borrowing = self._borrowing(namespace, name, spec)
         return replace(
             observed,
@@ -325,7 +350,37 @@ class InferenceFleetController:
             templates_kept=kept,
             held=held_gpus(self.caches, map(training.pod_view, pods), spec.resources.gpu_type, self.config),
             borrowing=borrowing,
+            kueue_claims=claims,
+            kueue_served=self.caches.serves(KUEUE_WORKLOAD),
         )
+
+    def _claim_views(self, namespace: str, name: str, uid: str) -> tuple[kueue_claims.Claim, ...]:
+        """The fleet's claim Workloads as `policy.kueue_claims` reads them."""
+        if not self.caches.serves(KUEUE_WORKLOAD):
+            return ()
+        views = []
+        for w in self.caches.list(KUEUE_WORKLOAD, namespace, labels=build.fleet_labels(name)):
+            meta = w["metadata"]
+            if (meta.get("labels") or {}).get(kueue_claim.FLEET_UID_LABEL) != uid:
+                continue
+            conditions = {c.get("type"): c for c in (w.get("status") or {}).get("conditions") or []}
+            admitted = (conditions.get("Admitted") or {}).get("status") == "True"
+            evicted = conditions.get("Evicted") or {}
+            reserved = conditions.get("QuotaReserved") or {}
+            word = ""
+            if evicted.get("status") == "True":
+                word = str(evicted.get("message") or "")
+            elif reserved.get("status") == "False":
+                word = str(reserved.get("message") or "")
+            views.append(
+                kueue_claims.Claim(
+                    str(meta["name"]),
+                    admitted,
+                    "" if admitted else word,
+                    deleting=bool(meta.get("deletionTimestamp")),
+                )
+            )
+        return tuple(views)
 
     def _borrowing(self, namespace: str, name: str, spec: InferenceFleetSpec) -> arbitration.Borrowing:
         """The running training a fleet may borrow GPUs from, from the caches (see `policy.arbitration`)."""
@@ -475,10 +530,45 @@ class InferenceFleetController:
             exposition.ROLLOUTS.labels(namespace, outcome).inc()
         for direction, gpus in plan.lends:
             exposition.GPU_LENDS.labels(namespace, direction).inc(gpus)
+        ours = {c.name for c in o.kueue_claims}
+        # Left by a deleted fleet of the same name while no operator ran: they hold Kueue quota.
+        for stale in (n for n in self._claims(namespace, name) if n not in ours):
+            await self.kube.delete(KUEUE_WORKLOAD.api_version, KUEUE_WORKLOAD.kind, stale, namespace)
+        if plan.claims_create or plan.claims_delete:
+            await self._write_claims(obj, o, plan)
         if plan.in_rollout:
             self._waiting.add((namespace, name))
         else:
             self._waiting.discard((namespace, name))
+
+    async def _write_claims(self, obj: Obj, o: policy.FleetObserved, plan: policy.FleetPlan) -> None:
+        """Make and withdraw the fleet's claims on Kueue (after its status recorded them: a claim made
+        and not recorded is adopted by the next pass, never duplicated: names are fixed)."""
+        assert o.spec is not None
+        namespace, name, uid = o.namespace, o.name, str(obj["metadata"]["uid"])
+        for claim in plan.claims_delete:
+            await self.kube.delete(KUEUE_WORKLOAD.api_version, KUEUE_WORKLOAD.kind, claim, namespace)
+        if not plan.claims_create:
+            return
+        record = plan.status.kueue_claim
+        assert record is not None
+        template = build.pod_template(o.spec, name, o.revision or "", self._pod_policy(o.spec))
+        priority = o.borrowing.priority if o.borrowing is not None else 0
+        for claim in plan.claims_create:
+            body = kueue_claim.claim(
+                claim,
+                fleet=name,
+                namespace=namespace,
+                uid=uid,
+                queue=record.queue,
+                priority=priority,
+                pod=template,
+            )
+            try:
+                await self.kube.create(body)
+            except ApiError as error:
+                if not is_conflict(error):
+                    raise  # the pass is retried; names are fixed, so nothing is asked twice
 
     async def _write(self, obj: Obj, write: policy.Write) -> None:
         with child_write():

@@ -114,6 +114,7 @@ def trainings(
                 refuses=_refuses(spec),
                 departing=tuple(arbitration.Worker(v.name, str(v.node), v.gpus) for v in departing),
                 checkpointing=status.preemption is not None,
+                kueue=bool(spec.queue_name) and spec.preemptible is not False,
                 seconds_since_checkpoint=_seconds(now, saved),
                 seconds_running=_seconds(now, started) or 0.0,
             )

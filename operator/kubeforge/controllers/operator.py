@@ -39,6 +39,7 @@ from kubeforge.kube.kinds import (
     DEPLOYMENT,
     INFERENCEFLEET,
     JOB,
+    KUEUE_WORKLOAD,
     NETWORK_POLICY,
     NODE,
     PDB,
@@ -48,6 +49,7 @@ from kubeforge.kube.kinds import (
     RESOURCE_QUOTA,
     SERVICE,
     TRAININGJOB,
+    Kind,
 )
 from kubeforge.kube.leader import LeaderElectionConfig, LeaderElector
 from kubeforge.metrics import exposition
@@ -86,6 +88,17 @@ async def _pods_clusterwide(http: httpx2.AsyncClient) -> bool:
     return True
 
 
+async def _serves(http: httpx2.AsyncClient, kind: Kind) -> bool:
+    """The API server serves `kind` (an optional API: Kueue's Workloads exist only where Kueue runs).
+    Read once at start: installing Kueue later needs an operator restart for fleets to ask it."""
+    response = await http.get(f"/apis/{kind.api_version}")
+    exposition.count_api_request("get", kind.group, response.status_code)
+    if response.status_code == 404:
+        return False
+    response.raise_for_status()
+    return any(r.get("name") == kind.plural for r in response.json().get("resources") or [])
+
+
 async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Caches:
     namespaces = config.namespaces
     ours = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
@@ -97,7 +110,7 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
             ", ".join(namespaces),
         )
         pod_namespaces = namespaces
-    sources = (
+    sources: tuple[Source, ...] = (
         Source(TRAININGJOB, projections.owned_resource, namespaces=namespaces),
         Source(INFERENCEFLEET, projections.owned_resource, namespaces=namespaces),
         Source(JOB, projections.child, ours, namespaces, (TRAININGJOB_LABEL,)),
@@ -114,6 +127,9 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
         Source(PRIORITY_CLASS, projections.priority_class),
         Source(RESOURCE_QUOTA, projections.resource_quota, None, namespaces),
     )
+    if await _serves(http, KUEUE_WORKLOAD):
+        # Only the fleets' claims on Kueue (`policy.kueue_claims`), never Kueue's own Workloads.
+        sources += (Source(KUEUE_WORKLOAD, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),)
     caches = Caches(Informer(http, source) for source in sources)
     # Gang admission says capacity is unknown rather than admitting into GPUs it cannot see are used.
     caches.capacity().scope = pod_namespaces

@@ -392,6 +392,10 @@ class Reader(Protocol):
         """GPU capacity: the nodes and what bound pods hold, kept current by the pod and node caches."""
         ...
 
+    def serves(self, kind: Kind) -> bool:
+        """`kind` is watched and readable (an optional API, such as Kueue's, may be neither)."""
+        ...
+
 
 class Caches:
     """Every informer of the operator, by kind; the one place controllers read the cluster from."""
@@ -469,6 +473,9 @@ class Caches:
 
     def __contains__(self, kind: Kind) -> bool:
         return (kind.api_version, kind.kind) in self.informers
+
+    def serves(self, kind: Kind) -> bool:
+        return kind in self and not self.informer(kind).forbidden
 
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
         return self.informer(kind).get(namespace or "", name)

@@ -43,6 +43,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("kubeforge.dev/v1alpha1", "TrainingJob", "trainingjobs"),
         Kind("kubeforge.dev/v1alpha1", "InferenceFleet", "inferencefleets"),
         Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+        Kind("kueue.x-k8s.io/v1beta2", "Workload", "workloads"),
         Kind("authentication.k8s.io/v1", "TokenReview", "tokenreviews", namespaced=False),
         Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
     )
@@ -68,3 +69,4 @@ RESOURCE_QUOTA = kind("v1", "ResourceQuota")
 TRAININGJOB = kind("kubeforge.dev/v1alpha1", "TrainingJob")
 INFERENCEFLEET = kind("kubeforge.dev/v1alpha1", "InferenceFleet")
 HTTPROUTE = kind("gateway.networking.k8s.io/v1", "HTTPRoute")
+KUEUE_WORKLOAD = kind("kueue.x-k8s.io/v1beta2", "Workload")

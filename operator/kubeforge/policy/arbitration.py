@@ -83,6 +83,9 @@ class Training:
     message."""
     departing: tuple[Worker, ...] = ()
     """Workers being deleted that still hold their GPUs (a shrink or a preemption under way)."""
+    kueue: bool = False
+    """Admitted by Kueue and not `preemptible: false`: it lends nothing to kubeforge, but a fleet may ask
+    Kueue for its GPUs (`policy.kueue_claims`)."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from kubeforge.api.catalog import DEFAULT_CATALOG, GpuCatalog
@@ -49,14 +49,19 @@ from kubeforge.api.fleet_names import (
     revision_service_name,
     revision_service_problem,
 )
-from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, InferenceFleetStatus
+from kubeforge.api.inferencefleet import (
+    AutoscalerStatus,
+    InferenceFleetSpec,
+    InferenceFleetStatus,
+    KueueClaim,
+)
 from kubeforge.api.objective import PolicyEntry
 from kubeforge.api.rollout import AnalysisRun, AnalysisSpec
-from kubeforge.policy import analysis, arbitration, autoscaler, capacity
+from kubeforge.policy import analysis, arbitration, autoscaler, capacity, kueue_claims
 from kubeforge.policy import rollout as rollouts
 from kubeforge.policy import usage as accounting
 from kubeforge.policy.analysis import MetricSample
-from kubeforge.policy.conditions import ConditionUpdate, parse_time
+from kubeforge.policy.conditions import ConditionUpdate, format_time, parse_time
 from kubeforge.policy.events import Event
 from kubeforge.policy.fleet_events import changed_conditions, condition_events, outcomes, scale_event
 from kubeforge.policy.fleet_status import (
@@ -183,6 +188,10 @@ class FleetObserved:
     borrowing: arbitration.Borrowing | None = None
     """Training the fleet may borrow GPUs from, gathered when it autoscales and has pods without room
     or holds borrowed GPUs (`wanted`, `unschedulable`, `now` and `active` are filled in by `decide`)."""
+    kueue_claims: tuple[kueue_claims.Claim, ...] = ()
+    """The fleet's claim Workloads (`policy.kueue_claims`), from the caches."""
+    kueue_served: bool = False
+    """Kueue's Workload API is served (and readable): claims can be made."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -273,7 +282,12 @@ class FleetPlan:
     needs_usage: float | None = None
     """Seconds of the segment `status.usage` folds, over which to read the fleet's measurements."""
     lends: tuple[tuple[str, int], ...] = ()
-    """GPUs borrowed (`lend`) or given back (`return`) this pass, for the lends metric."""
+    """GPUs borrowed (`lend`) or given back (`return`) this pass, asked of Kueue (`kueueAsk`) or given
+    back to it (`kueueRelease`), for the lends metric."""
+    claims_create: tuple[str, ...] = ()
+    """Claim Workloads to make (names), one replica each (`policy.kueue_claims`)."""
+    claims_delete: tuple[str, ...] = ()
+    """Claim Workloads to delete."""
 
     @property
     def complete(self) -> bool:
@@ -348,14 +362,20 @@ def decide(o: FleetObserved) -> FleetPlan:
 
     extra: list[ConditionUpdate] = []
     borrowed = _borrow(o, spec, desired)
-    if borrowed is not None and borrowed.why_short and o.pods.unschedulable:
+    asked = _ask(o, spec, desired, borrowed)
+    kueue_word = asked.message if asked is not None and asked.record is not None else ""
+    if borrowed is not None and (borrowed.why_short or kueue_word) and o.pods.unschedulable:
         # Why training lent no more comes first (the scheduler's message can fill the condition's 1,024
-        # characters on its own), then the scheduler's reason, which users and alerts look for.
-        message = (
-            f"{o.pods.unschedulable} pod(s) cannot be scheduled; training lends no more: "
-            f"{borrowed.why_short}; scheduler: {o.pods.unschedulable_message}"
-        )
-        extra.append(ConditionUpdate("CapacityLimited", "True", "NoLendableGpus", message[:1024]))
+        # characters on its own), then what Kueue was asked, then the scheduler's reason, which users
+        # and alerts look for.
+        parts = [f"{o.pods.unschedulable} pod(s) cannot be scheduled"]
+        if borrowed.why_short:
+            parts.append(f"training lends no more: {borrowed.why_short}")
+        if kueue_word:
+            parts.append(kueue_word)
+        parts.append(f"scheduler: {o.pods.unschedulable_message}")
+        reason = "WaitingForKueue" if kueue_word else "NoLendableGpus"
+        extra.append(ConditionUpdate("CapacityLimited", "True", reason, "; ".join(parts)[:1024]))
     route: RouteWeights | None = None
     if spec.rollout is not None and spec.rollout.http_route is not None:
         backends, routed = _backends(o, spec, plan)
@@ -402,6 +422,10 @@ def decide(o: FleetObserved) -> FleetPlan:
         status = status.model_copy(update={"borrowed": held or None})
     elif o.status.borrowed:
         status = status.model_copy(update={"borrowed": o.status.borrowed})
+    if asked is not None:
+        status = status.model_copy(update={"kueue_claim": _claim_status(asked, o.kueue_claims)})
+    elif o.status.kueue_claim is not None:
+        status = status.model_copy(update={"kueue_claim": o.status.kueue_claim})
     return _finish(
         o,
         status,
@@ -413,6 +437,7 @@ def decide(o: FleetObserved) -> FleetPlan:
         in_rollout=plan.status.phase in rollouts.ACTIVE,
         rollout_due=_rollout_due(o, plan, limits),
         borrowed=borrowed,
+        asked=asked,
     )
 
 
@@ -438,6 +463,7 @@ def _finish(
     in_rollout: bool,
     rollout_due: float | None = None,
     borrowed: arbitration.Borrowed | None = None,
+    asked: kueue_claims.Asked | None = None,
 ) -> FleetPlan:
     """The plan around a decided status (with its usage folded in): the news in it, and when to come
     back."""
@@ -474,6 +500,24 @@ def _finish(
             message = f"gave back {entry.gpus} GPUs of TrainingJob {entry.job}: {why}"
             events.append(Event("Normal", "ReturnedGpus", message))
             lends.append(("return", entry.gpus))
+    creates: tuple[str, ...] = ()
+    if asked is not None:
+        # GPUs per replica, as the arbitration snapshot counts them.
+        gpus = o.borrowing.gpus if o.borrowing is not None else o.spec.resources.gpus if o.spec else 0
+        if asked.asked and asked.record is not None:
+            message = (
+                f"asked Kueue through LocalQueue {asked.record.queue} for {asked.asked} replica(s)"
+                f" ({gpus} GPUs each): Kueue admitted training holds the GPUs the fleet needs"
+            )
+            events.append(Event("Normal", "AskedKueue", message))
+            lends.append(("kueueAsk", asked.asked * gpus))
+        if asked.released:
+            held = len([c for c in o.kueue_claims if not c.deleting])
+            events.append(
+                Event("Normal", "ReleasedKueueClaim", f"withdrew {held} Kueue claim(s): {asked.released}")
+            )
+            lends.append(("kueueRelease", held * gpus))
+        creates = kueue_claims.names_to_create(o.name, asked.create, o.kueue_claims)
     scaled = scale_event(evaluation) if evaluation is not None else None
     if scaled is not None:
         events.append(scaled)
@@ -490,6 +534,8 @@ def _finish(
         in_rollout=in_rollout,
         requeue_after=max(0.0, min(waits)) if waits else None,
         lends=tuple(lends),
+        claims_create=creates,
+        claims_delete=asked.delete if asked is not None else (),
     )
 
 
@@ -593,6 +639,67 @@ def _borrow(o: FleetObserved, spec: InferenceFleetSpec, desired: int) -> arbitra
         active=spec.autoscaler_on,
     )
     return arbitration.borrow(snapshot, mine)
+
+
+def _ask(
+    o: FleetObserved, spec: InferenceFleetSpec, desired: int, borrowed: arbitration.Borrowed | None
+) -> kueue_claims.Asked | None:
+    """What the fleet asks Kueue for after this pass (None: it never asked and is not asking)."""
+    stored = o.status.kueue_claim
+    if spec.kueue_queue_name is None and stored is None and not o.kueue_claims:
+        return None
+    record = (
+        kueue_claims.Record(
+            stored.queue,
+            stored.replicas,
+            stored.for_replicas,
+            _seconds(stored.since) or o.now.timestamp(),
+            _seconds(stored.calm_since),
+        )
+        if stored is not None
+        else None
+    )
+    b = o.borrowing
+    asking = kueue_claims.Asking(
+        queue=spec.kueue_queue_name,
+        wanted=desired,
+        short=borrowed.short if borrowed is not None else 0,
+        holders=kueue_claims.holders(b.jobs, b.priority, b.products, b.node_products)
+        if b is not None
+        else (),
+        claims=o.kueue_claims,
+        now=o.now.timestamp(),
+        return_after=b.return_after if b is not None else arbitration.Borrowing.return_after,
+        active=spec.autoscaler_on,
+        served=o.kueue_served,
+    )
+    return kueue_claims.ask(asking, record)
+
+
+def _seconds(value: str | None) -> float | None:
+    at = parse_time(value)
+    return at.timestamp() if at is not None else None
+
+
+def _claim_status(asked: kueue_claims.Asked, claims: tuple[kueue_claims.Claim, ...]) -> KueueClaim | None:
+    record = asked.record
+    if record is None:
+        return None
+    live = [c for c in claims if not c.deleting and c.name not in asked.delete]
+    waiting = next((c.message for c in live if not c.admitted and c.message), None)
+    return KueueClaim(
+        queue=record.queue,
+        replicas=record.replicas,
+        admitted=sum(1 for c in live if c.admitted),
+        for_replicas=record.for_replicas,
+        since=_stamp(record.since),
+        calm_since=_stamp(record.calm_since) if record.calm_since is not None else None,
+        message=waiting[:1024] if waiting else None,
+    )
+
+
+def _stamp(seconds: float) -> str:
+    return format_time(datetime.fromtimestamp(seconds, UTC))
 
 
 def _autoscaler_record(o: FleetObserved, memory: FleetMemory) -> AutoscalerStatus | None:

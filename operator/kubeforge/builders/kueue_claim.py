@@ -1,0 +1,74 @@
+"""A fleet's claim on Kueue: a Kueue Workload standing for one replica's GPUs (`policy.kueue_claims`).
+
+It requests exactly what one serving pod requests and carries the pod's node selector, required node
+affinity and tolerations, so Kueue assigns it the ResourceFlavor the real replica will run on. It has no
+pods and no owner reference: Kueue removes its own finalizer from a Workload without owners when that
+Workload is deleted, while one owned by an object Kueue does not know (an InferenceFleet) would keep its
+finalizer, and its quota, forever. The operator deletes the claims itself (when the fleet gives them
+back, and when the fleet is deleted); the fleet label and the fleet's UID say whose they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeforge.api.fleet_names import fleet_labels
+from kubeforge.api.names import API_GROUP
+
+FLEET_UID_LABEL = f"{API_GROUP}/fleet-uid"
+"""The UID of the fleet a claim stands for: a claim left by a deleted fleet of the same name is not
+taken for the new fleet's."""
+POD_SET = "replica"
+API_VERSION = "kueue.x-k8s.io/v1beta2"
+"""The Kueue Workload API version written (the one the pinned Kueue, e2e/versions.env, serves)."""
+
+
+def claim(
+    name: str, *, fleet: str, namespace: str, uid: str, queue: str, priority: int, pod: dict[str, Any]
+) -> dict[str, Any]:
+    """Claim Workload `name` for one replica of `fleet`, whose serving pod template is `pod`."""
+    spec = pod.get("spec") or {}
+    container = spec["containers"][0]
+    placement: dict[str, Any] = {}
+    if spec.get("nodeSelector"):
+        placement["nodeSelector"] = spec["nodeSelector"]
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    if required:
+        placement["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+    if spec.get("tolerations"):
+        placement["tolerations"] = spec["tolerations"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Workload",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**fleet_labels(fleet), FLEET_UID_LABEL: uid},
+        },
+        "spec": {
+            "queueName": queue,
+            "priority": priority,
+            "podSets": [
+                {
+                    "name": POD_SET,
+                    "count": 1,
+                    "template": {
+                        "spec": {
+                            **placement,
+                            "containers": [
+                                {
+                                    "name": container["name"],
+                                    "image": container["image"],
+                                    "resources": {
+                                        "requests": dict(container["resources"].get("requests") or {})
+                                    },
+                                }
+                            ],
+                        }
+                    },
+                }
+            ],
+        },
+    }
