@@ -12,16 +12,24 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from kubeforge_e2e import Kubectl, LocalCluster, kueue, wait_for
+from kubeforge_e2e.loadsim import LoadSimulator
 from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.prometheus import PrometheusProcess
 from kubeforge_e2e.workloads import (
+    LENDING_AUTOSCALING,
+    LENDING_MODEL,
     Obj,
+    condition,
     fleet,
+    get_fleet,
     kubelet_kills,
     list_items,
+    start_operator,
     status_condition,
     trainingjob_events,
     trainingjob_jobs,
@@ -301,3 +309,170 @@ def test_fleet_in_a_queued_namespace_bypasses_kueue(
     kubectl.apply(fleet("chat", replicas=1, resources={"gpus": 1, "gpuType": "L4"}), namespace)
     wait_ready(kubectl, namespace, "chat")
     assert list(_workloads(kubectl, namespace)) == ["batch-a0"]
+
+
+RETURN_AFTER = 10
+"""`--gpu-return-after-seconds` of the fleet test below (the default is 300)."""
+
+
+@pytest.mark.prometheus
+@pytest.mark.timeout(420)
+def test_a_breaching_fleet_asks_kueue_and_kueue_preempts_lower_priority_training_for_it(
+    cluster: LocalCluster,
+    crds: None,
+    kubectl: Kubectl,
+    namespace: str,
+    queue: Callable[..., str],
+    priority_classes: tuple[str, str],
+    loadsim: LoadSimulator,
+    prometheus: PrometheusProcess,
+    spare_nodes: tuple[str, list[str]],
+    tmp_path: Path,
+) -> None:
+    """The pool (three 4-GPU nodes) holds the fleet's replica (2 GPUs, outside Kueue) and a Kueue-admitted
+    `preemptible` job of 5 x 2 GPUs at a lower priority; the ClusterQueue's quota is the 10 GPUs training
+    may use, and it preempts lower priorities. A latency breach makes the fleet want replicas the pool
+    has no room for: kubeforge takes nothing from a job Kueue admitted, it asks Kueue (one Workload per
+    missing replica, at the fleet's priority), and Kueue evicts the job for it. The fleet's replicas
+    take the freed GPUs; once the load is gone and the fleet calm, the claim is withdrawn and Kueue
+    admits the job again: the same attempt resumes, with no restart counted."""
+    product, _ = spare_nodes
+    low, _ = priority_classes
+    # Serving outranks training but does not preempt on its own: with the default preemptionPolicy the
+    # kube-scheduler would evict the job's workers for the fleet's pods directly, behind Kueue's back
+    # and without a checkpoint (docs/arbitration.md).
+    serving = f"e2e-serving-{secrets.token_hex(3)}"
+    kubectl.apply(
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": serving},
+            "value": 1000,
+            "preemptionPolicy": "Never",
+            "description": "kubeforge e2e: serving that waits for arbitration",
+        }
+    )
+    queue(gpus=10, preemption={"withinClusterQueue": "LowerPriority"})
+    args = ["--prometheus-url", prometheus.url, "--gpu-return-after-seconds", str(RETURN_AFTER)]
+    operator = start_operator(cluster, namespace, tmp_path, args)
+    try:
+        resources = {"gpus": 2, "gpuType": product}
+        loadsim.set_load(namespace, "chat", 5, **LENDING_MODEL)
+        chat = fleet(
+            "chat",
+            resources=resources,
+            autoscaling=LENDING_AUTOSCALING,
+            priorityClassName=serving,
+            kueueQueueName=QUEUE,
+        )
+        kubectl.apply(chat, namespace)
+        wait_ready(kubectl, namespace, "chat")
+        kubectl.apply(
+            trainingjob_manifest(
+                "train",
+                run_seconds=3600,
+                workers=5,
+                resources=resources,
+                queueName=QUEUE,
+                priorityClassName=low,
+                preemptible=True,
+                # The exit code a stopped worker leaves is listed as permanent: it must not count.
+                policy={"permanentExitCodes": [143], "backoffSeconds": 1},
+                annotations={"e2e.kubeforge.dev/terminate-seconds": "30"},
+            ),
+            namespace,
+        )
+        wait_trainingjob_phase(kubectl, namespace, "train", "Running")
+
+        breach = time.monotonic()
+        loadsim.set_load(namespace, "chat", 50, **LENDING_MODEL)
+
+        def claimed() -> Obj | None:
+            status = get_fleet(kubectl, namespace, "chat").get("status") or {}
+            return status if status.get("kueueClaim") else None
+
+        status: Obj = wait_for(claimed, timeout=90, interval=0.5, description="the fleet asking Kueue")
+        claim = status["kueueClaim"]
+        assert claim["queue"] == QUEUE
+        assert not status.get("borrowed"), "nothing is taken from a job Kueue admitted"
+        claims = {
+            w["metadata"]["name"]: w
+            for w in list_items(
+                kubectl, "workloads.kueue.x-k8s.io", namespace, "kubeforge.dev/inferencefleet=chat"
+            )
+        }
+        assert sorted(claims) == [f"chat-kueue-{i}" for i in range(claim["replicas"])]
+        for w in claims.values():
+            assert w["spec"]["priority"] == 1000, "the fleet's priority"
+            assert not w["metadata"].get("ownerReferences")
+
+        # Kueue evicts the lower-priority job for the claim; the operator sees it as Kueue's suspension.
+        queued = wait_trainingjob_phase(kubectl, namespace, "train", "Queued", timeout=90)
+        assert status_condition(queued, "Admitted")["reason"] == "SuspendedByKueue"
+        evicted = _wl_condition(_workloads(kubectl, namespace)["train-a0"], "Evicted")
+        assert (evicted.get("status"), evicted.get("reason")) == ("True", "Preempted"), evicted
+
+        # The Job controller deletes the workers; the test plays the kubelet: each trainer gets SIGTERM
+        # (its cue to checkpoint) and exits 143 (kwok keeps deleted pods for `terminate-seconds`).
+        def deleting() -> list[Obj] | None:
+            pods = list_items(kubectl, "pods", namespace, "kubeforge.dev/trainingjob=train")
+            going = [p for p in pods if p["metadata"].get("deletionTimestamp")]
+            return going if len(going) == 5 else None
+
+        for pod in wait_for(deleting, timeout=60, description="the job's workers deleted"):
+            kubelet_kills(kubectl, namespace, pod, 143)
+
+        def grown() -> Obj | None:
+            s = get_fleet(kubectl, namespace, "chat").get("status") or {}
+            return s if int(s.get("readyReplicas") or 0) >= 2 else None
+
+        wait_for(grown, timeout=120, interval=0.5, description="the fleet's new replicas Ready")
+        print(f"breach -> Kueue evicted the job -> replicas Ready: {time.monotonic() - breach:.1f}s")
+        admitted = [w for w in _claims(kubectl, namespace) if _admitted(w)]
+        assert admitted, "Kueue admitted the claim"
+
+        # The load goes; the fleet calms down and withdraws its claims; Kueue admits the job again.
+        loadsim.set_load(namespace, "chat", 1, **LENDING_MODEL)
+        wait_for(
+            lambda: not (get_fleet(kubectl, namespace, "chat").get("status") or {}).get("kueueClaim"),
+            timeout=180,
+            interval=0.5,
+            description="the fleet withdrawing its claims",
+        )
+        # The status records the withdrawal first; the Workloads go right after it (Kueue lifts its
+        # finalizer from a deleted Workload that has no owner).
+        wait_for(
+            lambda: _claims(kubectl, namespace) == [],
+            timeout=30,
+            interval=0.5,
+            description="the claim Workloads deleted",
+        )
+        resumed = wait_trainingjob_phase(kubectl, namespace, "train", "Running", timeout=120)
+        assert (resumed["restarts"], resumed["jobName"]) == (0, "train-a0"), "the same attempt resumed"
+        reasons = [r for _, r, _ in _fleet_events(kubectl, namespace)]
+        assert "AskedKueue" in reasons
+        assert "ReleasedKueueClaim" in reasons
+        limited = condition(get_fleet(kubectl, namespace, "chat"), "CapacityLimited") or {}
+        assert limited.get("status") != "True"
+    finally:
+        operator.stop()
+        kubectl("delete", "priorityclass", serving, "--ignore-not-found", check=False)
+        print(f"--- operator log ({operator.log_path}) ---\n{operator.tail(120)}")
+
+
+def _claims(kubectl: Kubectl, namespace: str) -> list[Obj]:
+    return list_items(kubectl, "workloads.kueue.x-k8s.io", namespace, "kubeforge.dev/inferencefleet=chat")
+
+
+def _fleet_events(kubectl: Kubectl, namespace: str) -> list[tuple[str, str, str]]:
+    events = kubectl.json(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.kind=InferenceFleet",
+        "-o",
+        "json",
+    )["items"]
+    return [(e["type"], e["reason"], e["message"]) for e in events]

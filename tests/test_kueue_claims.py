@@ -116,11 +116,17 @@ def test_every_claim_goes_when_the_fleet_stops_asking(change: dict[str, object],
     assert out.released == released
 
 
-def test_claims_made_but_not_recorded_are_adopted_not_made_again() -> None:
-    """The operator stopped between making the claims and writing the status that records them."""
-    out = ask(asking(claims=claims(False, False)), None)
+def test_claims_without_a_record_are_a_withdrawal_in_flight_and_are_deleted() -> None:
+    """The status forgets claims before they are deleted (and records them before they are made): a
+    pass that still sees claims after the record is gone finishes the withdrawal, even while the fleet
+    is short again, and asks anew only on a later pass. Adopting them made a withdrawn claim come back
+    and Kueue evict the training it had just re-admitted."""
+    out = ask(asking(claims=claims(True, False)), None)
+    assert out.record is None
+    assert sorted(out.delete) == [claim_name("chat", 0), claim_name("chat", 1)]
     assert (out.create, out.asked) == (0, 0)
-    assert out.record == Record("team-a", 2, 3, 1000.0)
+    later = ask(asking(), None)
+    assert (later.create, later.asked) == (2, 2)
 
 
 def test_a_claim_deleted_by_someone_else_is_made_again() -> None:

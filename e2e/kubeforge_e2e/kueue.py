@@ -211,10 +211,10 @@ def start(cluster: LocalCluster, timeout: float = 120.0) -> bool:
         "--zap-log-level=2",
     ]
     _log(f"starting Kueue {_version()} (webhooks on https://127.0.0.1:{webhook_port})")
-    procs.start(PROCESS, argv, run_dir=paths.run, log_dir=paths.logs, cwd=paths.root, env=cluster.env())
+    pid = procs.start(PROCESS, argv, run_dir=paths.run, log_dir=paths.logs, cwd=paths.root, env=cluster.env())
 
     def up() -> str:
-        if not is_running(cluster):
+        if procs.has_exited(pid):
             return "exited"
         return "ready" if _healthy(health_port) and _serving(webhook_port, paths.ca_cert) else ""
 

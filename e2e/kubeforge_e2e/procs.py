@@ -40,6 +40,14 @@ def is_alive(pid: int, marker: str) -> bool:
     return any(marker in part for part in _cmdline(pid))
 
 
+def has_exited(pid: int) -> bool:
+    """True once ``pid`` (a process this one just started) is gone or a zombie. Unlike ``is_alive`` it
+    does not read the command line, which a process can briefly lack while it execs (Kueue's manager
+    starts through ``unshare`` and ``sh -c exec``): a poll in that moment took it for dead and stopped it."""
+    _reap(pid)
+    return _state(pid) in ("", "Z", "X")
+
+
 def find_by_marker(marker: str) -> list[int]:
     """Pids of every live process whose executable path (argv[0]) lies under ``marker``."""
     found = []

@@ -134,8 +134,10 @@ def ask(a: Asking, record: Record | None) -> Asked:
         # Claims wait in the queue they were made in: a new queue starts over (next pass).
         return Asked(None, delete=names, released=f"spec.kueueQueueName changed to {a.queue}")
     if record is None and live:
-        # Made, and the operator stopped before it recorded them: they stand for the replicas wanted.
-        record = Record(a.queue, len(live), max(a.wanted, len(live)), a.now)
+        # The status records claims before they are made, and forgets them before they are deleted:
+        # claims without a record are a withdrawal whose deletes the caches have not shown yet (or that
+        # an operator stopped in the middle of). Adopting them would undo the withdrawal.
+        return Asked(None, delete=names)
 
     if record is not None:
         holding = max(0, record.for_replicas - record.replicas)
