@@ -51,6 +51,9 @@ class FakeCaches:
         """Every kind: the fake server holds whatever a test puts in it."""
         return True
 
+    def forbidden(self, kind: Kind) -> bool:
+        return False
+
     def list(
         self, kind: Kind, namespace: str | None = None, labels: Mapping[str, str] | None = None
     ) -> builtins.list[Obj]:

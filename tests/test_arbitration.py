@@ -287,13 +287,26 @@ def test_offers_follow_the_jobs_lending() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(worlds())
-def test_no_shrink_in_a_plan_could_be_shorter(world: tuple[Need, list[Training], dict[str, int]]) -> None:
-    """Every worker a plan takes by shrinking is needed: without the last one of any shrink (its
-    leaving order keeps a prefix), fewer replicas fit. A later take never leaves an earlier one idle."""
+def test_no_take_in_a_plan_could_be_smaller(world: tuple[Need, list[Training], dict[str, int]]) -> None:
+    """Every take of a plan is needed: without the last worker of any shrink (its leaving order keeps a
+    prefix), or without any whole preemption, fewer replicas fit. A later take never leaves an earlier
+    one idle."""
     need, jobs, free = world
     plan = plan_lend(need, jobs, free, NODES)
     for i, take in enumerate(plan.takes):
-        if take.preempt:
-            continue
         others = [w for j, t in enumerate(plan.takes) if j != i for w in t.workers]
-        assert fitting(freed(free, others + list(take.workers[:-1])), need, NODES) < plan.replicas
+        kept = [] if take.preempt else list(take.workers[:-1])
+        assert fitting(freed(free, others + kept), need, NODES) < plan.replicas
+
+
+def test_a_preemption_a_later_one_made_needless_is_not_made() -> None:
+    """Two whole offers at one priority: j2 loses less work and frees room for one replica, j3 for two.
+    Two are needed: j2 is taken first, then j3, which alone is enough; j2 keeps running."""
+    need = Need("ns/f", replicas=2, gpus=2, products=None, priority=0)
+    j2 = Training("ns/j2", 0, workers("ns/j2", ("h-0", 2)), 1, "whole", None, seconds_running=10.0)
+    j3 = Training(
+        "ns/j3", 0, workers("ns/j3", ("h-1", 2), ("l-0", 2)), 2, "whole", None, seconds_running=99.0
+    )
+    plan = plan_lend(need, [j2, j3], FULL, NODES)
+    assert plan.replicas == 2
+    assert [(t.job, t.preempt) for t in plan.takes] == [("ns/j3", True)]

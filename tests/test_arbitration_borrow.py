@@ -25,7 +25,7 @@ def job(
     refuses: str = "",
 ) -> Training:
     """A job with one 2-GPU worker per node, highest rank first (the order it gives them up)."""
-    workers = tuple(Worker(f"{key}-{i}", f"n-{i % 4}", 2) for i in reversed(range(size)))
+    workers = tuple(Worker(f"{key}-{i}", f"n-{i % 4}", 2, rank=i) for i in reversed(range(size)))
     return Training(key, priority, workers, min_workers, lending, (H100,), refuses=refuses)  # type: ignore[arg-type]
 
 
@@ -315,3 +315,41 @@ def test_two_fleets_holding_takes_of_one_job_each_count_their_own_leaving_worker
     )
     assert theirs.lent == ()
     assert theirs.short == 0
+
+
+def test_a_fleets_share_of_leaving_workers_holds_after_another_fleets_worker_is_gone() -> None:
+    """As above, once the first fleet's worker (rank 3) is gone and only this fleet's (rank 2, on n-2)
+    is still being deleted: this fleet still counts it, and the first fleet does not (its own worker's
+    GPUs are free already). Shared by position, this fleet would find nothing left for it and take again,
+    and the first fleet would count this fleet's worker."""
+    full = job(size=4, min_workers=1)
+    first = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=900.0, fleet="ns/first")
+    mine = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=950.0)
+    rank_two_leaving = replace(job(size=2, min_workers=1), departing=full.workers[1:2])
+    out = borrow(
+        snapshot(
+            rank_two_leaving,
+            gpus=4,
+            wanted=1,
+            unschedulable=1,
+            held_by_others={"ns/train": [first]},
+            free={**FULL, "n-2": 2},
+            now=1000.0,
+        ),
+        [mine],
+    )
+    assert (out.lent, out.short) == ((), 0)
+    theirs = borrow(
+        snapshot(
+            rank_two_leaving,
+            fleet="ns/first",
+            gpus=4,
+            wanted=1,
+            unschedulable=1,
+            held_by_others={"ns/train": [replace(mine, fleet="ns/chat")]},
+            free={**FULL, "n-3": 2},
+            now=1000.0,
+        ),
+        [first],
+    )
+    assert theirs.short == 1, "n-3 has 2 free GPUs and this fleet's share of n-2 is not its own"

@@ -148,3 +148,55 @@ def test_a_calm_fleet_withdraws_its_claims_after_the_hysteresis() -> None:
     assert back.status.kueue_claim is None
     assert ("Normal", "ReleasedKueueClaim") in reasons(back)
     assert back.lends == (("kueueRelease", 2),)
+
+
+def test_replicas_asked_of_kueue_are_not_borrowed_for_again_while_kueue_evicts_for_them() -> None:
+    """Kueue admitted the claim and is stopping the job it evicted; the fleet's replica still waits. A
+    job kubeforge admitted that offers workers meanwhile must not be shrunk for the same replica."""
+    o = steady(spec(autoscaling=AUTO["autoscaling"], kueueQueueName="team-a"), replicas=5)
+    asked = decide(replace(o, pods=STUCK, borrowing=snapshot(_kueue_job()), kueue_served=True))
+    assert asked.status.kueue_claim is not None
+    assert asked.status.kueue_claim.for_replicas == 5
+    admitted = (Claim(claim_name(NAME, 0), True),)
+    lendable = job("ns/elastic")
+    later = decide(
+        replace(
+            o,
+            status=asked.status,
+            pods=STUCK,
+            borrowing=snapshot(_kueue_job(), lendable),
+            kueue_claims=admitted,
+            kueue_served=True,
+            now=o.now + timedelta(seconds=5),
+        )
+    )
+    assert later.status.borrowed is None
+    assert ("Normal", "BorrowedGpus") not in reasons(later)
+    assert later.claims_create == ()
+    # Wanting one more than the claim stands for borrows that one from the elastic job.
+    more = decide(
+        replace(
+            o,
+            spec=spec(autoscaling={**AUTO["autoscaling"], "minReplicas": 6}, kueueQueueName="team-a"),
+            status=asked.status,
+            pods=STUCK,
+            borrowing=snapshot(_kueue_job(), lendable),
+            kueue_claims=admitted,
+            kueue_served=True,
+            now=o.now + timedelta(seconds=5),
+        )
+    )
+    assert [b.job for b in more.status.borrowed or []] == ["ns/elastic"]
+
+
+def test_claims_the_operator_cannot_read_are_kept_as_recorded() -> None:
+    """RBAC refuses to list Workloads: the claims may exist unseen, so a calm fleet neither withdraws
+    nor forgets them (forgetting would leak their quota), and a short one makes none it cannot see."""
+    o = steady(spec(autoscaling=AUTO["autoscaling"], kueueQueueName="team-a"), replicas=5)
+    asked = decide(replace(o, pods=STUCK, borrowing=snapshot(_kueue_job()), kueue_served=True))
+    calm_pods = PodSummary(total=1, ready=1, scheduled=1)
+    status = asked.status.model_copy(update={"desired_replicas": 1})
+    blind = replace(o, status=status, pods=calm_pods, borrowing=snapshot(unschedulable=0), kueue_blind=True)
+    later = decide(replace(blind, now=o.now + timedelta(seconds=3600)))
+    assert later.status.kueue_claim == asked.status.kueue_claim
+    assert (later.claims_create, later.claims_delete) == ((), ())

@@ -29,16 +29,21 @@ def claim(
     """Claim Workload `name` for one replica of `fleet`, whose serving pod template is `pod`."""
     spec = pod.get("spec") or {}
     container = spec["containers"][0]
-    placement: dict[str, Any] = {}
+    requests = dict((container.get("resources") or {}).get("requests") or {})
+    template: dict[str, Any] = {
+        "containers": [
+            {"name": container["name"], "image": container["image"], "resources": {"requests": requests}}
+        ]
+    }
     if spec.get("nodeSelector"):
-        placement["nodeSelector"] = spec["nodeSelector"]
+        template["nodeSelector"] = spec["nodeSelector"]
     required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
         "requiredDuringSchedulingIgnoredDuringExecution"
     )
     if required:
-        placement["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+        template["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
     if spec.get("tolerations"):
-        placement["tolerations"] = spec["tolerations"]
+        template["tolerations"] = spec["tolerations"]
     return {
         "apiVersion": API_VERSION,
         "kind": "Workload",
@@ -50,25 +55,6 @@ def claim(
         "spec": {
             "queueName": queue,
             "priority": priority,
-            "podSets": [
-                {
-                    "name": POD_SET,
-                    "count": 1,
-                    "template": {
-                        "spec": {
-                            **placement,
-                            "containers": [
-                                {
-                                    "name": container["name"],
-                                    "image": container["image"],
-                                    "resources": {
-                                        "requests": dict(container["resources"].get("requests") or {})
-                                    },
-                                }
-                            ],
-                        }
-                    },
-                }
-            ],
+            "podSets": [{"name": POD_SET, "count": 1, "template": {"spec": template}}],
         },
     }

@@ -49,7 +49,7 @@ from kubeforge.controllers.ownership import (
 )
 from kubeforge.controllers.runtime import Key, OperatorConfig, Watch, label_keys, owner_keys, together
 from kubeforge.controllers.usage import held_gpus
-from kubeforge.kube.client import Kube, Obj, is_conflict
+from kubeforge.kube.client import Kube, NotOursError, Obj, is_conflict
 from kubeforge.kube.informer import Reader, controller_uid
 from kubeforge.kube.kinds import (
     CONTROLLER_REVISION,
@@ -352,6 +352,8 @@ class InferenceFleetController:
             borrowing=borrowing,
             kueue_claims=claims,
             kueue_served=self.caches.serves(KUEUE_WORKLOAD),
+            kueue_blind=self.caches.forbidden(KUEUE_WORKLOAD),
+            kueue_names_in_use=frozenset(self._claims(namespace, name)) - {c.name for c in claims},
         )
 
     def _claim_views(self, namespace: str, name: str, uid: str) -> tuple[kueue_claims.Claim, ...]:
@@ -569,6 +571,15 @@ class InferenceFleetController:
             except ApiError as error:
                 if not is_conflict(error):
                     raise  # the pass is retried; names are fixed, so nothing is asked twice
+                # Made by an earlier try whose answer was lost, or a Workload of that name that is not
+                # this fleet's claim: never taken over, and said so rather than counted as asked.
+                found = await self.kube.get(KUEUE_WORKLOAD.api_version, KUEUE_WORKLOAD.kind, claim, namespace)
+                labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+                if found is not None and labels.get(kueue_claim.FLEET_UID_LABEL) != uid:
+                    raise NotOursError(
+                        f"Workload {namespace}/{claim} exists and is not a claim of this fleet; delete or "
+                        "rename it so that the fleet can ask Kueue (its claims are named <fleet>-kueue-<n>)"
+                    ) from error
 
     async def _write(self, obj: Obj, write: policy.Write) -> None:
         with child_write():

@@ -99,7 +99,7 @@ def trainings(
         departing = sorted((v for v in bound if v.deleting), key=_rank_down)
         if not running and not departing:
             continue
-        workers = tuple(arbitration.Worker(v.name, str(v.node), v.gpus) for v in running)
+        workers = tuple(arbitration.Worker(v.name, str(v.node), v.gpus, v.index) for v in running)
         gpu_type = spec.resources.gpu_type
         started = parse_time(status.start_time)
         saved = parse_time(status.checkpoint.time) if status.checkpoint is not None else None
@@ -112,7 +112,7 @@ def trainings(
                 lending=lending_of(spec),
                 products=gpu_products(gpu_type) if gpu_type else None,
                 refuses=_refuses(spec),
-                departing=tuple(arbitration.Worker(v.name, str(v.node), v.gpus) for v in departing),
+                departing=tuple(arbitration.Worker(v.name, str(v.node), v.gpus, v.index) for v in departing),
                 checkpointing=status.preemption is not None,
                 kueue=bool(spec.queue_name) and spec.preemptible is not False,
                 seconds_since_checkpoint=_seconds(now, saved),

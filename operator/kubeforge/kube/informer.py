@@ -396,6 +396,10 @@ class Reader(Protocol):
         """`kind` is watched and readable (an optional API, such as Kueue's, may be neither)."""
         ...
 
+    def forbidden(self, kind: Kind) -> bool:
+        """`kind` is watched but RBAC refused to list it: what the cache shows of it is not the truth."""
+        ...
+
 
 class Caches:
     """Every informer of the operator, by kind; the one place controllers read the cluster from."""
@@ -476,6 +480,9 @@ class Caches:
 
     def serves(self, kind: Kind) -> bool:
         return kind in self and not self.informer(kind).forbidden
+
+    def forbidden(self, kind: Kind) -> bool:
+        return kind in self and self.informer(kind).forbidden
 
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
         return self.informer(kind).get(namespace or "", name)

@@ -57,6 +57,8 @@ class Worker:
     pod: str
     node: str
     gpus: int
+    rank: int | None = None
+    """Its rank (the Indexed Job's completion index): which fleet's take it is leaves by it."""
 
 
 @dataclass(frozen=True)
@@ -236,10 +238,10 @@ def _without_needless(
     have: int,
 ) -> list[Take]:
     """`takes` less what the later ones made needless: a job preempted because shrinks were not enough
-    (or a later shrink that frees a better node) can leave an earlier shrink nothing to do, and a job
-    shrunk for nothing loses throughput for nothing. The last take stays (it made the replicas fit);
-    the others are dropped, or cut to a shorter prefix of their leaving order, latest decided first,
-    so the lowest-priority training still gives first."""
+    (or a later take that frees a better node) can leave an earlier take nothing to do, and a job shrunk
+    or preempted for nothing loses throughput or work for nothing. The last take stays (it made the
+    replicas fit); the others are dropped (a shrink may instead be cut to a shorter prefix of its leaving
+    order, never a preemption), latest decided first, so the lowest-priority training still gives first."""
 
     def fits(candidate: Sequence[Take]) -> int:
         room = dict(free)
@@ -251,9 +253,10 @@ def _without_needless(
     kept = list(takes)
     for i in reversed(range(len(kept) - 1)):
         take = kept[i]
-        if take.preempt:
-            continue  # a job is taken whole only when nothing else could do; its workers go together
-        for count in range(len(take.workers)):
+        # A job taken whole goes whole or not at all (a preemption is all its workers); one that a
+        # later take made needless is not preempted, and loses no work.
+        counts = [0] if take.preempt else range(len(take.workers))
+        for count in counts:
             shorter = replace(take, workers=take.workers[:count])
             trial = [*kept[:i], shorter, *kept[i + 1 :]] if count else [*kept[:i], *kept[i + 1 :]]
             if fits(trial) >= have:
@@ -349,6 +352,9 @@ class Borrowing:
     return_after: float = 300.0
     active: bool = True
     """The fleet autoscales: a fleet that does not gives back what it holds and takes nothing."""
+    claimed_for: int = 0
+    """Replicas the fleet can run with what it asked Kueue for (`policy.kueue_claims`, `forReplicas`):
+    those are on their way while Kueue evicts for them, and are not borrowed for a second time."""
 
 
 @dataclass(frozen=True)
@@ -431,15 +437,11 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
         # order the takes were made: by count alone, two fleets would both count the first worker's
         # node and neither the second's.
         if taken:
-            first = min(_take_order(e, b.fleet) for e in mine_of_job)
-            others = b.held_by_others.get(job.key, ())
-            before = sum(e.workers for e in others if _take_order(e, "") < first)
-            on_the_way = [*job.departing, *job.workers[:leaving]][before : before + taken]
-            for w in on_the_way:
+            for w in _my_share(job, leaving, entries, mine_of_job, b):
                 room[w.node] = room.get(w.node, 0) + w.gpus
         jobs.append(replace(job, workers=job.workers[leaving:]))
 
-    missing = min(b.unschedulable, max(0, b.wanted - b.scheduled))
+    missing = min(b.unschedulable, max(0, b.wanted - max(b.scheduled, b.claimed_for)))
     need = Need(b.fleet, missing, b.gpus, b.products, b.priority)
     if missing <= 0 or b.gpus <= 0:
         return Borrowed(tuple(kept), returned=tuple(returned))
@@ -488,6 +490,28 @@ def borrow(b: Borrowing, mine: Sequence[Held]) -> Borrowed:
     if short and not why:
         why = NOTHING_TO_LEND
     return Borrowed(tuple(kept), tuple(lent), tuple(returned), short, why)
+
+
+def _my_share(
+    job: Training, leaving: int, entries: Sequence[Held], mine: Sequence[Held], b: Borrowing
+) -> list[Worker]:
+    """The workers of `job` that this fleet's takes stand for and that have not gone yet.
+
+    The job's taken ranks are its highest ones (`ceiling` and up to its size before the first take),
+    and they go to the takes in the order the takes were made, the earliest take getting the highest
+    ranks (the first to leave). Every fleet derives the same split from the same records, so no two
+    count one worker's GPUs as their room; a worker already gone counts for no one (its GPUs are free).
+    Workers without a known rank are shared by position, highest rank first."""
+    others = b.held_by_others.get(job.key, ())
+    first = min(_take_order(e, b.fleet) for e in mine)
+    before = sum(e.workers for e in others if _take_order(e, "") < first)
+    taken = sum(e.workers for e in mine)
+    out = [*job.departing, *job.workers[:leaving]]
+    if any(w.rank is None for w in out):
+        return out[before : before + taken]
+    top = max(e.from_workers for e in entries)
+    ranks = set(range(top - 1 - before, top - 1 - before - taken, -1))
+    return [w for w in out if w.rank in ranks]
 
 
 def _merge(held: Sequence[Held], take: Held) -> list[Held]:

@@ -192,6 +192,12 @@ class FleetObserved:
     """The fleet's claim Workloads (`policy.kueue_claims`), from the caches."""
     kueue_served: bool = False
     """Kueue's Workload API is served (and readable): claims can be made."""
+    kueue_blind: bool = False
+    """Kueue's Workloads are watched but RBAC refuses to list them: claims may exist unseen, so the
+    recorded ones are neither made nor withdrawn until they can be read."""
+    kueue_names_in_use: frozenset[str] = frozenset()
+    """Names of Workloads labelled for a fleet of this name but not this fleet's (an older fleet's
+    claims, being deleted): new claims do not take them."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -507,17 +513,18 @@ def _finish(
         if asked.asked and asked.record is not None:
             message = (
                 f"asked Kueue through LocalQueue {asked.record.queue} for {asked.asked} replica(s)"
-                f" ({gpus} GPUs each): Kueue admitted training holds the GPUs the fleet needs"
+                f" ({gpus} GPUs each): Kueue-admitted training holds the GPUs the fleet needs"
             )
             events.append(Event("Normal", "AskedKueue", message))
             lends.append(("kueueAsk", asked.asked * gpus))
         if asked.released:
-            held = len([c for c in o.kueue_claims if not c.deleting])
+            recorded = o.status.kueue_claim
+            held = recorded.replicas if recorded is not None else len(asked.delete)
             events.append(
                 Event("Normal", "ReleasedKueueClaim", f"withdrew {held} Kueue claim(s): {asked.released}")
             )
             lends.append(("kueueRelease", held * gpus))
-        creates = kueue_claims.names_to_create(o.name, asked.create, o.kueue_claims)
+        creates = kueue_claims.names_to_create(o.name, asked.create, o.kueue_claims, o.kueue_names_in_use)
     scaled = scale_event(evaluation) if evaluation is not None else None
     if scaled is not None:
         events.append(scaled)
@@ -630,6 +637,7 @@ def _borrow(o: FleetObserved, spec: InferenceFleetSpec, desired: int) -> arbitra
         return arbitration.borrow(
             arbitration.Borrowing("", 0, 0, None, 0, 0, (), now=now, active=False), mine
         )
+    claim = o.status.kueue_claim
     snapshot = replace(
         o.borrowing,
         wanted=desired,
@@ -637,6 +645,7 @@ def _borrow(o: FleetObserved, spec: InferenceFleetSpec, desired: int) -> arbitra
         scheduled=o.pods.scheduled,
         now=now,
         active=spec.autoscaler_on,
+        claimed_for=claim.for_replicas if claim is not None else 0,
     )
     return arbitration.borrow(snapshot, mine)
 
@@ -646,7 +655,7 @@ def _ask(
 ) -> kueue_claims.Asked | None:
     """What the fleet asks Kueue for after this pass (None: it never asked and is not asking)."""
     stored = o.status.kueue_claim
-    if spec.kueue_queue_name is None and stored is None and not o.kueue_claims:
+    if o.kueue_blind or (spec.kueue_queue_name is None and stored is None and not o.kueue_claims):
         return None
     record = (
         kueue_claims.Record(

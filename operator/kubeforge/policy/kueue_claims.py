@@ -27,7 +27,7 @@ Pure: no Kubernetes, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from kubeforge.policy.arbitration import Training, may_return
@@ -168,7 +168,9 @@ def ask(a: Asking, record: Record | None) -> Asked:
     if record is None:
         return Asked(None)
     create = max(0, record.replicas - len(live))
-    extra = names[record.replicas :] if len(live) > record.replicas else ()
+    # More claims than recorded (not by our hand): the ones Kueue has not admitted go first.
+    surplus = sorted(live, key=lambda c: (c.admitted, c.name))[: max(0, len(live) - record.replicas)]
+    extra = tuple(c.name for c in surplus)
     return Asked(record, create=create, delete=extra, asked=asked, message=describe(record, live, a.short))
 
 
@@ -191,9 +193,12 @@ def claim_name(fleet: str, index: int) -> str:
     return f"{fleet}-kueue-{index}"
 
 
-def names_to_create(fleet: str, count: int, claims: Sequence[Claim]) -> tuple[str, ...]:
-    """Names for `count` new claims: the lowest indices no claim uses (one being deleted included)."""
-    taken = {c.name for c in claims}
+def names_to_create(
+    fleet: str, count: int, claims: Sequence[Claim], in_use: Iterable[str] = ()
+) -> tuple[str, ...]:
+    """Names for `count` new claims: the lowest indices no claim uses (one being deleted included), nor
+    any other Workload known to hold the name (`in_use`: a claim an older fleet of that name left)."""
+    taken = {c.name for c in claims} | set(in_use)
     out: list[str] = []
     index = 0
     while len(out) < count:
