@@ -246,3 +246,13 @@ def test_a_claim_requests_one_replicas_gpus_where_the_replica_would_run() -> Non
         "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}
     }
     assert template["tolerations"] == pod["spec"]["tolerations"]
+
+
+def test_claims_asking_for_what_the_fleet_no_longer_is_are_withdrawn() -> None:
+    """The fleet's resources or priority changed: Kueue holds quota, at a priority, for replicas the
+    fleet no longer runs. Withdrawn at once, not after the hysteresis; asked anew on a later pass."""
+    stale = (Claim(claim_name("chat", 0), True, current=False), Claim(claim_name("chat", 1), True))
+    out = ask(asking(claims=stale), Record("team-a", 2, 3, 900.0))
+    assert out.record is None
+    assert sorted(out.delete) == [claim_name("chat", 0), claim_name("chat", 1)]
+    assert out.released == "the fleet's resources or priority changed"

@@ -142,3 +142,25 @@ async def test_a_workload_of_the_claims_name_that_is_not_ours_is_never_taken_ove
     with pytest.raises(NotOursError, match="is not a claim of this fleet"):
         await breached(kube)
     assert kube.claims()["chat-kueue-0"]["metadata"]["uid"] == "uid-someone"
+
+
+async def test_a_new_revision_keeps_the_claims_and_a_new_priority_withdraws_them() -> None:
+    kube = KueueKube()
+    ctrl, clock = await breached(kube)
+    fleet = kube.objects[("InferenceFleet", NS, "chat")]
+    fleet["spec"] = {**fleet["spec"], "image": "img:2"}
+    fleet["metadata"]["generation"] = 2
+    clock.now += timedelta(seconds=2)
+    await ctrl.reconcile(fleet)
+    assert list(kube.claims()) == ["chat-kueue-0"], "the same GPUs, whatever the image"
+    kube.objects[("PriorityClass", "", "serving")] = {
+        "kind": "PriorityClass",
+        "metadata": {"name": "serving"},
+        "value": 100,
+    }
+    fleet["spec"] = {**fleet["spec"], "priorityClassName": "serving"}
+    fleet["metadata"]["generation"] = 3
+    clock.now += timedelta(seconds=2)
+    await ctrl.reconcile(fleet)
+    assert "chat-kueue-0" in kube.deleted
+    assert ("Normal", "ReleasedKueueClaim") in [(e["type"], e["reason"]) for e in kube.events]

@@ -14,10 +14,14 @@ from typing import Any
 
 from kubeforge.api.fleet_names import fleet_labels
 from kubeforge.api.names import API_GROUP
+from kubeforge.builders.common import stable_hash
 
 FLEET_UID_LABEL = f"{API_GROUP}/fleet-uid"
 """The UID of the fleet a claim stands for: a claim left by a deleted fleet of the same name is not
 taken for the new fleet's."""
+CLAIM_HASH_LABEL = f"{API_GROUP}/claim-hash"
+"""Hash of what a claim asks for (queue, priority, pod set): a claim whose hash is not the one the fleet
+would make now asks for something the fleet no longer is, and is withdrawn."""
 POD_SET = "replica"
 API_VERSION = "kueue.x-k8s.io/v1beta2"
 """The Kueue Workload API version written (the one the pinned Kueue, e2e/versions.env, serves)."""
@@ -44,17 +48,25 @@ def claim(
         template["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
     if spec.get("tolerations"):
         template["tolerations"] = spec["tolerations"]
+    spec_out = {
+        "queueName": queue,
+        "priority": priority,
+        "podSets": [{"name": POD_SET, "count": 1, "template": {"spec": template}}],
+    }
+    # The image is left out: a new revision of the fleet needs the same GPUs from Kueue.
+    asked = {
+        **spec_out,
+        "podSets": [{**template, "containers": [{**template["containers"][0], "image": ""}]}],
+    }
+    labels = {**fleet_labels(fleet), FLEET_UID_LABEL: uid, CLAIM_HASH_LABEL: stable_hash(asked)}
     return {
         "apiVersion": API_VERSION,
         "kind": "Workload",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {**fleet_labels(fleet), FLEET_UID_LABEL: uid},
-        },
-        "spec": {
-            "queueName": queue,
-            "priority": priority,
-            "podSets": [{"name": POD_SET, "count": 1, "template": {"spec": template}}],
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec_out,
     }
+
+
+def claim_hash(claim_body: dict[str, Any]) -> str:
+    """The hash label of a claim as `claim()` built it."""
+    return str(claim_body["metadata"]["labels"][CLAIM_HASH_LABEL])

@@ -335,7 +335,7 @@ class InferenceFleetController:
             known += [rollout.stable_revision, rollout.canary_revision]
             known += [e.revision for e in rollout.history]
         summary = summarize_pods(pods)
-        claims = self._claim_views(namespace, name, uid)
+        claims = self._claim_views(namespace, name, uid, spec)
         borrowing = None
         if spec.autoscaler_on and (
             summary.unschedulable or observed.status.borrowed or observed.status.kueue_claim or claims
@@ -356,14 +356,21 @@ class InferenceFleetController:
             kueue_names_in_use=frozenset(self._claims(namespace, name)) - {c.name for c in claims},
         )
 
-    def _claim_views(self, namespace: str, name: str, uid: str) -> tuple[kueue_claims.Claim, ...]:
+    def _claim_views(
+        self, namespace: str, name: str, uid: str, spec: InferenceFleetSpec
+    ) -> tuple[kueue_claims.Claim, ...]:
         """The fleet's claim Workloads as `policy.kueue_claims` reads them."""
         if not self.caches.serves(KUEUE_WORKLOAD):
             return ()
+        workloads = self.caches.list(KUEUE_WORKLOAD, namespace, labels=build.fleet_labels(name))
+        if not workloads:
+            return ()
+        now = kueue_claim.claim_hash(self._claim_body("", spec, namespace, name, uid, ""))
         views = []
-        for w in self.caches.list(KUEUE_WORKLOAD, namespace, labels=build.fleet_labels(name)):
+        for w in workloads:
             meta = w["metadata"]
-            if (meta.get("labels") or {}).get(kueue_claim.FLEET_UID_LABEL) != uid:
+            labels = meta.get("labels") or {}
+            if labels.get(kueue_claim.FLEET_UID_LABEL) != uid:
                 continue
             conditions = {c.get("type"): c for c in (w.get("status") or {}).get("conditions") or []}
             admitted = (conditions.get("Admitted") or {}).get("status") == "True"
@@ -380,9 +387,27 @@ class InferenceFleetController:
                     admitted,
                     "" if admitted else word,
                     deleting=bool(meta.get("deletionTimestamp")),
+                    current=labels.get(kueue_claim.CLAIM_HASH_LABEL) == now,
                 )
             )
         return tuple(views)
+
+    def _claim_body(
+        self, claim: str, spec: InferenceFleetSpec, namespace: str, name: str, uid: str, revision: str
+    ) -> Obj:
+        """Claim Workload `claim` as the fleet would make it now (`builders.kueue_claim`)."""
+        priority = lending.priority_of(
+            spec.priority_class_name, lending.priorities(self.caches.list(PRIORITY_CLASS))
+        )
+        return kueue_claim.claim(
+            claim,
+            fleet=name,
+            namespace=namespace,
+            uid=uid,
+            queue=spec.kueue_queue_name or "",
+            priority=priority,
+            pod=build.pod_template(spec, name, revision, self._pod_policy(spec)),
+        )
 
     def _borrowing(self, namespace: str, name: str, spec: InferenceFleetSpec) -> arbitration.Borrowing:
         """The running training a fleet may borrow GPUs from, from the caches (see `policy.arbitration`)."""
@@ -552,20 +577,8 @@ class InferenceFleetController:
             await self.kube.delete(KUEUE_WORKLOAD.api_version, KUEUE_WORKLOAD.kind, claim, namespace)
         if not plan.claims_create:
             return
-        record = plan.status.kueue_claim
-        assert record is not None
-        template = build.pod_template(o.spec, name, o.revision or "", self._pod_policy(o.spec))
-        priority = o.borrowing.priority if o.borrowing is not None else 0
         for claim in plan.claims_create:
-            body = kueue_claim.claim(
-                claim,
-                fleet=name,
-                namespace=namespace,
-                uid=uid,
-                queue=record.queue,
-                priority=priority,
-                pod=template,
-            )
+            body = self._claim_body(claim, o.spec, namespace, name, uid, o.revision or "")
             try:
                 await self.kube.create(body)
             except ApiError as error:

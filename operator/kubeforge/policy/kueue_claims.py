@@ -45,6 +45,8 @@ class Claim:
     message: str = ""
     """Kueue's latest word on it while it is not admitted (its QuotaReserved or Evicted message)."""
     deleting: bool = False
+    current: bool = True
+    """It asks for what the fleet would ask for now (same queue, priority and pod set)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ def ask(a: Asking, record: Record | None) -> Asked:
     if record is not None and record.queue != a.queue:
         # Claims wait in the queue they were made in: a new queue starts over (next pass).
         return Asked(None, delete=names, released=f"spec.kueueQueueName changed to {a.queue}")
+    if any(not c.current for c in live):
+        # A change of the fleet's resources or priority: what Kueue holds for it is no longer what it
+        # needs. Withdrawn at once; a fleet still short asks anew on a later pass.
+        return Asked(None, delete=names, released="the fleet's resources or priority changed")
     if record is None and live:
         # The status records claims before they are made, and forgets them before they are deleted:
         # claims without a record are a withdrawal whose deletes the caches have not shown yet (or that
