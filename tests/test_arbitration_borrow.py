@@ -4,11 +4,22 @@ and the shrink takes nothing more, when it gives back, and the ceiling a job der
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubeforge.policy.arbitration import Borrowing, Held, Training, Worker, borrow, ceiling, held_of, stored
+from kubeforge.policy.arbitration import (
+    Borrowed,
+    Borrowing,
+    Held,
+    Training,
+    Worker,
+    borrow,
+    ceiling,
+    held_of,
+    stored,
+)
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 NODES = {f"n-{i}": H100 for i in range(4)}
@@ -275,81 +286,46 @@ def test_pods_of_an_older_larger_ask_are_not_borrowed_for() -> None:
     assert [h.job for h, _ in back.returned] == ["ns/rigid"]
 
 
+# Two fleets holding one worker each of a 4-worker job: the first took at 900 s, this one ("ns/chat")
+# at 950 s. Each wants one 4-GPU replica the cluster has no room for.
+FIRST = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=900.0, fleet="ns/first")
+MINE = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=950.0)
+
+
+def both_fleets(shrinking: Training, free: dict[str, int]) -> tuple[Borrowed, Borrowed]:
+    """This fleet's pass and the first fleet's, over the same job and the same records."""
+    common: dict[str, Any] = {
+        "gpus": 4,
+        "wanted": 1,
+        "unschedulable": 1,
+        "free": {**FULL, **free},
+        "now": 1000.0,
+    }
+    mine = borrow(snapshot(shrinking, held_by_others={"ns/train": [FIRST]}, **common), [MINE])
+    others = {"ns/train": [replace(MINE, fleet="ns/chat")]}
+    theirs = borrow(snapshot(shrinking, fleet="ns/first", held_by_others=others, **common), [FIRST])
+    return mine, theirs
+
+
 def test_two_fleets_holding_takes_of_one_job_each_count_their_own_leaving_worker() -> None:
-    """Two fleets took one worker each (the first at 900 s, this one at 950 s); the job is at its
-    ceiling and both taken workers are still being deleted, the first fleet's (the highest rank, on
-    n-3) and this fleet's (on n-2, which has 2 GPUs free besides). This fleet's 4-GPU replica fits on
-    n-2 once its worker is gone, so it takes nothing more. Counted by position, both fleets would
-    credit themselves the first departing worker (n-3: 2 GPUs, no fit) and this one would take again."""
+    """The job is at its ceiling and both taken workers are still being deleted, the first fleet's (the
+    highest rank, on n-3) and this fleet's (on n-2). Each fleet's replica fits on its own worker's node
+    once that worker is gone (n-2 and n-3 have 2 GPUs free besides), so neither takes more. Counted by
+    position, both fleets would credit themselves the first departing worker and this one would take
+    again."""
     full = job(size=4, min_workers=1)
-    first = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=900.0, fleet="ns/first")
-    mine = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=950.0)
     shrinking = replace(job(size=2, min_workers=1), departing=full.workers[:2])
-    out = borrow(
-        snapshot(
-            shrinking,
-            gpus=4,
-            wanted=1,
-            unschedulable=1,
-            held_by_others={"ns/train": [first]},
-            free={**FULL, "n-2": 2},
-            now=1000.0,
-        ),
-        [mine],
-    )
-    assert out.lent == ()
-    assert out.short == 0
-    assert out.held == (mine,)
-    # The first fleet, reading the same job, counts the highest-ranked worker (n-3) as its own.
-    theirs = borrow(
-        snapshot(
-            shrinking,
-            fleet="ns/first",
-            wanted=1,
-            unschedulable=1,
-            held_by_others={"ns/train": [replace(mine, fleet="ns/chat")]},
-            free={**FULL, "n-2": 2},
-            now=1000.0,
-        ),
-        [first],
-    )
-    assert theirs.lent == ()
-    assert theirs.short == 0
+    mine, theirs = both_fleets(shrinking, {"n-2": 2, "n-3": 2})
+    assert (mine.lent, mine.short, mine.held) == ((), 0, (MINE,))
+    assert (theirs.lent, theirs.short) == ((), 0)
 
 
 def test_a_fleets_share_of_leaving_workers_holds_after_another_fleets_worker_is_gone() -> None:
-    """As above, once the first fleet's worker (rank 3) is gone and only this fleet's (rank 2, on n-2)
-    is still being deleted: this fleet still counts it, and the first fleet does not (its own worker's
-    GPUs are free already). Shared by position, this fleet would find nothing left for it and take again,
-    and the first fleet would count this fleet's worker."""
+    """As above, once the first fleet's worker (rank 3) is gone, its GPUs free on n-3, and only this
+    fleet's (rank 2, on n-2) is still being deleted: this fleet still counts it. Shared by position, this
+    fleet would find nothing left for it (the first fleet's earlier take comes first) and take again."""
     full = job(size=4, min_workers=1)
-    first = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=900.0, fleet="ns/first")
-    mine = Held("ns/train", 1, 2, from_workers=4, replicas=1, for_replicas=1, since=950.0)
     rank_two_leaving = replace(job(size=2, min_workers=1), departing=full.workers[1:2])
-    out = borrow(
-        snapshot(
-            rank_two_leaving,
-            gpus=4,
-            wanted=1,
-            unschedulable=1,
-            held_by_others={"ns/train": [first]},
-            free={**FULL, "n-2": 2},
-            now=1000.0,
-        ),
-        [mine],
-    )
-    assert (out.lent, out.short) == ((), 0)
-    theirs = borrow(
-        snapshot(
-            rank_two_leaving,
-            fleet="ns/first",
-            gpus=4,
-            wanted=1,
-            unschedulable=1,
-            held_by_others={"ns/train": [replace(mine, fleet="ns/chat")]},
-            free={**FULL, "n-3": 2},
-            now=1000.0,
-        ),
-        [first],
-    )
-    assert theirs.short == 1, "n-3 has 2 free GPUs and this fleet's share of n-2 is not its own"
+    mine, theirs = both_fleets(rank_two_leaving, {"n-2": 2, "n-3": 4})
+    assert (mine.lent, mine.short) == ((), 0)
+    assert (theirs.lent, theirs.short) == ((), 0)

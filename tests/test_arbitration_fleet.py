@@ -157,35 +157,22 @@ def test_replicas_asked_of_kueue_are_not_borrowed_for_again_while_kueue_evicts_f
     asked = decide(replace(o, pods=STUCK, borrowing=snapshot(_kueue_job()), kueue_served=True))
     assert asked.status.kueue_claim is not None
     assert asked.status.kueue_claim.for_replicas == 5
-    admitted = (Claim(claim_name(NAME, 0), True),)
-    lendable = job("ns/elastic")
-    later = decide(
-        replace(
-            o,
-            status=asked.status,
-            pods=STUCK,
-            borrowing=snapshot(_kueue_job(), lendable),
-            kueue_claims=admitted,
-            kueue_served=True,
-            now=o.now + timedelta(seconds=5),
-        )
+    while_evicting = replace(
+        o,
+        status=asked.status,
+        pods=STUCK,
+        borrowing=snapshot(_kueue_job(), job("ns/elastic")),
+        kueue_claims=(Claim(claim_name(NAME, 0), True),),
+        kueue_served=True,
+        now=o.now + timedelta(seconds=5),
     )
+    later = decide(while_evicting)
     assert later.status.borrowed is None
     assert ("Normal", "BorrowedGpus") not in reasons(later)
     assert later.claims_create == ()
     # Wanting one more than the claim stands for borrows that one from the elastic job.
-    more = decide(
-        replace(
-            o,
-            spec=spec(autoscaling={**AUTO["autoscaling"], "minReplicas": 6}, kueueQueueName="team-a"),
-            status=asked.status,
-            pods=STUCK,
-            borrowing=snapshot(_kueue_job(), lendable),
-            kueue_claims=admitted,
-            kueue_served=True,
-            now=o.now + timedelta(seconds=5),
-        )
-    )
+    six = spec(autoscaling={**AUTO["autoscaling"], "minReplicas": 6}, kueueQueueName="team-a")
+    more = decide(replace(while_evicting, spec=six))
     assert [b.job for b in more.status.borrowed or []] == ["ns/elastic"]
 
 
