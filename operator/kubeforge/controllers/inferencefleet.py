@@ -268,16 +268,14 @@ class InferenceFleetController:
         self._fleets.pop((namespace, name), None)
         self._waiting.discard((namespace, name))
 
-    def _claims(self, namespace: str, name: str, uid: str | None = None) -> list[str]:
-        """Names of the fleet's claim Workloads not being deleted (of the fleet with `uid` only, if set;
-        of any fleet of that name otherwise)."""
+    def _claims(self, namespace: str, name: str) -> list[str]:
+        """Names of the claim Workloads of any fleet of this name that are not being deleted."""
         if not self.caches.serves(KUEUE_WORKLOAD):
             return []
         return [
             str(w["metadata"]["name"])
             for w in self.caches.list(KUEUE_WORKLOAD, namespace, labels=build.fleet_labels(name))
             if not w["metadata"].get("deletionTimestamp")
-            and (uid is None or (w["metadata"].get("labels") or {}).get(kueue_claim.FLEET_UID_LABEL) == uid)
         ]
 
     # -- gather ------------------------------------------------------------------------------------
@@ -353,6 +351,7 @@ class InferenceFleetController:
             kueue_claims=claims,
             kueue_served=self.caches.serves(KUEUE_WORKLOAD),
             kueue_blind=self.caches.forbidden(KUEUE_WORKLOAD),
+            # The other claims of this name: an older fleet's, still holding quota (deleted in `_execute`).
             kueue_names_in_use=frozenset(self._claims(namespace, name)) - {c.name for c in claims},
         )
 
@@ -557,9 +556,8 @@ class InferenceFleetController:
             exposition.ROLLOUTS.labels(namespace, outcome).inc()
         for direction, gpus in plan.lends:
             exposition.GPU_LENDS.labels(namespace, direction).inc(gpus)
-        ours = {c.name for c in o.kueue_claims}
         # Left by a deleted fleet of the same name while no operator ran: they hold Kueue quota.
-        for stale in (n for n in self._claims(namespace, name) if n not in ours):
+        for stale in sorted(o.kueue_names_in_use):
             await self.kube.delete(KUEUE_WORKLOAD.api_version, KUEUE_WORKLOAD.kind, stale, namespace)
         if plan.claims_create or plan.claims_delete:
             await self._write_claims(obj, o, plan)
@@ -569,14 +567,13 @@ class InferenceFleetController:
             self._waiting.discard((namespace, name))
 
     async def _write_claims(self, obj: Obj, o: policy.FleetObserved, plan: policy.FleetPlan) -> None:
-        """Make and withdraw the fleet's claims on Kueue (after its status recorded them: a claim made
-        and not recorded is adopted by the next pass, never duplicated: names are fixed)."""
+        """Make and withdraw the fleet's claims on Kueue, after the status write that records (or
+        forgets) them: a pass cut short in between leaves a record whose claims the next pass makes, or
+        claims without a record, which it deletes; names are fixed, so nothing is asked twice."""
         assert o.spec is not None
         namespace, name, uid = o.namespace, o.name, str(obj["metadata"]["uid"])
         for claim in plan.claims_delete:
             await self.kube.delete(KUEUE_WORKLOAD.api_version, KUEUE_WORKLOAD.kind, claim, namespace)
-        if not plan.claims_create:
-            return
         for claim in plan.claims_create:
             body = self._claim_body(claim, o.spec, namespace, name, uid, o.revision or "")
             try:

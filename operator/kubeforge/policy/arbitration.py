@@ -546,12 +546,14 @@ def _merge(held: Sequence[Held], take: Held) -> list[Held]:
 # -- the stored record -------------------------------------------------------------------------------
 
 
-def _seconds(value: str | None) -> float | None:
+def epoch_seconds(value: str | None) -> float | None:
+    """A stored RFC 3339 time as seconds since the epoch (what the policies count in)."""
     at = parse_time(value)
     return at.timestamp() if at is not None else None
 
 
-def _stamp(seconds: float) -> str:
+def stamp(seconds: float) -> str:
+    """Seconds since the epoch as a stored RFC 3339 time."""
     return format_time(datetime.fromtimestamp(seconds, UTC))
 
 
@@ -564,8 +566,8 @@ def held_of(entry: api.Borrowed) -> Held:
         from_workers=entry.from_workers,
         replicas=entry.replicas,
         for_replicas=entry.for_replicas,
-        since=_seconds(entry.since) or 0.0,
-        calm_since=_seconds(entry.calm_since),
+        since=epoch_seconds(entry.since) or 0.0,
+        calm_since=epoch_seconds(entry.calm_since),
         whole=entry.whole,
     )
 
@@ -578,8 +580,8 @@ def stored(held: Held) -> api.Borrowed:
         from_workers=held.from_workers,
         replicas=held.replicas,
         for_replicas=held.for_replicas,
-        since=_stamp(held.since),
-        calm_since=_stamp(held.calm_since) if held.calm_since is not None else None,
+        since=stamp(held.since),
+        calm_since=stamp(held.calm_since) if held.calm_since is not None else None,
         whole=held.whole,
     )
 

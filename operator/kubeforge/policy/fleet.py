@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from kubeforge.api.catalog import DEFAULT_CATALOG, GpuCatalog
@@ -61,7 +61,7 @@ from kubeforge.policy import analysis, arbitration, autoscaler, capacity, kueue_
 from kubeforge.policy import rollout as rollouts
 from kubeforge.policy import usage as accounting
 from kubeforge.policy.analysis import MetricSample
-from kubeforge.policy.conditions import ConditionUpdate, format_time, parse_time
+from kubeforge.policy.conditions import ConditionUpdate, parse_time
 from kubeforge.policy.events import Event
 from kubeforge.policy.fleet_events import changed_conditions, condition_events, outcomes, scale_event
 from kubeforge.policy.fleet_status import (
@@ -662,8 +662,8 @@ def _ask(
             stored.queue,
             stored.replicas,
             stored.for_replicas,
-            _seconds(stored.since) or o.now.timestamp(),
-            _seconds(stored.calm_since),
+            arbitration.epoch_seconds(stored.since) or o.now.timestamp(),
+            arbitration.epoch_seconds(stored.calm_since),
         )
         if stored is not None
         else None
@@ -685,11 +685,6 @@ def _ask(
     return kueue_claims.ask(asking, record)
 
 
-def _seconds(value: str | None) -> float | None:
-    at = parse_time(value)
-    return at.timestamp() if at is not None else None
-
-
 def _claim_status(asked: kueue_claims.Asked, claims: tuple[kueue_claims.Claim, ...]) -> KueueClaim | None:
     record = asked.record
     if record is None:
@@ -701,14 +696,10 @@ def _claim_status(asked: kueue_claims.Asked, claims: tuple[kueue_claims.Claim, .
         replicas=record.replicas,
         admitted=sum(1 for c in live if c.admitted),
         for_replicas=record.for_replicas,
-        since=_stamp(record.since),
-        calm_since=_stamp(record.calm_since) if record.calm_since is not None else None,
+        since=arbitration.stamp(record.since),
+        calm_since=arbitration.stamp(record.calm_since) if record.calm_since is not None else None,
         message=waiting[:1024] if waiting else None,
     )
-
-
-def _stamp(seconds: float) -> str:
-    return format_time(datetime.fromtimestamp(seconds, UTC))
 
 
 def _autoscaler_record(o: FleetObserved, memory: FleetMemory) -> AutoscalerStatus | None:
