@@ -953,6 +953,7 @@ def test_operator_writes_policy_binds_to_the_operator_only(default_docs: list[Ob
         "jobs",
         "poddisruptionbudgets",
         "networkpolicies",
+        "workloads",
     }
     expressions = [v["expression"] for v in policy["validations"]]
     assert "request.namespace != 'kube-system'" in expressions

@@ -548,3 +548,45 @@ async def test_a_jobs_energy_is_what_dcgm_measured_when_prometheus_has_it(
     assert usage.get("energySource", "tdp") == source
     if watts is not None:
         assert usage["energyKWh"] == pytest.approx(watts * seconds / 3.6e6, rel=0.01)
+
+
+class SlowPrometheus(MeasuredGpus):
+    """A query that takes 1.5 s of the operator's clock."""
+
+    def __init__(self, clock: list[datetime]) -> None:
+        super().__init__(None)
+        self.clock = clock
+
+    async def training_usage(self, namespace: str, name: str, seconds: float) -> UsageReading:
+        self.clock[0] += timedelta(seconds=1.5)
+        return await super().training_usage(namespace, name, seconds)
+
+
+async def test_a_fold_ends_at_the_instant_its_pods_were_seen_however_long_prometheus_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pods are read from the caches at one instant; the segment folded must end there. Ending it at
+    the clock after the Prometheus query charged the pods seen running up to a later second, and a pod
+    that started during the query was then charged only from that second on: one second lost per pod
+    (seen in CI on a loaded machine, where the query took long enough to cross a second)."""
+    kube = FakeKube()
+    kube.nodes(2)
+    kube.add(_trainingjob())
+    prometheus = SlowPrometheus([datetime.now(UTC)])
+    controller = TrainingJobController(
+        cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1), source=prometheus
+    )
+    await _settle(kube, controller)
+    [job] = kube.jobs()
+    kube.run_pods(job)
+    await _settle(kube, controller)
+    seen = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    prometheus.clock[0] = seen + timedelta(milliseconds=600)
+    monkeypatch.setattr(trainingjob_controller, "_now", lambda: prometheus.clock[0])
+    obj = await kube.get(*TJ, "tj", "ns")
+    assert obj is not None
+    await controller.reconcile(obj)
+    assert len(prometheus.asked) == 1, "the hourly checkpoint asked Prometheus"
+    after = await kube.get(*TJ, "tj", "ns")
+    assert after is not None
+    assert after["status"]["usage"]["accountedUntil"] == format_time(seen)

@@ -447,6 +447,21 @@ def test_a_resize_the_status_missed_is_recorded_from_the_job() -> None:
     assert again.events == ()
 
 
+def test_a_lend_the_status_missed_is_recorded_as_a_lend_and_growth_does_not_cool_down() -> None:
+    """The operator shrank the Job to a lender's ceiling and was killed before it wrote the status: the
+    restarted one records a lend, not workers given back for want of room, so once the GPUs come back
+    the job grows at once instead of waiting out a schedule timeout (found by the e2e test that kills the
+    operator mid-lend)."""
+    pods = [_pod(i) for i in range(2)]
+    plan = decide(_obs(_running(4), _job(2, "LentToFleet"), pods, ceiling=2))
+    resize = plan.status.last_resize
+    assert resize is not None
+    assert (resize.from_, resize.to, resize.reason) == (4, 2, "LentToFleet")
+    returned = decide(_obs(plan.status, _job(2, "LentToFleet"), pods))
+    assert returned.wants_room, "the ceiling is gone: the job asks for room at once"
+    assert returned.requeue_after is None or returned.requeue_after < 1
+
+
 def test_a_rigid_job_has_no_elastic_status() -> None:
     spec = TrainingJobSpec.model_validate({"image": "x", "workers": 2, "resources": {"gpus": 2}})
     plan = decide(_obs(_running(2), _job(2), [_pod(0), _pod(1)], spec=spec))

@@ -257,14 +257,16 @@ class TrainingJobController:
         plan = training.decide(observed)
         if plan.needs_usage is not None and self.source is not None:
             reading = await self.source.training_usage(namespace, name, plan.needs_usage)
-            observed = replace(observed, usage_reading=reading, now=_now())
+            # The same instant as the pods were seen: a later `now` would charge them past it (and a pod
+            # that started meanwhile only from there on).
+            observed = replace(observed, usage_reading=reading)
             plan = training.decide(observed)
         if plan.needs_admission:
             self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
             admission = self._admit_size(obj, spec, owner, status.restarts, derived, observed.ceiling)
-            plan = training.decide(replace(observed, admission=admission, now=_now()))
+            plan = training.decide(replace(observed, admission=admission))
             if admission.fits:
                 self._waiting.discard((namespace, name))
                 size = plan.create_workers or spec.workers
@@ -274,7 +276,7 @@ class TrainingJobController:
         elif plan.wants_room:
             # Growth is admission of more workers: decided and reserved without an await in between.
             room = self._room(obj, spec, owner, status.restarts, plan.status.workers, derived)
-            plan = training.decide(replace(observed, room=room, now=_now()))
+            plan = training.decide(replace(observed, room=room))
             # Still below its maximum: any freed GPU or node change wakes it, as it wakes queued gangs.
             self._waiting.add((namespace, name))
         elif spec.elastic is not None and plan.status.phase in ("Pending", "Running"):

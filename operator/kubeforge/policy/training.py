@@ -1435,11 +1435,10 @@ def _last_resize(o: Observed, v: _Verdict) -> Resize | None:
         job = next((j for j in o.jobs if j.name == v.job), None)
         grew = v.size > before
         noted = job.resize_reason if job is not None else ""
-        reason = (
-            noted
-            if noted in (elastic.CAPACITY_FREED, elastic.CAPACITY_RECLAIMED)
-            else (elastic.CAPACITY_FREED if grew else elastic.CAPACITY_RECLAIMED)
-        )
+        # The Job's annotation says why, when it agrees with the direction: a lend's shrink recorded as
+        # `CapacityReclaimed` would make growth cool down once the GPUs came back.
+        fitting = (elastic.CAPACITY_FREED,) if grew else (elastic.CAPACITY_RECLAIMED, elastic.LENT_TO_FLEET)
+        reason = next((r for r in fitting if r == noted), fitting[0])
         message = f"{'grew' if grew else 'shrank'} from {before} to {v.size} workers"
     return Resize.model_validate(
         {"time": format_time(o.now), "from": before, "to": v.size, "reason": reason, "message": message}
