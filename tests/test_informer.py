@@ -161,6 +161,72 @@ def test_a_write_refreshes_the_cache_and_an_older_event_cannot_undo_it() -> None
     assert inf.get("ns", "a")["spec"]["replicas"] == 4  # type: ignore[index]
 
 
+def _recording(inf: Informer) -> list[tuple[str | None, str | None]]:
+    """(old, new) resourceVersions of every change the handlers are told about."""
+    seen: list[tuple[str | None, str | None]] = []
+    inf.add_handler(
+        lambda old, new: seen.append(
+            (
+                (old or {}).get("metadata", {}).get("resourceVersion"),
+                (new or {}).get("metadata", {}).get("resourceVersion"),
+            )
+        )
+    )
+    return seen
+
+
+@pytest.mark.parametrize("echo_first", [False, True])
+def test_a_write_is_news_once_whichever_of_its_response_and_its_event_comes_first(echo_first: bool) -> None:
+    """The response of a write and its watch event race. Before, a response stored first made the event
+    look like no change to a handler comparing old and new (lending's wake-up of the job a fleet borrows
+    from), and a response that came second was never passed on: now the first of the two is the news and
+    the second is nothing."""
+    inf = Informer(None, Source(DEPLOYMENT, projections.child))  # type: ignore[arg-type]
+    inf._apply("ADDED", deployment("a", 10, replicas=1))
+    seen = _recording(inf)
+    written = deployment("a", 12, replicas=3)
+    if echo_first:
+        inf._apply("MODIFIED", written)
+        inf.observe_write(written)
+    else:
+        inf.observe_write(written)
+        inf._apply("MODIFIED", written)
+    assert seen == [("10", "12")]
+
+
+def test_a_change_to_what_the_cache_does_not_keep_is_no_news() -> None:
+    """A PodDisruptionBudget's status moves with every pod of its fleet; nothing reads it."""
+    pdb: Obj = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "chat", "namespace": "ns", "resourceVersion": "5", "labels": OURS},
+        "spec": {"minAvailable": 1},
+        "status": {"currentHealthy": 0},
+    }
+    inf = Informer(None, Source(DEPLOYMENT, projections.child))  # type: ignore[arg-type]
+    inf._apply("ADDED", pdb)
+    seen = _recording(inf)
+    inf._apply(
+        "MODIFIED",
+        {**pdb, "metadata": {**pdb["metadata"], "resourceVersion": "6"}, "status": {"currentHealthy": 1}},
+    )
+    assert seen == []
+    assert inf.get("ns", "chat")["metadata"]["resourceVersion"] == "6"  # type: ignore[index]
+    inf._apply("MODIFIED", deployment("chat", 7))  # a real change still is news
+    assert seen == [("6", "7")]
+
+
+async def test_a_relist_tells_only_what_changed() -> None:
+    server = ScriptedServer(
+        [[deployment("a", 10), deployment("b", 11)], [deployment("a", 10), deployment("b", 12, replicas=2)]],
+        [410],
+    )
+    inf = informer(server, Source(DEPLOYMENT, projections.child))
+    seen = _recording(inf)
+    await run_until(inf, lambda: server.lists >= 2 and len(server.requests) >= 4)
+    assert seen == [(None, "10"), (None, "11"), ("11", "12")]
+
+
 def test_label_index_lists_by_owner() -> None:
     inf = Informer(None, Source(POD, projections.pod, index_labels=("kubeforge.dev/inferencefleet",)))  # type: ignore[arg-type]
     for i, owner in enumerate(["chat", "chat", "code"]):

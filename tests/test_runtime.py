@@ -47,6 +47,7 @@ class RecordingController:
         self.running = 0
         self.most_at_once = 0
         self.watches: tuple[Watch, ...] = (Watch(POD, label_keys("kubeforge.dev/trainingjob")),)
+        self.woken: list[tuple[str, str]] = []
 
     async def reconcile(self, obj: Obj) -> float | None:
         self.running += 1
@@ -65,6 +66,10 @@ class RecordingController:
 
     async def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
+
+    def wakes(self) -> list[tuple[str, str]]:
+        woken, self.woken = self.woken, []
+        return woken
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
         self.warnings.append((obj["metadata"]["name"], reason))
@@ -88,12 +93,13 @@ async def test_events_while_a_pass_runs_coalesce_into_one_more_pass() -> None:
     runtime.start()
     jobs._apply("ADDED", trainingjob("a"))
     await settle(0.01)
-    for version in range(2, 12):  # ten events while the first pass runs
+    for version in range(2, 12):  # ten changes while the first pass runs
         jobs._apply(
             "MODIFIED",
             {
                 **trainingjob("a"),
                 "metadata": {**trainingjob("a")["metadata"], "resourceVersion": str(version)},
+                "status": {"observedGeneration": version},
             },
         )
     await settle(0.2)
@@ -310,3 +316,17 @@ async def test_a_worker_lets_the_event_loop_run_between_passes_that_never_wait()
     assert log.count("pass") == 40
     runs = "".join("p" if entry == "pass" else "." for entry in log).split(".")
     assert max(len(run) for run in runs) <= 2, "at most one pass per worker between two ticks"
+
+
+async def test_objects_a_pass_wakes_get_a_pass_of_their_own() -> None:
+    ctrl = RecordingController()
+    _, jobs, runtime = setup(ctrl)
+    runtime.start()
+    jobs._apply("ADDED", trainingjob("b"))
+    await settle()
+    ctrl.passes.clear()
+    ctrl.woken = [("ns", "b")]  # what a's pass will wake
+    jobs._apply("ADDED", trainingjob("a"))
+    await settle(0.2)
+    assert sorted(ctrl.passes) == ["a", "b"]
+    await runtime.stop()

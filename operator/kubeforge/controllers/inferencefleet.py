@@ -259,6 +259,9 @@ class InferenceFleetController:
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
         await warn_owner(self.kube, FLEET, obj, reason, message)
 
+    def wakes(self) -> Iterable[Key]:
+        return ()
+
     async def forget(self, namespace: str, name: str) -> None:
         # Claims have no owner reference for the garbage collector to follow (see builders.kueue_claim):
         # a deleted fleet's claims go here, also those found after a restart (their fleet key is

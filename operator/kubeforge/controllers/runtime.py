@@ -83,6 +83,11 @@ class Controller(Protocol):
         """Tell the object's owner why a pass failed (a Warning Event)."""
         ...
 
+    def wakes(self) -> Iterable[Key]:
+        """Objects the passes so far made worth a pass of their own, each named once (a gang that left
+        the admission queue wakes those it kept asleep); asked after every pass."""
+        ...
+
 
 @dataclass
 class WorkQueue:
@@ -283,6 +288,8 @@ class Runtime:
             exposition.ACTIVE_WORKERS.labels(self.name).set(self._active)
             try:
                 await self._process(key)
+                for woken in self.controller.wakes():
+                    self.queue.add(woken)
             finally:
                 self._active -= 1
                 exposition.ACTIVE_WORKERS.labels(self.name).set(self._active)

@@ -7,8 +7,9 @@ This module only gathers what the policy needs and carries out its plan in the o
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -102,8 +103,9 @@ class TrainingJobController:
             source = PrometheusSource(config.prometheus_url)
         self.source = source
         """Where `status.usage` reads what the job's GPUs drew (DCGM); None: estimated from the TDP."""
-        self._waiting: set[Key] = set()
-        """Gangs that did not fit at their last admission: any freed GPU or node change wakes them."""
+        self._waiting = WaitingGangs()
+        """Gangs that did not fit at their last admission, and elastic jobs below their maximum: a freed
+        GPU, a node or a quota change wakes those it may admit."""
         self._reserved: dict[str, tuple[capacity.Demand, int]] = {}
         """Gangs this process admitted whose Admitted condition the cache may not show yet: admission
         runs without awaiting, and this covers the writes still in flight."""
@@ -124,6 +126,8 @@ class TrainingJobController:
             Watch(NODE, self._capacity_keys),
             Watch(RESOURCE_QUOTA, self._quota_keys),
             Watch(INFERENCEFLEET, _lender_keys),
+            # Queue order is by priority: a class created or removed reorders every waiting gang.
+            Watch(PRIORITY_CLASS, lambda old, new: self._waiting.all()),
         )
 
     async def warn(self, obj: Obj, reason: str, message: str) -> None:
@@ -140,6 +144,10 @@ class TrainingJobController:
         CamelCase word; it labels the status record, the Event and the preemptions metric."""
         self._preempt[(namespace, name)] = reason
 
+    def wakes(self) -> Iterable[Key]:
+        """Gangs a gang that left the admission queue (admitted, deleted, changed, refused) kept asleep."""
+        return self._waiting.newly_woken()
+
     async def forget(self, namespace: str, name: str) -> None:
         self._preempt.pop((namespace, name), None)
         self._waiting.discard((namespace, name))
@@ -152,18 +160,18 @@ class TrainingJobController:
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(TRAININGJOB_LABEL)(old, new))
         if self._waiting and (_frees_gpus(old, new) or capacity.claim_changed(old, new)):
-            keys |= self._waiting
+            keys |= self._waiting.woken()
         return keys
 
     def _quota_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         """A quota changed: gangs of its namespace waiting for it (or for GPUs) look again."""
         namespace = ((new or old or {}).get("metadata") or {}).get("namespace")
-        return {key for key in self._waiting if key[0] == namespace}
+        return {key for key in self._waiting.woken() if key[0] == namespace}
 
     def _capacity_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         if old is not None and new is not None and _node_capacity(old) == _node_capacity(new):
             return ()
-        return set(self._waiting)
+        return self._waiting.woken()
 
     # -- one pass ------------------------------------------------------------------------------------
 
@@ -177,6 +185,15 @@ class TrainingJobController:
         if rejected is not None and rejected[0] != generation:
             del self._rejected[key]
             rejected = None
+        # A gang waits for capacity while its last pass said so: whichever way a pass leaves (admitted,
+        # refused, suspended, no longer a gang, an error), it stops waiting unless that pass kept it.
+        with self._waiting.passing((str(meta["namespace"]), str(meta["name"]))):
+            return await self._reconcile_or_refuse(obj, key, generation, rejected)
+
+    async def _reconcile_or_refuse(
+        self, obj: Obj, key: str, generation: int, rejected: tuple[int, str] | None
+    ) -> float | None:
+        meta = obj["metadata"]
         if rejected is None:
             try:
                 return await self._reconcile(obj)
@@ -272,7 +289,12 @@ class TrainingJobController:
                 size = plan.create_workers or spec.workers
                 self._reserved[key] = (_demand(key, spec, derived, size), plan.create_attempt or 0)
             else:
-                self._waiting.add((namespace, name))
+                # Admission does not count a gang's own pods (an earlier attempt's, still going) against
+                # it: one that has some may fit where a like gang cannot, so it sleeps behind nobody.
+                alone = any(not p.terminal for p in pod_views)
+                self._waiting.add(
+                    (namespace, name), self._queued(obj, spec, owner, status.restarts, derived, alone=alone)
+                )
         elif plan.wants_room:
             # Growth is admission of more workers: decided and reserved without an await in between.
             room = self._room(obj, spec, owner, status.restarts, plan.status.workers, derived)
@@ -293,7 +315,8 @@ class TrainingJobController:
         # Recorded in the status now (or moot): the status carries it from here.
         self._preempt.pop((namespace, name), None)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
-        if (namespace, name) in self._waiting:
+        if self._waiting.is_woken((namespace, name)):
+            # Gangs asleep behind a like one are not rechecked: it wakes them when it leaves the queue.
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
@@ -395,8 +418,7 @@ class TrainingJobController:
         admitted = self._admitted(found, key)
         others = {k: ledger.unplaced(whole, n) for k, (whole, n) in admitted.items()}
         ahead = [d for _, d in sorted(found.queued, key=lambda q: q[0])]
-        template = build_pod_template(spec, owner, attempt, derived.pod)
-        tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
+        tolerations = _tolerations(spec, owner, attempt, derived)
         room = ledger.room(demand, others.values(), ahead=ahead, tolerations=tolerations)
         quotas = [q for q in map(capacity.quota_of, self.caches.list(RESOURCE_QUOTA, meta["namespace"])) if q]
         for quota in quotas:
@@ -433,11 +455,31 @@ class TrainingJobController:
             return refused
         mine = (-self._priority(spec), str(meta.get("creationTimestamp") or ""), key)
         ahead = [d for order, d in sorted(found.queued, key=lambda q: q[0]) if order < mine]
-        # The nodes a worker may use are judged by the tolerations its pods really carry.
-        template = build_pod_template(spec, owner, attempt, derived.pod)
-        tolerations = capacity.tolerations_of(template["spec"].get("tolerations") or [])
+        tolerations = _tolerations(spec, owner, attempt, derived)
         gpu_type = spec.resources.gpu_type or (derived.pod.gpu_name if derived.products else None)
         return ledger.admit(demand, others.values(), gpu_type=gpu_type, ahead=ahead, tolerations=tolerations)
+
+    def _queued(
+        self,
+        obj: Obj,
+        spec: TrainingJobSpec,
+        owner: Owner,
+        attempt: int,
+        derived: objectives.TrainingPolicy,
+        *,
+        alone: bool,
+    ) -> gangs.Waiting:
+        """The gang as wake-ups compare it with the other waiting ones (`gangs.woken_by_capacity`);
+        `alone`: like no other (a shape of its own)."""
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        demand = _demand(key, spec, derived, spec.min_workers)
+        tolerations = _tolerations(spec, owner, attempt, derived)
+        return gangs.Waiting(
+            order=(-self._priority(spec), str(meta.get("creationTimestamp") or ""), key),
+            shape=(meta["namespace"], demand.gpus, demand.products, tolerations, key if alone else ""),
+            workers=demand.workers,
+        )
 
     def _namespace_limits(
         self,
@@ -644,6 +686,88 @@ def _node_capacity(node: Mapping[str, Any]) -> tuple[Any, ...]:
         info.product,
         (node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE),
     )
+
+
+def _tolerations(
+    spec: TrainingJobSpec, owner: Owner, attempt: int, derived: objectives.TrainingPolicy
+) -> tuple[capacity.Toleration, ...]:
+    """The nodes a worker may use are judged by the tolerations its pods really carry."""
+    template = build_pod_template(spec, owner, attempt, derived.pod)
+    return capacity.tolerations_of(template["spec"].get("tolerations") or [])
+
+
+class WaitingGangs:
+    """The gangs capacity events wake, and the few of them each event is for (`gangs.woken_by_capacity`,
+    worked out again only when the set changes: pod events are many); and the gangs that joined those
+    woken since the last look without a pass of their own, which the caller must wake."""
+
+    def __init__(self) -> None:
+        self._gangs: dict[Key, gangs.Waiting | None] = {}
+        self._woken: set[Key] = set()
+        self._stale = False
+        self._passed: set[Key] = set()
+        """Added since the front was last worked out: their own pass just ran."""
+        self._unannounced: set[Key] = set()
+        self._kept: set[Key] = set()
+        """Added again by the pass running for them."""
+
+    @contextlib.contextmanager
+    def passing(self, key: Key) -> Iterator[None]:
+        """A pass of `key`: unless it adds `key` again, `key` stops waiting when the pass ends."""
+        self._kept.discard(key)
+        try:
+            yield
+        finally:
+            if key not in self._kept:
+                self.discard(key)
+            self._kept.discard(key)
+
+    def add(self, key: Key, gang: gangs.Waiting | None = None) -> None:
+        """In `key`'s pass. `gang`: how it waits in the admission queue; None (growth of a running
+        elastic job): always woken."""
+        self._kept.add(key)
+        if key not in self._gangs or self._gangs[key] != gang:
+            self._gangs[key] = gang
+            self._stale = True
+            self._passed.add(key)
+        self._unannounced.discard(key)
+
+    def all(self) -> set[Key]:
+        return set(self._gangs)
+
+    def discard(self, key: Key) -> None:
+        if key in self._gangs:
+            del self._gangs[key]
+            self._stale = True
+        self._passed.discard(key)
+        self._unannounced.discard(key)
+
+    def woken(self) -> set[Key]:
+        return set(self._front())
+
+    def is_woken(self, key: Key) -> bool:
+        return key in self._front()
+
+    def newly_woken(self) -> set[Key]:
+        """Gangs that joined the woken ones without a pass of their own since: those a gang that left the
+        queue (admitted, deleted, suspended, changed) kept asleep. Each is returned once."""
+        self._front()
+        new, self._unannounced = self._unannounced, set()
+        return new
+
+    def _front(self) -> set[Key]:
+        if self._stale:
+            woken = gangs.woken_by_capacity(self._gangs)
+            self._unannounced |= woken - self._woken - self._passed
+            self._woken, self._stale = woken, False
+            self._passed.clear()
+        return self._woken
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._gangs
+
+    def __bool__(self) -> bool:
+        return bool(self._gangs)
 
 
 def _demand(

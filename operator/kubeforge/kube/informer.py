@@ -205,8 +205,11 @@ class Informer:
     # -- writing through -----------------------------------------------------------------------------
 
     def observe_write(self, obj: Obj) -> None:
-        """Store what a write returned, when it is newer than the cached copy: the next pass then sees
-        its own write even before the watch event arrives (no second, identical write)."""
+        """Store what a write returned, when it is newer than the cached copy, and tell the handlers: the
+        next pass then sees its own write even before the watch event arrives (no second, identical
+        write), and every handler sees the change once, whichever of the response and the watch event
+        comes first (the event that follows the response changes nothing and is not passed on: a handler
+        comparing the old and new object, as lending's does, would otherwise see no change at all)."""
         projected = self._project(obj)
         if projected is None:
             return
@@ -214,7 +217,7 @@ class Informer:
         new_rv, old_rv = resource_version(projected), resource_version(current)
         if current is not None and (new_rv is None or old_rv is None or new_rv <= old_rv):
             return
-        self.store.put(projected)
+        self._put(current, projected)
 
     # -- the streams ---------------------------------------------------------------------------------
 
@@ -303,8 +306,8 @@ class Informer:
         stale = [k for k in self.store.objects if (namespace is None or k[0] == namespace) and k not in seen]
         for key in stale:
             self._emit(self.store.pop(key), None)
-        for obj in seen.values():
-            self._emit(self.store.put(obj), obj)
+        for key, obj in seen.items():
+            self._put(self.store.get(*key), obj)
         log.debug("%s: listed %d in %s", self.kind.plural, len(seen), namespace or "all namespaces")
         return version
 
@@ -359,7 +362,15 @@ class Informer:
         new_rv, old_rv = resource_version(projected), resource_version(current)
         if new_rv is not None and old_rv is not None and new_rv < old_rv:
             return  # older than what a write already put here
-        self._emit(self.store.put(projected), projected)
+        self._put(current, projected)
+
+    def _put(self, current: Obj | None, projected: Obj) -> None:
+        """Store `projected` and tell the handlers, unless nothing the cache keeps changed (the echo of a
+        write already seen, a status field no policy reads, a relist of an unchanged object): no news
+        is no pass."""
+        self.store.put(projected)
+        if current is None or not unchanged(current, projected):
+            self._emit(current, projected)
 
     def _emit(self, old: Obj | None, new: Obj | None) -> None:
         for handler in self._handlers:
@@ -367,6 +378,23 @@ class Informer:
                 handler(old, new)
             except Exception:
                 log.exception("%s: event handler failed", self.kind.plural)
+
+
+def unchanged(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """The same projection but for `metadata.resourceVersion`."""
+    if old.keys() != new.keys():
+        return False
+    for k, value in old.items():
+        if k != "metadata":
+            if value != new[k]:
+                return False
+            continue
+        meta = new[k]
+        if value.keys() != meta.keys() or any(
+            v != meta[m] for m, v in value.items() if m != "resourceVersion"
+        ):
+            return False
+    return True
 
 
 def _matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

@@ -181,15 +181,21 @@ def node(obj: Obj) -> Obj | None:
     }
 
 
+_STATUS_READ = frozenset({"Deployment", "Job", "Workload"})
+"""Children whose status a policy reads. A PodDisruptionBudget's status changes with every pod of the
+fleet that comes or goes, and nothing reads it: kept, each change would be a pass for nothing."""
+
+
 def child(obj: Obj) -> Obj | None:
-    """A child the operator writes (Deployment, Job, Service, PDB, ControllerRevision): metadata with the
-    applied-hash annotation, the few spec fields the policies read, and the whole status."""
+    """A child the operator writes (Deployment, Job, Service, PDB, ControllerRevision, a Kueue claim):
+    metadata with the applied-hash annotation, the few spec fields the policies read, and the status of
+    those whose status they read."""
     spec = obj.get("spec") or {}
     # `parallelism` and the resize reason: an elastic TrainingJob's attempt size and why it last changed.
     projected_spec = {k: spec[k] for k in ("replicas", "suspend", "parallelism") if k in spec}
     kept = (APPLIED_HASH_ANNOTATION, RESIZE_REASON_ANNOTATION)
     out: Obj = {**_head(obj), "metadata": _meta(obj, kept), "spec": projected_spec}
-    if obj.get("status"):
+    if obj.get("status") and obj.get("kind") in _STATUS_READ:
         out["status"] = obj["status"]
     return out
 

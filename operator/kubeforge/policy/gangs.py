@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -17,6 +17,8 @@ from kubeforge.api.catalog import GpuCatalog
 from kubeforge.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeforge.policy import status as status_model
 from kubeforge.policy.capacity import Demand, demand_of
+
+K = TypeVar("K")
 
 QueueOrder = tuple[int, str, str]
 """(-priority, creationTimestamp, key): smaller is served first."""
@@ -97,3 +99,34 @@ def gang_size(spec: TrainingJobSpec, status: TrainingJobStatus) -> int:
     if status.phase in ("Pending", "Running") and current:
         return current
     return spec.elastic.min_workers
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A gang that did not fit at its last admission, as wake-ups compare it."""
+
+    order: QueueOrder
+    shape: tuple[object, ...]
+    """Everything admission judges a gang by besides its count: namespace (its quota and reservation
+    limit), GPUs per worker, accepted products, tolerations."""
+    workers: int
+    """What it waits for (an elastic job: `minWorkers`)."""
+
+
+def woken_by_capacity(waiting: Mapping[K, Waiting | None]) -> set[K]:
+    """The waiting gangs a change of capacity (a GPU freed or claimed, a node, a quota) may admit.
+
+    A gang stays asleep behind an earlier one of the same shape that waits for no more workers: whatever
+    the change, if the earlier one is not admitted neither is this one (admission is monotone in the
+    count, and this one sees the same nodes, claims, quota and reservation limit, and more gangs ahead).
+    When the earlier one is admitted, its workers' pods are events of their own and wake the next. So one
+    namespace's queue of like gangs costs one pass per event, not one per gang. Gangs without a shape
+    (a running elastic job waiting for room to grow) are always woken."""
+    woken = {key for key, gang in waiting.items() if gang is None}
+    fewest: dict[tuple[object, ...], int] = {}
+    queued = [(key, gang) for key, gang in waiting.items() if gang is not None]
+    for key, gang in sorted(queued, key=lambda item: item[1].order):
+        if gang.shape not in fewest or gang.workers < fewest[gang.shape]:
+            woken.add(key)
+            fewest[gang.shape] = gang.workers
+    return woken

@@ -1,0 +1,183 @@
+"""Which waiting gangs a capacity event wakes (`gangs.woken_by_capacity`), and that a gang kept asleep
+behind a like one is woken when that one leaves the queue: fewer passes, never a gang left waiting."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeforge.controllers.runtime import OperatorConfig
+from kubeforge.controllers.trainingjob import TrainingJobController, WaitingGangs
+from kubeforge.kube.client import Kube
+from kubeforge.policy.gangs import Waiting, woken_by_capacity
+from test_hostile_gpus import _in
+from test_trainingjob_controller import TJ, FakeKube, _trainingjob
+
+Obj = dict[str, Any]
+
+
+def _gang(order: int, workers: int, *, ns: str = "a", gpus: int = 8, priority: int = 0) -> Waiting:
+    return Waiting(
+        order=(-priority, f"2026-01-01T00:00:{order:02d}Z", f"{ns}/g{order}"),
+        shape=(ns, gpus),
+        workers=workers,
+    )
+
+
+@pytest.mark.parametrize(
+    ("waiting", "woken"),
+    [
+        pytest.param({"first": _gang(0, 2), "like": _gang(1, 2)}, {"first"}, id="a like gang behind sleeps"),
+        pytest.param({"first": _gang(0, 2), "bigger": _gang(1, 3)}, {"first"}, id="a bigger one too"),
+        pytest.param(
+            {"first": _gang(0, 2), "smaller": _gang(1, 1)},
+            {"first", "smaller"},
+            id="a smaller one may backfill",
+        ),
+        pytest.param(
+            {"first": _gang(0, 2), "other-ns": _gang(1, 2, ns="b")},
+            {"first", "other-ns"},
+            id="another namespace has its own quota and limit",
+        ),
+        pytest.param(
+            {"first": _gang(0, 2), "other-size": _gang(1, 2, gpus=4)},
+            {"first", "other-size"},
+            id="other GPUs per worker",
+        ),
+        pytest.param(
+            {"old": _gang(0, 2), "urgent": _gang(1, 2, priority=10)},
+            {"urgent"},
+            id="queue order is priority first",
+        ),
+        pytest.param({"first": _gang(0, 2), "growing": None}, {"first", "growing"}, id="growth always wakes"),
+        pytest.param({}, set(), id="nobody waits"),
+    ],
+)
+def test_woken_by_capacity(waiting: dict[str, Waiting | None], woken: set[str]) -> None:
+    assert woken_by_capacity(waiting) == woken
+
+
+def _fifo(waiting: dict[int, Waiting], pool: int, quota: dict[str, int]) -> set[int]:
+    """A model of admission: best-effort FIFO over a GPU pool and each namespace's quota. Every gang's
+    pass counts the gangs queued ahead of it that fit (asleep or not), so whichever gangs take a pass,
+    each one's verdict is the one this single pass over the whole queue gives it."""
+    left, quotas, admitted = pool, dict(quota), set()
+    for i, gang in sorted(waiting.items(), key=lambda item: item[1].order):
+        ns, gpus = cast(tuple[str, int], gang.shape)
+        need = gang.workers * gpus
+        if need <= left and need <= quotas[ns]:
+            left -= need
+            quotas[ns] -= need
+            admitted.add(i)
+    return admitted
+
+
+def _need(gang: Waiting) -> tuple[str, int]:
+    ns, gpus = cast(tuple[str, int], gang.shape)
+    return ns, gang.workers * gpus
+
+
+@given(
+    gangs=st.lists(
+        st.tuples(st.sampled_from("ab"), st.sampled_from((1, 2, 4)), st.integers(1, 6), st.integers(0, 2)),
+        max_size=12,
+    ),
+    pool=st.integers(0, 48),
+    quota=st.fixed_dictionaries({"a": st.integers(0, 48), "b": st.integers(0, 48)}),
+)
+def test_the_woken_gangs_and_the_chains_they_start_admit_what_waking_everyone_would(
+    gangs: list[tuple[str, int, int, int]], pool: int, quota: dict[str, int]
+) -> None:
+    """Capacity frees up (`pool` GPUs, `quota` per namespace). Round after round only the woken gangs take
+    a pass; those admitted leave the queue, and their leaving wakes the gangs they kept asleep. The
+    rounds end up admitting exactly the gangs that waking every gang at once would."""
+    waiting = {
+        i: Waiting(order=(-priority, f"t{i:02d}", str(i)), shape=(ns, gpus), workers=workers)
+        for i, (ns, gpus, workers, priority) in enumerate(gangs)
+    }
+    expected = _fifo(waiting, pool, quota)
+    left, quotas, admitted = pool, dict(quota), set[int]()
+    while True:
+        remaining = {i: g for i, g in waiting.items() if i not in admitted}
+        now = woken_by_capacity(remaining) & _fifo(remaining, left, quotas)
+        if not now:
+            break
+        for i in now:
+            ns, need = _need(waiting[i])
+            left, quotas[ns] = left - need, quotas[ns] - need
+        admitted |= now
+    assert admitted == expected
+
+
+# -------------------------------------------------------------------------------------- controller
+
+
+async def _pass(kube: FakeKube, controller: TrainingJobController, name: str) -> float | None:
+    obj = await kube.get(*TJ, name, "team")
+    assert obj is not None
+    return await controller.reconcile(obj)
+
+
+async def _queued(names: list[str]) -> tuple[FakeKube, TrainingJobController]:
+    """`names` in order, each one pass, on two nodes of 8 GPUs: the first (2 x 8) takes both, the rest
+    wait for it, the same shape."""
+    kube = FakeKube()
+    kube.nodes(2)
+    controller = TrainingJobController(cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1))
+    for name in names:
+        kube.add(_in("team", _trainingjob(name)))
+        await _pass(kube, controller, name)
+    return kube, controller
+
+
+HEAD, NEXT, LAST = ("team", "q0"), ("team", "q1"), ("team", "q2")
+
+
+async def test_a_gang_asleep_behind_a_like_one_is_not_rechecked_and_wakes_when_that_one_is_deleted() -> None:
+    kube, controller = await _queued(["big", "q0", "q1", "q2"])
+    assert controller._waiting.woken() == {HEAD}
+    assert set(controller.wakes()) == set(), "each had its own pass: nobody to wake"
+    assert await _pass(kube, controller, "q0") is not None, "the head is rechecked"
+    assert await _pass(kube, controller, "q2") is None, "a gang asleep behind a like one is not"
+
+    await controller.forget(*HEAD)  # the runtime's pass of a deleted object
+    assert set(controller.wakes()) == {NEXT}
+    assert set(controller.wakes()) == set(), "named once"
+
+
+async def test_a_head_that_stops_being_a_gang_wakes_the_next() -> None:
+    """A pass that leaves the queue by any way but admission (here: `policy.gang: false`, created at
+    once, Pending) still ends its waiting: the next gang is named after the pass."""
+    kube, controller = await _queued(["big", "q0", "q1"])
+    head = await kube.get(*TJ, "q0", "team")
+    assert head is not None
+    head["spec"]["policy"] = {**head["spec"]["policy"], "gang": False}
+    head["metadata"]["generation"] = 2
+    await controller.reconcile(head)
+    assert HEAD not in controller._waiting
+    assert set(controller.wakes()) == {NEXT}
+
+
+async def test_a_priority_class_change_wakes_every_waiting_gang() -> None:
+    """Queue order is by priority: a class created (or removed) reorders the waiting gangs, asleep or not."""
+    _, controller = await _queued(["big", "q0", "q1", "q2"])
+    [by_class] = [w for w in controller.watches if w.kind.kind == "PriorityClass"]
+    assert set(by_class.mapper(None, {"metadata": {"name": "high"}, "value": 1000})) == {HEAD, NEXT, LAST}
+
+
+def test_a_gang_that_joins_the_woken_without_a_pass_of_its_own_is_announced_once() -> None:
+    waiting = WaitingGangs()
+    first, like = ("a", "first"), ("a", "like")
+    waiting.add(first, _gang(0, 2))
+    waiting.add(like, _gang(1, 2))
+    assert waiting.woken() == {first}
+    assert waiting.newly_woken() == set(), "both just had their pass"
+    waiting.discard(first)  # admitted
+    assert waiting.newly_woken() == {like}
+    assert waiting.newly_woken() == set()
+    waiting.add(like, _gang(1, 2))  # its pass: still waiting, unchanged
+    assert waiting.is_woken(like)
+    assert waiting.newly_woken() == set()
