@@ -181,3 +181,30 @@ def test_a_gang_that_joins_the_woken_without_a_pass_of_its_own_is_announced_once
     waiting.add(like, _gang(1, 2))  # its pass: still waiting, unchanged
     assert waiting.is_woken(like)
     assert waiting.newly_woken() == set()
+
+
+async def test_gangs_whose_objective_chooses_their_gpu_sleep_behind_nobody() -> None:
+    """The product such a gang asks for is chosen from the cluster at its own pass: a like gang's choice,
+    made earlier, may not be this one's now."""
+    kube, controller = await _queued(["big"])
+    for name in ("c0", "c1"):
+        job = _in("team", _trainingjob(name))
+        del job["spec"]["resources"]["gpuType"]
+        kube.add(job)
+        await _pass(kube, controller, name)
+    gangs = controller._waiting._gangs
+    chosen = gangs[("team", "c0")]
+    assert chosen is not None
+    assert chosen.shape[2], "the objective chose a product"
+    assert {("team", "c0"), ("team", "c1")} <= controller._waiting.woken()
+
+
+def test_a_pass_that_fails_leaves_the_gang_waiting_as_it_was() -> None:
+    waiting = WaitingGangs()
+    waiting.add(("a", "head"), _gang(0, 2))
+    with pytest.raises(RuntimeError), waiting.passing(("a", "head")):
+        raise RuntimeError("the API server refused a write")
+    assert waiting.woken() == {("a", "head")}
+    with waiting.passing(("a", "head")):
+        pass  # a pass that did not keep it
+    assert waiting.woken() == set()

@@ -6,7 +6,8 @@ event cost O(N^2). Measured with the unit fakes (no copies): 2000 gangs queued b
 ~15 ms a pass, ~30 s of the operator's single event loop per wave, during which other tenants' objects
 waited in the same queue. What holds now: the work one pod event causes does not grow with the number
 of like gangs one namespace keeps queued (`gangs.woken_by_capacity`). Still open: a namespace queueing
-gangs of ever fewer workers (each could backfill what the one before could not) is woken whole."""
+gangs of ever fewer workers (each could backfill what the one before could not), or gangs whose
+objective chooses their GPU product (each is like no other), is woken whole."""
 
 from __future__ import annotations
 

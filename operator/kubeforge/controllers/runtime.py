@@ -288,8 +288,7 @@ class Runtime:
             exposition.ACTIVE_WORKERS.labels(self.name).set(self._active)
             try:
                 await self._process(key)
-                for woken in self.controller.wakes():
-                    self.queue.add(woken)
+                self._wake()
             finally:
                 self._active -= 1
                 exposition.ACTIVE_WORKERS.labels(self.name).set(self._active)
@@ -298,6 +297,15 @@ class Runtime:
             # without this a worker could run pass after pass without letting the event loop serve
             # anything else (Lease renewals, watch streams, other passes' API replies).
             await asyncio.sleep(0)
+
+    def _wake(self) -> None:
+        try:
+            woken = list(self.controller.wakes())
+        except Exception:
+            log.exception("%s: finding the objects a pass woke failed", self.name)
+            return
+        for key in woken:
+            self.queue.add(key)
 
     async def _process(self, key: Key) -> None:
         namespace, name = key

@@ -289,9 +289,12 @@ class TrainingJobController:
                 size = plan.create_workers or spec.workers
                 self._reserved[key] = (_demand(key, spec, derived, size), plan.create_attempt or 0)
             else:
-                # Admission does not count a gang's own pods (an earlier attempt's, still going) against
-                # it: one that has some may fit where a like gang cannot, so it sleeps behind nobody.
-                alone = any(not p.terminal for p in pod_views)
+                # Like no other, so it sleeps behind nobody: a gang with pods of its own (admission does
+                # not count them against it, so it may fit where a like gang cannot), and one whose GPU
+                # product its objective chooses from the cluster as it is now (a like gang's choice,
+                # made at its own pass, may differ).
+                chosen = not spec.resources.gpu_type and derived.products is not None
+                alone = chosen or any(not p.terminal for p in pod_views)
                 self._waiting.add(
                     (namespace, name), self._queued(obj, spec, owner, status.restarts, derived, alone=alone)
                 )
@@ -713,14 +716,18 @@ class WaitingGangs:
 
     @contextlib.contextmanager
     def passing(self, key: Key) -> Iterator[None]:
-        """A pass of `key`: unless it adds `key` again, `key` stops waiting when the pass ends."""
+        """A pass of `key`: unless it adds `key` again, `key` stops waiting when the pass ends. A pass
+        that fails leaves it as it was: it is retried with backoff, and capacity events keep waking it
+        meanwhile (the others count it ahead of them all the same)."""
         self._kept.discard(key)
         try:
             yield
-        finally:
-            if key not in self._kept:
-                self.discard(key)
+        except BaseException:
             self._kept.discard(key)
+            raise
+        if key not in self._kept:
+            self.discard(key)
+        self._kept.discard(key)
 
     def add(self, key: Key, gang: gangs.Waiting | None = None) -> None:
         """In `key`'s pass. `gang`: how it waits in the admission queue; None (growth of a running
