@@ -516,16 +516,11 @@ class MeasuredGpus:
         return UsageReading(watts=self.watts)
 
 
-@pytest.mark.parametrize(("watts", "source"), [(1400.0, "dcgm"), (None, "tdp")])
-async def test_a_jobs_energy_is_what_dcgm_measured_when_prometheus_has_it(
-    watts: float | None, source: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Folding a segment (here: the hourly checkpoint of the totals) asks Prometheus what the job's GPUs
-    drew over it; without a series for its pods the TDP estimate stands."""
+async def _running_with(prometheus: MeasuredGpus) -> tuple[FakeKube, TrainingJobController]:
+    """A job of 2 workers running on 2 nodes, its controller reading `prometheus`."""
     kube = FakeKube()
     kube.nodes(2)
     kube.add(_trainingjob())
-    prometheus = MeasuredGpus(watts)
     controller = TrainingJobController(
         cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1), source=prometheus
     )
@@ -533,6 +528,17 @@ async def test_a_jobs_energy_is_what_dcgm_measured_when_prometheus_has_it(
     [job] = kube.jobs()
     kube.run_pods(job)
     await _settle(kube, controller)
+    return kube, controller
+
+
+@pytest.mark.parametrize(("watts", "source"), [(1400.0, "dcgm"), (None, "tdp")])
+async def test_a_jobs_energy_is_what_dcgm_measured_when_prometheus_has_it(
+    watts: float | None, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folding a segment (here: the hourly checkpoint of the totals) asks Prometheus what the job's GPUs
+    drew over it; without a series for its pods the TDP estimate stands."""
+    prometheus = MeasuredGpus(watts)
+    kube, controller = await _running_with(prometheus)
     assert prometheus.asked == [], "the first segment starts now: nothing to measure yet"
     later = datetime.now(UTC) + timedelta(hours=2)
     monkeypatch.setattr(trainingjob_controller, "_now", lambda: later)
@@ -569,17 +575,8 @@ async def test_a_fold_ends_at_the_instant_its_pods_were_seen_however_long_promet
     the clock after the Prometheus query charged the pods seen running up to a later second, and a pod
     that started during the query was then charged only from that second on: one second lost per pod
     (seen in CI on a loaded machine, where the query took long enough to cross a second)."""
-    kube = FakeKube()
-    kube.nodes(2)
-    kube.add(_trainingjob())
     prometheus = SlowPrometheus([datetime.now(UTC)])
-    controller = TrainingJobController(
-        cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1), source=prometheus
-    )
-    await _settle(kube, controller)
-    [job] = kube.jobs()
-    kube.run_pods(job)
-    await _settle(kube, controller)
+    kube, controller = await _running_with(prometheus)
     seen = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
     prometheus.clock[0] = seen + timedelta(milliseconds=600)
     monkeypatch.setattr(trainingjob_controller, "_now", lambda: prometheus.clock[0])
