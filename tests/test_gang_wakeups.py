@@ -178,8 +178,9 @@ def test_a_gang_that_joins_the_woken_without_a_pass_of_its_own_is_announced_once
     waiting.discard(first)  # admitted
     assert waiting.newly_woken() == {like}
     assert waiting.newly_woken() == set()
-    waiting.add(like, _gang(1, 2))  # its pass: still waiting, unchanged
-    assert waiting.is_woken(like)
+    with waiting.passing(like):
+        waiting.add(like, _gang(1, 2))  # its pass: still waiting, unchanged
+    assert waiting.woken() == {like}
     assert waiting.newly_woken() == set()
 
 

@@ -193,7 +193,6 @@ class TrainingJobController:
     async def _reconcile_or_refuse(
         self, obj: Obj, key: str, generation: int, rejected: tuple[int, str] | None
     ) -> float | None:
-        meta = obj["metadata"]
         if rejected is None:
             try:
                 return await self._reconcile(obj)
@@ -203,7 +202,6 @@ class TrainingJobController:
                 rejected = (generation, str(error))
             self._rejected[key] = rejected
             self._reserved.pop(key, None)
-            self._waiting.discard((meta["namespace"], meta["name"]))
         status = training.parse_status(obj.get("status"))
         new = rejected_trainingjob_status(status, rejected[1], generation=generation, now=_now())
         patch = status_diff(status, new)
@@ -285,18 +283,11 @@ class TrainingJobController:
             admission = self._admit_size(obj, spec, owner, status.restarts, derived, observed.ceiling)
             plan = training.decide(replace(observed, admission=admission))
             if admission.fits:
-                self._waiting.discard((namespace, name))
                 size = plan.create_workers or spec.workers
                 self._reserved[key] = (_demand(key, spec, derived, size), plan.create_attempt or 0)
             else:
-                # Like no other, so it sleeps behind nobody: a gang with pods of its own (admission does
-                # not count them against it, so it may fit where a like gang cannot), and one whose GPU
-                # product its objective chooses from the cluster as it is now (a like gang's choice,
-                # made at its own pass, may differ).
-                chosen = not spec.resources.gpu_type and derived.products is not None
-                alone = chosen or any(not p.terminal for p in pod_views)
                 self._waiting.add(
-                    (namespace, name), self._queued(obj, spec, owner, status.restarts, derived, alone=alone)
+                    (namespace, name), self._queued(obj, spec, owner, status.restarts, derived, pod_views)
                 )
         elif plan.wants_room:
             # Growth is admission of more workers: decided and reserved without an await in between.
@@ -304,12 +295,8 @@ class TrainingJobController:
             plan = training.decide(replace(observed, room=room))
             # Still below its maximum: any freed GPU or node change wakes it, as it wakes queued gangs.
             self._waiting.add((namespace, name))
-        elif spec.elastic is not None and plan.status.phase in ("Pending", "Running"):
-            self._waiting.discard((namespace, name))
         elif plan.status.phase not in ("Pending", "Running"):
             self._reserved.pop(key, None)
-            if plan.status.phase != "Queued":
-                self._waiting.discard((namespace, name))
         if plan.resize is not None:
             # What other admissions count for this job until its status shows the new size, grown or
             # shrunk (a stale larger promise would hold GPUs it gave back).
@@ -318,8 +305,7 @@ class TrainingJobController:
         # Recorded in the status now (or moot): the status carries it from here.
         self._preempt.pop((namespace, name), None)
         await clear_conflict(self.kube, TRAININGJOB, self.caches.get(TRAININGJOB, name, namespace))
-        if self._waiting.is_woken((namespace, name)):
-            # Gangs asleep behind a like one are not rechecked: it wakes them when it leaves the queue.
+        if self._waiting.rechecked((namespace, name)):
             return min(plan.requeue_after or WAITING_RECHECK_SECONDS, WAITING_RECHECK_SECONDS)
         return plan.requeue_after
 
@@ -469,13 +455,17 @@ class TrainingJobController:
         owner: Owner,
         attempt: int,
         derived: objectives.TrainingPolicy,
-        *,
-        alone: bool,
+        pods: Sequence[training.PodView],
     ) -> gangs.Waiting:
-        """The gang as wake-ups compare it with the other waiting ones (`gangs.woken_by_capacity`);
-        `alone`: like no other (a shape of its own)."""
+        """The gang as wake-ups compare it with the other waiting ones (`gangs.woken_by_capacity`)."""
         meta = obj["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
+        # Like no other, so it sleeps behind nobody: a gang with pods of its own (admission does not
+        # count them against it, so it may fit where a like gang cannot), and one whose GPU product its
+        # objective chooses from the cluster as it is now (a like gang's choice, made at its own pass,
+        # may differ).
+        chosen = not spec.resources.gpu_type and derived.products is not None
+        alone = chosen or any(not p.terminal for p in pods)
         demand = _demand(key, spec, derived, spec.min_workers)
         tolerations = _tolerations(spec, owner, attempt, derived)
         return gangs.Waiting(
@@ -752,8 +742,10 @@ class WaitingGangs:
     def woken(self) -> set[Key]:
         return set(self._front())
 
-    def is_woken(self, key: Key) -> bool:
-        return key in self._front()
+    def rechecked(self, key: Key) -> bool:
+        """The pass of `key` kept it waiting and it is among the woken: the periodic recheck is its
+        safety net (gangs asleep behind a like one are not rechecked: it wakes them when it leaves)."""
+        return key in self._kept and key in self._front()
 
     def newly_woken(self) -> set[Key]:
         """Gangs that joined the woken ones without a pass of their own since: those a gang that left the

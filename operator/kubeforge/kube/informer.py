@@ -369,7 +369,7 @@ class Informer:
         write already seen, a status field no policy reads, a relist of an unchanged object): no news
         is no pass."""
         self.store.put(projected)
-        if current is None or not unchanged(current, projected):
+        if current is None or not same_but_version(current, projected):
             self._emit(current, projected)
 
     def _emit(self, old: Obj | None, new: Obj | None) -> None:
@@ -380,7 +380,7 @@ class Informer:
                 log.exception("%s: event handler failed", self.kind.plural)
 
 
-def unchanged(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+def same_but_version(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """The same projection but for `metadata.resourceVersion`."""
     if old.keys() != new.keys():
         return False
