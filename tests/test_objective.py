@@ -444,3 +444,36 @@ def test_throughput_says_whether_a_preemption_checkpoints_first() -> None:
     assert all(
         e.setting != "preemption" for e in derive_training(job("cost"), DEFAULT_CATALOG, CLUSTER).entries
     )
+
+
+@pytest.mark.parametrize(
+    ("objective", "placement", "label", "source"),
+    [
+        ("latency", {}, "spread", "objective"),
+        ("latency", {"spreadZones": False, "spreadNodes": False}, "no spreading", "explicit"),
+        ("latency", {"spreadZones": False}, "spread across nodes", "explicit"),
+        ("latency", {"requireZoneSpread": True}, "spread (zones required)", "explicit"),
+        ("cost", {}, "binpack", "objective"),
+        ("cost", {"requireZoneSpread": True}, "binpack", "explicit"),  # no zone spread to require
+        ("reliability", {}, "spread (zones required)", "objective"),
+        ("reliability", {"spreadZones": False}, "spread across nodes", "explicit"),
+    ],
+)
+def test_the_placement_entry_names_the_placement_the_pods_get(
+    objective: Objective, placement: dict[str, Any], label: str, source: str
+) -> None:
+    derived = derive_fleet(fleet(objective, placement=placement), DEFAULT_CATALOG, CLUSTER)
+    assert entry(derived.entries, "placement") == (label, source)
+    template = fleet_build.pod_template(derived.spec, "f", "r", derived.pod)
+    spread_keys = {c["topologyKey"] for c in template["spec"].get("topologySpreadConstraints") or []}
+    zones = label in ("spread", "spread (zones required)", "spread across zones")
+    nodes = label in ("spread", "spread (zones required)", "spread across nodes")
+    assert ("topology.kubernetes.io/zone" in spread_keys) is zones
+    assert ("kubernetes.io/hostname" in spread_keys) is nodes
+
+
+def test_an_explicit_placement_entry_names_the_fields_set() -> None:
+    spec = fleet("latency", placement={"spreadZones": False, "maxSkew": 2})
+    derived = derive_fleet(spec, DEFAULT_CATALOG, CLUSTER)
+    (found,) = [e for e in derived.entries if e.setting == "placement"]
+    assert found.reason == "placement.spreadZones, maxSkew set in the spec"

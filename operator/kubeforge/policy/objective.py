@@ -391,21 +391,42 @@ def _placement(spec: InferenceFleetSpec, entries: _Entries) -> Placement:
     current = spec.placement
     objective = spec.objective
     updates: dict[str, object] = {}
-    if objective in ("throughput", "cost", "energy"):
+    packs = objective in ("throughput", "cost", "energy")
+    if packs:
         updates = {"spread_zones": False, "spread_nodes": False}
-        label, why = "binpack", "replicas share nodes so whole nodes stay idle (preferred pod affinity)"
+        why = "replicas share nodes so whole nodes stay idle (preferred pod affinity)"
     elif objective == "reliability":
         updates = {"spread_zones": True, "spread_nodes": True, "require_zone_spread": True}
-        label, why = "spread (zones required)", "at least two zones: a zone outage leaves replicas"
+        why = "at least two zones: a zone outage leaves replicas"
     else:
-        label, why = "spread", "zones and nodes, so one failure takes few replicas"
-    explicit = [k for k in updates if _explicit(current, k)]
+        why = "zones and nodes, so one failure takes few replicas"
+    # Every field the user set, not only those the objective would change: a latency fleet with
+    # spreading turned off must not be reported as spread by its objective.
+    explicit = [k for k in type(current).model_fields if _explicit(current, k)]
     kept = {k: v for k, v in updates.items() if k not in explicit}
+    placement = current.model_copy(update=kept) if kept else current
+    label = _placement_label(placement, packs)
     if explicit:
-        entries.add("placement", label, "explicit", "placement." + ", ".join(explicit) + " set in the spec")
+        names = ", ".join(type(current).model_fields[k].alias or k for k in explicit)
+        entries.add("placement", label, "explicit", f"placement.{names} set in the spec")
     else:
         entries.add("placement", label, "objective", why)
-    return current.model_copy(update=kept) if kept else current
+    return placement
+
+
+def _placement_label(placement: Placement, packs: bool) -> str:
+    """What the pods get, in a word or two: the entry names the placement in effect."""
+    if placement.spread_zones and placement.spread_nodes:
+        label = "spread"
+    elif placement.spread_zones:
+        label = "spread across zones"
+    elif placement.spread_nodes:
+        label = "spread across nodes"
+    else:
+        return "binpack" if packs else "no spreading"
+    if placement.spread_zones and placement.require_zone_spread:
+        label += " (zones required)"
+    return label
 
 
 def _autoscaling(spec: InferenceFleetSpec, auto: Autoscaling, entries: _Entries) -> Autoscaling:
