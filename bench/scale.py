@@ -481,6 +481,37 @@ def cpu_delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else round(after - before, 2)
 
 
+def machine_cpu(ctx: Context) -> dict[str, float]:
+    """CPU seconds so far of every process on the machine's side of the benchmark: the control plane's,
+    the running operators' and this script's own (its watches and creations), by label."""
+    out: dict[str, float] = {}
+    for name, (pid, alive) in ctx.cluster.processes().items():
+        seconds = cpu_seconds(pid) if alive else None
+        if seconds is not None:
+            out[name] = seconds
+    for op in ctx.operators:
+        seconds = cpu_seconds(op.pid) if op.running else None
+        if seconds is not None:
+            out[op.label] = seconds
+    own = cpu_seconds(os.getpid())
+    if own is not None:
+        out["benchmark"] = own
+    return out
+
+
+def cpu_breakdown(after: dict[str, float], before: dict[str, float], wall: float) -> Obj:
+    """Where a phase's CPU went: seconds by process (a process started during the phase counts from
+    zero) against the seconds the machine had (wall time x cores). With the two close, the phase's
+    time is its total work divided by the cores, and any process's share of it is what it cost."""
+    spent = {k: round(v - before.get(k, 0.0), 1) for k, v in after.items()}
+    by = dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+    return {
+        "seconds_by_process": by,
+        "seconds_total": round(sum(by.values()), 1),
+        "seconds_available": round(wall * (os.cpu_count() or 1), 1),
+    }
+
+
 class RssSampler:
     """VmRSS of the operator processes every second (a background thread), and VmHWM read just before
     each process is stopped (after that /proc no longer has it)."""
@@ -697,6 +728,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
         else:
             writes_list.append((deployments_path(ns), deployment(f"base-{i:05d}")))
     before = apiserver_requests(api)
+    cpu_before = machine_cpu(ctx)
     started = time.monotonic()
     stats = create_all(ctx.cluster, writes_list, ctx.args.threads)
     say(f"{label}: {len(writes_list)} objects created in {stats.seconds:.1f}s ({stats.retries} retried)")
@@ -721,6 +753,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
 
     try:
         ready_s = wait_until(label, available, since=started, timeout=ctx.args.timeout)
+        cpu = cpu_breakdown(machine_cpu(ctx), cpu_before, time.monotonic() - started)
         during = promtext.delta(apiserver_requests(api), before)
     finally:
         tally.stop()
@@ -764,6 +797,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
         "apiserver_writes_until_available": int(writes(verbs)),
         "apiserver_writes_by_resource_until_available": write_breakdown(during),
         "available_curve": curve.as_json(),
+        "cpu_until_available": cpu,
     }
 
 
@@ -775,6 +809,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
     before = apiserver_requests(api)
     op_before = op.scrape().requests()
     cpu_before = cpu_seconds(op.pid)
+    machine_before = machine_cpu(ctx)
     started = time.monotonic()
     stats = create_all(ctx.cluster, interleave(fleets, jobs), ctx.args.threads)
     say(f"kubeforge: {n + m} objects created in {stats.seconds:.1f}s ({stats.retries} retried)")
@@ -834,6 +869,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
     try:
         total_s = wait_until("kubeforge", converged, since=started, timeout=ctx.args.timeout, detail=progress)
         cpu = cpu_delta(cpu_seconds(op.pid), cpu_before)
+        machine = cpu_breakdown(machine_cpu(ctx), machine_before, time.monotonic() - started)
         during = promtext.delta(apiserver_requests(api), before)
     finally:
         ready_fleets.stop()
@@ -853,6 +889,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
         "apiserver_writes_until_converged": int(writes(verbs)),
         "apiserver_writes_by_resource_until_converged": write_breakdown(during),
         "operator_cpu_seconds_until_converged": cpu,
+        "cpu_until_converged": machine,
         "reconcile": reconcile_latency(scrape),
         "ready_curve": curve.as_json(),
     }
@@ -1173,6 +1210,16 @@ class Table:
         return "\n".join(lines)
 
 
+def cpu_rows(t: Table, cpu: Obj | None) -> None:
+    """Two rows: CPU seconds spent against those the machine had, and the three costliest processes."""
+    if not cpu:
+        return
+    spent, available = cpu["seconds_total"], cpu["seconds_available"]
+    t.add("  CPU s spent / available until then", f"{spent:.0f} / {available:.0f}")
+    top = list(cpu["seconds_by_process"].items())[:3]
+    t.add("    costliest", ", ".join(f"{k.removeprefix('kube-')} {v:.0f}" for k, v in top))
+
+
 def table(results: Obj) -> str:
     t = Table()
     base: Obj = results.get("baseline") or {}
@@ -1182,8 +1229,10 @@ def table(results: Obj) -> str:
         t.add(f"baseline: {base['deployments']} Deployments available", fmt_s(base_s))
         t.add("baseline: delete until pods gone", fmt_s(base["delete_to_pods_gone_seconds"]))
         same: Obj = results.get("baseline_children") or {}
+        cpu_rows(t, base.get("cpu_until_available"))
         if same:
             t.add("baseline: same + Service, ControllerRevision each", fmt_s(same["available_seconds"]))
+            cpu_rows(t, same.get("cpu_until_available"))
     else:
         t.add("baseline", "skipped" if results["config"]["skip_baseline"] else "not measured")
     limit = min(TARGET_TOTAL_SECONDS, TARGET_RATIO * base_s) if base_s else TARGET_TOTAL_SECONDS
@@ -1201,6 +1250,7 @@ def table(results: Obj) -> str:
         if same_s:
             t.add("  ratio to the same objects created directly", f"{total / same_s:.2f}x")
         t.add("  operator CPU time until then", fmt_s(kf.get("operator_cpu_seconds_until_converged")))
+        cpu_rows(t, kf.get("cpu_until_converged"))
     else:
         t.add("kubeforge: fleets Ready + jobs Succeeded", "not measured", target)
     peak = (results.get("rss_mib") or {}).get("operator_peak")

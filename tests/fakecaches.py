@@ -8,6 +8,7 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from kubeforge.kube.informer import Mark
 from kubeforge.kube.kinds import NODE, POD, Kind
 from kubeforge.policy import capacity
 
@@ -46,6 +47,9 @@ class FakeCaches:
         return capacity.Ledger.of(
             [capacity.node_info(n) for n in self.list(NODE)], [capacity.pod_info(p) for p in self.list(POD)]
         )
+
+    def marked(self, kind: Kind, mark: Mark) -> builtins.list[Obj]:
+        return [o for o in self.list(kind) if mark.test(o)]
 
     def serves(self, kind: Kind) -> bool:
         """Every kind: the fake server holds whatever a test puts in it."""

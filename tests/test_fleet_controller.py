@@ -365,10 +365,14 @@ async def test_turning_the_autoscaler_off_hands_back_to_spec_replicas() -> None:
     kube.run_deployment()
     await evaluate(ctrl, kube, clock)
     assert kube.deployments()[0]["spec"]["replicas"] == 3
+    desired = {"namespace": NS, "name": "chat"}
+    assert exposition.REGISTRY.get_sample_value("kubeforge_autoscaler_desired_replicas", desired) == 3
     obj = kube.objects[("InferenceFleet", NS, "chat")]
     obj["spec"] = {**SPEC, "autoscaling": {**AUTO["autoscaling"], "enabled": False}}
     await ctrl.reconcile(obj)
     assert kube.deployments()[0]["spec"]["replicas"] == 2
+    # Its series go with it: a dashboard must not show a desired count nobody acts on.
+    assert exposition.REGISTRY.get_sample_value("kubeforge_autoscaler_desired_replicas", desired) is None
     status = kube.objects[("InferenceFleet", NS, "chat")]["status"]
     assert "autoscaler" not in status
     assert cond(kube.objects[("InferenceFleet", NS, "chat")], "MetricsUnavailable") is None

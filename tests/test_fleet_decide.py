@@ -429,6 +429,11 @@ def test_the_next_measurement_is_an_interval_after_the_last() -> None:
 
 ROUTED = spec(rollout={"httpRoute": {"name": "web"}})
 ROUTE: dict[str, Any] = {"metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [{"name": NAME}]}]}}
+ELSEWHERE: dict[str, Any] = {
+    "metadata": {"name": "web"},
+    "spec": {"rules": [{"backendRefs": [{"name": "someone-else"}, {"name": NAME, "namespace": "other"}]}]},
+}
+"""A route whose backends are none of the fleet's: weights set on it would reach nothing of the fleet."""
 
 
 @pytest.mark.parametrize(
@@ -438,8 +443,9 @@ ROUTE: dict[str, Any] = {"metadata": {"name": "web"}, "spec": {"rules": [{"backe
         (RouteRead(read_error="forbidden"), ("False", "HTTPRouteUnreadable"), False),
         (RouteRead(route=ROUTE), ("True", "WeightsSet"), True),
         (RouteRead(route=ROUTE, patch_error="conflict"), ("False", "HTTPRoutePatchFailed"), False),
+        (RouteRead(route=ELSEWHERE), ("False", "NoFleetBackend"), False),
     ],
-    ids=["missing", "unreadable", "weighted", "patch-failed"],
+    ids=["missing", "unreadable", "weighted", "patch-failed", "no-fleet-backend"],
 )
 def test_the_httproute_is_read_when_needed_and_weighted(
     read: RouteRead, expected: tuple[str, str], weighted: bool
@@ -455,6 +461,17 @@ def test_the_httproute_is_read_when_needed_and_weighted(
     else:
         assert plan.route is None
         assert ("Warning", expected[1]) in reasons(plan)
+
+
+def test_a_feature_taken_out_of_the_spec_takes_its_condition_with_it() -> None:
+    routed = decide(replace(steady(ROUTED), route=RouteRead(route=ROUTE)))
+    assert condition(routed.status, "TrafficRouted") == ("True", "WeightsSet")
+    plain = decide(replace(steady(spec()), status=routed.status))
+    assert condition(plain.status, "TrafficRouted") is None
+    budgeted = spec(budget={"maxCostPerHour": 100})
+    limited = decide(steady(budgeted))
+    assert condition(limited.status, "BudgetLimited") is not None
+    assert condition(decide(replace(steady(spec()), status=limited.status)).status, "BudgetLimited") is None
 
 
 def test_a_fleet_name_too_long_for_revision_services_is_not_routed() -> None:

@@ -12,11 +12,12 @@ from typing import Any
 import httpx2
 import pytest
 
+from kubeforge.controllers.lending import BORROWING
 from kubeforge.kube import informer as informer_module
 from kubeforge.kube import projections
 from kubeforge.kube.client import applied_hash, unchanged
 from kubeforge.kube.informer import Informer, Obj, Source
-from kubeforge.kube.kinds import DEPLOYMENT, POD
+from kubeforge.kube.kinds import DEPLOYMENT, INFERENCEFLEET, POD
 
 OURS = {"app.kubernetes.io/managed-by": "kubeforge", "kubeforge.dev/inferencefleet": "chat"}
 
@@ -252,6 +253,40 @@ def test_label_index_lists_by_owner() -> None:
     ]
     inf._apply("DELETED", {"metadata": {"name": "p0", "namespace": "ns"}})
     assert [p["metadata"]["name"] for p in inf.list("ns", {"kubeforge.dev/inferencefleet": "chat"})] == ["p1"]
+
+
+def _fleet(name: str, rv: int, borrowed: bool = False, deleting: bool = False) -> Obj:
+    meta: Obj = {"name": name, "namespace": "ns", "resourceVersion": str(rv), "uid": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    status: Obj = {"borrowed": [{"job": "ns/train", "gpus": 1}]} if borrowed else {}
+    return {
+        "apiVersion": INFERENCEFLEET.api_version,
+        "kind": "InferenceFleet",
+        "metadata": meta,
+        "status": status,
+    }
+
+
+def test_a_mark_keeps_exactly_the_objects_that_pass_it_through_every_change() -> None:
+    inf = Informer(None, Source(INFERENCEFLEET, projections.owned_resource, marks=(BORROWING,)))  # type: ignore[arg-type]
+
+    def marked() -> list[str]:
+        return sorted(f["metadata"]["name"] for f in inf.store.marked(BORROWING))
+
+    inf._apply("ADDED", _fleet("a", 1, borrowed=True))
+    inf._apply("ADDED", _fleet("b", 2))
+    assert marked() == ["a"]
+    inf._apply("MODIFIED", _fleet("b", 3, borrowed=True))
+    inf._apply("MODIFIED", _fleet("a", 4))  # gave its GPUs back
+    assert marked() == ["b"]
+    inf._apply("MODIFIED", _fleet("b", 5, borrowed=True, deleting=True))  # a fleet going holds nothing
+    assert marked() == []
+    inf._apply("MODIFIED", _fleet("a", 6, borrowed=True))
+    inf._apply("DELETED", _fleet("a", 7, borrowed=True))
+    assert marked() == []
+    with pytest.raises(ValueError, match="no mark"):
+        Informer(None, Source(INFERENCEFLEET, projections.owned_resource)).store.marked(BORROWING)  # type: ignore[arg-type]
 
 
 GPU_POD: Obj = {

@@ -477,3 +477,39 @@ def test_an_explicit_placement_entry_names_the_fields_set() -> None:
     derived = derive_fleet(spec, DEFAULT_CATALOG, CLUSTER)
     (found,) = [e for e in derived.entries if e.setting == "placement"]
     assert found.reason == "placement.spreadZones, maxSkew set in the spec"
+
+
+@pytest.mark.parametrize(
+    ("fields", "setting", "value", "source", "replicas"),
+    [
+        ({}, "replicas", "2", "objective", 2),
+        ({"replicas": 5}, "replicas", "5", "explicit", 5),
+        # A disabled autoscaler sets nothing: replicas do, and the objective says so of them.
+        (
+            {"autoscaling": {"enabled": False, "maxReplicas": 4, "metric": "queueDepth", "target": 4}},
+            "replicas",
+            "2",
+            "objective",
+            2,
+        ),
+        (
+            {"autoscaling": {"maxReplicas": 1, "metric": "queueDepth", "target": 4}},
+            "autoscaling.minReplicas",
+            "1",
+            "objective",
+            None,
+        ),
+    ],
+    ids=["default", "explicit", "autoscaler-off", "one-at-most"],
+)
+def test_reliability_reports_the_replicas_the_fleet_gets(
+    fields: dict[str, Any], setting: str, value: str, source: str, replicas: int | None
+) -> None:
+    derived = derive_fleet(fleet("reliability", **fields), DEFAULT_CATALOG, CLUSTER)
+    assert entry(derived.entries, setting) == (value, source)
+    if replicas is not None:
+        assert derived.spec.replicas == replicas
+        assert "autoscaling.minReplicas" not in {e.setting for e in derived.entries}
+    else:
+        assert derived.spec.autoscaling is not None
+        assert derived.spec.autoscaling.min_replicas == 1

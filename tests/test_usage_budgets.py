@@ -22,7 +22,7 @@ from kubeforge.policy.status import status_diff
 from kubeforge.policy.usage import Held, UsageReading
 from test_fleet_controller import AUTO
 from test_fleet_decide import T0, spec, steady
-from test_trainingjob_policy import NOW, _cond, _job, _obs, _pod, _running, _spec
+from test_trainingjob_policy import FITS, NOW, _cond, _job, _obs, _pod, _running, _spec
 
 H100_1: dict[str, Any] = {"gpus": 1, "gpuType": "H100"}
 
@@ -123,6 +123,12 @@ def test_a_training_job_over_its_budget_is_suspended_with_budget_exceeded() -> N
     # Raising the budget lets it be admitted again, as a resume.
     resumed = training_policy.decide(_obs(_spec(budget={"maxCost": 100.0}), plan.status, now=NOW))
     assert resumed.needs_admission
+    # Taking the budget out does too, and takes its condition with it.
+    unbudgeted = training_policy.decide(_obs(_spec(), plan.status, now=NOW))
+    assert unbudgeted.needs_admission
+    admitted = training_policy.decide(_obs(_spec(), plan.status, now=NOW, admission=FITS))
+    assert admitted.status.phase == "Pending"
+    assert "BudgetExceeded" not in {c.type for c in admitted.status.conditions}
 
 
 def test_a_training_job_within_budget_runs_and_comes_back_when_it_would_run_out() -> None:

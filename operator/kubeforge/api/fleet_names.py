@@ -8,6 +8,8 @@ name no child can have) need them; they live here, below both, so the two can ne
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kubeforge.api.inferencefleet import KIND, Endpoint, InferenceFleetSpec
 from kubeforge.api.names import owner_labels
@@ -59,3 +61,26 @@ def endpoint(spec: InferenceFleetSpec, *, name: str, namespace: str) -> Endpoint
     """status.endpoint: the fleet's Service, in-cluster."""
     host = f"{name}.{namespace}.svc"
     return Endpoint(service=host, port=spec.port, url=f"http://{host}:{spec.port}")
+
+
+def is_fleet_backend(ref: Mapping[str, Any], name: str, known: set[str], namespace: str | None) -> bool:
+    """A backend is the fleet's by kind, name and namespace: a Service of the same name in another
+    namespace (a cross-namespace backendRef) is someone else's."""
+    if ref.get("group", "") not in ("", None) or ref.get("kind", "Service") != "Service":
+        return False
+    if ref.get("namespace") not in (None, "", namespace):
+        return False
+    target = ref.get("name")
+    return target == name or target in known
+
+
+def routes_to_fleet(route: Mapping[str, Any], name: str, revisions: Iterable[str]) -> bool:
+    """Whether some rule of an HTTPRoute has a backend that is the fleet's (its Service `<fleet>` or a
+    revision Service of one of `revisions`): only then do weights the operator sets reach the fleet."""
+    namespace = (route.get("metadata") or {}).get("namespace")
+    known = {revision_service_name(name, r) for r in revisions}
+    return any(
+        isinstance(ref, Mapping) and is_fleet_backend(ref, name, known, namespace)
+        for rule in (route.get("spec") or {}).get("rules") or []
+        for ref in (rule or {}).get("backendRefs") or []
+    )

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from kubeforge.api.fleet_names import deployment_name as deployment_name
 from kubeforge.api.fleet_names import fleet_labels as fleet_labels
+from kubeforge.api.fleet_names import is_fleet_backend
 from kubeforge.api.fleet_names import name_problem as name_problem
 from kubeforge.api.fleet_names import revision_service_name as revision_service_name
 from kubeforge.api.fleet_names import revision_service_problem as revision_service_problem
@@ -390,17 +391,6 @@ def build_revision_service(
     }
 
 
-def _is_fleet_backend(ref: Mapping[str, Any], name: str, known: set[str], namespace: str | None) -> bool:
-    """A backend is the fleet's by kind, name and namespace: a Service of the same name in another
-    namespace (a cross-namespace backendRef) is someone else's."""
-    if ref.get("group", "") not in ("", None) or ref.get("kind", "Service") != "Service":
-        return False
-    if ref.get("namespace") not in (None, "", namespace):
-        return False
-    target = ref.get("name")
-    return target == name or target in known
-
-
 # What a revision's backend sets itself (a revision Service is always in the route's own namespace);
 # any other field of the backend it joins (filters, group, kind) it carries over.
 _OWN_BACKEND_FIELDS = ("name", "namespace", "port", "weight")
@@ -436,13 +426,13 @@ def route_patch(
     changed = False
     for rule in rules:
         refs = list((rule or {}).get("backendRefs") or [])
-        if not any(isinstance(r, Mapping) and _is_fleet_backend(r, name, known, namespace) for r in refs):
+        if not any(isinstance(r, Mapping) and is_fleet_backend(r, name, known, namespace) for r in refs):
             new_rules.append(rule)
             continue
         kept: list[Any] = []
         inserted = False
         for ref in refs:
-            if isinstance(ref, Mapping) and _is_fleet_backend(ref, name, known, namespace):
+            if isinstance(ref, Mapping) and is_fleet_backend(ref, name, known, namespace):
                 if not inserted:
                     # A backend that stays keeps its filters and other fields; a new one takes those of
                     # the rule's first fleet backend (the user's `<fleet>` at first), so every revision,
@@ -450,7 +440,7 @@ def route_patch(
                     by_name = {
                         r.get("name"): r
                         for r in refs
-                        if isinstance(r, Mapping) and _is_fleet_backend(r, name, known, namespace)
+                        if isinstance(r, Mapping) and is_fleet_backend(r, name, known, namespace)
                     }
                     joined = {k: v for k, v in ref.items() if k not in _OWN_BACKEND_FIELDS}
                     for backend in wanted:

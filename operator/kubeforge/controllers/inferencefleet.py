@@ -530,6 +530,8 @@ class InferenceFleetController:
             await self.kube.patch_status(FLEET.api_version, FLEET.kind, name, namespace, patch)
         # Every pass, so a restarted operator exports the current state at once.
         exposition.record_conditions(KIND, namespace, name, [c.to_wire() for c in plan.status.conditions])
+        if o.spec is None or not o.spec.autoscaler_on:
+            exposition.forget_autoscaler(namespace, name)
         budgeted = o.spec is not None and o.spec.budget is not None
         exposition.record_usage(
             KIND,

@@ -28,7 +28,7 @@ import httpx2
 from aiohttp import web
 
 from kubeforge.api.names import INFERENCEFLEET_LABEL, MANAGED_BY, MANAGED_BY_VALUE, TRAININGJOB_LABEL
-from kubeforge.controllers import metrics_auth
+from kubeforge.controllers import lending, metrics_auth
 from kubeforge.controllers.runtime import Controller, OperatorConfig, Runtime
 from kubeforge.kube import projections
 from kubeforge.kube.client import Kube
@@ -112,7 +112,7 @@ async def build_caches(http: httpx2.AsyncClient, config: OperatorConfig) -> Cach
         pod_namespaces = namespaces
     sources: tuple[Source, ...] = (
         Source(TRAININGJOB, projections.owned_resource, namespaces=namespaces),
-        Source(INFERENCEFLEET, projections.owned_resource, namespaces=namespaces),
+        Source(INFERENCEFLEET, projections.owned_resource, namespaces=namespaces, marks=(lending.BORROWING,)),
         Source(JOB, projections.child, ours, namespaces, (TRAININGJOB_LABEL,)),
         Source(DEPLOYMENT, projections.child, ours, namespaces, (INFERENCEFLEET_LABEL,)),
         # Only to link a fleet's pods to its Deployments by owner UID (pod -> ReplicaSet -> Deployment).

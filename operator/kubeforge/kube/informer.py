@@ -84,6 +84,16 @@ def controller_uid(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A test the store keeps the passing keys of, so that a read of the few objects it passes does not
+    walk every object of the kind. Arbitration's records (fleets with borrowed GPUs) are read on every
+    TrainingJob pass: walking a thousand fleets each time made a round of job passes O(jobs x fleets)."""
+
+    name: str
+    test: Callable[[Obj], bool]
+
+
 @dataclass
 class Store:
     """Objects of one kind by key, indexed by the values of a few labels per namespace (owner names) and
@@ -91,9 +101,11 @@ class Store:
     controller UID, which a tenant cannot copy from a label onto a pod of their own."""
 
     index_labels: tuple[str, ...] = ()
+    marks: tuple[Mark, ...] = ()
     objects: dict[Key, Obj] = field(default_factory=dict)
     _index: dict[tuple[str, str, str], set[Key]] = field(default_factory=dict)
     _controlled: dict[str, set[Key]] = field(default_factory=dict)
+    _marked: dict[str, set[Key]] = field(default_factory=dict)
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.objects.get((namespace, name))
@@ -105,6 +117,12 @@ class Store:
 
     def by_index(self, label: str, namespace: str, value: str) -> list[Obj]:
         return [self.objects[k] for k in self._index.get((label, namespace, value), ()) if k in self.objects]
+
+    def marked(self, mark: Mark) -> list[Obj]:
+        """The objects that pass `mark`, which the store must have been made with."""
+        if mark not in self.marks:
+            raise ValueError(f"this store keeps no mark {mark.name!r}")
+        return [self.objects[k] for k in self._marked.get(mark.name, ())]
 
     def controlled_by(self, uid: str) -> list[Obj]:
         """Objects whose controller owner reference has this UID."""
@@ -128,6 +146,12 @@ class Store:
             self._index.setdefault(slot, set()).add(key)
         if (uid := controller_uid(obj)) is not None:
             self._controlled.setdefault(uid, set()).add(key)
+        for mark in self.marks:
+            passing = self._marked.setdefault(mark.name, set())
+            if mark.test(obj):
+                passing.add(key)
+            else:
+                passing.discard(key)
         return old
 
     def pop(self, key: Key) -> Obj | None:
@@ -143,6 +167,8 @@ class Store:
                 keys.discard(key)
                 if not keys:
                     del self._index[slot]
+        for passing in self._marked.values():
+            passing.discard(key)
         uid = controller_uid(obj)
         owned = self._controlled.get(uid) if uid is not None else None
         if uid is not None and owned is not None:
@@ -161,6 +187,7 @@ class Source:
     namespaces: tuple[str, ...] = ()
     """Empty: every namespace (or the cluster-scoped kind). Otherwise one stream per namespace."""
     index_labels: tuple[str, ...] = ()
+    marks: tuple[Mark, ...] = ()
 
 
 class Informer:
@@ -170,7 +197,7 @@ class Informer:
         self.http = http
         self.source = source
         self.kind = source.kind
-        self.store = Store(index_labels=source.index_labels)
+        self.store = Store(index_labels=source.index_labels, marks=source.marks)
         self.synced = asyncio.Event()
         self.forbidden = False
         """True when RBAC refused the list: the cache stays empty and callers must treat it as unknown."""
@@ -420,6 +447,10 @@ class Reader(Protocol):
         """GPU capacity: the nodes and what bound pods hold, kept current by the pod and node caches."""
         ...
 
+    def marked(self, kind: Kind, mark: Mark) -> builtins.list[Obj]:
+        """The objects of `kind` that pass `mark` (a test the cache of that kind keeps an index of)."""
+        ...
+
     def serves(self, kind: Kind) -> bool:
         """`kind` is watched and readable (an optional API, such as Kueue's, may be neither)."""
         ...
@@ -522,6 +553,9 @@ class Caches:
 
     def controlled(self, kind: Kind, namespace: str, owner_uids: Iterable[str]) -> builtins.list[Obj]:
         return self.informer(kind).controlled(namespace, owner_uids)
+
+    def marked(self, kind: Kind, mark: Mark) -> builtins.list[Obj]:
+        return self.informer(kind).store.marked(mark)
 
     def observe_write(self, obj: Obj) -> None:
         informer = self.informers.get((str(obj.get("apiVersion")), str(obj.get("kind"))))

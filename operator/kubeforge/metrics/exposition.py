@@ -6,6 +6,7 @@ not export a growing set of stale series.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -349,12 +350,10 @@ LEADER = Gauge(
     registry=REGISTRY,
 )
 
-_PER_OBJECT: tuple[Gauge, ...] = (
-    TRAINING_GPU_HOURS,
-    AUTOSCALER_DESIRED,
-    AUTOSCALER_METRIC,
-    AUTOSCALER_TARGET,
-)
+_PER_OBJECT: dict[str, tuple[Gauge, ...]] = {"TrainingJob": (TRAINING_GPU_HOURS,)}
+"""Gauges with one series per object, by the kind they describe (labels: namespace, name)."""
+_TARGET_METRIC: dict[tuple[str, str], str] = {}
+"""The metric label of each fleet's `kubeforge_autoscaler_target` series."""
 
 
 def record_conditions(kind: str, namespace: str, name: str, conditions: Iterable[Mapping[str, Any]]) -> None:
@@ -370,26 +369,38 @@ def record_phase(kind: str, namespace: str, name: str, phase: str, phases: Itera
 
 def record_target(namespace: str, name: str, metric: str, target: float) -> None:
     """One target series per fleet: a changed metric name replaces the old series."""
-    for labels in list(_series(AUTOSCALER_TARGET)):
-        if labels[:2] == (namespace, name) and labels[2] != metric:
-            AUTOSCALER_TARGET.remove(*labels)
+    old = _TARGET_METRIC.get((namespace, name))
+    if old is not None and old != metric:
+        _remove(AUTOSCALER_TARGET, namespace, name, old)
+    _TARGET_METRIC[(namespace, name)] = metric
     AUTOSCALER_TARGET.labels(namespace, name, metric).set(target)
 
 
+def forget_autoscaler(namespace: str, name: str) -> None:
+    """Drop one fleet's autoscaler series: when its autoscaler is disabled or taken out of the spec they
+    would otherwise keep its last desired replicas, metric and target for as long as the fleet lives."""
+    _remove(AUTOSCALER_DESIRED, namespace, name)
+    _remove(AUTOSCALER_METRIC, namespace, name)
+    metric = _TARGET_METRIC.pop((namespace, name), None)
+    if metric is not None:
+        _remove(AUTOSCALER_TARGET, namespace, name, metric)
+
+
 def forget(kind: str, namespace: str, name: str) -> None:
-    """Drop every series of one object."""
+    """Drop every series of one object (of that kind only: a fleet and a job may share a name)."""
     record_usage(kind, namespace, name, None)
     STATE.conditions.pop((kind, namespace, name), None)
     STATE.phases.pop((kind, namespace, name), None)
-    for gauge in _PER_OBJECT:
-        for labels in list(_series(gauge)):
-            if labels[:2] == (namespace, name):
-                gauge.remove(*labels)
+    for gauge in _PER_OBJECT.get(kind, ()):
+        _remove(gauge, namespace, name)
+    if kind == "InferenceFleet":
+        forget_autoscaler(namespace, name)
 
 
-def _series(gauge: Gauge) -> list[tuple[str, ...]]:
-    # prometheus_client keeps children keyed by label values; there is no public iterator.
-    return [tuple(key) for key in gauge._metrics]
+def _remove(gauge: Gauge, *labels: str) -> None:
+    # The series may never have been set (or already be gone): nothing to drop then.
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)
 
 
 def serve(port: int, host: str = "0.0.0.0") -> None:

@@ -48,6 +48,7 @@ from kubeforge.api.fleet_names import (
     name_problem,
     revision_service_name,
     revision_service_problem,
+    routes_to_fleet,
 )
 from kubeforge.api.inferencefleet import (
     AutoscalerStatus,
@@ -389,7 +390,7 @@ def decide(o: FleetObserved) -> FleetPlan:
         if routed is None:
             if o.route is None:
                 return FleetPlan(status=o.status, needs_route=spec.rollout.http_route.name)
-            route, routed = _weights(o.route, spec.rollout.http_route.name, spec.port, plan)
+            route, routed = _weights(o.route, o.name, spec.rollout.http_route.name, spec.port, plan)
         extra.append(routed)
     if missing and plan.degraded is None:
         extra.append(ConditionUpdate("Degraded", "True", "RevisionNotFound", missing))
@@ -890,7 +891,7 @@ def _backends(
 
 
 def _weights(
-    read: RouteRead, route_name: str, port: int, plan: rollouts.RolloutPlan
+    read: RouteRead, fleet: str, route_name: str, port: int, plan: rollouts.RolloutPlan
 ) -> tuple[RouteWeights | None, ConditionUpdate]:
     """The HTTPRoute's weights to set, and the `TrafficRouted` condition."""
     if read.read_error is not None:
@@ -907,6 +908,12 @@ def _weights(
         return None, ConditionUpdate("TrafficRouted", "False", reason, message)
     weights = dict(plan.weights)
     revisions = frozenset({*plan.replicas, *_serving(plan)})
+    if not routes_to_fleet(read.route, fleet, {*revisions, *weights}):
+        message = (
+            f"HTTPRoute {route_name} has no backendRef to Service {fleet} (or a revision Service of it):"
+            " add one for the operator to weight; traffic is split by ready replicas only"
+        )
+        return None, ConditionUpdate("TrafficRouted", "False", "NoFleetBackend", message)
     text = ", ".join(f"{r}={w}%" for r, w in sorted(weights.items()) if w > 0)
     return (
         RouteWeights(route_name, read.route, port, weights, revisions),

@@ -41,7 +41,21 @@ from kubeforge.api.inferencefleet import AutoscalerStatus, InferenceFleetSpec, I
 from kubeforge.api.rollout import RolloutStatus
 from kubeforge.policy.conditions import ConditionUpdate, kstatus_conditions, merge_conditions
 
-AUTOSCALER_CONDITIONS = ("MetricsUnavailable",)
+
+def switched_off(spec: InferenceFleetSpec) -> frozenset[str]:
+    """The conditions of features the spec does not use. They go with their feature: a budget removed
+    must not leave `BudgetLimited=True` behind, nor a route removed a `TrafficRouted` naming revisions
+    that no longer serve (a condition type the pass does not compute is otherwise kept as it was)."""
+    off: set[str] = set()
+    if not spec.autoscaler_on:
+        off.add("MetricsUnavailable")
+    if spec.budget is None:
+        off.add("BudgetLimited")
+    if spec.rollout is None or spec.rollout.http_route is None:
+        off.add("TrafficRouted")
+    return frozenset(off)
+
+
 CRASH_REASONS = frozenset(
     {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"}
 )
@@ -378,8 +392,8 @@ def compute_status(
     revision judged for `Ready` (the rollout's stable one; default the template's). `extra` conditions
     are merged as given."""
     existing = [c.to_wire() for c in current.conditions]
-    if not spec.autoscaler_on:
-        existing = [c for c in existing if c.get("type") not in AUTOSCALER_CONDITIONS]
+    off = switched_off(spec)
+    existing = [c for c in existing if c.get("type") not in off]
     updates = condition_updates(
         spec,
         revision=serving or revision,

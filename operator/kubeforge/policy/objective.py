@@ -444,6 +444,9 @@ def _autoscaling(spec: InferenceFleetSpec, auto: Autoscaling, entries: _Entries)
     if objective == "reliability":
         wanted["min_replicas"] = 2
         why["min_replicas"] = "at least two replicas, one per zone"
+    if wanted.get("min_replicas", 0) == 2 and auto.max_replicas < 2:
+        wanted["min_replicas"] = auto.max_replicas
+        why["min_replicas"] = "one replica: autoscaling.maxReplicas allows no more"
     updates: dict[str, object] = {}
     for name, value in wanted.items():
         camel = "autoscaling." + _camel(name)
@@ -452,8 +455,6 @@ def _autoscaling(spec: InferenceFleetSpec, auto: Autoscaling, entries: _Entries)
         else:
             updates[name] = value
             entries.add(camel, value, "objective", why[name])
-    if "min_replicas" in updates and int(str(updates["min_replicas"])) > auto.max_replicas:
-        updates["min_replicas"] = auto.max_replicas
     if objective == "cost":
         zero = auto.scale_to_zero
         if zero is not None and zero.activation_query is not None:
@@ -524,16 +525,17 @@ def derive_fleet(spec: InferenceFleetSpec, catalog: GpuCatalog, facts: ClusterFa
     placement = _placement(spec, entries)
     if placement is not spec.placement:
         updates["placement"] = placement
-    if spec.autoscaling is not None:
+    # A disabled autoscaler decides nothing: `replicas` does, so that is what the objective sets.
+    if spec.autoscaling is not None and spec.autoscaler_on:
         auto = _autoscaling(spec, spec.autoscaling, entries)
         if auto is not spec.autoscaling:
             updates["autoscaling"] = auto
     elif spec.objective == "reliability":
-        if _explicit(spec, "replicas") and spec.replicas < 2:
+        if _explicit(spec, "replicas"):
             entries.add("replicas", spec.replicas, "explicit", "spec.replicas")
         else:
-            updates["replicas"] = max(2, spec.replicas)
-            entries.add("replicas", updates["replicas"], "objective", "at least two replicas, one per zone")
+            updates["replicas"] = 2
+            entries.add("replicas", 2, "objective", "at least two replicas, one per zone")
     if spec.objective == "reliability" and spec.rollout is not None and spec.rollout.strategy == "Canary":
         if spec.rollout.steps:
             entries.add("rollout.steps", len(spec.rollout.steps), "explicit", "spec.rollout.steps")

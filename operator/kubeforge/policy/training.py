@@ -1322,8 +1322,12 @@ def decide(o: Observed) -> Plan:
         ready += f" ({bounds.min_workers}-{bounds.max_workers})"
     gpu_hours, as_of = _accounting(o)
     active_total, active_since = _active_clock(o, v.phase)
+    # A budget removed takes its condition with it (a type not computed is otherwise kept as it was).
+    stored = [
+        c.to_wire() for c in o.status.conditions if o.spec.budget is not None or c.type != BUDGET_EXCEEDED
+    ]
     conditions = merge_conditions(
-        [c.to_wire() for c in o.status.conditions],
+        stored,
         [*_condition_updates(v, counts), *_budget_condition(o)],
         now=o.now,
         generation=o.generation,
