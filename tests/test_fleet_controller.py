@@ -530,6 +530,32 @@ async def test_controller_revisions_are_capped_by_the_history_limit(history_limi
     assert 1 < most <= history_limit + 3, most
 
 
+async def test_a_scale_decided_in_a_pass_whose_status_write_failed_is_still_told() -> None:
+    """The retried pass does not evaluate again (Prometheus is read once per interval), yet carries the
+    decision out: its ScaledUp Event goes out with it, once."""
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    obj = kube.add_fleet("chat", AUTO)
+    ctrl = controller(kube, source, clock)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+
+    async def unavailable(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("the API server went away")
+
+    kube.patch_status = unavailable  # type: ignore[method-assign]
+    source.reading = Reading(stable=16.0, panic=16.0, rate=10.0)
+    with pytest.raises(RuntimeError):
+        await evaluate(ctrl, kube, clock)
+    kube.patch_status = FakeKube.patch_status.__get__(kube)  # type: ignore[method-assign]
+    await ctrl.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
+    assert kube.deployments()[0]["spec"]["replicas"] == 4
+    scaled = [e for e in kube.events if e["reason"] == "ScaledUp"]
+    assert len(scaled) == 1 and "1 -> 4" in scaled[0]["message"]
+    await ctrl.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
+    assert len([e for e in kube.events if e["reason"] == "ScaledUp"]) == 1, "told once"
+    await ctrl.forget(NS, "chat")
+
+
 async def test_a_refused_status_patch_is_a_failed_pass_not_invalid_spec() -> None:
     """Only a child refused is the user's spec's fault; a status the server refuses is the operator's
     bug, and the pass fails (retried with backoff by the runtime)."""

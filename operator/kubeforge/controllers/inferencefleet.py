@@ -75,6 +75,7 @@ from kubeforge.policy import fleet as policy
 from kubeforge.policy import objective as objectives
 from kubeforge.policy import usage as usage_policy
 from kubeforge.policy.analysis import MetricSample
+from kubeforge.policy.events import Event
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
 from kubeforge.policy.rejection import rejection_message
 from kubeforge.policy.status import parse_status, status_diff
@@ -103,6 +104,10 @@ class UsageSource(Protocol):
     async def usage(self, namespace: str, name: str, seconds: float) -> usage_policy.UsageReading: ...
 
 
+MAX_UNSENT_EVENTS = 10
+"""Events kept for the next pass while passes fail (an outage must not grow them without bound)."""
+
+
 @dataclass
 class _Fleet:
     """What the operator remembers of one fleet between passes (all of it can be lost: status has it)."""
@@ -116,6 +121,10 @@ class _Fleet:
     rejected: tuple[int | None, str] | None = None
     """The generation whose children the API server refused as invalid (422), and the message: until
     the spec changes, passes report `InvalidSpec` instead of sending the same writes again."""
+    unsent: tuple[Event, ...] = ()
+    """Events of the last pass whose writes failed, for the next pass to send: the autoscaler's decision
+    it carried is not made again (the retry does not read Prometheus twice), so its `ScaledUp` would
+    otherwise be lost while the Deployment is still scaled."""
 
 
 class InferenceFleetController:
@@ -242,6 +251,8 @@ class InferenceFleetController:
             self._record_evaluation(*key, plan.evaluation, fleet.memory.decision, auto)
         # Remembered before the writes: a failed write retries the pass, not the evaluation.
         fleet.memory = plan.memory
+        if fleet.unsent:
+            plan = replace(plan, events=(*fleet.unsent, *(e for e in plan.events if e not in fleet.unsent)))
         try:
             await self._execute(obj, observed, plan)
         except ChildRejectedError as error:
@@ -249,7 +260,12 @@ class InferenceFleetController:
             fleet.rejected = (meta.get("generation"), rejection_message(error.message))
             observed = replace(observed, spec=None, invalid=fleet.rejected[1], policy=())
             await self._execute(obj, observed, policy.decide(observed))
+            fleet.unsent = ()
             return None
+        except Exception:
+            fleet.unsent = plan.events[-MAX_UNSENT_EVENTS:]
+            raise
+        fleet.unsent = ()
         await clear_conflict(self.kube, FLEET, self.caches.get(FLEET, key[1], key[0]))
         if plan.requeue_after is None:
             return None
