@@ -550,7 +550,8 @@ async def test_a_scale_decided_in_a_pass_whose_status_write_failed_is_still_told
     await ctrl.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
     assert kube.deployments()[0]["spec"]["replicas"] == 4
     scaled = [e for e in kube.events if e["reason"] == "ScaledUp"]
-    assert len(scaled) == 1 and "1 -> 4" in scaled[0]["message"]
+    assert len(scaled) == 1
+    assert "1 -> 4" in scaled[0]["message"]
     await ctrl.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
     assert len([e for e in kube.events if e["reason"] == "ScaledUp"]) == 1, "told once"
     await ctrl.forget(NS, "chat")

@@ -49,3 +49,18 @@ def test_gangs_of(obj: dict[str, Any], admitted: bool, queued: bool) -> None:
     assert found.admitted == ({"ns/a": (whole, 1)} if admitted else {})
     assert [d for _, d in found.queued] == ([whole] if queued else [])
     assert gangs_of([obj], lambda _: 0, skip="ns/a") == gangs_of([], lambda _: 0)
+
+
+def test_a_gang_that_gave_its_gpus_back_queues_behind_those_that_waited_meanwhile() -> None:
+    old = _tj("old", "Queued", "InsufficientCapacity")  # created 2026-01-01
+    old["status"]["requeuedAt"] = "2026-01-02T00:00:00Z"  # its schedule timeout, a day later
+    young = _tj("young", "Queued", "InsufficientCapacity")
+    young["metadata"]["creationTimestamp"] = "2026-01-01T12:00:00Z"
+    urgent = _tj("urgent", "Queued", "InsufficientCapacity", priorityClassName="high")
+    urgent["status"]["requeuedAt"] = "2026-01-03T00:00:00Z"
+    found = gangs_of([old, young, urgent], lambda spec: 10 if spec.priority_class_name == "high" else 0)
+    assert [order for order, _ in sorted(found.queued)] == [
+        (-10, "2026-01-03T00:00:00Z", "ns/urgent"),  # priority first, whenever it queued
+        (0, "2026-01-01T12:00:00Z", "ns/young"),
+        (0, "2026-01-02T00:00:00Z", "ns/old"),
+    ]

@@ -1,22 +1,26 @@
 """A tenant in bad faith against GPU sharing: gangs admitted for GPUs their workers will never be placed on.
 
 Admission counts GPUs only. A gang whose pods ask for more CPU than any node has (or whose image never
-pulls, or that a ResourceQuota on CPU refuses) is admitted, holds its GPUs reserved for
-`scheduleTimeoutSeconds` (at most the operator's `--max-schedule-timeout-seconds`, 300 s by default), is
-restarted (`maxRestarts` up to 99, `backoffSeconds` 0) and admitted again at once: one TrainingJob keeps
-every GPU reserved for hours, and a new one takes over after it fails. The only bound across attempts is
-`--max-unplaced-gpus-per-namespace`, which is off (0) unless the operator owner sets it."""
+pulls, or that a ResourceQuota on CPU refuses) is admitted when nothing else waits, and holds its GPUs
+reserved for `scheduleTimeoutSeconds` (at most the operator's `--max-schedule-timeout-seconds`, 300 s by
+default). Then it gives them back and queues from that moment (`status.requeuedAt`), behind the gangs
+that waited meanwhile: it used to queue by its creation time and take every GPU back at once, restart
+after restart, keeping a contended cluster to itself for hours. `--max-unplaced-gpus-per-namespace`
+(off unless the operator owner sets it) also bounds what one namespace may hold unplaced at a time."""
 
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 
+from kubeforge.controllers import trainingjob as trainingjob_controller
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.controllers.trainingjob import TrainingJobController
 from kubeforge.kube.client import Kube
+from kubeforge.policy.conditions import format_time
 from test_trainingjob_controller import TJ, FakeKube, _trainingjob
 
 Obj = dict[str, Any]
@@ -28,8 +32,10 @@ def _in(namespace: str, obj: Obj) -> Obj:
     return obj
 
 
-async def _phase_after_passes(kube: FakeKube, controller: TrainingJobController, name: str, ns: str) -> str:
-    for _ in range(3):
+async def _phase_after_passes(
+    kube: FakeKube, controller: TrainingJobController, name: str, ns: str, passes: int = 3
+) -> str:
+    for _ in range(passes):
         obj = await kube.get(*TJ, name, ns)
         assert obj is not None
         await controller.reconcile(obj)
@@ -56,14 +62,37 @@ async def _squat_then_victim(config: OperatorConfig) -> tuple[str, str]:
     return squat, victim
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: with the default configuration (--max-unplaced-gpus-per-namespace 0, the chart's"
-    " gangAdmission.maxUnplacedGpusPerNamespace: 0) one namespace may hold every GPU reserved but unplaced",
-)
-async def test_by_default_one_namespace_cannot_reserve_every_gpu_for_workers_that_never_place() -> None:
-    squat, victim = await _squat_then_victim(OperatorConfig(resync_seconds=1))
-    assert (squat, victim) != ("Pending", "Queued")
+async def test_a_gang_that_never_places_holds_the_gpus_one_schedule_timeout_then_queues_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the default configuration the squatter is admitted (nothing else waits) and holds every GPU
+    for one schedule timeout. Then it gives them back and queues from that moment (`requeuedAt`), so
+    the gang that waited meanwhile goes first: however often the squatter's passes run, it cannot take
+    the GPUs back before the victim. (It used to queue by its creation time and was admitted again at
+    once, for every restart it had.)"""
+    kube = FakeKube()
+    kube.nodes(4)
+    controller = TrainingJobController(cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1))
+    squat = _in(
+        "evil", _trainingjob("squat", workers=4, resources={"gpus": 8, "gpuType": "H100", "cpu": "100000"})
+    )
+    kube.add(squat)
+    assert await _phase_after_passes(kube, controller, "squat", "evil") == "Pending"
+    kube.add(_in("good", _trainingjob("victim", workers=2)))
+    assert await _phase_after_passes(kube, controller, "victim", "good") == "Queued"
+
+    later = datetime.now(UTC) + timedelta(seconds=301)
+    monkeypatch.setattr(trainingjob_controller, "_now", lambda: later)
+    # A pass at a time: this fake API server stamps new Jobs with the wall clock, which the operator's
+    # clock is now ahead of (a Job made from here on would look unscheduled for 301 s at once).
+    assert await _phase_after_passes(kube, controller, "squat", "evil", passes=1) == "Queued"
+    stored = await kube.get(*TJ, "squat", "evil")
+    assert stored is not None
+    assert stored["status"]["requeuedAt"] == format_time(later)
+    # Its next pass finds every GPU free, and the victim ahead of it.
+    assert await _phase_after_passes(kube, controller, "squat", "evil", passes=1) == "Queued"
+    assert await _phase_after_passes(kube, controller, "victim", "good", passes=1) == "Pending"
+    assert await _phase_after_passes(kube, controller, "squat", "evil", passes=1) == "Queued"
 
 
 async def test_the_owners_cap_keeps_gpus_for_other_namespaces() -> None:

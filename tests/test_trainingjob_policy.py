@@ -393,6 +393,11 @@ def test_schedule_timeout_releases_the_placement() -> None:
     assert plan.restarted
     assert _cond(plan, "Admitted") == ("False", "ScheduleTimeout")
     assert plan.events[0].type == "Warning"
+    # It queues from now, behind the gangs that waited meanwhile, and keeps that place while it waits.
+    assert plan.status.requeued_at == format_time(NOW)
+    again = decide(_obs(status=plan.status, now=NOW + timedelta(seconds=5), admission=NO_FIT))
+    assert again.status.phase == "Queued"
+    assert again.status.requeued_at == format_time(NOW)
 
 
 def test_schedule_timeout_fails_the_job_when_no_restart_is_left() -> None:

@@ -504,6 +504,10 @@ class TrainingJobStatus(KubeModel):
     """When the job succeeded or failed."""
     next_attempt_time: str | None = None
     """While Restarting: when the next attempt may start (backoff)."""
+    requeued_at: str | None = None
+    """When the gang last gave its GPUs back because its workers were not all scheduled in time
+    (`ScheduleTimeout`): it queues from then, behind the gangs that waited meanwhile, as Kueue requeues
+    an evicted workload by its eviction time. Otherwise its place is its creation time."""
     gpu_hours: float = 0.0
     """GPU-hours held by the job's workers so far, over all attempts."""
     gpu_hours_as_of: str | None = None

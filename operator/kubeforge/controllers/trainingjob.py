@@ -442,7 +442,7 @@ class TrainingJobController:
         refused = self._namespace_limits(ledger, demand, namespace, admitted, others)
         if refused is not None:
             return refused
-        mine = (-self._priority(spec), str(meta.get("creationTimestamp") or ""), key)
+        mine = self._order(obj, spec)
         ahead = [d for order, d in sorted(found.queued, key=lambda q: q[0]) if order < mine]
         tolerations = _tolerations(spec, owner, attempt, derived)
         gpu_type = spec.resources.gpu_type or (derived.pod.gpu_name if derived.products else None)
@@ -469,10 +469,15 @@ class TrainingJobController:
         demand = _demand(key, spec, derived, spec.min_workers)
         tolerations = _tolerations(spec, owner, attempt, derived)
         return gangs.Waiting(
-            order=(-self._priority(spec), str(meta.get("creationTimestamp") or ""), key),
+            order=self._order(obj, spec),
             shape=(meta["namespace"], demand.gpus, demand.products, tolerations, key if alone else ""),
             workers=demand.workers,
         )
+
+    def _order(self, obj: Obj, spec: TrainingJobSpec) -> gangs.QueueOrder:
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        return gangs.queue_order(self._priority(spec), meta, training.parse_status(obj.get("status")), key)
 
     def _namespace_limits(
         self,

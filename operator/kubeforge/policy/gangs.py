@@ -21,7 +21,17 @@ from kubeforge.policy.capacity import Demand, demand_of
 K = TypeVar("K")
 
 QueueOrder = tuple[int, str, str]
-"""(-priority, creationTimestamp, key): smaller is served first."""
+"""(-priority, waiting since, key): smaller is served first (see `queue_order`)."""
+
+
+def queue_order(priority: int, meta: Mapping[str, Any], status: TrainingJobStatus, key: str) -> QueueOrder:
+    """A gang's place in the queue: by priority, then since when it waits, its creation or the last
+    time it gave its GPUs back because its workers were not scheduled in time (`status.requeuedAt`), so
+    a gang that cannot place goes behind the gangs that waited for it, instead of taking every GPU back
+    at once for another schedule timeout. Both times are RFC 3339 in UTC to the second: they compare as
+    strings."""
+    since = max(str(meta.get("creationTimestamp") or ""), status.requeued_at or "")
+    return (-priority, since, key)
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,7 @@ def gangs_of(
             and not spec.suspend
             and not spec.queue_name
         ):
-            order = (-priority(spec), str(meta.get("creationTimestamp") or ""), key)
+            order = queue_order(priority(spec), meta, status, key)
             out.queued.append((order, whole))
         elif (
             status.phase in ("Pending", "Running")

@@ -393,6 +393,8 @@ class _Verdict:
     start_time: datetime | None
     completion_time: datetime | None = None
     next_attempt_time: datetime | None = None
+    requeued_at: datetime | None = None
+    """Set when the gang gives its placement back for want of scheduling (see the status field)."""
     job: str | None = None
     delete_jobs: tuple[str, ...] = ()
     create_attempt: int | None = None
@@ -797,7 +799,10 @@ def _verdict(o: Observed) -> _Verdict:
                         status_first=True,
                         **base,
                     )
-                message += f" and queued again (restart {restarts + 1} of {spec.policy.max_restarts})"
+                message += (
+                    f" and queued again behind the gangs waiting now (restart {restarts + 1} of "
+                    f"{spec.policy.max_restarts})"
+                )
                 return _Verdict(
                     phase="Queued",
                     reason="ScheduleTimeout",
@@ -805,6 +810,7 @@ def _verdict(o: Observed) -> _Verdict:
                     admitted=("False", "ScheduleTimeout", message),
                     delete_jobs=everything,
                     status_first=True,
+                    requeued_at=now,
                     **(base | {"restarts": restarts + 1, "size": None}),
                 )
 
@@ -1346,6 +1352,7 @@ def decide(o: Observed) -> Plan:
             "startTime": _time(v.start_time),
             "completionTime": _time(v.completion_time) if v.phase in FINISHED_PHASES else None,
             "nextAttemptTime": _time(v.next_attempt_time) if v.phase == "Restarting" else None,
+            "requeuedAt": _time(v.requeued_at) if v.requeued_at is not None else o.status.requeued_at,
             "gpuHours": gpu_hours,
             "gpuHoursAsOf": as_of,
             "activeSeconds": active_total,
