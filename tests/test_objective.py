@@ -454,7 +454,7 @@ def test_throughput_says_whether_a_preemption_checkpoints_first() -> None:
         ("latency", {"spreadZones": False}, "spread across nodes", "explicit"),
         ("latency", {"requireZoneSpread": True}, "spread (zones required)", "explicit"),
         ("cost", {}, "binpack", "objective"),
-        ("cost", {"requireZoneSpread": True}, "binpack", "explicit"),  # no zone spread to require
+        ("cost", {"requireZoneSpread": True}, "binpack", "objective"),  # no zone spread to require
         ("reliability", {}, "spread (zones required)", "objective"),
         ("reliability", {"spreadZones": False}, "spread across nodes", "explicit"),
     ],

@@ -406,7 +406,9 @@ def _placement(spec: InferenceFleetSpec, entries: _Entries) -> Placement:
     kept = {k: v for k, v in updates.items() if k not in explicit}
     placement = current.model_copy(update=kept) if kept else current
     label = _placement_label(placement, packs)
-    if explicit:
+    # Explicit when the user's fields decide: the objective sets none, or they override one it sets. A
+    # field that only refines what the objective turned off (requireZoneSpread under binpack) does not.
+    if explicit and (not updates or set(explicit) & set(updates)):
         names = ", ".join(type(current).model_fields[k].alias or k for k in explicit)
         entries.add("placement", label, "explicit", f"placement.{names} set in the spec")
     else:
