@@ -347,6 +347,9 @@ async def test_evaluation_scales_the_deployment_and_records_the_decision() -> No
         "True",
         "PrometheusUnreachable",
     )
+    series = {"namespace": NS, "name": "chat"}
+    assert exposition.REGISTRY.get_sample_value("kubeforge_autoscaler_metric_value", series) is None
+    assert exposition.REGISTRY.get_sample_value("kubeforge_autoscaler_desired_replicas", series) == 4
 
     # A new controller (an operator restart) resumes from status, not from spec.replicas.
     fresh = controller(kube, source, clock)
@@ -554,6 +557,30 @@ async def test_a_scale_decided_in_a_pass_whose_status_write_failed_is_still_told
     assert "1 -> 4" in scaled[0]["message"]
     await ctrl.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
     assert len([e for e in kube.events if e["reason"] == "ScaledUp"]) == 1, "told once"
+    await ctrl.forget(NS, "chat")
+
+
+async def test_a_scale_that_failed_is_not_told_when_the_spec_changed_before_the_retry() -> None:
+    kube, source, clock = FakeKube(), FakeSource(), Clock()
+    obj = kube.add_fleet("chat", AUTO)
+    ctrl = controller(kube, source, clock)
+    await ctrl.reconcile(obj)
+    kube.run_deployment()
+
+    async def unavailable(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("the API server went away")
+
+    kube.patch_status = unavailable  # type: ignore[method-assign]
+    source.reading = Reading(stable=16.0, panic=16.0, rate=10.0)
+    with pytest.raises(RuntimeError):
+        await evaluate(ctrl, kube, clock)
+    kube.patch_status = FakeKube.patch_status.__get__(kube)  # type: ignore[method-assign]
+    obj = kube.objects[("InferenceFleet", NS, "chat")]
+    obj["spec"] = {**SPEC, "autoscaling": {**AUTO["autoscaling"], "enabled": False}}
+    obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+    await ctrl.reconcile(obj)
+    assert kube.deployments()[0]["spec"]["replicas"] == 2
+    assert not [e for e in kube.events if e["reason"] == "ScaledUp"], "a scale that never happened"
     await ctrl.forget(NS, "chat")
 
 

@@ -398,6 +398,10 @@ def test_schedule_timeout_releases_the_placement() -> None:
     again = decide(_obs(status=plan.status, now=NOW + timedelta(seconds=5), admission=NO_FIT))
     assert again.status.phase == "Queued"
     assert again.status.requeued_at == format_time(NOW)
+    # Admitted again it is an ordinary gang: a later restart for another cause keeps its creation time.
+    admitted = decide(_obs(status=again.status, now=NOW + timedelta(seconds=9), admission=FITS))
+    assert admitted.status.phase == "Pending"
+    assert admitted.status.requeued_at is None
 
 
 def test_schedule_timeout_fails_the_job_when_no_restart_is_left() -> None:

@@ -507,7 +507,8 @@ class TrainingJobStatus(KubeModel):
     requeued_at: str | None = None
     """When the gang last gave its GPUs back because its workers were not all scheduled in time
     (`ScheduleTimeout`): it queues from then, behind the gangs that waited meanwhile, as Kueue requeues
-    an evicted workload by its eviction time. Otherwise its place is its creation time."""
+    an evicted workload by its eviction time. Cleared once it is admitted again: otherwise, and for
+    restarts of any other cause, its place is its creation time."""
     gpu_hours: float = 0.0
     """GPU-hours held by the job's workers so far, over all attempts."""
     gpu_hours_as_of: str | None = None

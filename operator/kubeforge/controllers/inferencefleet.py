@@ -76,6 +76,7 @@ from kubeforge.policy import objective as objectives
 from kubeforge.policy import usage as usage_policy
 from kubeforge.policy.analysis import MetricSample
 from kubeforge.policy.events import Event
+from kubeforge.policy.fleet_events import SCALE_REASONS
 from kubeforge.policy.fleet_status import count_revision_pods, summarize_deployment, summarize_pods
 from kubeforge.policy.rejection import rejection_message
 from kubeforge.policy.status import parse_status, status_diff
@@ -104,10 +105,6 @@ class UsageSource(Protocol):
     async def usage(self, namespace: str, name: str, seconds: float) -> usage_policy.UsageReading: ...
 
 
-MAX_UNSENT_EVENTS = 10
-"""Events kept for the next pass while passes fail (an outage must not grow them without bound)."""
-
-
 @dataclass
 class _Fleet:
     """What the operator remembers of one fleet between passes (all of it can be lost: status has it)."""
@@ -121,10 +118,11 @@ class _Fleet:
     rejected: tuple[int | None, str] | None = None
     """The generation whose children the API server refused as invalid (422), and the message: until
     the spec changes, passes report `InvalidSpec` instead of sending the same writes again."""
-    unsent: tuple[Event, ...] = ()
-    """Events of the last pass whose writes failed, for the next pass to send: the autoscaler's decision
-    it carried is not made again (the retry does not read Prometheus twice), so its `ScaledUp` would
-    otherwise be lost while the Deployment is still scaled."""
+    unsent: tuple[int | None, Event] | None = None
+    """The `ScaledUp`/`ScaledDown` of a pass whose writes failed, and the generation it was decided at:
+    the retry carries the remembered decision out without evaluating again (Prometheus is read once an
+    interval), so the Event would otherwise be lost while the Deployment is scaled. Only that Event:
+    the retry's own conditions say what is true then, and a spec changed meanwhile drops it."""
 
 
 class InferenceFleetController:
@@ -251,8 +249,9 @@ class InferenceFleetController:
             self._record_evaluation(*key, plan.evaluation, fleet.memory.decision, auto)
         # Remembered before the writes: a failed write retries the pass, not the evaluation.
         fleet.memory = plan.memory
-        if fleet.unsent:
-            plan = replace(plan, events=(*fleet.unsent, *(e for e in plan.events if e not in fleet.unsent)))
+        unsent, fleet.unsent = fleet.unsent, None
+        if unsent is not None and unsent[0] == meta.get("generation") and auto is not None:
+            plan = replace(plan, events=(unsent[1], *(e for e in plan.events if e != unsent[1])))
         try:
             await self._execute(obj, observed, plan)
         except ChildRejectedError as error:
@@ -260,12 +259,12 @@ class InferenceFleetController:
             fleet.rejected = (meta.get("generation"), rejection_message(error.message))
             observed = replace(observed, spec=None, invalid=fleet.rejected[1], policy=())
             await self._execute(obj, observed, policy.decide(observed))
-            fleet.unsent = ()
             return None
         except Exception:
-            fleet.unsent = plan.events[-MAX_UNSENT_EVENTS:]
+            scaled = next((e for e in plan.events if e.reason in SCALE_REASONS), None)
+            if scaled is not None:
+                fleet.unsent = (meta.get("generation"), scaled)
             raise
-        fleet.unsent = ()
         await clear_conflict(self.kube, FLEET, self.caches.get(FLEET, key[1], key[0]))
         if plan.requeue_after is None:
             return None
@@ -682,6 +681,9 @@ class InferenceFleetController:
         exposition.AUTOSCALER_DESIRED.labels(namespace, name).set(decision.desired)
         if decision.value is not None:
             exposition.AUTOSCALER_METRIC.labels(namespace, name).set(decision.value)
+        else:
+            # No reading (MetricsUnavailable): the last value is not the metric now.
+            exposition.forget_metric_value(namespace, name)
         if spec is not None:
             exposition.record_target(namespace, name, spec.metric or "query", float(spec.target))
         # A hold for the same reason as the last one is not worth a line at INFO every interval.

@@ -386,6 +386,11 @@ def forget_autoscaler(namespace: str, name: str) -> None:
         _remove(AUTOSCALER_TARGET, namespace, name, metric)
 
 
+def forget_metric_value(namespace: str, name: str) -> None:
+    """Drop a fleet's `kubeforge_autoscaler_metric_value` while no value could be read."""
+    _remove(AUTOSCALER_METRIC, namespace, name)
+
+
 def forget(kind: str, namespace: str, name: str) -> None:
     """Drop every series of one object (of that kind only: a fleet and a job may share a name)."""
     record_usage(kind, namespace, name, None)

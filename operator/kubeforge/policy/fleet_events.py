@@ -73,11 +73,14 @@ def condition_events(before: Sequence[Condition], after: Sequence[Condition]) ->
     return tuple(events)
 
 
+SCALE_REASONS = frozenset({"ScaledUp", "ScaledDown"})
+
+
 def scale_event(decision: Decision) -> Event | None:
     """`ScaledUp` / `ScaledDown` for an autoscaler decision that changes the count; None for a hold."""
     if decision.direction == "hold":
         return None
-    reason = "ScaledUp" if decision.direction == "up" else "ScaledDown"
+    reason = "ScaledUp" if decision.direction == "up" else "ScaledDown"  # SCALE_REASONS
     message = f"{decision.previous} -> {decision.desired} replicas ({decision.reason}): {decision.message}"
     return Event("Normal", reason, message)
 

@@ -1352,7 +1352,10 @@ def decide(o: Observed) -> Plan:
             "startTime": _time(v.start_time),
             "completionTime": _time(v.completion_time) if v.phase in FINISHED_PHASES else None,
             "nextAttemptTime": _time(v.next_attempt_time) if v.phase == "Restarting" else None,
-            "requeuedAt": _time(v.requeued_at) if v.requeued_at is not None else o.status.requeued_at,
+            # Only while it waits for the place it gave back: admitted again, it is an ordinary gang.
+            "requeuedAt": _time(v.requeued_at)
+            if v.requeued_at is not None
+            else (o.status.requeued_at if v.phase == "Queued" else None),
             "gpuHours": gpu_hours,
             "gpuHoursAsOf": as_of,
             "activeSeconds": active_total,
