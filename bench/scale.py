@@ -1255,7 +1255,7 @@ def table(results: Obj) -> str:
         t.add("kubeforge: fleets Ready + jobs Succeeded", "not measured", target)
     peak = (results.get("rss_mib") or {}).get("operator_peak")
     t.add(
-        "operator peak RSS (VmHWM)",
+        "operator peak RSS (VmHWM, any operator)",
         "n/a" if peak is None else f"{peak:.0f} MiB",
         f"<= {TARGET_RSS_MIB:.0f} MiB",
         None if peak is None else peak <= TARGET_RSS_MIB,
@@ -1505,8 +1505,11 @@ def run(args: argparse.Namespace) -> int:
 def rss_summary(sampler: RssSampler) -> Obj:
     hwm = {k: round(v / 1024, 1) for k, v in sampler.hwm_kib.items()}
     peak = {k: round(v / 1024, 1) for k, v in sampler.peak_rss_kib.items()}
+    # Every operator counts, the failover phase's too: they start with a thousand fleets to list, the
+    # converging one with none.
+    both = {**peak, **hwm}
     return {
-        "operator_peak": hwm.get("operator", peak.get("operator")),
+        "operator_peak": max(both.values()) if both else None,
         "vmhwm": hwm,
         "sampled_vmrss_peak": peak,
     }

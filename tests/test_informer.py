@@ -126,7 +126,7 @@ async def test_a_paginated_list_is_one_snapshot() -> None:
     inf = informer(server, Source(DEPLOYMENT, projections.child))
     await run_until(inf, inf.synced.is_set)
     assert sorted(k[1] for k in inf.store.objects) == ["a", "b"]
-    assert server.requests[0]["limit"] == "500"
+    assert server.requests[0]["limit"] == str(informer_module.LIST_PAGE)
     assert server.requests[1]["continue"] == "after-a"
 
 

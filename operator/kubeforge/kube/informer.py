@@ -49,7 +49,11 @@ Projection = Callable[[Obj], Obj | None]
 Handler = Callable[[Obj | None, Obj | None], None]
 """Called with (old, new) after each change; old is None for an add, new is None for a delete."""
 
-LIST_PAGE = 500
+LIST_PAGE = 100
+"""Objects per page of a LIST. Every informer lists at once when the operator starts; with 500 a page of
+pods parsed whole, times a dozen kinds, raised a restarted operator's peak RSS at a thousand fleets
+about 50 MiB above what its caches then hold (Python keeps the freed memory). Pages cost round trips
+only at startup and after a 410."""
 WATCH_SECONDS = 300
 """Server-side watch timeout; jittered so a restart does not make every stream reconnect together."""
 MAX_BACKOFF = 30.0
