@@ -17,6 +17,7 @@ from kubeforge.controllers.runtime import (
     label_keys,
     listed_converged,
     owner_keys,
+    status_only,
 )
 from kubeforge.kube.client import NotOursError
 from kubeforge.kube.informer import Caches, Informer, Obj, Source
@@ -268,6 +269,45 @@ def test_only_objects_listed_converged_wait_at_low_priority(
     old: Obj | None, new: Obj | None, low: bool
 ) -> None:
     assert listed_converged(old, new) is low
+
+
+META: Obj = {"name": "f", "generation": 2, "resourceVersion": "7", "labels": {"a": "b"}}
+FLEET: Obj = {"metadata": META, "spec": {"x": 1}}
+
+
+@pytest.mark.parametrize(
+    ("change", "low"),
+    [
+        ({"status": {"observedGeneration": 2}}, True),
+        ({"metadata": {**META, "resourceVersion": "8"}, "status": {"phase": "Ready"}}, True),
+        ({"metadata": {**META, "generation": 3}, "spec": {"x": 2}}, False),
+        ({"metadata": {**META, "annotations": {"kubeforge.dev/preempt": "now"}}}, False),
+        ({"metadata": {**META, "deletionTimestamp": "2026-12-02T00:00:00Z"}}, False),
+    ],
+    ids=["status", "status-new-version", "spec", "annotation", "deleted"],
+)
+def test_a_change_of_the_status_alone_waits_at_low_priority(change: Obj, low: bool) -> None:
+    assert status_only(FLEET, {**FLEET, **change}) is low
+    assert not status_only(None, FLEET)
+    assert not status_only(FLEET, None)
+
+
+async def test_a_low_add_while_the_key_is_processed_comes_back_at_low_priority() -> None:
+    queue = WorkQueue("test")
+    queue.add(("ns", "fleet"))
+    key = await queue.get()
+    queue.add(key, low=True)  # its own status write, seen while its pass runs
+    queue.add(("ns", "changed"))
+    queue.done(key)
+    assert (await queue.get()) == ("ns", "changed"), "the pass with work to do goes first"
+    queue.done(("ns", "changed"))
+    assert (await queue.get()) == key
+    queue.add(key, low=True)
+    queue.add(key)  # and a real event for it while processed: back at normal priority
+    queue.add(("ns", "other"))
+    queue.done(key)
+    assert [await queue.get(), await queue.get()] == [("ns", "other"), key]
+    await queue.shutdown()
 
 
 async def test_one_low_priority_key_at_a_time_while_normal_keys_go_past() -> None:
