@@ -310,6 +310,29 @@ async def test_a_low_add_while_the_key_is_processed_comes_back_at_low_priority()
     await queue.shutdown()
 
 
+async def test_a_key_moved_up_leaves_nothing_behind_and_low_keys_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue = WorkQueue("test")
+    clock = [100.0]
+    monkeypatch.setattr("kubeforge.controllers.runtime.time.monotonic", lambda: clock[0])
+    queue.add(("ns", "a"), low=True)
+    queue.add(("ns", "b"), low=True)
+    for _ in range(1000):  # a fleet whose status writes are each followed by a real event
+        queue.add(("ns", "a"))
+        key = await queue.get()
+        queue.add(key, low=True)
+        queue.done(key)
+    assert list(queue._low) == [("ns", "b"), ("ns", "a")], "nothing stale; b waited longer"
+    assert len(queue) == 2
+    # Moved up by a timer a minute later: it has waited for a worker since then, not since the low add.
+    clock[0] += 60
+    queue.add(("ns", "a"))
+    assert queue._added_at[("ns", "a")] == 160.0
+    assert (await queue.get()) == ("ns", "a")
+    await queue.shutdown()
+
+
 async def test_one_low_priority_key_at_a_time_while_normal_keys_go_past() -> None:
     queue = WorkQueue("test")
     queue.add(("ns", "low-a"), low=True)

@@ -108,9 +108,8 @@ class WorkQueue:
     workers, at least one: a low pass may still wait on the network, e.g. an autoscaler's first
     Prometheus read after a failover, and one at a time would serialize those)."""
     _queue: deque[Key] = field(default_factory=deque)
-    _low: deque[Key] = field(default_factory=deque)
-    _low_keys: set[Key] = field(default_factory=set)
-    """Keys waiting in `_low` only; `_low` may hold stale entries of keys moved up, skipped by `get`."""
+    _low: dict[Key, None] = field(default_factory=dict)
+    """Keys waiting at low priority, oldest first (an ordered set: a key moved up leaves no entry)."""
     _dirty: set[Key] = field(default_factory=set)
     _dirty_low: set[Key] = field(default_factory=set)
     """Dirty keys every add of which was low: one added while it is processed goes back at low."""
@@ -123,16 +122,19 @@ class WorkQueue:
     _shutdown: bool = False
 
     def __len__(self) -> int:
-        return len(self._queue) + len(self._low_keys)
+        return len(self._queue) + len(self._low)
 
     def add(self, key: Key, *, low: bool = False) -> None:
         if self._shutdown:
             return
         if key in self._dirty:
-            if not low:
+            if not low and (key in self._low or key in self._dirty_low):
+                # Moved up: its time in the queue counts from now, not from the low add (a status-only
+                # add that a 60 s timer moves up has not been waiting for a worker all that time).
+                self._added_at[key] = time.monotonic()
                 self._dirty_low.discard(key)
-                if key in self._low_keys:
-                    self._low_keys.discard(key)
+                if key in self._low:
+                    del self._low[key]
                     self._enqueue(key)
             return
         exposition.WORKQUEUE_ADDS.labels(self.name).inc()
@@ -143,8 +145,7 @@ class WorkQueue:
                 self._dirty_low.add(key)
             return
         if low:
-            self._low_keys.add(key)
-            self._low.append(key)
+            self._low[key] = None
             self._wake()
         else:
             self._enqueue(key)
@@ -198,7 +199,7 @@ class WorkQueue:
             timer.cancel()
 
     async def get(self) -> Key:
-        while not self._queue and not (self._low_keys and len(self._low_processing) < self.low_workers):
+        while not self._queue and not (self._low and len(self._low_processing) < self.low_workers):
             if self._shutdown:
                 raise asyncio.CancelledError
             waiter = asyncio.get_running_loop().create_future()
@@ -207,10 +208,8 @@ class WorkQueue:
         if self._queue:
             key = self._queue.popleft()
         else:
-            key = self._low.popleft()
-            while key not in self._low_keys:  # moved up (and maybe already processed) since
-                key = self._low.popleft()
-            self._low_keys.discard(key)
+            key = next(iter(self._low))
+            del self._low[key]
             self._low_processing.add(key)
         exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self))
         self._processing.add(key)
@@ -225,14 +224,13 @@ class WorkQueue:
         self._processing.discard(key)
         if key in self._dirty_low:
             self._dirty_low.discard(key)
-            self._low_keys.add(key)
-            self._low.append(key)
+            self._low[key] = None
             self._wake()
         elif key in self._dirty:
             self._enqueue(key)
         if key in self._low_processing:
             self._low_processing.discard(key)
-            if self._low_keys:
+            if self._low:
                 self._wake()
 
     async def shutdown(self) -> None:
