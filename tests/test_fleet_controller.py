@@ -533,9 +533,9 @@ async def test_controller_revisions_are_capped_by_the_history_limit(history_limi
     assert 1 < most <= history_limit + 3, most
 
 
-async def test_a_scale_decided_in_a_pass_whose_status_write_failed_is_still_told() -> None:
-    """The retried pass does not evaluate again (Prometheus is read once per interval), yet carries the
-    decision out: its ScaledUp Event goes out with it, once."""
+async def _scale_whose_status_write_failed() -> tuple[FakeKube, InferenceFleetController]:
+    """An autoscaled fleet whose evaluation decides 1 -> 4 in a pass whose status patch fails; the API
+    server then answers again."""
     kube, source, clock = FakeKube(), FakeSource(), Clock()
     obj = kube.add_fleet("chat", AUTO)
     ctrl = controller(kube, source, clock)
@@ -550,6 +550,13 @@ async def test_a_scale_decided_in_a_pass_whose_status_write_failed_is_still_told
     with pytest.raises(RuntimeError):
         await evaluate(ctrl, kube, clock)
     kube.patch_status = FakeKube.patch_status.__get__(kube)  # type: ignore[method-assign]
+    return kube, ctrl
+
+
+async def test_a_scale_decided_in_a_pass_whose_status_write_failed_is_still_told() -> None:
+    """The retried pass does not evaluate again (Prometheus is read once per interval), yet carries the
+    decision out: its ScaledUp Event goes out with it, once."""
+    kube, ctrl = await _scale_whose_status_write_failed()
     await ctrl.reconcile(kube.objects[("InferenceFleet", NS, "chat")])
     assert kube.deployments()[0]["spec"]["replicas"] == 4
     scaled = [e for e in kube.events if e["reason"] == "ScaledUp"]
@@ -561,20 +568,7 @@ async def test_a_scale_decided_in_a_pass_whose_status_write_failed_is_still_told
 
 
 async def test_a_scale_that_failed_is_not_told_when_the_spec_changed_before_the_retry() -> None:
-    kube, source, clock = FakeKube(), FakeSource(), Clock()
-    obj = kube.add_fleet("chat", AUTO)
-    ctrl = controller(kube, source, clock)
-    await ctrl.reconcile(obj)
-    kube.run_deployment()
-
-    async def unavailable(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise RuntimeError("the API server went away")
-
-    kube.patch_status = unavailable  # type: ignore[method-assign]
-    source.reading = Reading(stable=16.0, panic=16.0, rate=10.0)
-    with pytest.raises(RuntimeError):
-        await evaluate(ctrl, kube, clock)
-    kube.patch_status = FakeKube.patch_status.__get__(kube)  # type: ignore[method-assign]
+    kube, ctrl = await _scale_whose_status_write_failed()
     obj = kube.objects[("InferenceFleet", NS, "chat")]
     obj["spec"] = {**SPEC, "autoscaling": {**AUTO["autoscaling"], "enabled": False}}
     obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
