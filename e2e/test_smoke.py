@@ -132,6 +132,54 @@ def test_job_completes(kubectl: Kubectl, namespace: str) -> None:
     assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
 
 
+def test_a_pod_marked_not_ready_while_its_node_is_alive_is_ready_again(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """What the node lifecycle controller does to the pods of a node whose lease it saw expire (a late
+    renewal on a loaded machine), undone as a live kubelet would: without it a serving pod stayed not
+    Ready for good and a 1,000-fleet benchmark never converged. A pod that is not ready on purpose
+    keeps its state."""
+    for name, notes in (("serving", {}), ("unready", {"e2e.kubeforge.dev/ready": "false"})):
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "annotations": notes},
+                "spec": _gpu_pod_spec(1),
+            },
+            namespace,
+        )
+
+    def running() -> bool:
+        phases = {kubectl.get("pod", n, namespace)["status"].get("phase") for n in ("serving", "unready")}
+        return phases == {"Running"}
+
+    wait_for(running, timeout=60, description="both pods Running")
+    assert (_condition(kubectl.get("pod", "serving", namespace), "Ready") or {}).get("status") == "True"
+    not_ready = {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+    kubectl(
+        "patch",
+        "pod",
+        "serving",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps(not_ready),
+    )
+    marked = _condition(kubectl.get("pod", "serving", namespace), "Ready") or {}
+    assert marked.get("status") == "False"
+    wait_for(
+        lambda: (_condition(kubectl.get("pod", "serving", namespace), "Ready") or {}).get("status") == "True",
+        timeout=45,
+        description="pod serving Ready again",
+    )
+    unready = kubectl.get("pod", "unready", namespace)
+    assert (_condition(unready, "Ready") or {}).get("status") == "False"
+    assert (_condition(unready, "ContainersReady") or {}).get("status") == "False"
+
+
 def test_failing_pod_reports_exit_code(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(
         {
