@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -659,6 +660,47 @@ def apiserver_requests(api: Api) -> RequestCounts:
     return promtext.sum_by(samples, "verb", "group", "resource", "subresource")
 
 
+# Creations whose API latency the benchmark reports: a Service's ClusterIP is allocated under one lock
+# in the API server (the allocator creates the address's IPAddress object while holding it), so under
+# load Services are created one at a time however many clients ask, and a fleet's first pass waits on
+# its Service; Deployments are the comparison.
+LATENCY_OF = (("POST", "services"), ("POST", "ipaddresses"), ("POST", "deployments"))
+
+
+def apiserver_latency(api: Api) -> dict[tuple[str, str], tuple[float, float]]:
+    """(VERB, resource) -> (requests, seconds spent answering them) for LATENCY_OF, since the API
+    server started (its ``apiserver_request_duration_seconds`` histogram, all subresources)."""
+    text = api.request("GET", "/metrics")
+    if not isinstance(text, str):
+        raise BenchError("the API server's /metrics did not answer with text")
+    names = ["apiserver_request_duration_seconds_count", "apiserver_request_duration_seconds_sum"]
+    samples = promtext.parse(text, names)
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for key in LATENCY_OF:
+        picked = [
+            s
+            for s in samples
+            if s.label("verb") == key[0] and s.label("resource") == key[1] and not s.label("subresource")
+        ]
+        count = sum(s.value for s in picked if s.name.endswith("_count"))
+        seconds = sum(s.value for s in picked if s.name.endswith("_sum"))
+        out[key] = (count, seconds)
+    return out
+
+
+def latency_delta(
+    after: dict[tuple[str, str], tuple[float, float]], before: dict[tuple[str, str], tuple[float, float]]
+) -> Obj:
+    """{"POST services": {"requests": n, "mean_seconds": s}, ...} between two readings."""
+    out: Obj = {}
+    for key, (count, seconds) in after.items():
+        n = count - before.get(key, (0.0, 0.0))[0]
+        spent = seconds - before.get(key, (0.0, 0.0))[1]
+        if n > 0:
+            out[" ".join(key)] = {"requests": int(n), "mean_seconds": round(spent / n, 4)}
+    return out
+
+
 def by_verb(counts: RequestCounts) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in counts.items():
@@ -702,6 +744,11 @@ class Context:
     extra: list[str]
     operators: list[BenchOperator] = field(default_factory=list)
 
+    @property
+    def other_namespace(self) -> str:
+        """Another tenant's namespace: one fleet created there right after the burst."""
+        return f"{self.namespace}-other"
+
     def operator(self, label: str, extra: Sequence[str] = (), ready_path: str = "/readyz") -> BenchOperator:
         op = BenchOperator(label, self.cluster, self.log_dir, [*self.scope, *self.extra, *extra], ready_path)
         self.operators.append(op)
@@ -728,6 +775,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
         else:
             writes_list.append((deployments_path(ns), deployment(f"base-{i:05d}")))
     before = apiserver_requests(api)
+    latency_before = apiserver_latency(api)
     cpu_before = machine_cpu(ctx)
     started = time.monotonic()
     stats = create_all(ctx.cluster, writes_list, ctx.args.threads)
@@ -755,6 +803,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
         ready_s = wait_until(label, available, since=started, timeout=ctx.args.timeout)
         cpu = cpu_breakdown(machine_cpu(ctx), cpu_before, time.monotonic() - started)
         during = promtext.delta(apiserver_requests(api), before)
+        latency = latency_delta(apiserver_latency(api), latency_before)
     finally:
         tally.stop()
 
@@ -798,6 +847,7 @@ def phase_baseline(ctx: Context, *, children: bool = False) -> Obj:
         "apiserver_writes_by_resource_until_available": write_breakdown(during),
         "available_curve": curve.as_json(),
         "cpu_until_available": cpu,
+        "apiserver_latency_until_available": latency,
     }
 
 
@@ -807,6 +857,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
     jobs = [(jobs_path(ns), trainingjob(f"job-{i:05d}")) for i in range(m)]
     say(f"kubeforge: creating {n} InferenceFleets and {m} TrainingJobs ({ctx.args.threads} at a time)")
     before = apiserver_requests(api)
+    latency_before = apiserver_latency(api)
     op_before = op.scrape().requests()
     cpu_before = cpu_seconds(op.pid)
     machine_before = machine_cpu(ctx)
@@ -815,6 +866,17 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
     say(f"kubeforge: {n + m} objects created in {stats.seconds:.1f}s ({stats.retries} retried)")
     reached: dict[str, float] = {}
     curve = Curve(started, "fleets_ready", "jobs_succeeded")
+    # Another tenant's fleet, created once the burst is queued: how long one namespace's thousand
+    # objects keep another namespace waiting.
+    other = fleet_manifest("other-tenant", "other")
+    other_tally = Tally(
+        ctx.cluster,
+        fleets_path(ctx.other_namespace),
+        f"{BENCH_LABEL}=other",
+        lambda f: "Ready" if is_true(f, "Ready") else "",
+    )
+    api.post(fleets_path(ctx.other_namespace), other)
+    other_created = time.monotonic()
 
     ready_fleets = Tally(
         ctx.cluster, fleets_path(ns), f"{BENCH_LABEL}=fleet", lambda f: "Ready" if is_true(f, "Ready") else ""
@@ -838,6 +900,8 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
             reached.setdefault("fleets_ready_seconds", now)
         if done >= m:
             reached.setdefault("jobs_succeeded_seconds", now)
+        if other_tally.counts().get("Ready", 0) and "other_namespace_fleet_ready_seconds" not in reached:
+            reached["other_namespace_fleet_ready_seconds"] = time.monotonic() - other_created
         other = ", ".join(f"{k} {v}" for k, v in sorted(phases.items()) if k != "Succeeded")
         text = f"fleets Ready {ready}/{n}, jobs Succeeded {done}/{m}" + (f" ({other})" if other else "")
         problems = [t.error for t in (ready_fleets, job_phases) if t.error]
@@ -871,9 +935,11 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
         cpu = cpu_delta(cpu_seconds(op.pid), cpu_before)
         machine = cpu_breakdown(machine_cpu(ctx), machine_before, time.monotonic() - started)
         during = promtext.delta(apiserver_requests(api), before)
+        latency = latency_delta(apiserver_latency(api), latency_before)
     finally:
         ready_fleets.stop()
         job_phases.stop()
+        other_tally.stop()
     scrape = op.scrape()
     op_after = scrape.requests()
     verbs = by_verb(during)
@@ -890,6 +956,7 @@ def phase_converge(ctx: Context, op: BenchOperator) -> Obj:
         "apiserver_writes_by_resource_until_converged": write_breakdown(during),
         "operator_cpu_seconds_until_converged": cpu,
         "cpu_until_converged": machine,
+        "apiserver_latency_until_converged": latency,
         "reconcile": reconcile_latency(scrape),
         "ready_curve": curve.as_json(),
     }
@@ -1220,6 +1287,18 @@ def cpu_rows(t: Table, cpu: Obj | None) -> None:
     t.add("    costliest", ", ".join(f"{k.removeprefix('kube-')} {v:.0f}" for k, v in top))
 
 
+def latency_row(t: Table, latency: Obj | None) -> None:
+    """One row: the API server's mean time to create a Service and a Deployment in the phase."""
+    if not latency:
+        return
+    parts = [
+        f"{what.removeprefix('POST ')} {fmt_ms(latency[what]['mean_seconds'])}"
+        for what in ("POST services", "POST deployments")
+        if what in latency
+    ]
+    t.add("  API server's mean create time", ", ".join(parts))
+
+
 def table(results: Obj) -> str:
     t = Table()
     base: Obj = results.get("baseline") or {}
@@ -1233,6 +1312,7 @@ def table(results: Obj) -> str:
         if same:
             t.add("baseline: same + Service, ControllerRevision each", fmt_s(same["available_seconds"]))
             cpu_rows(t, same.get("cpu_until_available"))
+            latency_row(t, same.get("apiserver_latency_until_available"))
     else:
         t.add("baseline", "skipped" if results["config"]["skip_baseline"] else "not measured")
     limit = min(TARGET_TOTAL_SECONDS, TARGET_RATIO * base_s) if base_s else TARGET_TOTAL_SECONDS
@@ -1243,6 +1323,10 @@ def table(results: Obj) -> str:
         t.add(label, fmt_s(total), target, total <= limit)
         ready_s, done_s = kf.get("fleets_ready_seconds"), kf.get("jobs_succeeded_seconds")
         t.add("  fleets all Ready / jobs all Succeeded", f"{fmt_s(ready_s)} / {fmt_s(done_s)}")
+        t.add(
+            "  another namespace's fleet, created after them: Ready after",
+            fmt_s(kf.get("other_namespace_fleet_ready_seconds")),
+        )
         if base_s:
             ratio = total / base_s
             t.add("  ratio to baseline", f"{ratio:.2f}x", f"<= {TARGET_RATIO}x", ratio <= TARGET_RATIO)
@@ -1251,6 +1335,7 @@ def table(results: Obj) -> str:
             t.add("  ratio to the same objects created directly", f"{total / same_s:.2f}x")
         t.add("  operator CPU time until then", fmt_s(kf.get("operator_cpu_seconds_until_converged")))
         cpu_rows(t, kf.get("cpu_until_converged"))
+        latency_row(t, kf.get("apiserver_latency_until_converged"))
     else:
         t.add("kubeforge: fleets Ready + jobs Succeeded", "not measured", target)
     peak = (results.get("rss_mib") or {}).get("operator_peak")
@@ -1440,19 +1525,18 @@ def run(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="kubeforge-bench-scale-"))
     sampler = RssSampler()
     api = cluster.api(timeout=BULK_TIMEOUT)
-    scope = [] if args.all_namespaces else ["--namespace", namespace]
+    scope = [] if args.all_namespaces else ["--namespace", namespace, "--namespace", f"{namespace}-other"]
     ctx = Context(args, cluster, api, namespace, log_dir, sampler, scope, extra)
     say(f"cluster {'started' if started_cluster else 'reused'}; namespace {namespace}; logs in {log_dir}")
     try:
         install_crds(cluster.kubectl)
-        api.post(
-            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-        )
-        wait_for(
-            lambda: api.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default"),
-            timeout=60,
-            description="the namespace's default ServiceAccount",
-        )
+        for ns in (namespace, ctx.other_namespace):
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+            api.post("/api/v1/namespaces", body)
+            account = f"/api/v1/namespaces/{ns}/serviceaccounts/default"
+            wait_for(
+                partial(api.get, account), timeout=60, description=f"namespace {ns}'s default ServiceAccount"
+            )
         sampler.start()
         if not args.skip_baseline:
             results["baseline"] = phase_baseline(ctx)
@@ -1522,10 +1606,11 @@ def cleanup(ctx: Context, started_cluster: bool, added_nodes: list[str]) -> None
             with contextlib.suppress(Exception):
                 ctx.stop(op)
     ctx.sampler.stop()
-    try:
-        ctx.api.delete(f"/api/v1/namespaces/{ctx.namespace}")
-    except Exception as error:
-        print(f"(could not delete namespace {ctx.namespace}: {error})", file=sys.stderr)
+    for ns in (ctx.namespace, ctx.other_namespace):
+        try:
+            ctx.api.delete(f"/api/v1/namespaces/{ns}")
+        except Exception as error:
+            print(f"(could not delete namespace {ns}: {error})", file=sys.stderr)
     if not started_cluster:
         # The cluster stays up: wait for the namespace's pods to go before taking the nodes away.
         with contextlib.suppress(TimeoutError):

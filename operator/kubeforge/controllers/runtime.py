@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,9 +90,70 @@ class Controller(Protocol):
 
 
 @dataclass
+class Lanes:
+    """Keys waiting, one first-in-first-out lane per namespace, served round-robin across namespaces.
+
+    A work queue in one line serves a tenant that creates a thousand fleets before another tenant's
+    fleet created a moment later, or an existing fleet's autoscaler decision: at a thousand new fleets,
+    whose first passes each wait a second or two on their Service (the API server allocates ClusterIPs
+    one at a time), that was minutes. With a lane per namespace, a key waits behind at most one key of
+    each other namespace that has work queued, whatever one namespace queues. Within a namespace the
+    order stays first in, first out; cluster-scoped keys share the lane of namespace ""."""
+
+    _lanes: dict[str, dict[Key, None]] = field(default_factory=dict)
+    """namespace -> its keys in arrival order (ordered sets); the dict's own order is the ring: the
+    namespace served last goes to its end."""
+    _size: int = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple):
+            return False
+        lane = self._lanes.get(key[0])
+        return lane is not None and key in lane
+
+    def __iter__(self) -> Iterator[Key]:
+        """Every key, lane by lane (not the serving order across namespaces)."""
+        for lane in self._lanes.values():
+            yield from lane
+
+    def push(self, key: Key) -> None:
+        lane = self._lanes.setdefault(key[0], {})
+        if key not in lane:
+            lane[key] = None
+            self._size += 1
+
+    def remove(self, key: Key) -> None:
+        lane = self._lanes.get(key[0])
+        if lane is None or key not in lane:
+            return
+        del lane[key]
+        self._size -= 1
+        if not lane:
+            del self._lanes[key[0]]
+
+    def pop(self) -> Key:
+        """The oldest key of the namespace whose turn it is; that namespace goes to the end of the ring."""
+        namespace, lane = next(iter(self._lanes.items()))
+        key = next(iter(lane))
+        del lane[key]
+        self._size -= 1
+        del self._lanes[namespace]
+        if lane:
+            self._lanes[namespace] = lane
+        return key
+
+
+@dataclass
 class WorkQueue:
     """client-go's workqueue semantics: a key is queued at most once, processed by one worker at a time,
     and queued again after `done` if it was added while processing. Delayed adds keep the earliest time.
+    Waiting keys are served fairly across namespaces (`Lanes`), first in, first out within one.
 
     Two priorities, as controller-runtime's priority queue has: `low` adds (objects already converged
     when listed, periodic resyncs) are served only when nothing else waits, and a normal add of a key
@@ -107,9 +168,9 @@ class WorkQueue:
     """At most this many low-priority keys in process at once (`Runtime` gives a quarter of its
     workers, at least one: a low pass may still wait on the network, e.g. an autoscaler's first
     Prometheus read after a failover, and one at a time would serialize those)."""
-    _queue: deque[Key] = field(default_factory=deque)
-    _low: dict[Key, None] = field(default_factory=dict)
-    """Keys waiting at low priority, oldest first (an ordered set: a key moved up leaves no entry)."""
+    _queue: Lanes = field(default_factory=Lanes)
+    _low: Lanes = field(default_factory=Lanes)
+    """Keys waiting at low priority (a key moved up leaves no entry)."""
     _dirty: set[Key] = field(default_factory=set)
     _dirty_low: set[Key] = field(default_factory=set)
     """Dirty keys every add of which was low: one added while it is processed goes back at low."""
@@ -134,7 +195,7 @@ class WorkQueue:
                 self._added_at[key] = time.monotonic()
                 self._dirty_low.discard(key)
                 if key in self._low:
-                    del self._low[key]
+                    self._low.remove(key)
                     self._enqueue(key)
             return
         exposition.WORKQUEUE_ADDS.labels(self.name).inc()
@@ -145,13 +206,13 @@ class WorkQueue:
                 self._dirty_low.add(key)
             return
         if low:
-            self._low[key] = None
+            self._low.push(key)
             self._wake()
         else:
             self._enqueue(key)
 
     def _enqueue(self, key: Key) -> None:
-        self._queue.append(key)
+        self._queue.push(key)
         self._wake()
 
     def _wake(self) -> None:
@@ -206,10 +267,9 @@ class WorkQueue:
             self._waiters.append(waiter)
             await waiter
         if self._queue:
-            key = self._queue.popleft()
+            key = self._queue.pop()
         else:
-            key = next(iter(self._low))
-            del self._low[key]
+            key = self._low.pop()
             self._low_processing.add(key)
         exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self))
         self._processing.add(key)
@@ -224,7 +284,7 @@ class WorkQueue:
         self._processing.discard(key)
         if key in self._dirty_low:
             self._dirty_low.discard(key)
-            self._low[key] = None
+            self._low.push(key)
             self._wake()
         elif key in self._dirty:
             self._enqueue(key)
