@@ -217,6 +217,23 @@ def test_a_change_to_what_the_cache_does_not_keep_is_no_news() -> None:
     assert seen == [("6", "7")]
 
 
+async def test_only_the_first_lists_objects_are_told_as_the_initial_list() -> None:
+    """A watch event, and an object new to a relist after a 410 (a change missed meanwhile), are
+    changes; what the first list found was there before the operator started."""
+    server = ScriptedServer(
+        [[deployment("a", 10)], [deployment("a", 10), deployment("c", 13)]],
+        [[{"type": "ADDED", "object": deployment("b", 101)}], 410],
+    )
+    inf = informer(server, Source(DEPLOYMENT, projections.child))
+    told: list[tuple[str, bool]] = []
+    inf.add_handler(
+        lambda old, new: told.append((new["metadata"]["name"], inf.in_initial_list)) if new else None
+    )
+    await run_until(inf, lambda: server.lists >= 2 and len(server.requests) >= 4)
+    assert sorted(told) == [("a", True), ("b", False), ("c", False)]
+    assert not inf.in_initial_list
+
+
 async def test_a_relist_tells_only_what_changed() -> None:
     server = ScriptedServer(
         [[deployment("a", 10), deployment("b", 11)], [deployment("a", 10), deployment("b", 12, replicas=2)]],

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from kubeforge.api.catalog import DEFAULT_CATALOG, GpuCatalog
 from kubeforge.kube.client import NotOursError
-from kubeforge.kube.informer import Caches, Obj
+from kubeforge.kube.informer import Caches, Informer, Obj
 from kubeforge.kube.kinds import Kind
 from kubeforge.metrics import exposition
 
@@ -318,7 +318,8 @@ class Runtime:
         self._active = 0
         caches.informer(controller.kind).add_handler(self._on_object)
         for watch in controller.watches:
-            caches.informer(watch.kind).add_handler(self._mapped(watch.mapper))
+            informer = caches.informer(watch.kind)
+            informer.add_handler(self._mapped(watch.mapper, informer))
 
     # -- event handlers (run inline in the informer: they only enqueue) -------------------------------
 
@@ -329,10 +330,16 @@ class Runtime:
         low = listed_converged(old, new) or status_only(old, new)
         self.queue.add((str(meta.get("namespace") or ""), str(meta.get("name"))), low=low)
 
-    def _mapped(self, mapper: Mapper) -> Callable[[Obj | None, Obj | None], None]:
+    def _mapped(self, mapper: Mapper, informer: Informer) -> Callable[[Obj | None, Obj | None], None]:
         def handler(old: Obj | None, new: Obj | None) -> None:
+            # A child, pod or node listed at start is no change: its owner's pass waits at low priority
+            # (controller-runtime's priority queue does the same for its initial list), unless the
+            # owner's own listing put it at normal (not converged). Without this every owner was queued
+            # at normal by its children's listing, so a new leader reconciled a fleet created during
+            # the failover only after a pass of every object (seconds at a thousand fleets).
+            low = old is None and informer.in_initial_list
             for key in mapper(old, new):
-                self.queue.add(key)
+                self.queue.add(key, low=low)
 
         return handler
 

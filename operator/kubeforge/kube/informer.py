@@ -207,6 +207,9 @@ class Informer:
         """True when RBAC refused the list: the cache stays empty and callers must treat it as unknown."""
         self._handlers: list[Handler] = []
         self._streams_synced = 0
+        self.in_initial_list = False
+        """True while the handlers are told about the objects of a stream's first list (controller-
+        runtime's IsInInitialList): what was there before the operator started, not a change."""
 
     def add_handler(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -272,7 +275,7 @@ class Informer:
         while True:
             try:
                 if version is None:
-                    version = await self._relist(namespace)
+                    version = await self._relist(namespace, initial=not synced_once)
                     if not synced_once:
                         synced_once = True
                         self._streams_synced += 1
@@ -308,7 +311,7 @@ class Informer:
                 )
                 await asyncio.sleep(delay)
 
-    async def _relist(self, namespace: str | None) -> str:
+    async def _relist(self, namespace: str | None, *, initial: bool = False) -> str:
         params: dict[str, Any] = {"limit": LIST_PAGE}
         if self.source.label_selector:
             params["labelSelector"] = self.source.label_selector
@@ -337,8 +340,13 @@ class Informer:
         stale = [k for k in self.store.objects if (namespace is None or k[0] == namespace) and k not in seen]
         for key in stale:
             self._emit(self.store.pop(key), None)
-        for key, obj in seen.items():
-            self._put(self.store.get(*key), obj)
+        # No await from here to the end of the loop: no other stream's event can see the flag.
+        self.in_initial_list = initial
+        try:
+            for key, obj in seen.items():
+                self._put(self.store.get(*key), obj)
+        finally:
+            self.in_initial_list = False
         log.debug("%s: listed %d in %s", self.kind.plural, len(seen), namespace or "all namespaces")
         return version
 
