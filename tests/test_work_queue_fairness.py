@@ -8,6 +8,7 @@ round-robin."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 
 from hypothesis import given
@@ -118,3 +119,53 @@ def test_lanes_remove_leaves_the_rest_in_order(keys: list[Key], data: st.DataObj
     while lanes:
         served.append(lanes.pop())
     assert sorted(served) == sorted(k for k in unique if k not in gone)
+
+
+async def test_a_low_key_is_not_starved_by_a_steady_stream_of_normal_ones() -> None:
+    """An owner listed converged whose worker failed while no operator ran waits at low priority; a
+    tenant that keeps creating objects must not keep it waiting for ever: after `low_max_wait` it is
+    served as a normal key, in its namespace's lane."""
+    queue = WorkQueue("test", low_max_wait=0.2)
+    queue.add(("other", "failed-worker"), low=True)
+    served: list[Key] = []
+    for i in range(200):
+        queue.add(("burst", f"new-{i}"))
+        key = await queue.get()
+        served.append(key)
+        queue.done(key)
+        if key == ("other", "failed-worker"):
+            break
+        await asyncio.sleep(0.005)
+    assert ("other", "failed-worker") in served
+    assert 10 < len(served) < 150, len(served)
+    await queue.shutdown()
+
+
+async def test_a_low_key_that_ages_while_the_low_workers_are_busy_goes_to_an_idle_worker() -> None:
+    queue = WorkQueue("test", low_workers=1, low_max_wait=0.1)
+    queue.add(("ns", "slow"), low=True)
+    busy = await queue.get()  # a low pass that takes its time (say, a Prometheus read)
+    queue.add(("ns", "waiting"), low=True)
+    idle = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0.02)
+    assert not idle.done(), "the one low slot is taken"
+    assert (await asyncio.wait_for(idle, timeout=1.0)) == ("ns", "waiting")
+    queue.done(("ns", "waiting"))
+    queue.done(busy)
+    await queue.shutdown()
+
+
+async def test_a_worker_cancelled_while_it_waits_does_not_swallow_a_wake() -> None:
+    queue = WorkQueue("test", low_workers=1, low_max_wait=5.0)
+    queue.add(("ns", "low"), low=True)
+    busy = await queue.get()
+    gone = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0.01)
+    queue.add(("ns", "changed"))
+    assert (await asyncio.wait_for(waiting, timeout=1.0)) == ("ns", "changed")
+    queue.done(busy)
+    await queue.shutdown()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +32,9 @@ Mapper = Callable[[Obj | None, Obj | None], Iterable[Key]]
 
 BASE_BACKOFF = 0.5
 MAX_BACKOFF = 300.0
+LOW_MAX_WAIT = 10.0
+"""Seconds a key waits at low priority before it is served as a normal one: a steady stream of normal
+keys must not starve it (an owner listed converged whose worker failed while no operator ran)."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,10 @@ class Lanes:
     each other namespace that has work queued, whatever one namespace queues. Within a namespace the
     order stays first in, first out; cluster-scoped keys share the lane of namespace ""."""
 
-    _lanes: dict[str, dict[Key, None]] = field(default_factory=dict)
-    """namespace -> its keys in arrival order (ordered sets); the dict's own order is the ring: the
-    namespace served last goes to its end."""
+    _lanes: OrderedDict[str, OrderedDict[Key, None]] = field(default_factory=OrderedDict)
+    """namespace -> its keys in arrival order (ordered sets); the outer order is the ring: the
+    namespace served last goes to its end. OrderedDicts, not dicts: taking the first entry of a plain
+    dict after deleting the ones before it scans their slots, so draining a lane would be quadratic."""
     _size: int = 0
 
     def __len__(self) -> int:
@@ -123,7 +127,9 @@ class Lanes:
             yield from lane
 
     def push(self, key: Key) -> None:
-        lane = self._lanes.setdefault(key[0], {})
+        lane = self._lanes.get(key[0])
+        if lane is None:
+            lane = self._lanes[key[0]] = OrderedDict()
         if key not in lane:
             lane[key] = None
             self._size += 1
@@ -139,13 +145,14 @@ class Lanes:
 
     def pop(self) -> Key:
         """The oldest key of the namespace whose turn it is; that namespace goes to the end of the ring."""
-        namespace, lane = next(iter(self._lanes.items()))
-        key = next(iter(lane))
-        del lane[key]
+        namespace = next(iter(self._lanes))
+        lane = self._lanes[namespace]
+        key, _ = lane.popitem(last=False)
         self._size -= 1
-        del self._lanes[namespace]
         if lane:
-            self._lanes[namespace] = lane
+            self._lanes.move_to_end(namespace)
+        else:
+            del self._lanes[namespace]
         return key
 
 
@@ -168,9 +175,12 @@ class WorkQueue:
     """At most this many low-priority keys in process at once (`Runtime` gives a quarter of its
     workers, at least one: a low pass may still wait on the network, e.g. an autoscaler's first
     Prometheus read after a failover, and one at a time would serialize those)."""
+    low_max_wait: float = LOW_MAX_WAIT
     _queue: Lanes = field(default_factory=Lanes)
     _low: Lanes = field(default_factory=Lanes)
     """Keys waiting at low priority (a key moved up leaves no entry)."""
+    _low_since: OrderedDict[Key, float] = field(default_factory=OrderedDict)
+    """The keys of `_low`, oldest first, with when each went there: aged ones move up."""
     _dirty: set[Key] = field(default_factory=set)
     _dirty_low: set[Key] = field(default_factory=set)
     """Dirty keys every add of which was low: one added while it is processed goes back at low."""
@@ -195,7 +205,7 @@ class WorkQueue:
                 self._added_at[key] = time.monotonic()
                 self._dirty_low.discard(key)
                 if key in self._low:
-                    self._low.remove(key)
+                    self._take_low(key)
                     self._enqueue(key)
             return
         exposition.WORKQUEUE_ADDS.labels(self.name).inc()
@@ -206,10 +216,30 @@ class WorkQueue:
                 self._dirty_low.add(key)
             return
         if low:
-            self._low.push(key)
+            self._push_low(key)
             self._wake()
         else:
             self._enqueue(key)
+
+    def _push_low(self, key: Key) -> None:
+        self._low.push(key)
+        self._low_since.setdefault(key, time.monotonic())
+
+    def _take_low(self, key: Key) -> None:
+        self._low.remove(key)
+        self._low_since.pop(key, None)
+
+    def _age_low(self) -> float | None:
+        """Move the keys that waited `low_max_wait` at low priority up; seconds until the next one
+        does (None: no low key waits)."""
+        now = time.monotonic()
+        while self._low_since:
+            key, since = next(iter(self._low_since.items()))
+            if now - since < self.low_max_wait:
+                return since + self.low_max_wait - now
+            self._take_low(key)
+            self._queue.push(key)
+        return None
 
     def _enqueue(self, key: Key) -> None:
         self._queue.push(key)
@@ -260,16 +290,25 @@ class WorkQueue:
             timer.cancel()
 
     async def get(self) -> Key:
-        while not self._queue and not (self._low and len(self._low_processing) < self.low_workers):
+        while True:
+            ages_in = self._age_low()
+            if self._queue or (self._low and len(self._low_processing) < self.low_workers):
+                break
             if self._shutdown:
                 raise asyncio.CancelledError
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            await waiter
+            try:
+                # Low keys wait while the low workers are busy; the oldest still moves up in time.
+                await asyncio.wait({waiter}, timeout=ages_in)
+            finally:
+                if not waiter.done():
+                    waiter.cancel()  # `_wake` skips it: a wake is never spent on a worker not waiting
         if self._queue:
             key = self._queue.pop()
         else:
             key = self._low.pop()
+            self._low_since.pop(key, None)
             self._low_processing.add(key)
         exposition.WORKQUEUE_DEPTH.labels(self.name).set(len(self))
         self._processing.add(key)
@@ -284,7 +323,7 @@ class WorkQueue:
         self._processing.discard(key)
         if key in self._dirty_low:
             self._dirty_low.discard(key)
-            self._low.push(key)
+            self._push_low(key)
             self._wake()
         elif key in self._dirty:
             self._enqueue(key)

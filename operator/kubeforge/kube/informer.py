@@ -271,11 +271,13 @@ class Informer:
     async def _stream(self, namespace: str | None, streams: int) -> None:
         failures = 0
         synced_once = False
+        listed_once = False  # a first list refused (Forbidden) and allowed later is still the first
         version: str | None = None
         while True:
             try:
                 if version is None:
-                    version = await self._relist(namespace, initial=not synced_once)
+                    version = await self._relist(namespace, initial=not listed_once)
+                    listed_once = True
                     if not synced_once:
                         synced_once = True
                         self._streams_synced += 1
