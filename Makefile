@@ -42,6 +42,9 @@ unit: venv tools system-deps ## fast tests: no cluster, no network (promtool tes
 	$(BIN)/pytest tests
 
 e2e: venv tools system-deps ## end-to-end tests on the local control plane (started if not up)
+	@# Kueue's manager, which e2e/test_kueue.py runs: built (or found cached) here, before the tests,
+	@# not inside a test whose timeout a first build on a fresh machine would exceed.
+	bash e2e/tools/build.sh kueue
 	$(BIN)/pytest e2e
 
 test: lint unit e2e ## everything CI runs

@@ -4,8 +4,8 @@
 # by version. A second run finds every binary in the cache and builds nothing.
 #
 # Usage: e2e/tools/build.sh [component...]    components: kubernetes etcd kwok helm kstatus gateway-api kueue
-# (default: all but kueue, which e2e/kubeforge_e2e/kueue.py builds on first use). Prints the directory holding
-# the binaries on its last line of stdout. `gateway-api` builds nothing: it copies the CRD manifests out of the
+# (default: all but kueue, which `make e2e` builds before the tests; e2e/kubeforge_e2e/kueue.py also
+# builds it on first use). Prints the directory holding the binaries on its last line of stdout. `gateway-api` builds nothing: it copies the CRD manifests out of the
 # pinned module into ${cache}/gateway-api/<version>/.
 set -euo pipefail
 
