@@ -651,12 +651,16 @@ def operator_help() -> str:
 
 
 # --------------------------------------------------------------------------------- API server load
-def apiserver_requests(api: Api) -> RequestCounts:
-    """(VERB, group, resource, subresource) -> requests the API server has answered since it started."""
+def apiserver_metrics(api: Api) -> str:
     text = api.request("GET", "/metrics")
     if not isinstance(text, str):
         raise BenchError("the API server's /metrics did not answer with text")
-    samples = promtext.parse(text, ["apiserver_request_total"])
+    return text
+
+
+def apiserver_requests(api: Api) -> RequestCounts:
+    """(VERB, group, resource, subresource) -> requests the API server has answered since it started."""
+    samples = promtext.parse(apiserver_metrics(api), ["apiserver_request_total"])
     return promtext.sum_by(samples, "verb", "group", "resource", "subresource")
 
 
@@ -670,11 +674,8 @@ LATENCY_OF = (("POST", "services"), ("POST", "ipaddresses"), ("POST", "deploymen
 def apiserver_latency(api: Api) -> dict[tuple[str, str], tuple[float, float]]:
     """(VERB, resource) -> (requests, seconds spent answering them) for LATENCY_OF, since the API
     server started (its ``apiserver_request_duration_seconds`` histogram, all subresources)."""
-    text = api.request("GET", "/metrics")
-    if not isinstance(text, str):
-        raise BenchError("the API server's /metrics did not answer with text")
     names = ["apiserver_request_duration_seconds_count", "apiserver_request_duration_seconds_sum"]
-    samples = promtext.parse(text, names)
+    samples = promtext.parse(apiserver_metrics(api), names)
     out: dict[tuple[str, str], tuple[float, float]] = {}
     for key in LATENCY_OF:
         picked = [
@@ -732,6 +733,11 @@ def write_breakdown(counts: RequestCounts) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------- the phases
+def other_namespace(namespace: str) -> str:
+    """Another tenant's namespace: one fleet created there right after the burst."""
+    return f"{namespace}-other"
+
+
 @dataclass
 class Context:
     args: argparse.Namespace
@@ -746,8 +752,7 @@ class Context:
 
     @property
     def other_namespace(self) -> str:
-        """Another tenant's namespace: one fleet created there right after the burst."""
-        return f"{self.namespace}-other"
+        return other_namespace(self.namespace)
 
     def operator(self, label: str, extra: Sequence[str] = (), ready_path: str = "/readyz") -> BenchOperator:
         op = BenchOperator(label, self.cluster, self.log_dir, [*self.scope, *self.extra, *extra], ready_path)
@@ -1525,7 +1530,9 @@ def run(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="kubeforge-bench-scale-"))
     sampler = RssSampler()
     api = cluster.api(timeout=BULK_TIMEOUT)
-    scope = [] if args.all_namespaces else ["--namespace", namespace, "--namespace", f"{namespace}-other"]
+    scope = (
+        [] if args.all_namespaces else ["--namespace", namespace, "--namespace", other_namespace(namespace)]
+    )
     ctx = Context(args, cluster, api, namespace, log_dir, sampler, scope, extra)
     say(f"cluster {'started' if started_cluster else 'reused'}; namespace {namespace}; logs in {log_dir}")
     try:
