@@ -217,7 +217,9 @@ async def test_a_leader_taking_over_reconciles_the_object_created_meanwhile_befo
         pods._apply("ADDED", _worker_of(f"old-{i:02d}"))
     pods._apply("ADDED", _worker_of("unconverged"))
     pods.in_initial_list = False
+    jobs.in_initial_list = True
     jobs._apply("ADDED", trainingjob("unconverged"))  # listed too, but not converged: real work
+    jobs.in_initial_list = False
     jobs._apply("ADDED", trainingjob("new"))
     pods._apply("MODIFIED", _worker_of("old-07", rv=9, phase="Failed"))  # a watch event meanwhile
     assert len(runtime.queue._queue) == 3
@@ -226,6 +228,25 @@ async def test_a_leader_taking_over_reconciles_the_object_created_meanwhile_befo
     await settle(0.3)
     assert ctrl.passes[:3] == ["unconverged", "new", "old-07"]
     assert sorted(ctrl.passes[3:]) == sorted(f"old-{i:02d}" for i in range(50) if i != 7)
+    await runtime.stop()
+
+
+async def test_an_object_first_seen_by_a_watch_event_takes_turns_with_its_namespaces_other_keys() -> None:
+    """A TrainingJob created while a hundred others of its namespace wait for their first pass is a new
+    object too; a pod event of an existing one waits behind one of them, not the hundred."""
+    ctrl = RecordingController()
+    caches, jobs, runtime = setup(ctrl, workers=1)
+    jobs.in_initial_list = True
+    jobs._apply("ADDED", trainingjob("listed"))  # the start's listing: not new, whatever its status
+    jobs._apply("ADDED", _converged("old"))
+    jobs.in_initial_list = False
+    for i in range(100):
+        jobs._apply("ADDED", trainingjob(f"new-{i:03d}"))
+    caches.informer(POD)._apply("ADDED", _worker_of("old"))
+    runtime.start()
+    await settle(0.3)
+    assert ctrl.passes[:4] == ["listed", "new-000", "old", "new-001"]
+    assert len(ctrl.passes) == 102
     await runtime.stop()
 
 

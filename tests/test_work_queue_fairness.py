@@ -4,7 +4,7 @@ A thousand new fleets of one namespace each wait a second or two on their Servic
 (the API server allocates ClusterIPs one at a time). In one first-in-first-out line, a fleet another
 namespace created a moment later, or an existing fleet's autoscaler decision, waited behind all of them:
 minutes in the scale benchmark. The work queue now keeps a lane per namespace and serves them
-round-robin."""
+round-robin; within a namespace, the first passes of objects just created take turns with the rest."""
 
 from __future__ import annotations
 
@@ -52,6 +52,56 @@ async def test_an_existing_objects_timer_is_served_within_a_round_of_the_namespa
     await queue.shutdown()
 
 
+async def test_an_existing_objects_event_waits_behind_one_new_object_of_its_own_namespace() -> None:
+    """A fleet whose Deployment just became available, in the namespace that is creating a thousand
+    fleets: its pass used to come after every first pass queued before it."""
+    queue = WorkQueue("test")
+    for i in range(1000):
+        queue.add(("team", f"new-{i:04d}"), created=True)
+    for _ in range(10):
+        key = await queue.get()
+        queue.done(key)
+    queue.add(("team", "serving"))
+    served = await _drain(queue)
+    assert served.index(("team", "serving")) <= 1
+    rest = [("team", f"new-{i:04d}") for i in range(10, 1000)]
+    assert [k for k in served if k != ("team", "serving")] == rest
+    await queue.shutdown()
+
+
+async def test_a_burst_of_creations_still_gets_every_other_turn_against_its_namespaces_busy_objects() -> None:
+    """Existing objects that keep asking for passes (say, autoscalers requeued on every pass) do not stop
+    the namespace's new objects from being served."""
+    queue = WorkQueue("test")
+    for i in range(100):
+        queue.add(("team", f"new-{i}"), created=True)
+    for i in range(20):
+        queue.add(("team", f"busy-{i}"))
+    served = []
+    for _ in range(100):
+        key = await queue.get()
+        served.append(key)
+        queue.done(key)
+        if key[1].startswith("busy-"):
+            queue.add(key)  # back at once
+    assert sum(1 for k in served if k[1].startswith("new-")) == 50
+    await queue.shutdown()
+
+
+async def test_a_new_objects_later_events_are_its_namespaces_ordinary_keys() -> None:
+    """Only the first pass of a new object is in the new objects' lane: an event that arrives while it is
+    processed (its Deployment created) brings it back as any other key."""
+    queue = WorkQueue("test")
+    queue.add(("team", "a"), created=True)
+    first = await queue.get()
+    queue.add(("team", "b"), created=True)
+    queue.add(("team", "a"))
+    queue.done(first)
+    queue.add(("team", "c"), created=True)
+    assert await _drain(queue) == [("team", "a"), ("team", "b"), ("team", "c")]
+    await queue.shutdown()
+
+
 async def test_low_priority_keys_are_fair_across_namespaces_too_and_still_wait_behind_normal_ones() -> None:
     queue = WorkQueue("test", low_workers=1)
     for i in range(50):
@@ -74,18 +124,20 @@ async def test_a_key_moved_up_leaves_its_low_lane_and_joins_its_namespaces_norma
     await queue.shutdown()
 
 
-KEYS = st.lists(
-    st.tuples(st.sampled_from(["a", "b", "c", "", "d"]), st.sampled_from([f"o{i}" for i in range(8)])),
-    max_size=60,
-)
+KEY = st.tuples(st.sampled_from(["a", "b", "c", "", "d"]), st.sampled_from([f"o{i}" for i in range(8)]))
 
 
-@given(KEYS)
-def test_lanes_serve_each_key_once_fifo_within_a_namespace_and_round_robin_across(keys: list[Key]) -> None:
+@given(st.lists(st.tuples(KEY, st.booleans()), max_size=60))
+def test_lanes_serve_each_key_once_fifo_within_a_lane_and_round_robin_across(
+    pushes: list[tuple[Key, bool]],
+) -> None:
     lanes = Lanes()
-    for key in keys:
-        lanes.push(key)
-    unique = list(dict.fromkeys(keys))
+    for key, created in pushes:
+        lanes.push(key, created=created)
+    lane_of: dict[Key, bool] = {}
+    for key, created in pushes:
+        lane_of.setdefault(key, created)  # a key already waiting stays in the lane it is in
+    unique = list(lane_of)
     assert len(lanes) == len(unique)
     served = []
     while lanes:
@@ -94,21 +146,27 @@ def test_lanes_serve_each_key_once_fifo_within_a_namespace_and_round_robin_acros
     by_ns: dict[str, list[Key]] = defaultdict(list)
     for key in unique:
         by_ns[key[0]].append(key)
-    for ns, order in by_ns.items():
-        assert [k for k in served if k[0] == ns] == order, "first in, first out within a namespace"
+    for ns, keys in by_ns.items():
+        for created in (False, True):
+            lane = [k for k in keys if lane_of[k] == created]
+            assert [k for k in served if k in lane] == lane, "first in, first out within a lane"
+        # Within a namespace the two lanes alternate while both have keys, the existing objects first.
+        mine = [lane_of[k] for k in served if k[0] == ns]
+        both = min(mine.count(True), mine.count(False))
+        assert mine[: 2 * both] == [False, True] * both
     # Round-robin: the n-th key of a namespace is served within n rounds of every namespace.
     namespaces = len(by_ns)
-    for order in by_ns.values():
-        for n, key in enumerate(order):
+    for ns in by_ns:
+        for n, key in enumerate(k for k in served if k[0] == ns):
             assert served.index(key) < (n + 1) * namespaces
 
 
-@given(KEYS, st.data())
-def test_lanes_remove_leaves_the_rest_in_order(keys: list[Key], data: st.DataObject) -> None:
+@given(st.lists(st.tuples(KEY, st.booleans()), max_size=60), st.data())
+def test_lanes_remove_leaves_the_rest_in_order(pushes: list[tuple[Key, bool]], data: st.DataObject) -> None:
     lanes = Lanes()
-    for key in keys:
-        lanes.push(key)
-    unique = list(dict.fromkeys(keys))
+    for key, created in pushes:
+        lanes.push(key, created=created)
+    unique = list(dict.fromkeys(key for key, _ in pushes))
     gone = set(data.draw(st.lists(st.sampled_from(unique), max_size=len(unique))) if unique else [])
     for key in gone:
         lanes.remove(key)

@@ -93,20 +93,40 @@ class Controller(Protocol):
 
 
 @dataclass
+class _Namespace:
+    """One namespace's waiting keys: those of objects it just created, and everything else."""
+
+    changed: OrderedDict[Key, None] = field(default_factory=OrderedDict)
+    created: OrderedDict[Key, None] = field(default_factory=OrderedDict)
+    created_next: bool = False
+    """Whose turn it is when both have keys waiting."""
+
+    def take(self) -> Key:
+        lane = self.created if self.created and (self.created_next or not self.changed) else self.changed
+        self.created_next = lane is self.changed
+        key, _ = lane.popitem(last=False)
+        return key
+
+
+@dataclass
 class Lanes:
-    """Keys waiting, one first-in-first-out lane per namespace, served round-robin across namespaces.
+    """Keys waiting: round-robin across namespaces, and within one between the first passes of objects
+    it just created and its other keys; first in, first out within each.
 
     A work queue in one line serves a tenant that creates a thousand fleets before another tenant's
     fleet created a moment later, or an existing fleet's autoscaler decision: at a thousand new fleets,
     whose first passes each wait a second or two on their Service (the API server allocates ClusterIPs
     one at a time), that was minutes. With a lane per namespace, a key waits behind at most one key of
-    each other namespace that has work queued, whatever one namespace queues. Within a namespace the
-    order stays first in, first out; cluster-scoped keys share the lane of namespace ""."""
+    each other namespace that has work queued, whatever one namespace queues. Within a namespace, a
+    burst of creations alternates with its existing objects' events (a Deployment that became
+    available, an autoscaler's requeue, a spec change): those wait behind at most one new object's first
+    pass, not the whole burst, and the burst still gets at least every other turn. Cluster-scoped keys
+    share the lanes of namespace ""."""
 
-    _lanes: OrderedDict[str, OrderedDict[Key, None]] = field(default_factory=OrderedDict)
-    """namespace -> its keys in arrival order (ordered sets); the outer order is the ring: the
-    namespace served last goes to its end. OrderedDicts, not dicts: taking the first entry of a plain
-    dict after deleting the ones before it scans their slots, so draining a lane would be quadratic."""
+    _namespaces: OrderedDict[str, _Namespace] = field(default_factory=OrderedDict)
+    """The outer order is the ring: the namespace served last goes to its end. OrderedDicts, not dicts:
+    taking the first entry of a plain dict after deleting the ones before it scans their slots, so
+    draining a lane would be quadratic."""
     _size: int = 0
 
     def __len__(self) -> int:
@@ -118,41 +138,46 @@ class Lanes:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, tuple):
             return False
-        lane = self._lanes.get(key[0])
-        return lane is not None and key in lane
+        ns = self._namespaces.get(key[0])
+        return ns is not None and (key in ns.changed or key in ns.created)
 
     def __iter__(self) -> Iterator[Key]:
-        """Every key, lane by lane (not the serving order across namespaces)."""
-        for lane in self._lanes.values():
-            yield from lane
+        """Every key, lane by lane (not the serving order)."""
+        for ns in self._namespaces.values():
+            yield from ns.changed
+            yield from ns.created
 
-    def push(self, key: Key) -> None:
-        lane = self._lanes.get(key[0])
-        if lane is None:
-            lane = self._lanes[key[0]] = OrderedDict()
-        if key not in lane:
-            lane[key] = None
+    def push(self, key: Key, *, created: bool = False) -> None:
+        """Queue `key` unless it waits already (in whichever lane); `created`: the first pass of an
+        object just created."""
+        ns = self._namespaces.get(key[0])
+        if ns is None:
+            ns = self._namespaces[key[0]] = _Namespace()
+        if key not in ns.changed and key not in ns.created:
+            (ns.created if created else ns.changed)[key] = None
             self._size += 1
 
     def remove(self, key: Key) -> None:
-        lane = self._lanes.get(key[0])
-        if lane is None or key not in lane:
+        ns = self._namespaces.get(key[0])
+        if ns is None:
             return
-        del lane[key]
-        self._size -= 1
-        if not lane:
-            del self._lanes[key[0]]
+        for lane in (ns.changed, ns.created):
+            if key in lane:
+                del lane[key]
+                self._size -= 1
+        if not ns.changed and not ns.created:
+            del self._namespaces[key[0]]
 
     def pop(self) -> Key:
-        """The oldest key of the namespace whose turn it is; that namespace goes to the end of the ring."""
-        namespace = next(iter(self._lanes))
-        lane = self._lanes[namespace]
-        key, _ = lane.popitem(last=False)
+        """The next key of the namespace whose turn it is; that namespace goes to the end of the ring."""
+        namespace = next(iter(self._namespaces))
+        ns = self._namespaces[namespace]
+        key = ns.take()
         self._size -= 1
-        if lane:
-            self._lanes.move_to_end(namespace)
+        if ns.changed or ns.created:
+            self._namespaces.move_to_end(namespace)
         else:
-            del self._lanes[namespace]
+            del self._namespaces[namespace]
         return key
 
 
@@ -160,7 +185,8 @@ class Lanes:
 class WorkQueue:
     """client-go's workqueue semantics: a key is queued at most once, processed by one worker at a time,
     and queued again after `done` if it was added while processing. Delayed adds keep the earliest time.
-    Waiting keys are served fairly across namespaces (`Lanes`), first in, first out within one.
+    Waiting keys are served fairly across namespaces, and within one between the objects it just
+    created and the rest (`Lanes`).
 
     Two priorities, as controller-runtime's priority queue has: `low` adds (objects already converged
     when listed, periodic resyncs) are served only when nothing else waits, and a normal add of a key
@@ -195,7 +221,10 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queue) + len(self._low)
 
-    def add(self, key: Key, *, low: bool = False) -> None:
+    def add(self, key: Key, *, low: bool = False, created: bool = False) -> None:
+        """Queue `key` (at most once). `low`: nothing changed that needs a pass soon (see the class);
+        `created`: the first pass of an object just created, which takes turns with its namespace's
+        other keys (`Lanes`)."""
         if self._shutdown:
             return
         if key in self._dirty:
@@ -219,7 +248,7 @@ class WorkQueue:
             self._push_low(key)
             self._wake()
         else:
-            self._enqueue(key)
+            self._enqueue(key, created=created)
 
     def _push_low(self, key: Key) -> None:
         self._low.push(key)
@@ -241,8 +270,8 @@ class WorkQueue:
             self._queue.push(key)
         return None
 
-    def _enqueue(self, key: Key) -> None:
-        self._queue.push(key)
+    def _enqueue(self, key: Key, *, created: bool = False) -> None:
+        self._queue.push(key, created=created)
         self._wake()
 
     def _wake(self) -> None:
@@ -355,7 +384,8 @@ class Runtime:
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
         self._active = 0
-        caches.informer(controller.kind).add_handler(self._on_object)
+        self._primary = caches.informer(controller.kind)
+        self._primary.add_handler(self._on_object)
         for watch in controller.watches:
             informer = caches.informer(watch.kind)
             informer.add_handler(self._mapped(watch.mapper, informer))
@@ -367,7 +397,9 @@ class Runtime:
         assert obj is not None
         meta = obj.get("metadata") or {}
         low = listed_converged(old, new) or status_only(old, new)
-        self.queue.add((str(meta.get("namespace") or ""), str(meta.get("name"))), low=low)
+        # Seen for the first time, and not in the start's listing: an object just created.
+        created = old is None and not self._primary.in_initial_list
+        self.queue.add((str(meta.get("namespace") or ""), str(meta.get("name"))), low=low, created=created)
 
     def _mapped(self, mapper: Mapper, informer: Informer) -> Callable[[Obj | None, Obj | None], None]:
         def handler(old: Obj | None, new: Obj | None) -> None:
