@@ -192,6 +192,62 @@ def test_an_unplaceable_gang_releases_its_gpus_within_the_operator_bound_and_spe
     )
 
 
+@pytest.fixture
+def patient_operator(
+    cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The default schedule-timeout bound (300 s): an admitted gang keeps its GPUs unless it gives them up."""
+    proc = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        extra_args=["--namespace", namespace, "--resync-seconds", "600"],
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(80)}")
+
+
+@pytest.mark.parametrize("give_up", ["delete", "suspend"])
+def test_a_gang_that_gives_up_gpus_its_workers_never_got_lets_the_next_in_at_once(
+    kubectl: Kubectl, namespace: str, patient_operator: OperatorProcess, give_up: str
+) -> None:
+    """`stuck` is admitted for all 16 H100 GPUs but its workers ask for CPUs no node has, so the
+    scheduler never places them; `next` waits for those GPUs. When `stuck` is deleted or suspended, no
+    GPU a pod held is freed (its pods were never bound), and `next` used to wait for its once-a-minute
+    recheck. It is admitted within seconds now: the gang that gave its admission up, and its unbound
+    pods going, wake the queue."""
+    stuck = trainingjob_manifest(
+        "stuck",
+        workers=4,
+        resources={"gpus": 4, "gpuType": "H100", "cpu": "500"},
+        policy={"scheduleTimeoutSeconds": 600, "backoffSeconds": 0},
+    )
+    kubectl.apply(stuck, namespace)
+    assert _admitted(wait_trainingjob_phase(kubectl, namespace, "stuck", "Pending", timeout=60))
+    kubectl.apply(trainingjob_manifest("next", resources={"gpus": 8, "gpuType": "H100"}), namespace)
+    queued = wait_trainingjob_phase(kubectl, namespace, "next", "Queued", timeout=60)
+    assert status_condition(queued, "Admitted")["reason"] == "InsufficientCapacity"
+    time.sleep(3)  # past the passes its creation caused: from here only a wake-up admits it
+    assert trainingjob_status(kubectl, namespace, "next").get("phase") == "Queued"
+
+    gave_up = time.monotonic()
+    if give_up == "delete":
+        kubectl("delete", "trainingjob", "stuck", "-n", namespace, "--wait=false")
+    else:
+        suspend = '{"spec":{"suspend":true}}'
+        kubectl("patch", "trainingjob", "stuck", "-n", namespace, "--type=merge", "-p", suspend)
+    status = wait_for(
+        lambda: s if _admitted(s := trainingjob_status(kubectl, namespace, "next")) else None,
+        timeout=50,
+        description="next admitted",
+    )
+    took = time.monotonic() - gave_up
+    assert took < 20, f"admitted {took:.1f}s after stuck gave its GPUs up: {status}"
+
+
 def test_a_gpu_taint_the_workers_do_not_tolerate_offers_no_gpus(
     kubectl: Kubectl,
     namespace: str,

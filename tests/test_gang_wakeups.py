@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from kubeforge.controllers.runtime import OperatorConfig
 from kubeforge.controllers.trainingjob import TrainingJobController, WaitingGangs
 from kubeforge.kube.client import Kube
+from kubeforge.policy import gangs
 from kubeforge.policy.gangs import Waiting, woken_by_capacity
 from test_hostile_gpus import _in
 from test_trainingjob_controller import TJ, FakeKube, _trainingjob
@@ -209,3 +210,121 @@ def test_a_pass_that_fails_leaves_the_gang_waiting_as_it_was() -> None:
     with waiting.passing(("a", "head")):
         pass  # a pass that did not keep it
     assert waiting.woken() == set()
+
+
+# ------------------------------------------- room given back that no capacity event reports (waking)
+
+
+def _admitted(phase: str = "Pending", *, elastic: bool = False, deleting: bool = False) -> Obj:
+    meta: Obj = {"name": "big", "namespace": "team"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "spec": {"elastic": {"minWorkers": 1, "maxWorkers": 4}} if elastic else {},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Admitted", "status": "True", "reason": "GangAdmitted"}],
+        },
+    }
+
+
+def _queued_again() -> Obj:
+    obj = _admitted("Queued")
+    obj["status"]["conditions"] = [{"type": "Admitted", "status": "False", "reason": "ScheduleTimeout"}]
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "gave_back"),
+    [
+        pytest.param(_admitted(), None, True, id="deleted while Pending"),
+        pytest.param(_admitted(), _admitted(deleting=True), True, id="being deleted (foreground)"),
+        pytest.param(_admitted(), _admitted("Suspended"), True, id="suspended"),
+        pytest.param(_admitted(), _admitted("Failed"), True, id="failed while Pending"),
+        pytest.param(_admitted(), _queued_again(), True, id="schedule timeout: queued again"),
+        pytest.param(_admitted(), _admitted(), False, id="still holding"),
+        pytest.param(_admitted(), _admitted("Running"), False, id="running: its pods hold the GPUs now"),
+        pytest.param(_admitted("Running", elastic=True), None, True, id="growing elastic job deleted"),
+        pytest.param(_admitted("Running"), None, False, id="a running gang's pods report it themselves"),
+        pytest.param(_queued_again(), None, False, id="a queued gang held nothing"),
+        pytest.param(None, _admitted(), False, id="created"),
+    ],
+)
+def test_gave_back_admission(old: Obj | None, new: Obj | None, gave_back: bool) -> None:
+    assert gangs.gave_back_admission(old, new) is gave_back
+
+
+async def test_an_admitted_gang_deleted_before_its_workers_run_lets_the_head_of_the_queue_in() -> None:
+    """`big` holds both nodes for workers that never got pods; nothing else changes. Deleting it used to
+    leave the queue asleep until its 60 s recheck: no pod freed anything."""
+    kube, controller = await _queued(["big", "q0", "q1"])
+    big = await kube.get(*TJ, "big", "team")
+    assert big is not None
+    assert gangs.holds_admission(big)
+    [by_job] = [w for w in controller.watches if w.kind.kind == "TrainingJob"]
+    await kube.delete(*TJ, "big", "team")
+    assert set(by_job.mapper(big, None)) == {HEAD}, "the deletion's watch event wakes the head"
+    # That pass may come before the runtime's pass of the deleted object, which forgets this process's
+    # own record of the admission: then the head still counts it, and the forgetting wakes it again.
+    await _pass(kube, controller, "q0")
+    assert HEAD in controller._waiting
+    await controller.forget("team", "big")
+    assert HEAD in set(controller.wakes())
+    await _pass(kube, controller, "q0")
+    assert HEAD not in controller._waiting, "admitted"
+    assert set(controller.wakes()) == {NEXT}
+
+
+async def test_an_admitted_gang_suspended_before_its_workers_run_wakes_the_queue() -> None:
+    kube, controller = await _queued(["big", "q0"])
+    before = await kube.get(*TJ, "big", "team")
+    assert before is not None
+    kube.objects[(*TJ, "team", "big")]["spec"]["suspend"] = True
+    kube.objects[(*TJ, "team", "big")]["metadata"]["generation"] = 2
+    await _pass(kube, controller, "big")
+    after = await kube.get(*TJ, "big", "team")
+    [by_job] = [w for w in controller.watches if w.kind.kind == "TrainingJob"]
+    assert set(by_job.mapper(before, after)) == {HEAD}
+    await _pass(kube, controller, "q0")
+    assert HEAD not in controller._waiting, "admitted"
+
+
+def _gpu_pod(**spec: Any) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "elsewhere", "uid": "p"},
+        "spec": {"containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "8"}}}], **spec},
+        "status": {"phase": "Pending"},
+    }
+
+
+async def test_an_unbound_gpu_pod_deleted_wakes_the_queue() -> None:
+    """Admission counts a GPU pod the scheduler has not placed yet as taking room (wherever it may land);
+    its deletion gives that room back, with no node in its last state."""
+    _, controller = await _queued(["big", "q0"])
+    assert HEAD in set(controller._pod_keys(_gpu_pod(), None))
+    assert HEAD in set(controller._pod_keys(_gpu_pod(nodeName="h100-0"), None)), "bound, as before"
+    finished = {**_gpu_pod(), "status": {"phase": "Failed"}}
+    assert HEAD not in set(controller._pod_keys(finished, None)), "it held nothing any more"
+    cpu_only = {**_gpu_pod(), "spec": {"containers": [{"name": "c"}]}}
+    assert HEAD not in set(controller._pod_keys(cpu_only, None))
+
+
+def test_a_queued_gang_of_another_shape_leaving_wakes_the_gangs_it_was_ahead_of() -> None:
+    """Both were woken and had their pass; `small` did not fit because `first` was ahead of it. When
+    `first` leaves the queue, `small` is not new to the woken ones, but must look again all the same."""
+    waiting = WaitingGangs()
+    first, small = ("a", "first"), ("a", "small")
+    waiting.add(first, _gang(0, 4, gpus=8))
+    waiting.add(small, _gang(1, 2, gpus=4))
+    assert waiting.woken() == {first, small}
+    assert waiting.newly_woken() == set()
+    waiting.discard(first)
+    assert waiting.newly_woken() == {small}
+    assert waiting.newly_woken() == set(), "once"
+    waiting.add(("a", "growing"))  # an elastic job waiting for room: always woken, never ahead of anyone
+    waiting.newly_woken()
+    waiting.discard(("a", "growing"))
+    assert waiting.newly_woken() == set()

@@ -244,8 +244,12 @@ async def test_an_object_first_seen_by_a_watch_event_takes_turns_with_its_namesp
         jobs._apply("ADDED", trainingjob(f"new-{i:03d}"))
     caches.informer(POD)._apply("ADDED", _worker_of("old"))
     runtime.start()
-    await settle(0.3)
+    for _ in range(100):  # a loaded machine takes its time over the 102 passes
+        if len(ctrl.passes) >= 102:
+            break
+        await settle(0.05)
     assert ctrl.passes[:4] == ["listed", "new-000", "old", "new-001"]
+    await settle()
     assert len(ctrl.passes) == 102
     await runtime.stop()
 

@@ -126,6 +126,9 @@ class TrainingJobController:
             Watch(NODE, self._capacity_keys),
             Watch(RESOURCE_QUOTA, self._quota_keys),
             Watch(INFERENCEFLEET, _lender_keys),
+            # An admitted gang that gives its GPUs back before its workers hold them frees room no pod
+            # event reports.
+            Watch(TRAININGJOB, self._admission_keys),
             # Queue order is by priority: a class created or removed reorders every waiting gang.
             Watch(PRIORITY_CLASS, lambda old, new: self._waiting.all()),
         )
@@ -151,11 +154,18 @@ class TrainingJobController:
     async def forget(self, namespace: str, name: str) -> None:
         self._preempt.pop((namespace, name), None)
         self._waiting.discard((namespace, name))
-        self._reserved.pop(f"{namespace}/{name}", None)
+        if self._reserved.pop(f"{namespace}/{name}", None) is not None:
+            # Admitted by this process, perhaps before its status said so: room the queue may use.
+            self._waiting.freed()
         self._sized.pop(f"{namespace}/{name}", None)
         self._rejected.pop(f"{namespace}/{name}", None)
 
     # -- what wakes whom -----------------------------------------------------------------------------
+
+    def _admission_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        if self._waiting and gangs.gave_back_admission(old, new):
+            return self._waiting.woken()
+        return ()
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(TRAININGJOB_LABEL)(old, new))
@@ -666,11 +676,12 @@ class _UnreadableSpecError(Exception):
 
 
 def _frees_gpus(old: Obj | None, new: Obj | None) -> bool:
-    """A pod that held GPUs on a node stops holding them (finished, deleted, evicted)."""
+    """A GPU pod stops holding GPUs on its node, or claiming them while it waits for one (finished,
+    deleted, evicted): admission counts an unbound pod as taking the most room it could take."""
     if old is None:
         return False
     before = capacity.pod_info(old)
-    if before.node is None or before.terminal or before.gpus <= 0:
+    if before.terminal or before.gpus <= 0:
         return False
     return new is None or capacity.pod_info(new).terminal
 
@@ -708,6 +719,9 @@ class WaitingGangs:
         self._unannounced: set[Key] = set()
         self._kept: set[Key] = set()
         """Added again by the pass running for them."""
+        self._freed = False
+        """Room went that no capacity event reports (a queued gang ahead left, an admission was given
+        back): every woken gang, not only those new to the front, must look again."""
 
     @contextlib.contextmanager
     def passing(self, key: Key) -> Iterator[None]:
@@ -739,6 +753,9 @@ class WaitingGangs:
 
     def discard(self, key: Key) -> None:
         if key in self._gangs:
+            # A queued gang that leaves (admitted, deleted, suspended, changed) was ahead of the gangs
+            # behind it, whatever their shape: their last verdict counted it.
+            self._freed = self._freed or self._gangs[key] is not None
             del self._gangs[key]
             self._stale = True
         self._passed.discard(key)
@@ -752,11 +769,19 @@ class WaitingGangs:
         safety net (gangs asleep behind a like one are not rechecked: it wakes them when it leaves)."""
         return key in self._kept and key in self._front()
 
+    def freed(self) -> None:
+        """Room was given back that no capacity event reports: wake every woken gang once."""
+        self._freed = True
+
     def newly_woken(self) -> set[Key]:
-        """Gangs that joined the woken ones without a pass of their own since: those a gang that left the
-        queue (admitted, deleted, suspended, changed) kept asleep. Each is returned once."""
-        self._front()
+        """Gangs to wake that no event named: after room was freed that no capacity event reports (see
+        `freed`), every woken gang; otherwise those that joined the woken ones without a pass of their
+        own since (a gang that left the queue kept them asleep). Each is returned once."""
+        front = self._front()
         new, self._unannounced = self._unannounced, set()
+        if self._freed:
+            self._freed = False
+            new |= front
         return new
 
     def _front(self) -> set[Key]:

@@ -100,6 +100,34 @@ def gangs_of(
     return out
 
 
+def holds_admission(obj: Mapping[str, Any]) -> bool:
+    """`obj` is a gang whose admission `gangs_of` counts as holding GPUs for workers not placed yet (read
+    from the raw object: this runs on every TrainingJob event)."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = obj.get("status") or {}
+    phase = status.get("phase")
+    if phase != "Pending" and not (phase == "Running" and (obj.get("spec") or {}).get("elastic")):
+        return False
+    return any(
+        c.get("type") == "Admitted" and c.get("status") == "True" and c.get("reason") == "GangAdmitted"
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    )
+
+
+def gave_back_admission(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """A gang stopped holding GPUs it was admitted for before its workers ran on them: deleted, suspended,
+    preempted, failed or timed out while Pending. No pod event says so when its workers were never
+    created (or not yet bound), so the gangs waiting behind it must be woken by this one. Not when it
+    started Running: its pods hold the GPUs now, and their binding already woke the queue."""
+    if old is None or not holds_admission(old):
+        return False
+    if new is None:
+        return True
+    return not holds_admission(new) and (new.get("status") or {}).get("phase") != "Running"
+
+
 def gang_size(spec: TrainingJobSpec, status: TrainingJobStatus) -> int:
     """Workers a gang waits for or holds: `spec.workers`; for an elastic job the size its status records
     for the running attempt, or `minWorkers` (what admission waits for)."""
