@@ -210,15 +210,19 @@ def patient_operator(
         print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(80)}")
 
 
-@pytest.mark.parametrize("give_up", ["delete", "suspend"])
+@pytest.mark.parametrize("give_up", ["delete", "suspend", "delete-before-pods"])
 def test_a_gang_that_gives_up_gpus_its_workers_never_got_lets_the_next_in_at_once(
     kubectl: Kubectl, namespace: str, patient_operator: OperatorProcess, give_up: str
 ) -> None:
     """`stuck` is admitted for all 16 H100 GPUs but its workers ask for CPUs no node has, so the
     scheduler never places them; `next` waits for those GPUs. When `stuck` is deleted or suspended, no
     GPU a pod held is freed (its pods were never bound), and `next` used to wait for its once-a-minute
-    recheck. It is admitted within seconds now: the gang that gave its admission up, and its unbound
-    pods going, wake the queue."""
+    recheck. It is admitted within seconds now: its unbound pods going wake the queue. With
+    "delete-before-pods" a ResourceQuota of 0 pods keeps its workers from ever being created, so no pod
+    event at all follows its deletion: the TrainingJob's own change wakes the queue."""
+    if give_up == "delete-before-pods":
+        no_pods = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}}
+        kubectl.apply({**no_pods, "spec": {"hard": {"pods": "0"}}}, namespace)
     stuck = trainingjob_manifest(
         "stuck",
         workers=4,
@@ -234,7 +238,9 @@ def test_a_gang_that_gives_up_gpus_its_workers_never_got_lets_the_next_in_at_onc
     assert trainingjob_status(kubectl, namespace, "next").get("phase") == "Queued"
 
     gave_up = time.monotonic()
-    if give_up == "delete":
+    if give_up == "delete-before-pods":
+        assert not kubectl.json("get", "pods", "-n", namespace)["items"]
+    if give_up.startswith("delete"):
         kubectl("delete", "trainingjob", "stuck", "-n", namespace, "--wait=false")
     else:
         suspend = '{"spec":{"suspend":true}}'

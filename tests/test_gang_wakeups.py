@@ -14,6 +14,8 @@ from kubeforge.controllers.trainingjob import TrainingJobController, WaitingGang
 from kubeforge.kube.client import Kube
 from kubeforge.policy import gangs
 from kubeforge.policy.gangs import Waiting, woken_by_capacity
+from test_fleet_controller import FakeKube as FleetKube
+from test_fleet_controller import controller as fleet_controller
 from test_hostile_gpus import _in
 from test_trainingjob_controller import TJ, FakeKube, _trainingjob
 
@@ -246,6 +248,12 @@ def _queued_again() -> Obj:
         pytest.param(_admitted(), _admitted(), False, id="still holding"),
         pytest.param(_admitted(), _admitted("Running"), False, id="running: its pods hold the GPUs now"),
         pytest.param(_admitted("Running", elastic=True), None, True, id="growing elastic job deleted"),
+        pytest.param(
+            _admitted("Running", elastic=True),
+            _admitted("Running", elastic=True, deleting=True),
+            True,
+            id="growing elastic job being deleted",
+        ),
         pytest.param(_admitted("Running"), None, False, id="a running gang's pods report it themselves"),
         pytest.param(_queued_again(), None, False, id="a queued gang held nothing"),
         pytest.param(None, _admitted(), False, id="created"),
@@ -312,6 +320,47 @@ async def test_an_unbound_gpu_pod_deleted_wakes_the_queue() -> None:
     assert HEAD not in set(controller._pod_keys(cpu_only, None))
 
 
+async def test_an_admitted_gang_being_deleted_gives_this_processs_record_of_it_back_at_once() -> None:
+    """A finalizer (another controller's, or foreground deletion waiting for the pods) keeps a deleted
+    gang for a while: its pass must drop the admission this process recorded, or the head, woken by the
+    deletion, still counts it until the object is gone."""
+    kube, controller = await _queued(["big", "q0"])
+    kube.objects[(*TJ, "team", "big")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    await _pass(kube, controller, "big")
+    assert HEAD in set(controller.wakes())
+    await _pass(kube, controller, "q0")
+    assert HEAD not in controller._waiting, "admitted"
+
+
+def test_a_queued_gang_changed_while_it_waits_wakes_the_gangs_it_was_ahead_of() -> None:
+    """`first` asks for fewer workers (or a lower priority): `small`, of another shape, counted its old
+    demand ahead of it."""
+    waiting = WaitingGangs()
+    first, small = ("a", "first"), ("a", "small")
+    waiting.add(first, _gang(0, 4, gpus=8))
+    waiting.add(small, _gang(1, 2, gpus=4))
+    assert waiting.newly_woken() == set()
+    with waiting.passing(first):
+        waiting.add(first, _gang(0, 1, gpus=8))
+    assert waiting.newly_woken() == {first, small}
+    with waiting.passing(first):
+        waiting.add(first, _gang(0, 1, gpus=8))  # unchanged: nothing to say
+    assert waiting.newly_woken() == set()
+
+
+def test_a_gang_admitted_frees_nothing_for_the_gangs_behind_it() -> None:
+    """Its demand moves from ahead of them to admitted; its pods binding are the events that wake them."""
+    waiting = WaitingGangs()
+    first, other = ("a", "first"), ("a", "other")
+    waiting.add(first, _gang(0, 4, gpus=8))
+    waiting.add(other, _gang(1, 2, gpus=4))
+    assert waiting.newly_woken() == set()
+    with waiting.passing(first):
+        waiting.admitted(first)
+    assert first not in waiting
+    assert waiting.newly_woken() == set()
+
+
 def test_a_queued_gang_of_another_shape_leaving_wakes_the_gangs_it_was_ahead_of() -> None:
     """Both were woken and had their pass; `small` did not fit because `first` was ahead of it. When
     `first` leaves the queue, `small` is not new to the woken ones, but must look again all the same."""
@@ -328,3 +377,13 @@ def test_a_queued_gang_of_another_shape_leaving_wakes_the_gangs_it_was_ahead_of(
     waiting.newly_woken()
     waiting.discard(("a", "growing"))
     assert waiting.newly_woken() == set()
+
+
+def test_a_fleet_in_a_rollout_is_woken_when_a_gang_gives_back_gpus_its_workers_never_got() -> None:
+    """A surge waiting for room counts admitted gangs' unplaced workers too."""
+    fleets = fleet_controller(FleetKube())
+    [by_job] = [w for w in fleets.watches if w.kind.kind == "TrainingJob"]
+    assert set(by_job.mapper(_admitted(), None)) == set(), "no fleet waits"
+    fleets._waiting.add(("team", "serving"))
+    assert set(by_job.mapper(_admitted(), None)) == {("team", "serving")}
+    assert set(by_job.mapper(_admitted(), _admitted())) == set()

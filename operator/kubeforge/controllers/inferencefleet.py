@@ -159,10 +159,16 @@ class InferenceFleetController:
             Watch(NETWORK_POLICY, owner_keys(FLEET)),
             Watch(POD, self._pod_keys),
             Watch(NODE, lambda old, new: set(self._waiting)),
+            Watch(TRAININGJOB, self._gang_keys),
         )
         if caches.serves(KUEUE_WORKLOAD):
             # Kueue admitting (or evicting) a claim of the fleet.
             self.watches += (Watch(KUEUE_WORKLOAD, label_keys(INFERENCEFLEET_LABEL)),)
+
+    def _gang_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
+        """A gang that gives its admission up before its workers hold the GPUs frees room for a surge that
+        no pod event reports."""
+        return set(self._waiting) if self._waiting and gangs.gave_back_admission(old, new) else ()
 
     def _pod_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         keys = set(label_keys(INFERENCEFLEET_LABEL)(old, new))

@@ -154,13 +154,17 @@ class TrainingJobController:
     async def forget(self, namespace: str, name: str) -> None:
         self._preempt.pop((namespace, name), None)
         self._waiting.discard((namespace, name))
-        if self._reserved.pop(f"{namespace}/{name}", None) is not None:
-            # Admitted by this process, perhaps before its status said so: room the queue may use.
-            self._waiting.freed()
+        self._release(f"{namespace}/{name}")
         self._sized.pop(f"{namespace}/{name}", None)
         self._rejected.pop(f"{namespace}/{name}", None)
 
     # -- what wakes whom -----------------------------------------------------------------------------
+
+    def _release(self, key: str) -> None:
+        """This process's record of the gang's admission goes (`_reserved`: admitted, perhaps before its
+        status said so): room the gangs waiting may use, and no capacity event will say so."""
+        if self._reserved.pop(key, None) is not None:
+            self._waiting.freed()
 
     def _admission_keys(self, old: Obj | None, new: Obj | None) -> Iterable[Key]:
         if self._waiting and gangs.gave_back_admission(old, new):
@@ -211,7 +215,7 @@ class TrainingJobController:
             except _UnreadableSpecError as error:
                 rejected = (generation, str(error))
             self._rejected[key] = rejected
-            self._reserved.pop(key, None)
+            self._release(key)
         status = training.parse_status(obj.get("status"))
         new = rejected_trainingjob_status(status, rejected[1], generation=generation, now=_now())
         patch = status_diff(status, new)
@@ -224,7 +228,10 @@ class TrainingJobController:
     async def _reconcile(self, obj: Obj) -> float | None:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
-            return None  # garbage collection removes the children
+            # Garbage collection removes the children; admission already counts it as gone (`gangs_of`),
+            # and so must this process's own record (a finalizer may keep the object for long).
+            self._release(f"{meta['namespace']}/{meta['name']}")
+            return None
         namespace, name = meta["namespace"], meta["name"]
         try:
             spec = TrainingJobSpec.model_validate(obj.get("spec") or {})
@@ -287,7 +294,7 @@ class TrainingJobController:
             observed = replace(observed, usage_reading=reading)
             plan = training.decide(observed)
         if plan.needs_admission:
-            self._reserved.pop(key, None)
+            held = self._reserved.pop(key, None)
             # Decided and recorded without an await in between: no other pass can admit into the same
             # GPUs before `_reserved` holds this gang.
             admission = self._admit_size(obj, spec, owner, status.restarts, derived, observed.ceiling)
@@ -295,7 +302,11 @@ class TrainingJobController:
             if admission.fits:
                 size = plan.create_workers or spec.workers
                 self._reserved[key] = (_demand(key, spec, derived, size), plan.create_attempt or 0)
+                # Its demand goes from ahead of the gangs behind it to admitted: nothing freed for them.
+                self._waiting.admitted((namespace, name))
             else:
+                if held is not None:
+                    self._waiting.freed()  # a previous attempt's admission, given back
                 self._waiting.add(
                     (namespace, name), self._queued(obj, spec, owner, status.restarts, derived, pod_views)
                 )
@@ -306,7 +317,7 @@ class TrainingJobController:
             # Still below its maximum: any freed GPU or node change wakes it, as it wakes queued gangs.
             self._waiting.add((namespace, name))
         elif plan.status.phase not in ("Pending", "Running"):
-            self._reserved.pop(key, None)
+            self._release(key)
         if plan.resize is not None:
             # What other admissions count for this job until its status shows the new size, grown or
             # shrunk (a stale larger promise would hold GPUs it gave back).
@@ -743,6 +754,9 @@ class WaitingGangs:
         elastic job): always woken."""
         self._kept.add(key)
         if key not in self._gangs or self._gangs[key] != gang:
+            # Changed while queued (fewer workers, lower priority, another product): the gangs that
+            # counted it ahead of them must look again.
+            self._freed = self._freed or self._gangs.get(key) is not None
             self._gangs[key] = gang
             self._stale = True
             self._passed.add(key)
@@ -751,10 +765,17 @@ class WaitingGangs:
     def all(self) -> set[Key]:
         return set(self._gangs)
 
+    def admitted(self, key: Key) -> None:
+        """In `key`'s pass: it was admitted. It leaves the queue, and the gangs behind it count its demand
+        as admitted instead of ahead of them: nothing freed (its pods binding wake them)."""
+        if key in self._gangs:
+            del self._gangs[key]
+            self._stale = True
+
     def discard(self, key: Key) -> None:
         if key in self._gangs:
-            # A queued gang that leaves (admitted, deleted, suspended, changed) was ahead of the gangs
-            # behind it, whatever their shape: their last verdict counted it.
+            # A queued gang that leaves but not by admission (deleted, suspended, no longer a gang, refused)
+            # was ahead of the gangs behind it, whatever their shape: their last verdict counted it.
             self._freed = self._freed or self._gangs[key] is not None
             del self._gangs[key]
             self._stale = True

@@ -123,7 +123,7 @@ def gave_back_admission(old: Mapping[str, Any] | None, new: Mapping[str, Any] | 
     started Running: its pods hold the GPUs now, and their binding already woke the queue."""
     if old is None or not holds_admission(old):
         return False
-    if new is None:
+    if new is None or (new.get("metadata") or {}).get("deletionTimestamp"):
         return True
     return not holds_admission(new) and (new.get("status") or {}).get("phase") != "Running"
 
