@@ -231,6 +231,43 @@ async def test_a_leader_taking_over_reconciles_the_object_created_meanwhile_befo
     await runtime.stop()
 
 
+def _with_version(obj: Obj, rv: int) -> Obj:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(rv)}}
+
+
+async def test_a_standby_that_stood_by_for_long_reconciles_the_object_created_during_the_failover_first() -> (
+    None
+):
+    """A standby's queue takes every event from its caches' sync to its takeover, weeks perhaps: objects
+    created meanwhile (which the old leader converged) and every child event of the rest, all at normal
+    priority. At takeover that is mostly work already done; the object created while the Lease was
+    waited out must not wait behind it. The queue is settled as a fresh start's listing would be."""
+    ctrl = RecordingController()
+    caches, jobs, runtime = setup(ctrl, workers=1)
+    pods = caches.informer(POD)
+    jobs.in_initial_list = True
+    for i in range(30):
+        jobs._apply("ADDED", _converged(f"listed-{i:02d}"))
+    jobs.in_initial_list = False
+    for i in range(30):  # created while standing by; the leader converged each
+        jobs._apply("ADDED", _with_version(trainingjob(f"week-{i:02d}"), 2))
+        jobs._apply("MODIFIED", _with_version(_converged(f"week-{i:02d}"), 3))
+    for i in range(30):  # the leader's pods came and went
+        pods._apply("ADDED", _worker_of(f"listed-{i:02d}", rv=4))
+    runtime.backlog_recent = 0.0  # all of that was long ago
+    jobs._apply("ADDED", trainingjob("new"))  # the leader is gone: nobody reconciled it yet
+    runtime.start()
+    for _ in range(100):
+        if len(ctrl.passes) >= 61:
+            break
+        await settle(0.05)
+    assert ctrl.passes[0] == "new"
+    assert sorted(ctrl.passes[1:]) == sorted(
+        [f"listed-{i:02d}" for i in range(30)] + [f"week-{i:02d}" for i in range(30)]
+    )
+    await runtime.stop()
+
+
 async def test_an_object_first_seen_by_a_watch_event_takes_turns_with_its_namespaces_other_keys() -> None:
     """A TrainingJob created while a hundred others of its namespace wait for their first pass is a new
     object too; a pod event of an existing one waits behind one of them, not the hundred."""

@@ -32,6 +32,9 @@ Mapper = Callable[[Obj | None, Obj | None], Iterable[Key]]
 
 BASE_BACKOFF = 0.5
 MAX_BACKOFF = 300.0
+BACKLOG_RECENT = 60.0
+"""At takeover, events older than this were the old leader's to handle (it renews its Lease every few
+seconds and stops leading a lease duration after it last could): see `Runtime._settle_backlog`."""
 LOW_MAX_WAIT = 10.0
 """Seconds a key waits at low priority before it is served as a normal one: a steady stream of normal
 keys must not starve it (an owner listed converged whose worker failed while no operator ran)."""
@@ -213,6 +216,8 @@ class WorkQueue:
     _processing: set[Key] = field(default_factory=set)
     _low_processing: set[Key] = field(default_factory=set)
     _added_at: dict[Key, float] = field(default_factory=dict)
+    _last_normal: dict[Key, float] = field(default_factory=dict)
+    """When each waiting key last had a normal add (`lower` leaves recent ones alone)."""
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
     _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
@@ -227,6 +232,8 @@ class WorkQueue:
         other keys (`Lanes`)."""
         if self._shutdown:
             return
+        if not low:
+            self._last_normal[key] = time.monotonic()
         if key in self._dirty:
             if not low and (key in self._low or key in self._dirty_low):
                 # Moved up: its time in the queue counts from now, not from the low add (a status-only
@@ -249,6 +256,15 @@ class WorkQueue:
             self._wake()
         else:
             self._enqueue(key, created=created)
+
+    def lower(self, key: Key, *, unless_since: float) -> None:
+        """A key waiting at normal priority waits at low priority instead, unless it had a normal add at
+        or after `unless_since` (see `Runtime._settle_backlog`)."""
+        if self._last_normal.get(key, unless_since) >= unless_since or key in self._processing:
+            return
+        if key in self._queue:
+            self._queue.remove(key)
+            self._push_low(key)
 
     def _push_low(self, key: Key) -> None:
         self._low.push(key)
@@ -343,6 +359,7 @@ class WorkQueue:
         self._processing.add(key)
         self._dirty.discard(key)
         self._dirty_low.discard(key)
+        self._last_normal.pop(key, None)
         added = self._added_at.pop(key, None)
         if added is not None:
             exposition.WORKQUEUE_QUEUE_SECONDS.labels(self.name).observe(time.monotonic() - added)
@@ -381,6 +398,7 @@ class Runtime:
         self.config = config
         self.name = controller.kind.kind.lower()
         self.queue = WorkQueue(self.name, low_workers=max(1, config.max_concurrent_reconciles // 4))
+        self.backlog_recent = BACKLOG_RECENT
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
         self._active = 0
@@ -421,12 +439,28 @@ class Runtime:
 
     def start(self) -> None:
         """Start the workers (once the caches are synced and this replica leads) and the resync."""
+        self._settle_backlog()
         workers = max(1, self.config.max_concurrent_reconciles)
         exposition.MAX_CONCURRENT.labels(self.name).set(workers)
         exposition.ACTIVE_WORKERS.labels(self.name).set(0)
         loop = asyncio.get_running_loop()
         self._workers = [loop.create_task(self._work()) for _ in range(workers)]
         self._resync = loop.create_task(self._resync_forever())
+
+    def _settle_backlog(self) -> None:
+        """Before the workers start: an object whose status reports its current generation and whose last
+        event is older than `backlog_recent` waits at low priority, as a fresh start's listing of it would.
+
+        A standby's queue takes every event from its caches' sync to its takeover, weeks perhaps: the
+        objects created meanwhile and every child event of the others, at normal priority, nearly all of
+        it work the old leader did. What happened while the Lease was waited out (an object created, a
+        worker that failed) is the work that goes first; the rest is checked behind it, each within
+        `LOW_MAX_WAIT`. A process that leads from its start has no events that old."""
+        since = time.monotonic() - self.backlog_recent
+        for namespace, name in list(self._primary.store.objects):
+            obj = self.caches.get(self.controller.kind, name, namespace or None)
+            if obj is not None and listed_converged(None, obj):
+                self.queue.lower((namespace, name), unless_since=since)
 
     async def _work(self) -> None:
         while True:
