@@ -3,6 +3,7 @@ behind a like one is woken when that one leaves the queue: fewer passes, never a
 
 from __future__ import annotations
 
+import copy
 from typing import Any, cast
 
 import pytest
@@ -330,6 +331,30 @@ async def test_an_admitted_gang_being_deleted_gives_this_processs_record_of_it_b
     assert HEAD in set(controller.wakes())
     await _pass(kube, controller, "q0")
     assert HEAD not in controller._waiting, "admitted"
+
+
+async def test_a_gang_admitted_by_another_pass_whose_status_is_not_cached_yet_is_counted_once() -> None:
+    """Two woken gangs pass at once: `a`'s pass admits it and awaits its writes, so the cache still
+    shows it Queued when `b`'s pass runs. `b` used to count it twice (admitted, and queued ahead), be
+    refused although there was room for both, and wait for the next recheck: `a`'s admission wakes
+    nobody."""
+    kube = FakeKube()
+    kube.nodes(2)
+    controller = TrainingJobController(cast(Kube, kube), kube.caches(), OperatorConfig(resync_seconds=1))
+    kube.add(_in("team", _trainingjob("big")))  # 2 x 8: both nodes
+    await _pass(kube, controller, "big")
+    for name in ("a", "b"):  # 2 x 4 each
+        kube.add(_in("team", _trainingjob(name, resources={"gpus": 4, "gpuType": "H100"})))
+        await _pass(kube, controller, name)
+    await kube.delete(*TJ, "big", "team")
+    await controller.forget("team", "big")
+    queued = copy.deepcopy(kube.objects[(*TJ, "team", "a")])
+    assert queued["status"]["phase"] == "Queued"
+    await _pass(kube, controller, "a")
+    assert "team/a" in controller._reserved
+    kube.objects[(*TJ, "team", "a")] = queued  # its status write not in the cache yet
+    await _pass(kube, controller, "b")
+    assert ("team", "b") not in controller._waiting, "admitted: 8 of the 16 GPUs are still free"
 
 
 def test_a_queued_gang_changed_while_it_waits_wakes_the_gangs_it_was_ahead_of() -> None:

@@ -224,6 +224,10 @@ async def run_operator(
             if not await _first(elector.wait_elected(), stop.wait()):
                 return 0 if stop.is_set() else 1
         for runtime in runtimes:
+            if leader_election is not None:
+                # What happened since the old leader last renewed is recent, however long its Lease.
+                recent = 2 * leader_election.lease_duration + leader_election.renew_deadline
+                runtime.backlog_recent = max(runtime.backlog_recent, recent)
             runtime.start()
         log.info(
             "kubeforge is reconciling (cluster: %s, namespaces: %s)",

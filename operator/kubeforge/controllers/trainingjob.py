@@ -427,7 +427,7 @@ class TrainingJobController:
         )
         admitted = self._admitted(found, key)
         others = {k: ledger.unplaced(whole, n) for k, (whole, n) in admitted.items()}
-        ahead = [d for _, d in sorted(found.queued, key=lambda q: q[0])]
+        ahead = [d for _, d in sorted(found.queued, key=lambda q: q[0]) if d.key not in admitted]
         tolerations = _tolerations(spec, owner, attempt, derived)
         room = ledger.room(demand, others.values(), ahead=ahead, tolerations=tolerations)
         quotas = [q for q in map(capacity.quota_of, self.caches.list(RESOURCE_QUOTA, meta["namespace"])) if q]
@@ -464,7 +464,10 @@ class TrainingJobController:
         if refused is not None:
             return refused
         mine = self._order(obj, spec)
-        ahead = [d for order, d in sorted(found.queued, key=lambda q: q[0]) if order < mine]
+        # A gang this process just admitted may still show Queued in the cache: counted admitted, not
+        # also ahead (twice, it kept a gang out that fits, and nothing would wake that gang again).
+        queued = [(order, d) for order, d in found.queued if d.key not in admitted]
+        ahead = [d for order, d in sorted(queued, key=lambda q: q[0]) if order < mine]
         tolerations = _tolerations(spec, owner, attempt, derived)
         gpu_type = spec.resources.gpu_type or (derived.pod.gpu_name if derived.products else None)
         return ledger.admit(demand, others.values(), gpu_type=gpu_type, ahead=ahead, tolerations=tolerations)
