@@ -23,6 +23,7 @@ from kubeforge.kube.client import NotOursError
 from kubeforge.kube.informer import Caches, Informer, Obj, Source
 from kubeforge.kube.kinds import POD, TRAININGJOB, Kind
 from kubeforge.kube.projections import owned_resource, pod
+from kubeforge.metrics import exposition
 
 
 def trainingjob(name: str, namespace: str = "ns") -> Obj:
@@ -265,6 +266,21 @@ async def test_a_standby_that_stood_by_for_long_reconciles_the_object_created_du
     assert sorted(ctrl.passes[1:]) == sorted(
         [f"listed-{i:02d}" for i in range(30)] + [f"week-{i:02d}" for i in range(30)]
     )
+    await runtime.stop()
+
+
+async def test_a_standbys_queue_time_counts_from_its_takeover() -> None:
+    """`workqueue_queue_duration_seconds` is time waiting for a worker: a standby has none to wait for."""
+    ctrl = RecordingController()
+    _, jobs, runtime = setup(ctrl, workers=1)
+    runtime.queue.name = "standby-clock"
+    jobs._apply("ADDED", trainingjob("queued-while-standing-by"))
+    await settle(0.5)  # standing by
+    runtime.start()
+    await settle()
+    assert ctrl.passes == ["queued-while-standing-by"]
+    waited = exposition.WORKQUEUE_QUEUE_SECONDS.labels("standby-clock")._sum.get()
+    assert waited < 0.2, waited
     await runtime.stop()
 
 

@@ -257,6 +257,14 @@ class WorkQueue:
         else:
             self._enqueue(key, created=created)
 
+    def start_clock(self) -> None:
+        """Workers start now: keys queued before wait from here (`workqueue_queue_duration_seconds`
+        would otherwise record a standby's weeks as time waiting for a worker, as controller-runtime,
+        whose queue gets its adds only once it leads, never does)."""
+        now = time.monotonic()
+        for key in self._added_at:
+            self._added_at[key] = now
+
     def lower(self, key: Key, *, unless_since: float) -> None:
         """A key waiting at normal priority waits at low priority instead, unless it had a normal add at
         or after `unless_since` (see `Runtime._settle_backlog`)."""
@@ -440,6 +448,7 @@ class Runtime:
     def start(self) -> None:
         """Start the workers (once the caches are synced and this replica leads) and the resync."""
         self._settle_backlog()
+        self.queue.start_clock()
         workers = max(1, self.config.max_concurrent_reconciles)
         exposition.MAX_CONCURRENT.labels(self.name).set(workers)
         exposition.ACTIVE_WORKERS.labels(self.name).set(0)
