@@ -227,3 +227,19 @@ async def test_a_worker_cancelled_while_it_waits_does_not_swallow_a_wake() -> No
     assert (await asyncio.wait_for(waiting, timeout=1.0)) == ("ns", "changed")
     queue.done(busy)
     await queue.shutdown()
+
+
+async def test_keys_listed_low_while_standing_by_do_not_all_age_up_at_the_takeover() -> None:
+    """A standby's listing put its converged objects at low priority when it synced, perhaps weeks
+    before it leads. Their wait at low priority counts from the takeover: otherwise the first `get()`
+    moved them all up at once, and an object created just after the takeover waited behind every one."""
+    queue = WorkQueue("test", low_workers=1, low_max_wait=0.3)
+    for i in range(60):
+        queue.add((f"ns-{i:02d}", "converged"), low=True)
+    await asyncio.sleep(0.5)  # standing by
+    queue.start_clock()
+    first = await queue.get()  # nothing else waits: a low key
+    queue.add(("new", "fleet"))
+    assert await queue.get() == ("new", "fleet")
+    queue.done(first)
+    await queue.shutdown()

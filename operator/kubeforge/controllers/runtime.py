@@ -258,12 +258,17 @@ class WorkQueue:
             self._enqueue(key, created=created)
 
     def start_clock(self) -> None:
-        """Workers start now: keys queued before wait from here (`workqueue_queue_duration_seconds`
+        """Workers start now: keys queued before wait from here (`low_max_wait`, and
+        `workqueue_queue_duration_seconds`
         would otherwise record a standby's weeks as time waiting for a worker, as controller-runtime,
         whose queue gets its adds only once it leads, never does)."""
         now = time.monotonic()
         for key in self._added_at:
             self._added_at[key] = now
+        # Low keys age from here too: a standby's listing, weeks old, would otherwise all move up at
+        # the first `get()`, past the low workers' cap and ahead of the first new object.
+        for key in self._low_since:
+            self._low_since[key] = now
 
     def lower(self, key: Key, *, unless_since: float) -> None:
         """A key waiting at normal priority waits at low priority instead, unless it had a normal add at
