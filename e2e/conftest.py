@@ -25,7 +25,7 @@ import pytest
 from kubeforge_e2e import GpuSpec, Helm, Kubectl, LocalCluster, NodeSpec
 from kubeforge_e2e import wait_for as _wait_for
 from kubeforge_e2e.loadsim import LoadSimulator, api_lister
-from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.operator import OperatorProcess, running_operator
 from kubeforge_e2e.prometheus import PrometheusProcess
 from kubeforge_e2e.safety import verify_kubeconfig
 from kubeforge_e2e.workloads import install_crds, start_operator
@@ -164,17 +164,9 @@ def training_operator(
 ) -> Iterator[OperatorProcess]:
     """The operator alone on the test's namespace, resyncing every 2 s; its log's tail is printed after
     the test (pytest shows it when the test failed)."""
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path / "operator.log",
-        extra_args=["--namespace", namespace, "--resync-seconds", "2"],
-    )
-    proc.start()
-    try:
+    extra = ["--namespace", namespace, "--resync-seconds", "2"]
+    with running_operator(cluster.kubeconfig, tmp_path / "operator.log", extra, tail=120) as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(120)}")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kubeforge_e2e import Helm, Kubectl, LocalCluster, wait_for
-from kubeforge_e2e.operator import OperatorProcess
+from kubeforge_e2e.operator import OperatorProcess, running_operator
 from kubeforge_e2e.workloads import (
     Obj,
     status_condition,
@@ -35,23 +35,15 @@ SCHEDULE_TIMEOUT_BOUND = 10
 
 @pytest.fixture
 def operator(cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path / "operator.log",
-        extra_args=[
-            "--namespace",
-            namespace,
-            "--resync-seconds",
-            "2",
-            f"--max-schedule-timeout-seconds={SCHEDULE_TIMEOUT_BOUND}",
-        ],
-    )
-    proc.start()
-    try:
+    extra = [
+        "--namespace",
+        namespace,
+        "--resync-seconds",
+        "2",
+        f"--max-schedule-timeout-seconds={SCHEDULE_TIMEOUT_BOUND}",
+    ]
+    with running_operator(cluster.kubeconfig, tmp_path / "operator.log", extra) as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(80)}")
 
 
 def _refused(kubectl: Kubectl, namespace: str, name: str, reason: str, says: str) -> None:
@@ -197,17 +189,9 @@ def patient_operator(
     cluster: LocalCluster, crds: None, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     """The default schedule-timeout bound (300 s): an admitted gang keeps its GPUs unless it gives them up."""
-    proc = OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path / "operator.log",
-        extra_args=["--namespace", namespace, "--resync-seconds", "600"],
-    )
-    proc.start()
-    try:
+    extra = ["--namespace", namespace, "--resync-seconds", "600"]
+    with running_operator(cluster.kubeconfig, tmp_path / "operator.log", extra) as proc:
         yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(80)}")
 
 
 @pytest.mark.parametrize("give_up", ["delete", "suspend", "delete-before-pods"])

@@ -357,46 +357,46 @@ async def test_a_gang_admitted_by_another_pass_whose_status_is_not_cached_yet_is
     assert ("team", "b") not in controller._waiting, "admitted: 8 of the 16 GPUs are still free"
 
 
+FIRST, SMALL = ("a", "first"), ("a", "small")
+
+
+def _two_shapes_woken() -> WaitingGangs:
+    """`first` (4 x 8 GPUs) and `small` (2 x 4, behind it): both woken, both just had their pass."""
+    waiting = WaitingGangs()
+    waiting.add(FIRST, _gang(0, 4, gpus=8))
+    waiting.add(SMALL, _gang(1, 2, gpus=4))
+    assert waiting.woken() == {FIRST, SMALL}
+    assert waiting.newly_woken() == set()
+    return waiting
+
+
 def test_a_queued_gang_changed_while_it_waits_wakes_the_gangs_it_was_ahead_of() -> None:
     """`first` asks for fewer workers (or a lower priority): `small`, of another shape, counted its old
     demand ahead of it."""
-    waiting = WaitingGangs()
-    first, small = ("a", "first"), ("a", "small")
-    waiting.add(first, _gang(0, 4, gpus=8))
-    waiting.add(small, _gang(1, 2, gpus=4))
-    assert waiting.newly_woken() == set()
-    with waiting.passing(first):
-        waiting.add(first, _gang(0, 1, gpus=8))
-    assert waiting.newly_woken() == {first, small}
-    with waiting.passing(first):
-        waiting.add(first, _gang(0, 1, gpus=8))  # unchanged: nothing to say
+    waiting = _two_shapes_woken()
+    with waiting.passing(FIRST):
+        waiting.add(FIRST, _gang(0, 1, gpus=8))
+    assert waiting.newly_woken() == {FIRST, SMALL}
+    with waiting.passing(FIRST):
+        waiting.add(FIRST, _gang(0, 1, gpus=8))  # unchanged: nothing to say
     assert waiting.newly_woken() == set()
 
 
 def test_a_gang_admitted_frees_nothing_for_the_gangs_behind_it() -> None:
     """Its demand moves from ahead of them to admitted; its pods binding are the events that wake them."""
-    waiting = WaitingGangs()
-    first, other = ("a", "first"), ("a", "other")
-    waiting.add(first, _gang(0, 4, gpus=8))
-    waiting.add(other, _gang(1, 2, gpus=4))
-    assert waiting.newly_woken() == set()
-    with waiting.passing(first):
-        waiting.admitted(first)
-    assert first not in waiting
+    waiting = _two_shapes_woken()
+    with waiting.passing(FIRST):
+        waiting.admitted(FIRST)
+    assert FIRST not in waiting
     assert waiting.newly_woken() == set()
 
 
 def test_a_queued_gang_of_another_shape_leaving_wakes_the_gangs_it_was_ahead_of() -> None:
     """Both were woken and had their pass; `small` did not fit because `first` was ahead of it. When
     `first` leaves the queue, `small` is not new to the woken ones, but must look again all the same."""
-    waiting = WaitingGangs()
-    first, small = ("a", "first"), ("a", "small")
-    waiting.add(first, _gang(0, 4, gpus=8))
-    waiting.add(small, _gang(1, 2, gpus=4))
-    assert waiting.woken() == {first, small}
-    assert waiting.newly_woken() == set()
-    waiting.discard(first)
-    assert waiting.newly_woken() == {small}
+    waiting = _two_shapes_woken()
+    waiting.discard(FIRST)
+    assert waiting.newly_woken() == {SMALL}
     assert waiting.newly_woken() == set(), "once"
     waiting.add(("a", "growing"))  # an elastic job waiting for room: always woken, never ahead of anyone
     waiting.newly_woken()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,3 +153,18 @@ class OperatorProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+@contextlib.contextmanager
+def running_operator(
+    kubeconfig: Path, log_path: Path, extra_args: Sequence[str], *, tail: int = 80
+) -> Iterator[OperatorProcess]:
+    """An operator started for a test, stopped after it, its log's last `tail` lines printed (pytest
+    shows them when the test failed)."""
+    proc = OperatorProcess(kubeconfig, log_path, extra_args=extra_args)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"--- operator log ({proc.log_path}) ---\n{proc.tail(tail)}")

@@ -217,7 +217,9 @@ class WorkQueue:
     _low_processing: set[Key] = field(default_factory=set)
     _added_at: dict[Key, float] = field(default_factory=dict)
     _last_normal: dict[Key, float] = field(default_factory=dict)
-    """When each waiting key last had a normal add (`lower` leaves recent ones alone)."""
+    """Until the workers start: when each waiting key last had a normal add (`lower` leaves recent ones
+    alone)."""
+    _started: bool = False
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
     _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
@@ -232,7 +234,7 @@ class WorkQueue:
         other keys (`Lanes`)."""
         if self._shutdown:
             return
-        if not low:
+        if not low and not self._started:
             self._last_normal[key] = time.monotonic()
         if key in self._dirty:
             if not low and (key in self._low or key in self._dirty_low):
@@ -258,10 +260,11 @@ class WorkQueue:
             self._enqueue(key, created=created)
 
     def start_clock(self) -> None:
-        """Workers start now: keys queued before wait from here (`low_max_wait`, and
-        `workqueue_queue_duration_seconds`
-        would otherwise record a standby's weeks as time waiting for a worker, as controller-runtime,
-        whose queue gets its adds only once it leads, never does)."""
+        """Workers start now: keys queued before wait from here, for `low_max_wait` and for
+        `workqueue_queue_duration_seconds` (which would otherwise record a standby's weeks as time
+        waiting for a worker; controller-runtime's queue gets its adds only once it leads)."""
+        self._started = True
+        self._last_normal.clear()
         now = time.monotonic()
         for key in self._added_at:
             self._added_at[key] = now
@@ -372,7 +375,6 @@ class WorkQueue:
         self._processing.add(key)
         self._dirty.discard(key)
         self._dirty_low.discard(key)
-        self._last_normal.pop(key, None)
         added = self._added_at.pop(key, None)
         if added is not None:
             exposition.WORKQUEUE_QUEUE_SECONDS.labels(self.name).observe(time.monotonic() - added)

@@ -91,11 +91,7 @@ def gangs_of(
         ):
             order = queue_order(priority(spec), meta, status, key)
             out.queued.append((order, whole))
-        elif (
-            status.phase in ("Pending", "Running")
-            and admitted.status == "True"
-            and admitted.reason == "GangAdmitted"
-        ):
+        elif holds_admission(obj):
             out.admitted[key] = (whole, status.attempt)
     return out
 
